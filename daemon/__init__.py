@@ -1,0 +1,1 @@
+"""Fenliu: the routing daemon (sans-I/O core in `daemon.core`, asyncio shell around it)."""

@@ -1,0 +1,359 @@
+"""A candidate: a group (or the pool of unmatched-accepting groups) with its live indexes.
+
+Each candidate keeps, for its eligible agents only, a sorted index whose first entry is the
+agent its mode picks next, so choosing an agent costs O(log n) and never scans the group
+(CONTRACT 3 rule 5):
+
+- `average`    (shift assignments, last assigned at, file order)
+- `weighted`   (virtual pass, file order) — smooth weighted round robin in its O(log n)
+               stride form: the chosen agent's pass advances by 1/weight, an agent that
+               becomes eligible again starts no earlier than the group's virtual time, so
+               shares follow weights without bursts.
+- `efficiency` (busy, load / weight, last assigned at, file order)
+- `conversion` (busy, (load + 1) / score, last assigned at, file order), where
+               score = weight × level factor × (rate / prior) ** strength exponent and
+               rate = the latest `agent_stats` figure, else the agent's converted sessions
+               smoothed toward the candidate's mean: (conv + M·prior) / (sessions + M).
+               A conversion candidate also keeps an `efficiency` index, used while it has
+               `conversion_min_agents` or fewer eligible agents.
+
+The queue is a sorted list ordered by (−priority, arrival, seq): dequeue, removal and a
+buyer's position all cost O(log n).
+
+Wait estimate (`estimate_s`), for the buyer at 1-based position k:
+
+    free   = free slots of eligible agents (Σ cap − load; "unbounded" without queueing)
+    busy   = open sessions of online member agents, each counted up to its cap
+    H      = mean session duration in this candidate: an EWMA of observed durations,
+             blended with `queue.avg_handle_time` until SEED_SESSIONS sessions have ended
+    need   = k − free                    (session ends needed before this buyer is served)
+    wait   = 0                               if need ≤ 0
+           = need · H / busy                 if busy > 0  (sessions end at rate busy / H)
+           = H · ⌈k / total member cap⌉      otherwise (nobody online or working: at
+                                             least one handle time, more for long lines)
+
+It ignores buyers ahead who will give up (so it errs long) and ends of sessions whose slot
+goes to another candidate sharing the agent (so it errs short); the simulator measures both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedList
+
+from daemon.core.config import AgentConfig, GroupConfig, ShopConfig
+from daemon.core.model import AgentState, QueueEntry
+from topics.events import AgentStatus, Mode
+
+SEED_SESSIONS = 20  # ended sessions before the observed handle time is trusted alone
+HANDLE_EWMA = 0.1  # weight of each new session duration in the observed handle time
+PRIOR_SESSIONS = 20.0  # pseudo-sessions pulling an agent's observed rate toward the mean
+DEFAULT_PRIOR = 0.1  # assumed conversion before a candidate has any data
+PRIOR_DRIFT = 0.1  # relative change of the candidate mean that triggers a re-rank
+RATE_FLOOR = 0.001
+STRENGTH_EXPONENT = {"low": 0.5, "mid": 1.0, "high": 2.0}
+LEVEL_FACTOR = {1: 0.6, 2: 0.8, 3: 1.0, 4: 1.25, 5: 1.5}
+
+Key = tuple[float | int | str, ...]
+QueueItem = tuple[int, int, int, str]  # (-priority, arrival, seq, buyer_id)
+
+POOL_KEY = ""  # the unmatched pool; group names are never empty
+
+
+@dataclass(slots=True)
+class _Contribution:
+    online: bool = False
+    busy_slots: int = 0
+    free_slots: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Candidate:
+    """One group, or the pool of groups with accept_unmatched. See the module docstring."""
+
+    key: str
+    group: str | None  # reported in outputs; None for a pool of several groups
+    mode: Mode
+    strength: str
+    queueing: bool
+    caps: dict[str, int]  # member agent id -> cap here
+    member_groups: dict[str, str]  # member agent id -> group it is chosen in
+    overflow_to: str | None
+    total_cap: int
+    agents: dict[str, AgentState]
+    confs: dict[str, AgentConfig]
+    busy_threshold: int
+    min_conversion_agents: int
+    queue: SortedList[QueueItem] = field(default_factory=SortedList)
+    index: SortedList[Key] = field(default_factory=SortedList)
+    eff_index: SortedList[Key] = field(default_factory=SortedList)
+    keys: dict[str, Key] = field(default_factory=dict)
+    eff_keys: dict[str, Key] = field(default_factory=dict)
+    passes: dict[str, float] = field(default_factory=dict)
+    vtime: float = 0.0
+    prior_used: float = DEFAULT_PRIOR
+    sessions_sum: int = 0
+    converted_sum: int = 0
+    handle_ewma: float = 0.0
+    handle_n: int = 0
+    last_tick: int = -(10**15)
+    dirty: bool = False
+    contrib: dict[str, _Contribution] = field(default_factory=dict)
+    online: int = 0
+    busy_slots: int = 0
+    free_slots: int = 0
+
+    # ------------------------------------------------------------------ eligibility/index
+
+    def is_member(self, agent_id: str) -> bool:
+        """Whether the agent belongs to this candidate under the current configuration."""
+        return agent_id in self.caps
+
+    def is_eligible(self, agent: AgentState) -> bool:
+        """Online, a member and — where queueing applies — below its cap here."""
+        if agent.status is not AgentStatus.ONLINE or agent.id not in self.caps:
+            return False
+        return not self.queueing or agent.load < self.caps[agent.id]
+
+    def refresh(self, agent: AgentState) -> None:
+        """Re-rank one member agent after anything about it changed."""
+        if agent.id not in self.caps:
+            return
+        self._account(agent)
+        if not self.is_eligible(agent):
+            self._drop(agent.id)
+            return
+        if self.mode is Mode.WEIGHTED and agent.id not in self.keys:
+            start = self.passes.get(agent.id)
+            half_stride = 0.5 / self.confs[agent.id].weight
+            self.passes[agent.id] = (
+                self.vtime + half_stride if start is None else max(start, self.vtime)
+            )
+        self._put(self.index, self.keys, agent.id, self._key(agent, self.mode))
+        if self.mode is Mode.CONVERSION:
+            self._put(self.eff_index, self.eff_keys, agent.id, self._key(agent, Mode.EFFICIENCY))
+
+    def _account(self, agent: AgentState) -> None:
+        new = _Contribution()
+        if agent.status is AgentStatus.ONLINE:
+            cap = self.caps[agent.id]
+            new.online = True
+            new.busy_slots = min(agent.load, cap) if self.queueing else agent.load
+            new.free_slots = max(0, cap - agent.load) if self.queueing else 1
+        old = self.contrib.get(agent.id, _Contribution())
+        self.online += int(new.online) - int(old.online)
+        self.busy_slots += new.busy_slots - old.busy_slots
+        self.free_slots += new.free_slots - old.free_slots
+        self.contrib[agent.id] = new
+
+    @staticmethod
+    def _put(index: SortedList[Key], keys: dict[str, Key], agent_id: str, key: Key) -> None:
+        old = keys.get(agent_id)
+        if old == key:
+            return
+        if old is not None:
+            index.remove(old)
+        index.add(key)
+        keys[agent_id] = key
+
+    def _drop(self, agent_id: str) -> None:
+        old = self.keys.pop(agent_id, None)
+        if old is not None:
+            self.index.remove(old)
+        old = self.eff_keys.pop(agent_id, None)
+        if old is not None:
+            self.eff_index.remove(old)
+
+    def _key(self, agent: AgentState, mode: Mode) -> Key:
+        conf = self.confs[agent.id]
+        tail = (agent.last_assigned_at, agent.ordinal, agent.id)
+        if mode is Mode.AVERAGE:
+            return (agent.shift_assignments, *tail)
+        if mode is Mode.WEIGHTED:
+            return (self.passes[agent.id], agent.ordinal, agent.id)
+        busy = int(agent.pending > self.busy_threshold)
+        if mode is Mode.EFFICIENCY:
+            return (busy, agent.load / conf.weight, *tail)
+        return (busy, (agent.load + 1) / self.score(agent), *tail)
+
+    def score(self, agent: AgentState) -> float:
+        """Conversion-priority score: weight × level factor × relative rate ** strength."""
+        conf = self.confs[agent.id]
+        prior = max(self.prior_used, RATE_FLOOR)
+        rate = max(self.rate(agent), RATE_FLOOR)
+        exponent = STRENGTH_EXPONENT[self.strength]
+        relative: float = (rate / prior) ** exponent
+        return conf.weight * LEVEL_FACTOR[conf.level] * relative
+
+    def rate(self, agent: AgentState) -> float:
+        """The agent's conversion rate as routing sees it (see the module docstring)."""
+        if agent.external_rate is not None:
+            return agent.external_rate
+        return (agent.converted_sessions + PRIOR_SESSIONS * self.prior_used) / (
+            agent.sessions_total + PRIOR_SESSIONS
+        )
+
+    def current_prior(self) -> float:
+        """The candidate's mean conversion rate, weakly anchored at DEFAULT_PRIOR."""
+        return (self.converted_sum + PRIOR_SESSIONS * DEFAULT_PRIOR) / (
+            self.sessions_sum + PRIOR_SESSIONS
+        )
+
+    def rerank_if_prior_drifted(self) -> None:
+        """Re-rank every eligible agent when the mean moved by more than PRIOR_DRIFT."""
+        if self.mode is not Mode.CONVERSION:
+            return
+        prior = self.current_prior()
+        if abs(prior - self.prior_used) <= PRIOR_DRIFT * self.prior_used:
+            return
+        self.prior_used = prior
+        self.index.clear()
+        self.keys.clear()
+        for agent_id in list(self.eff_keys):
+            agent = self.agents[agent_id]
+            self._put(self.index, self.keys, agent_id, self._key(agent, Mode.CONVERSION))
+
+    # --------------------------------------------------------------------------- choosing
+
+    def choose(self, exclude: str | None = None) -> tuple[str, Mode] | None:
+        """The agent this candidate's mode picks now (and the mode used), or None."""
+        index, mode = self.index, self.mode
+        if mode is Mode.CONVERSION and len(index) <= self.min_conversion_agents:
+            index, mode = self.eff_index, Mode.EFFICIENCY
+        for key in index.islice(0, 2):
+            agent_id = str(key[-1])
+            if agent_id != exclude:
+                return agent_id, mode
+        return None
+
+    def chosen(self, agent_id: str) -> None:
+        """Advance the weighted round robin after `agent_id` got a buyer here."""
+        if self.mode is Mode.WEIGHTED and agent_id in self.passes:
+            self.vtime = self.passes[agent_id]
+            self.passes[agent_id] += 1.0 / self.confs[agent_id].weight
+
+    def has_eligible(self) -> bool:
+        """Whether any agent could take a buyer here now."""
+        return bool(self.index)
+
+    # ------------------------------------------------------------------------------ queue
+
+    @staticmethod
+    def item(entry: QueueEntry, buyer_id: str) -> QueueItem:
+        """The queue's sort item for an entry."""
+        return (-entry.priority, entry.arrival, entry.seq, buyer_id)
+
+    def position(self, entry: QueueEntry, buyer_id: str) -> int:
+        """1-based place in line."""
+        return int(self.queue.bisect_left(self.item(entry, buyer_id))) + 1
+
+    def head(self) -> QueueItem | None:
+        """The first buyer in line, or None."""
+        return self.queue[0] if self.queue else None
+
+    # --------------------------------------------------------------------------- estimate
+
+    def observe_session(self, duration_ms: int) -> None:
+        """Feed one ended session's duration into the handle-time estimate."""
+        if self.handle_n == 0:
+            self.handle_ewma = float(duration_ms)
+        else:
+            self.handle_ewma += HANDLE_EWMA * (duration_ms - self.handle_ewma)
+        self.handle_n += 1
+
+    def handle_time_ms(self, seed_ms: int) -> float:
+        """Mean session duration: observed, blended with the seed until enough data."""
+        weight = min(self.handle_n, SEED_SESSIONS) / SEED_SESSIONS
+        return weight * self.handle_ewma + (1.0 - weight) * seed_ms
+
+    def estimate_s(self, position: int, seed_ms: int) -> int:
+        """Expected seconds until the buyer at `position` is assigned (module docstring)."""
+        handle = self.handle_time_ms(seed_ms)
+        need = position - self.free_slots
+        if need <= 0:
+            return 0
+        if self.busy_slots > 0:
+            return round(need * handle / self.busy_slots / 1000)
+        return round(handle * math.ceil(position / max(1, self.total_cap)) / 1000)
+
+
+RUNTIME_FIELDS = (
+    "passes",
+    "vtime",
+    "prior_used",
+    "sessions_sum",
+    "converted_sum",
+    "handle_ewma",
+    "handle_n",
+    "last_tick",
+    "dirty",
+)
+"""Learned state of a candidate that survives reloads and snapshots (indexes are rebuilt)."""
+
+
+def runtime_of(cand: Candidate) -> dict[str, object]:
+    """A candidate's learned state as plain data."""
+    data = {name: getattr(cand, name) for name in RUNTIME_FIELDS}
+    data["passes"] = dict(cand.passes)
+    return data
+
+
+def set_runtime(cand: Candidate, data: dict[str, object]) -> None:
+    """Give a freshly built candidate the learned state `runtime_of` returned."""
+    for name in RUNTIME_FIELDS:
+        if name in data:
+            value = data[name]
+            setattr(cand, name, dict(value) if isinstance(value, dict) else value)
+
+
+def build_candidates(
+    shop: ShopConfig, agents: dict[str, AgentState]
+) -> tuple[dict[str, Candidate], Candidate | None]:
+    """Every group's candidate (by name) and the unmatched pool (None if no group accepts)."""
+    confs = {a.id: a for a in shop.agents}
+    cands = {g.name: _make(shop, (g,), agents, confs) for g in shop.groups}
+    pooled = tuple(g for g in shop.groups if g.accept_unmatched)
+    if not pooled:
+        return cands, None
+    if len(pooled) == 1:
+        return cands, cands[pooled[0].name]
+    return cands, _make(shop, pooled, agents, confs)
+
+
+def _make(
+    shop: ShopConfig,
+    groups: tuple[GroupConfig, ...],
+    agents: dict[str, AgentState],
+    confs: dict[str, AgentConfig],
+) -> Candidate:
+    single = groups[0] if len(groups) == 1 else None
+    q = shop.queue
+    if q.enabled and q.scope == "shop":
+        queueing = True
+    else:
+        queueing = q.enabled and any(g.name in q.groups for g in groups)
+    caps: dict[str, int] = {}
+    member_groups: dict[str, str] = {}
+    for group in groups:
+        for agent_id in group.agents:
+            if agent_id not in caps:
+                conf = confs[agent_id]
+                caps[agent_id] = conf.cap or group.cap or q.default_cap
+                member_groups[agent_id] = group.name
+    return Candidate(
+        key=single.name if single else POOL_KEY,
+        group=single.name if single else None,
+        mode=(single.mode if single and single.mode else shop.mode),
+        strength=single.conversion_strength if single else "mid",
+        queueing=queueing,
+        caps=caps,
+        member_groups=member_groups,
+        overflow_to=single.overflow_to if single else None,
+        total_cap=sum(caps.values()),
+        agents=agents,
+        confs=confs,
+        busy_threshold=shop.busy_threshold,
+        min_conversion_agents=shop.conversion_min_agents,
+    )

@@ -1,0 +1,222 @@
+"""Typed, validated, frozen shop configuration (CONTRACT.md section 5).
+
+These models are what the routing engine consumes. Reading TOML files and turning
+validation errors into "file: key: problem" lines is `daemon.config`'s job; this module only
+says what a valid shop is. Durations are stored as integer milliseconds; on input they are
+an integer number of seconds or a string such as ``"90s"``, ``"10m"``, ``"72h"``, ``"1d"``
+or ``"1h30m"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from topics.events import Mode
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_NOT_A_DURATION = "a duration is an integer number of seconds or a string like '10m'"
+
+
+def parse_duration_ms(value: object) -> int:
+    """Turn a contract duration (seconds as an integer, or ``"10m"``-style text) into ms."""
+    # ValueError throughout, not TypeError: pydantic reports only ValueError as bad input.
+    if isinstance(value, bool):
+        raise ValueError(_NOT_A_DURATION)  # noqa: TRY004
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return value * 1000
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if text.isdigit():
+            return int(text) * 1000
+        pos, total = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            total += float(match.group(1)) * _UNIT_MS[match.group(2)]
+            pos = match.end()
+        if text and pos == len(text):
+            return round(total)
+        raise ValueError(
+            f"{value!r} is not a duration: use seconds as an integer or a string such as "
+            "'90s', '10m', '72h', '1d' or '1h30m'"
+        )
+    raise ValueError(_NOT_A_DURATION)
+
+
+DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+Strength = Literal["low", "mid", "high"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class QueueConfig(_Frozen):
+    """`[queue]`: queueing mode (排队模式) and session timing."""
+
+    enabled: bool = False
+    scope: Literal["shop", "groups"] = "shop"
+    groups: tuple[Name, ...] = ()
+    default_cap: int = Field(default=5, ge=1)
+    session_timeout: DurationMs = 600_000
+    repeat_entry_window: DurationMs = 1_800_000
+    avg_handle_time: DurationMs = 300_000
+    max_wait: DurationMs = 0
+    update_interval: DurationMs = 10_000
+
+    # Field validators (not one model validator) so that a problem is reported under its
+    # own key, e.g. `queue.session_timeout`, rather than under `queue`.
+    @field_validator("session_timeout", "avg_handle_time")
+    @classmethod
+    def _longer_than_zero(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("update_interval")
+    @classmethod
+    def _at_least_one_second(cls, value: int) -> int:
+        if value < 1000:
+            raise ValueError("must be at least 1s")
+        return value
+
+
+class AgentConfig(_Frozen):
+    """`[[agents]]`: one customer-service sub-account (客服子账号)."""
+
+    id: Name
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    level: int = Field(default=3, ge=1, le=5)
+    cap: int | None = Field(default=None, ge=1)
+
+
+class MatchConfig(_Frozen):
+    """`[groups.match]`: the values a group binds, per dimension."""
+
+    crowd: tuple[str, ...] = ()
+    items: tuple[str, ...] = ()
+    intents: tuple[str, ...] = ()
+    order_status: tuple[str, ...] = ()
+
+
+class GroupConfig(_Frozen):
+    """`[[groups]]`: a 分流 group of agents."""
+
+    name: Name
+    agents: tuple[Name, ...] = Field(min_length=1)  # an empty group would queue forever
+    mode: Mode | None = None
+    conversion_strength: Strength = "mid"
+    cap: int | None = Field(default=None, ge=1)
+    accept_unmatched: bool = True
+    overflow_to: Name | None = None
+    match: MatchConfig = MatchConfig()
+
+
+class ShopConfig(_Frozen):
+    """One shop file: agents, groups, modes and queueing."""
+
+    id: Name
+    mode: Mode = Mode.EFFICIENCY
+    busy_threshold: int = Field(default=4, ge=0)
+    sticky_window: DurationMs = 72 * 3_600_000
+    conversion_window: DurationMs = 24 * 3_600_000
+    conversion_min_agents: int = Field(default=5, ge=0)
+    queue: QueueConfig = QueueConfig()
+    agents: tuple[AgentConfig, ...] = Field(min_length=1)
+    groups: tuple[GroupConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references_hold(self, info: ValidationInfo) -> ShopConfig:
+        # A loader that reports each problem under its own key validates with
+        # context={"defer_references": True} and calls shop_reference_problems itself.
+        if isinstance(info.context, dict) and info.context.get("defer_references"):
+            return self
+        problems = shop_reference_problems(self)
+        if problems:
+            raise ValueError("; ".join(f"{key}: {text}" for key, text in problems))
+        return self
+
+    def agent(self, agent_id: str) -> AgentConfig | None:
+        """The agent's configuration, or None when the shop does not configure it."""
+        for agent in self.agents:
+            if agent.id == agent_id:
+                return agent
+        return None
+
+
+def shop_reference_problems(shop: ShopConfig) -> list[tuple[str, str]]:
+    """Cross-references that a single field cannot check, as (key, problem) pairs."""
+    problems: list[tuple[str, str]] = []
+    agent_ids = [a.id for a in shop.agents]
+    group_names = [g.name for g in shop.groups]
+    for i, agent_id in enumerate(agent_ids):
+        if agent_id in agent_ids[:i]:
+            problems.append((f"agents[{i}].id", f"agent {agent_id!r} is configured twice"))
+    for i, group in enumerate(shop.groups):
+        if group.name in group_names[:i]:
+            problems.append((f"groups[{i}].name", f"group {group.name!r} is defined twice"))
+        for j, agent_id in enumerate(group.agents):
+            key = f"groups[{i}].agents[{j}]"
+            if agent_id not in agent_ids:
+                problems.append((key, f"agent {agent_id!r} is not configured in [[agents]]"))
+            elif agent_id in group.agents[:j]:
+                problems.append((key, f"agent {agent_id!r} is listed twice in this group"))
+        if group.overflow_to is not None and group.overflow_to not in group_names:
+            problems.append(
+                (f"groups[{i}].overflow_to", f"no group is named {group.overflow_to!r}")
+            )
+    for j, name in enumerate(shop.queue.groups):
+        if name not in group_names:
+            problems.append((f"queue.groups[{j}]", f"no group is named {name!r}"))
+    problems.extend(_scope_problems(shop.queue))
+    problems.extend(_overflow_cycles(shop))
+    return problems
+
+
+def _scope_problems(queue: QueueConfig) -> list[tuple[str, str]]:
+    # `queue.groups` is read only with scope "groups"; the default scope is "shop", so a
+    # list without the scope would silently queue every group instead of the listed ones.
+    if queue.scope == "groups" and not queue.groups:
+        return [("queue.groups", 'scope = "groups" needs the names of the groups that queue')]
+    if queue.scope == "shop" and queue.groups:
+        return [
+            (
+                "queue.groups",
+                'is only used with scope = "groups" (scope "shop" queues every group): '
+                'set queue.scope = "groups" or remove queue.groups',
+            )
+        ]
+    return []
+
+
+def _overflow_cycles(shop: ShopConfig) -> list[tuple[str, str]]:
+    nxt = {g.name: g.overflow_to for g in shop.groups}
+    for i, group in enumerate(shop.groups):
+        seen = {group.name}
+        cur = group.overflow_to
+        while cur is not None and cur in nxt:
+            if cur in seen:
+                return [
+                    (
+                        f"groups[{i}].overflow_to",
+                        f"overflow from {group.name!r} loops back to {cur!r}",
+                    )
+                ]
+            seen.add(cur)
+            cur = nxt[cur]
+    return []

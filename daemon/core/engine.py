@@ -1,0 +1,124 @@
+"""The routing engine: every configured shop's state machine behind one sans-I/O API.
+
+    engine = Engine(shops)                 # {shop_id: ShopConfig}
+    outputs = engine.handle(event, now)    # fires due timers, applies one event
+    outputs = engine.on_timer(now)         # fires due timers only
+    engine.next_deadline()                 # when on_timer next has work, or None
+
+`now` is epoch milliseconds supplied by the caller (the daemon's clock, or virtual time in
+the simulator and tests); the engine never reads a clock and never does I/O. Time never runs
+backwards inside a shop: an earlier `now` is treated as the latest one seen.
+
+Bad input raises `EventRejected` (a sentence for the dead-letter topic) and changes
+nothing; outputs of timers that fired first ride on the exception as `.outputs`.
+Shops are snapshot and restored one at a time (`snapshot_shop`, `restore_shop`), because a
+Kafka partition — the unit a daemon instance owns — carries whole shops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from daemon.core.config import ShopConfig
+from daemon.core.shop import EventRejected, ShopEngine
+from daemon.core.snapshot import dump_shop, load_shop
+from topics.events import InputEvent, OutputEvent
+
+__all__ = ["Engine", "EventRejected"]
+
+DEFAULT_DEDUP_CAPACITY = 100_000
+
+
+class Engine:
+    """Routing for a set of shops. See the module docstring."""
+
+    def __init__(
+        self, shops: Mapping[str, ShopConfig], *, dedup_capacity: int = DEFAULT_DEDUP_CAPACITY
+    ) -> None:
+        self.dedup_capacity = dedup_capacity
+        self.configs: dict[str, ShopConfig] = dict(shops)
+        self.shops: dict[str, ShopEngine] = {
+            shop_id: ShopEngine(config, dedup_capacity=dedup_capacity)
+            for shop_id, config in self.configs.items()
+        }
+
+    def shop(self, shop_id: str) -> ShopEngine:
+        """The state machine of one shop (KeyError if not configured)."""
+        return self.shops[shop_id]
+
+    def handle(self, event: InputEvent, now: int) -> list[OutputEvent]:
+        """Apply one decoded input event at time `now`; return the decisions."""
+        shop = self.shops.get(event.shop_id)
+        if shop is None:
+            raise EventRejected(f"shop_id {event.shop_id!r} is not configured")
+        return shop.handle(event, now)
+
+    def handle_batch(self, events: Iterable[InputEvent], now: int) -> list[OutputEvent]:
+        """Apply several events at `now`; rejected ones are skipped (see `handle`)."""
+        out: list[OutputEvent] = []
+        for event in events:
+            try:
+                out.extend(self.handle(event, now))
+            except EventRejected as rejected:
+                out.extend(rejected.outputs)
+        return out
+
+    def on_timer(self, now: int) -> list[OutputEvent]:
+        """Fire every timer due at or before `now`, shop by shop."""
+        out: list[OutputEvent] = []
+        for shop in self.shops.values():
+            out.extend(shop.on_timer(now))
+        return out
+
+    def next_deadline(self) -> int | None:
+        """The earliest time any shop has a timer due, or None."""
+        deadlines = [d for s in self.shops.values() if (d := s.next_deadline()) is not None]
+        return min(deadlines, default=None)
+
+    def reconfigure(self, shops: Mapping[str, ShopConfig], now: int) -> list[OutputEvent]:
+        """Apply reloaded configuration: new shops start empty, removed shops are dropped."""
+        out: list[OutputEvent] = []
+        for shop_id in list(self.shops):
+            if shop_id not in shops:
+                del self.shops[shop_id]
+        for shop_id, config in shops.items():
+            if shop_id in self.shops:
+                out.extend(self.shops[shop_id].reconfigure(config, now))
+            else:
+                self.shops[shop_id] = ShopEngine(config, dedup_capacity=self.dedup_capacity)
+        self.configs = dict(shops)
+        return out
+
+    def snapshot_shop(self, shop_id: str) -> dict[str, Any]:
+        """One shop's state as plain JSON-able data."""
+        return dump_shop(self.shops[shop_id])
+
+    def restore_shop(self, shop_id: str, data: dict[str, Any]) -> None:
+        """Replace one shop's state with a snapshot taken by `snapshot_shop`."""
+        self.shops[shop_id] = load_shop(
+            self.configs[shop_id], data, dedup_capacity=self.dedup_capacity
+        )
+
+    def reset_shop(self, shop_id: str) -> None:
+        """Forget one shop's state (it starts empty), e.g. when its partition is revoked."""
+        self.shops[shop_id] = ShopEngine(self.configs[shop_id], dedup_capacity=self.dedup_capacity)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every shop's state."""
+        return {shop_id: self.snapshot_shop(shop_id) for shop_id in self.shops}
+
+    @classmethod
+    def restore(
+        cls,
+        shops: Mapping[str, ShopConfig],
+        data: Mapping[str, dict[str, Any]],
+        *,
+        dedup_capacity: int = DEFAULT_DEDUP_CAPACITY,
+    ) -> Engine:
+        """An engine whose shops are in the states `snapshot` recorded."""
+        engine = cls(shops, dedup_capacity=dedup_capacity)
+        for shop_id, shop_data in data.items():
+            if shop_id in engine.shops:
+                engine.restore_shop(shop_id, shop_data)
+        return engine

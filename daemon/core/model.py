@@ -1,0 +1,175 @@
+"""Mutable routing state of one shop: agents, buyers, sessions, queue entries.
+
+State changes are data, as in h11's transition tables: `AGENT_TRANSITIONS` says what each
+status change does, `BUYER_TRANSITIONS` which buyer phase follows which trigger. Anything
+not in `BUYER_TRANSITIONS` is an impossible transition and raises `ImpossibleTransition`
+naming the state and the trigger — a bug in the engine, never a consequence of bad input
+(bad input is rejected before any state changes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from topics.events import AgentStatus, AssignReason, InquiryContext
+
+
+class ImpossibleTransition(RuntimeError):
+    """The engine tried a state change its transition table does not allow."""
+
+
+# ------------------------------------------------------------------------------- agents
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTransition:
+    """What an agent status change does besides recording the new status."""
+
+    closes_sessions: bool  # open sessions end with reason agent_offline
+    starts_shift: bool  # `average` mode counts assignments per shift
+    may_free_capacity: bool  # queued buyers may now be served
+
+
+_ON, _SUS, _OFF = AgentStatus.ONLINE, AgentStatus.SUSPENDED, AgentStatus.OFFLINE
+
+AGENT_TRANSITIONS: dict[tuple[AgentStatus, AgentStatus], AgentTransition] = {
+    (_OFF, _ON): AgentTransition(closes_sessions=False, starts_shift=True, may_free_capacity=True),
+    (_SUS, _ON): AgentTransition(closes_sessions=False, starts_shift=False, may_free_capacity=True),
+    (_ON, _SUS): AgentTransition(
+        closes_sessions=False, starts_shift=False, may_free_capacity=False
+    ),
+    (_OFF, _SUS): AgentTransition(
+        closes_sessions=False, starts_shift=True, may_free_capacity=False
+    ),
+    (_ON, _OFF): AgentTransition(closes_sessions=True, starts_shift=False, may_free_capacity=False),
+    (_SUS, _OFF): AgentTransition(
+        closes_sessions=True, starts_shift=False, may_free_capacity=False
+    ),
+}
+"""Every real status change. A repeated status (online → online) changes nothing."""
+
+
+@dataclass(slots=True)
+class AgentState:
+    """One agent's live state. `ordinal` is its place in the shop file (final tie-break)."""
+
+    id: str
+    ordinal: int
+    status: AgentStatus = AgentStatus.OFFLINE
+    sessions: dict[str, None] = field(default_factory=dict)  # buyer ids, ordered set
+    pending: int = 0  # sessions whose last message came from the buyer
+    shift_assignments: int = 0
+    last_assigned_at: int = -1
+    online_since: int | None = None
+    online_ms: int = 0
+    sessions_total: int = 0  # sessions ever started (conversion denominator)
+    converted_sessions: int = 0
+    orders: int = 0
+    order_amount: float = 0.0
+    external_rate: float | None = None  # latest agent_stats figure
+    assigned_by_reason: dict[str, int] = field(default_factory=dict)
+    assigned_while_busy: int = 0
+
+    @property
+    def load(self) -> int:
+        """Open sessions."""
+        return len(self.sessions)
+
+    def count_assignment(self, reason: AssignReason, now: int, *, busy: bool) -> None:
+        """Book one more session for this agent."""
+        self.shift_assignments += 1
+        self.sessions_total += 1
+        self.last_assigned_at = now
+        self.assigned_by_reason[reason.value] = self.assigned_by_reason.get(reason.value, 0) + 1
+        if busy:
+            self.assigned_while_busy += 1
+
+
+# ------------------------------------------------------------------------------- buyers
+
+
+class BuyerPhase(StrEnum):
+    """Where a buyer stands with the shop."""
+
+    IDLE = "idle"  # no session, not queued (maybe a recent contact)
+    QUEUED = "queued"
+    IN_SESSION = "in_session"
+
+
+Trigger = Literal["route", "queue", "dequeue", "leave", "expire", "overflow", "close", "transfer"]
+
+BUYER_TRANSITIONS: dict[tuple[BuyerPhase, Trigger], BuyerPhase] = {
+    (BuyerPhase.IDLE, "route"): BuyerPhase.IN_SESSION,
+    (BuyerPhase.IDLE, "queue"): BuyerPhase.QUEUED,
+    (BuyerPhase.QUEUED, "dequeue"): BuyerPhase.IN_SESSION,
+    (BuyerPhase.QUEUED, "leave"): BuyerPhase.IDLE,
+    (BuyerPhase.QUEUED, "expire"): BuyerPhase.IDLE,
+    (BuyerPhase.QUEUED, "overflow"): BuyerPhase.QUEUED,
+    (BuyerPhase.IN_SESSION, "close"): BuyerPhase.IDLE,
+    (BuyerPhase.IN_SESSION, "transfer"): BuyerPhase.IN_SESSION,
+}
+
+
+@dataclass(slots=True)
+class Session:
+    """A buyer with an agent, from `assignment` to `session_closed`."""
+
+    inquiry_id: str  # the inquiry (or transfer) that opened it
+    agent_id: str
+    cand: str  # key of the candidate the agent was chosen in
+    group: str | None
+    started_at: int
+    last_agent_at: int  # an assignment counts as the agent's greeting
+    buyer_waiting: bool = False  # the buyer wrote last: the agent owes a reply
+    converted: bool = False
+
+
+@dataclass(slots=True)
+class QueueEntry:
+    """A buyer waiting in a candidate's queue."""
+
+    inquiry_id: str
+    cand: str
+    priority: int
+    arrival: int  # ordering time; kept when overflowing to another group
+    seq: int  # arrival tie-break, unique per shop
+    entered_at: int  # when it entered this queue (max_wait counts from here)
+    context: InquiryContext
+    updates: int = 0  # queue_update events published so far (the n of "q:<id>:<n>")
+    last_position: int = 0
+    last_estimate: int = -1
+
+    @property
+    def order_key(self) -> tuple[int, int, int]:
+        """Higher priority first, then earlier arrival."""
+        return (-self.priority, self.arrival, self.seq)
+
+
+@dataclass(slots=True)
+class LastContact:
+    """The buyer's most recent ended session: for sticky, repeat entry, order credit."""
+
+    agent_id: str
+    cand: str
+    ended_at: int
+    converted: bool
+
+
+@dataclass(slots=True)
+class Buyer:
+    """Everything the shop remembers about one buyer."""
+
+    id: str
+    phase: BuyerPhase = BuyerPhase.IDLE
+    session: Session | None = None
+    queued: QueueEntry | None = None
+    last: LastContact | None = None
+
+    def move(self, trigger: Trigger) -> None:
+        """Apply a transition from `BUYER_TRANSITIONS`, or raise `ImpossibleTransition`."""
+        nxt = BUYER_TRANSITIONS.get((self.phase, trigger))
+        if nxt is None:
+            raise ImpossibleTransition(f"buyer {self.id!r} is {self.phase.value}; cannot {trigger}")
+        self.phase = nxt

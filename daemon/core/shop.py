@@ -1,0 +1,653 @@
+"""One shop's routing state machine: the rules of CONTRACT.md sections 2–4.
+
+`ShopEngine.handle(event, now)` fires the timers due by `now`, then applies one decoded
+event and returns the output events. Bad input raises `EventRejected` before anything
+changes (its `outputs` carry what the due timers produced). Where the contract is silent,
+the choices are written down in docs/routing.md and referred to here by their headings.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from daemon.core.candidate import Candidate, build_candidates
+from daemon.core.config import ShopConfig
+from daemon.core.dedup import RecentIds
+from daemon.core.model import (
+    AGENT_TRANSITIONS,
+    AgentState,
+    Buyer,
+    BuyerPhase,
+    LastContact,
+    QueueEntry,
+    Session,
+    Trigger,
+)
+from daemon.core.timers import TimerHeap
+from topics.events import (
+    AgentStatsReported,
+    AgentStatus,
+    AgentStatusChanged,
+    Assignment,
+    AssignReason,
+    BuyerInquired,
+    BuyerLeft,
+    CloseReason,
+    InputEvent,
+    InquiryContext,
+    MessageSent,
+    Mode,
+    OrderPlaced,
+    OutputEvent,
+    QueueStatus,
+    QueueUpdate,
+    SessionClosed,
+    SessionTransferred,
+)
+
+SESSION_TIMER, EXPIRY_TIMER, TICK_TIMER = 0, 1, 2
+
+
+class EventRejected(ValueError):
+    """An input event the shop refuses; `reason` is a sentence for the dead-letter topic."""
+
+    def __init__(self, reason: str, outputs: list[OutputEvent] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.outputs: list[OutputEvent] = outputs or []
+
+
+class ShopEngine:
+    """Routing state and rules of one shop. See the module docstring."""
+
+    def __init__(self, config: ShopConfig, *, dedup_capacity: int = 100_000) -> None:
+        self.config = config
+        self.agents: dict[str, AgentState] = {
+            a.id: AgentState(a.id, i) for i, a in enumerate(config.agents)
+        }
+        self.buyers: dict[str, Buyer] = {}
+        self.timers = TimerHeap()
+        self.recent_ends: deque[tuple[int, str]] = deque()
+        self.seen = RecentIds(dedup_capacity)
+        self.seq = 0
+        self.now = 0
+        self._out: list[OutputEvent] = []
+        self.cands: dict[str, Candidate] = {}
+        self.pool: Candidate | None = None
+        self.agent_cands: dict[str, list[Candidate]] = {}
+        self._match: list[dict[str, int]] = []
+        self.configured_agents: frozenset[str] = frozenset()
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            BuyerInquired: self._on_inquiry,
+            BuyerLeft: self._on_leave,
+            OrderPlaced: self._on_order,
+            SessionTransferred: self._on_transfer,
+            MessageSent: self._on_message,
+            AgentStatusChanged: self._on_agent_status,
+            AgentStatsReported: self._on_agent_stats,
+        }
+        self.build_routing()
+
+    # ------------------------------------------------------------------------ public API
+
+    def handle(self, event: InputEvent, now: int) -> list[OutputEvent]:
+        """Fire due timers, then apply `event`; return every output decided."""
+        self._fire_due(now)
+        if event.id in self.seen:
+            return self._take()
+        try:
+            self._validate(event)
+        except EventRejected as rejected:
+            rejected.outputs = self._take()
+            raise
+        self._handlers[type(event)](event)
+        self.seen.add(event.id)
+        self._purge()
+        return self._take()
+
+    def on_timer(self, now: int) -> list[OutputEvent]:
+        """Fire every timer due at or before `now`."""
+        self._fire_due(now)
+        self._purge()
+        return self._take()
+
+    def next_deadline(self) -> int | None:
+        """The earliest time at which `on_timer` has something to do, or None."""
+        return self.timers.next_deadline(self._resolve)
+
+    def reconfigure(self, config: ShopConfig, now: int) -> list[OutputEvent]:
+        """Apply a reloaded shop file; sessions and queues are kept (CONTRACT 5, Reload)."""
+        self._fire_due(now)
+        from daemon.core.reload import apply_reload  # noqa: PLC0415 (reload imports us)
+
+        apply_reload(self, config)
+        self._drain(self.all_candidates())
+        return self._take()
+
+    def all_candidates(self) -> list[Candidate]:
+        """Every group's candidate, then the pool when it is not a single group."""
+        cands = list(self.cands.values())
+        if self.pool is not None and self.pool.key not in self.cands:
+            cands.append(self.pool)
+        return cands
+
+    def candidate(self, key: str) -> Candidate | None:
+        """A candidate by key (group name, or "" for a pool of several groups)."""
+        if self.pool is not None and key == self.pool.key:
+            return self.pool
+        return self.cands.get(key)
+
+    def build_routing(self) -> None:
+        """(Re)build candidates, the match index and every agent's place in them."""
+        self.cands, self.pool = build_candidates(self.config, self.agents)
+        self.configured_agents = frozenset(a.id for a in self.config.agents)
+        self.agent_cands = {}
+        for cand in self.all_candidates():
+            for agent_id in cand.caps:
+                self.agent_cands.setdefault(agent_id, []).append(cand)
+        self._match = [{}, {}, {}, {}]
+        for i, group in enumerate(self.config.groups):
+            m = group.match
+            for dim, values in enumerate((m.crowd, m.items, m.intents, m.order_status)):
+                for value in values:
+                    self._match[dim].setdefault(value, i)
+        for agent in self.agents.values():
+            self._agent_changed(agent)
+
+    def candidate_for(self, ctx: InquiryContext) -> Candidate | None:
+        """Group matching (CONTRACT 3 rule 4): crowd, item, intent, order status, pool."""
+        dims = (ctx.crowd, (ctx.item_id,), (ctx.intent,), (ctx.order_status,))
+        for index, values in zip(self._match, dims, strict=True):
+            found = [index[v] for v in values if v is not None and v in index]
+            if found:
+                return self.cands[self.config.groups[min(found)].name]
+        return self.pool
+
+    # ------------------------------------------------------------------------- plumbing
+
+    def _take(self) -> list[OutputEvent]:
+        out, self._out = self._out, []
+        return out
+
+    def _advance(self, now: int) -> None:
+        self.now = max(self.now, now)
+
+    def _validate(self, event: InputEvent) -> None:
+        agent_id = getattr(event, "agent_id", None)
+        if agent_id is not None and agent_id not in self.configured_agents:
+            raise EventRejected(
+                f"agent_id {agent_id!r} is not configured in shop {self.config.id!r}"
+            )
+        if isinstance(event, BuyerInquired) and self._needs_candidate(event):
+            raise EventRejected(
+                f"no group of shop {self.config.id!r} matches this inquiry's context and no "
+                "group has accept_unmatched = true"
+            )
+        if isinstance(event, SessionTransferred):
+            self._transfer_target(event)
+
+    def _needs_candidate(self, ev: BuyerInquired) -> bool:
+        if self.candidate_for(ev.context) is not None:
+            return False
+        buyer = self.buyers.get(ev.buyer_id)
+        return buyer is None or buyer.phase is BuyerPhase.IDLE
+
+    def _emit(self, event: OutputEvent) -> None:
+        self._out.append(event)
+
+    def _agent_changed(self, agent: AgentState) -> None:
+        for cand in self.agent_cands.get(agent.id, ()):
+            cand.refresh(agent)
+            cand.rerank_if_prior_drifted()
+            if cand.queue:
+                self._mark_dirty(cand)
+
+    def _purge(self) -> None:
+        c = self.config
+        keep = max(c.sticky_window, c.conversion_window, c.queue.repeat_entry_window)
+        ends = self.recent_ends
+        while ends and ends[0][0] <= self.now - keep:
+            ended_at, buyer_id = ends.popleft()
+            buyer = self.buyers.get(buyer_id)
+            last = buyer.last if buyer else None
+            if buyer and buyer.phase is BuyerPhase.IDLE and last and last.ended_at == ended_at:
+                del self.buyers[buyer_id]
+
+    # --------------------------------------------------------------------------- timers
+
+    def _resolve(self, kind: int, key: str) -> int | None:
+        if kind == TICK_TIMER:
+            cand = self.candidate(key)
+            return (
+                cand.last_tick + self.config.queue.update_interval if cand and cand.dirty else None
+            )
+        buyer = self.buyers.get(key)
+        if buyer is None:
+            return None
+        if kind == SESSION_TIMER:
+            s = buyer.session
+            if s is None or s.buyer_waiting:
+                return None
+            return s.last_agent_at + self.config.queue.session_timeout
+        entry = buyer.queued
+        if entry is None or self.config.queue.max_wait <= 0:
+            return None
+        return entry.entered_at + self.config.queue.max_wait
+
+    def _fire_due(self, now: int) -> None:
+        self._advance(now)
+        while (due := self.timers.pop_due(self.now, self._resolve)) is not None:
+            kind, key = due
+            if kind == TICK_TIMER:
+                cand = self.candidate(key)
+                if cand is not None:
+                    self._flush_updates(cand)
+            elif kind == SESSION_TIMER:
+                buyer = self.buyers[key]
+                agent_id = buyer.session.agent_id if buyer.session else ""
+                self._close_session(buyer, CloseReason.TIMEOUT)
+                self._drain(self.agent_cands.get(agent_id, ()))
+            else:
+                self._expire(self.buyers[key])
+
+    def arm_buyer_timers(self, buyer: Buyer) -> None:
+        """Arm whichever of the buyer's timers its state calls for."""
+        for kind in (SESSION_TIMER, EXPIRY_TIMER):
+            deadline = self._resolve(kind, buyer.id)
+            if deadline is not None:
+                self.timers.arm(kind, buyer.id, deadline)
+
+    def _mark_dirty(self, cand: Candidate) -> None:
+        if not cand.dirty:
+            cand.dirty = True
+            cand.last_tick = max(cand.last_tick, self.now - self.config.queue.update_interval)
+            self.timers.arm(
+                TICK_TIMER, cand.key, cand.last_tick + self.config.queue.update_interval
+            )
+
+    # ---------------------------------------------------------------- sessions & queues
+
+    def _start_session(
+        self,
+        buyer: Buyer,
+        inquiry_id: str,
+        cand: Candidate,
+        agent_id: str,
+        reason: AssignReason,
+        trigger: Trigger,
+        mode: Mode | None = None,
+        waited_ms: int = 0,
+    ) -> None:
+        agent = self.agents[agent_id]
+        buyer.move(trigger)
+        group = cand.member_groups.get(agent_id, cand.group)
+        buyer.session = Session(inquiry_id, agent_id, cand.key, group, self.now, self.now)
+        self.buyers[buyer.id] = buyer
+        agent.sessions[buyer.id] = None
+        agent.count_assignment(reason, self.now, busy=agent.pending > self.config.busy_threshold)
+        for c in self.agent_cands.get(agent_id, ()):
+            c.sessions_sum += 1
+        if mode is not None:
+            cand.chosen(agent_id)
+        self._agent_changed(agent)
+        self.arm_buyer_timers(buyer)
+        self._emit(
+            Assignment(
+                id=f"asg:{inquiry_id}",
+                shop_id=self.config.id,
+                ts=self.now,
+                inquiry_id=inquiry_id,
+                buyer_id=buyer.id,
+                agent_id=agent_id,
+                group=group,
+                reason=reason,
+                mode=mode,
+                waited_ms=waited_ms,
+            )
+        )
+
+    def _close_session(self, buyer: Buyer, reason: CloseReason) -> None:
+        s = buyer.session
+        assert s is not None
+        buyer.move("close")
+        buyer.session = None
+        buyer.last = LastContact(s.agent_id, s.cand, self.now, s.converted)
+        self.recent_ends.append((self.now, buyer.id))
+        self._detach(buyer.id, s)
+        self._emit_closed(buyer.id, s, reason)
+
+    def _detach(self, buyer_id: str, s: Session) -> None:
+        agent = self.agents[s.agent_id]
+        del agent.sessions[buyer_id]
+        if s.buyer_waiting:
+            agent.pending -= 1
+        cand = self.candidate(s.cand)
+        if cand is not None:
+            cand.observe_session(self.now - s.started_at)
+        self._agent_changed(agent)
+
+    def _emit_closed(self, buyer_id: str, s: Session, reason: CloseReason) -> None:
+        self._emit(
+            SessionClosed(
+                id=f"end:{s.inquiry_id}",
+                shop_id=self.config.id,
+                ts=self.now,
+                buyer_id=buyer_id,
+                agent_id=s.agent_id,
+                reason=reason,
+            )
+        )
+
+    def _enqueue(self, buyer: Buyer, ev: BuyerInquired, cand: Candidate) -> None:
+        buyer.move("queue")
+        self.seq += 1
+        now = self.now
+        entry = QueueEntry(ev.id, cand.key, ev.priority, now, self.seq, now, ev.context)
+        buyer.queued = entry
+        self.buyers[buyer.id] = buyer
+        cand.queue.add(cand.item(entry, buyer.id))
+        self._publish(buyer.id, entry, cand, QueueStatus.QUEUED)
+        self.arm_buyer_timers(buyer)
+        self._mark_dirty(cand)
+
+    def _publish(
+        self,
+        buyer_id: str,
+        entry: QueueEntry,
+        cand: Candidate,
+        status: QueueStatus,
+        position: int | None = None,
+    ) -> None:
+        entry.updates += 1
+        estimate: int | None = None
+        if status in (QueueStatus.QUEUED, QueueStatus.WAITING):
+            position = position or cand.position(entry, buyer_id)
+            estimate = cand.estimate_s(position, self.config.queue.avg_handle_time)
+            entry.last_position, entry.last_estimate = position, estimate
+        self._emit(
+            QueueUpdate(
+                id=f"q:{entry.inquiry_id}:{entry.updates}",
+                shop_id=self.config.id,
+                ts=self.now,
+                inquiry_id=entry.inquiry_id,
+                buyer_id=buyer_id,
+                group=cand.group,
+                status=status,
+                position=position,
+                estimated_wait_s=estimate,
+            )
+        )
+
+    def _unqueue(self, buyer: Buyer, trigger: Trigger) -> tuple[QueueEntry, Candidate]:
+        entry = buyer.queued
+        assert entry is not None
+        cand = self.candidate(entry.cand)
+        assert cand is not None
+        cand.queue.remove(cand.item(entry, buyer.id))
+        buyer.move(trigger)
+        buyer.queued = None
+        self._mark_dirty(cand)
+        return entry, cand
+
+    def _forget_if_idle(self, buyer: Buyer) -> None:
+        if buyer.phase is BuyerPhase.IDLE and buyer.last is None:
+            del self.buyers[buyer.id]
+
+    def _drain(self, cands: Iterable[Candidate]) -> None:
+        """Serve queued buyers while any of `cands` has both a buyer and an eligible agent."""
+        waiting = [c for c in dict.fromkeys(cands) if c.queue]
+        while True:
+            best: Candidate | None = None
+            for cand in waiting:
+                eligible = cand.queue and cand.has_eligible()
+                if eligible and (best is None or cand.queue[0][:3] < best.queue[0][:3]):
+                    best = cand
+            if best is None:
+                return
+            pick = best.choose()
+            assert pick is not None
+            buyer = self.buyers[best.queue[0][3]]
+            entry, _ = self._unqueue(buyer, "dequeue")
+            self._publish(buyer.id, entry, best, QueueStatus.DEQUEUED)
+            agent_id, mode = pick
+            waited = self.now - entry.arrival
+            self._start_session(
+                buyer,
+                entry.inquiry_id,
+                best,
+                agent_id,
+                AssignReason.DEQUEUED,
+                "route",
+                mode,
+                waited,
+            )
+
+    def _flush_updates(self, cand: Candidate) -> None:
+        cand.dirty = False
+        cand.last_tick = self.now
+        seed = self.config.queue.avg_handle_time
+        for position, item in enumerate(cand.queue, start=1):
+            entry = self.buyers[item[3]].queued
+            assert entry is not None
+            estimate = cand.estimate_s(position, seed)
+            if position != entry.last_position or estimate != entry.last_estimate:
+                self._publish(item[3], entry, cand, QueueStatus.WAITING, position)
+
+    def _expire(self, buyer: Buyer) -> None:
+        assert buyer.queued is not None
+        cand = self.candidate(buyer.queued.cand)
+        target = self.cands.get(cand.overflow_to) if cand and cand.overflow_to else None
+        if target is None:
+            entry, cand = self._unqueue(buyer, "expire")
+            self._publish(buyer.id, entry, cand, QueueStatus.EXPIRED)
+            self._forget_if_idle(buyer)
+            return
+        entry, _ = self._unqueue(buyer, "overflow")
+        entry.cand, entry.entered_at = target.key, self.now
+        buyer.queued = entry
+        target.queue.add(target.item(entry, buyer.id))
+        self._publish(buyer.id, entry, target, QueueStatus.QUEUED)
+        self.arm_buyer_timers(buyer)
+        self._mark_dirty(target)
+        self._drain([target])
+
+    # --------------------------------------------------------------------- input events
+
+    def _on_inquiry(self, ev: BuyerInquired) -> None:
+        buyer = self.buyers.get(ev.buyer_id) or Buyer(ev.buyer_id)
+        if buyer.session is not None:
+            s = buyer.session
+            self._emit(
+                Assignment(
+                    id=f"asg:{ev.id}",
+                    shop_id=self.config.id,
+                    ts=self.now,
+                    inquiry_id=ev.id,
+                    buyer_id=buyer.id,
+                    agent_id=s.agent_id,
+                    group=s.group,
+                    reason=AssignReason.ACTIVE_SESSION,
+                    mode=None,
+                    waited_ms=0,
+                )
+            )
+            return
+        if buyer.queued is not None:
+            cand = self.candidate(buyer.queued.cand)
+            assert cand is not None
+            self._publish(buyer.id, buyer.queued, cand, QueueStatus.WAITING)
+            return
+        if buyer.last is not None and self._repeat_entry(buyer, ev, buyer.last):
+            return
+        if buyer.last is not None and self._sticky(buyer, ev, buyer.last):
+            return
+        cand = self.candidate_for(ev.context)
+        assert cand is not None  # _validate rejected the inquiry otherwise
+        pick = cand.choose()
+        if pick is None:
+            self._enqueue(buyer, ev, cand)
+        else:
+            agent_id, mode = pick
+            self._start_session(buyer, ev.id, cand, agent_id, AssignReason.ROUTED, "route", mode)
+
+    def _repeat_entry(self, buyer: Buyer, ev: BuyerInquired, last: LastContact) -> bool:
+        window = self.config.queue.repeat_entry_window
+        cand = self.candidate(last.cand)
+        if window <= 0 or self.now - last.ended_at >= window or cand is None:
+            return False
+        if not cand.queueing:
+            return False
+        prev = self.agents.get(last.agent_id)
+        reason = AssignReason.REPEAT_ENTRY
+        if prev is not None and prev.status is AgentStatus.ONLINE and cand.is_member(prev.id):
+            self._start_session(buyer, ev.id, cand, prev.id, reason, "route")
+        elif (pick := cand.choose()) is not None:
+            self._start_session(buyer, ev.id, cand, pick[0], reason, "route")
+        else:
+            self._enqueue(buyer, ev, cand)
+        return True
+
+    def _sticky(self, buyer: Buyer, ev: BuyerInquired, last: LastContact) -> bool:
+        window = self.config.sticky_window
+        cand = self.candidate(last.cand)
+        if window <= 0 or self.now - last.ended_at >= window or cand is None:
+            return False
+        agent = self.agents.get(last.agent_id)
+        if agent is None or not cand.is_eligible(agent):
+            return False
+        self._start_session(buyer, ev.id, cand, agent.id, AssignReason.STICKY, "route")
+        return True
+
+    def _on_leave(self, ev: BuyerLeft) -> None:
+        buyer = self.buyers.get(ev.buyer_id)
+        if buyer is None or buyer.queued is None:
+            return  # in a session (ends by timeout) or unknown: nothing to do
+        entry, cand = self._unqueue(buyer, "leave")
+        self._publish(buyer.id, entry, cand, QueueStatus.LEFT)
+        self._forget_if_idle(buyer)
+
+    def _on_message(self, ev: MessageSent) -> None:
+        buyer = self.buyers.get(ev.buyer_id)
+        s = buyer.session if buyer else None
+        if buyer is None or s is None:
+            return  # no open session: a late message after a close changes nothing
+        agent = self.agents[s.agent_id]
+        was_busy = agent.pending > self.config.busy_threshold
+        if ev.sender == "buyer":
+            if not s.buyer_waiting:
+                s.buyer_waiting = True
+                agent.pending += 1
+        else:
+            s.last_agent_at = self.now
+            if s.buyer_waiting:
+                s.buyer_waiting = False
+                agent.pending -= 1
+            self.arm_buyer_timers(buyer)
+        if was_busy != (agent.pending > self.config.busy_threshold):
+            self._agent_changed(agent)
+
+    def _on_order(self, ev: OrderPlaced) -> None:
+        buyer = self.buyers.get(ev.buyer_id)
+        if buyer is None:
+            return
+        if buyer.session is not None:
+            agent_id, already = buyer.session.agent_id, buyer.session.converted
+            buyer.session.converted = True
+        elif (
+            buyer.last is not None
+            and self.now - buyer.last.ended_at < self.config.conversion_window
+        ):
+            agent_id, already = buyer.last.agent_id, buyer.last.converted
+            buyer.last.converted = True
+        else:
+            return  # no session to credit (CONTRACT 1.2 order)
+        agent = self.agents[agent_id]
+        agent.orders += 1
+        agent.order_amount += ev.amount or 0.0
+        if not already:
+            agent.converted_sessions += 1
+            for cand in self.agent_cands.get(agent_id, ()):
+                cand.converted_sum += 1
+            self._agent_changed(agent)
+
+    def _on_agent_stats(self, ev: AgentStatsReported) -> None:
+        agent = self.agents[ev.agent_id]
+        agent.external_rate = ev.conversion_rate
+        self._agent_changed(agent)
+
+    def _on_agent_status(self, ev: AgentStatusChanged) -> None:
+        agent = self.agents[ev.agent_id]
+        old = agent.status
+        if old is ev.status:
+            return
+        change = AGENT_TRANSITIONS[(old, ev.status)]
+        if old is AgentStatus.ONLINE and agent.online_since is not None:
+            agent.online_ms += self.now - agent.online_since
+            agent.online_since = None
+        if ev.status is AgentStatus.ONLINE:
+            agent.online_since = self.now
+        agent.status = ev.status
+        if change.starts_shift:
+            agent.shift_assignments = 0
+        if change.closes_sessions:
+            for buyer_id in list(agent.sessions):
+                self._close_session(self.buyers[buyer_id], CloseReason.AGENT_OFFLINE)
+        self._agent_changed(agent)
+        if change.may_free_capacity:
+            self._drain(self.agent_cands.get(agent.id, ()))
+
+    def _transfer_target(self, ev: SessionTransferred) -> tuple[Candidate, str]:
+        """Where a transfer goes, or EventRejected saying why it cannot."""
+        buyer = self.buyers.get(ev.buyer_id)
+        s = buyer.session if buyer else None
+        if s is None:
+            raise EventRejected(f"buyer {ev.buyer_id!r} has no open session to transfer")
+        if ev.to_agent is not None:
+            return self._transfer_to_agent(ev.to_agent, s)
+        assert ev.to_group is not None
+        cand = self.cands.get(ev.to_group)
+        if cand is None:
+            raise EventRejected(
+                f"to_group {ev.to_group!r} is not a group of shop {self.config.id!r}"
+            )
+        pick = cand.choose(exclude=s.agent_id)
+        if pick is None:
+            raise EventRejected(f"no agent of group {ev.to_group!r} can take the transfer now")
+        return cand, pick[0]
+
+    def _transfer_to_agent(self, agent_id: str, s: Session) -> tuple[Candidate, str]:
+        agent = self.agents.get(agent_id)
+        if agent is None or agent_id not in self.configured_agents:
+            raise EventRejected(
+                f"to_agent {agent_id!r} is not configured in shop {self.config.id!r}"
+            )
+        if agent_id == s.agent_id:
+            raise EventRejected(f"the buyer is already in a session with agent {agent_id!r}")
+        if agent.status is not AgentStatus.ONLINE:
+            raise EventRejected(f"to_agent {agent_id!r} is {agent.status.value}, not online")
+        cands = self.agent_cands.get(agent_id)
+        if not cands:
+            raise EventRejected(f"to_agent {agent_id!r} is listed in no group")
+        current = self.candidate(s.cand)
+        if current is not None and current.is_member(agent_id):
+            return current, agent_id
+        return cands[0], agent_id
+
+    def _on_transfer(self, ev: SessionTransferred) -> None:
+        cand, agent_id = self._transfer_target(ev)
+        buyer = self.buyers[ev.buyer_id]
+        old = buyer.session
+        assert old is not None
+        self._detach(buyer.id, old)
+        self._emit_closed(buyer.id, old, CloseReason.TRANSFERRED)
+        buyer.session = None
+        self._start_session(buyer, ev.id, cand, agent_id, AssignReason.TRANSFER, "transfer")
+        new = buyer.session
+        assert new is not None
+        if old.buyer_waiting:
+            new.buyer_waiting = True
+            self.agents[agent_id].pending += 1
+            self._agent_changed(self.agents[agent_id])
+        self._drain(self.agent_cands.get(old.agent_id, ()))

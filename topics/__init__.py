@@ -1,0 +1,1 @@
+"""The Kafka contract as code and data: typed events, JSON Schemas, examples, codec."""
