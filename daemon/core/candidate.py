@@ -77,8 +77,8 @@ class Candidate:
     group: str | None  # reported in outputs; None for a pool of several groups
     mode: Mode
     strength: str
-    queueing: bool
-    caps: dict[str, int]  # member agent id -> cap here
+    queueing: bool  # queueing applies to at least one member's group
+    caps: dict[str, int | None]  # member agent id -> cap here (None: queueing does not apply)
     member_groups: dict[str, str]  # member agent id -> group it is chosen in
     overflow_to: str | None
     total_cap: int
@@ -115,7 +115,8 @@ class Candidate:
         """Online, a member and — where queueing applies — below its cap here."""
         if agent.status is not AgentStatus.ONLINE or agent.id not in self.caps:
             return False
-        return not self.queueing or agent.load < self.caps[agent.id]
+        cap = self.caps[agent.id]
+        return cap is None or agent.load < cap
 
     def refresh(self, agent: AgentState) -> None:
         """Re-rank one member agent after anything about it changed."""
@@ -140,8 +141,8 @@ class Candidate:
         if agent.status is AgentStatus.ONLINE:
             cap = self.caps[agent.id]
             new.online = True
-            new.busy_slots = min(agent.load, cap) if self.queueing else agent.load
-            new.free_slots = max(0, cap - agent.load) if self.queueing else 1
+            new.busy_slots = agent.load if cap is None else min(agent.load, cap)
+            new.free_slots = 1 if cap is None else max(0, cap - agent.load)
         old = self.contrib.get(agent.id, _Contribution())
         self.online += int(new.online) - int(old.online)
         self.busy_slots += new.busy_slots - old.busy_slots
@@ -330,28 +331,25 @@ def _make(
 ) -> Candidate:
     single = groups[0] if len(groups) == 1 else None
     q = shop.queue
-    if q.enabled and q.scope == "shop":
-        queueing = True
-    else:
-        queueing = q.enabled and any(g.name in q.groups for g in groups)
-    caps: dict[str, int] = {}
+    caps: dict[str, int | None] = {}
     member_groups: dict[str, str] = {}
     for group in groups:
+        queueing = q.enabled and (q.scope == "shop" or group.name in q.groups)
         for agent_id in group.agents:
             if agent_id not in caps:
-                conf = confs[agent_id]
-                caps[agent_id] = conf.cap or group.cap or q.default_cap
+                cap = confs[agent_id].cap or group.cap or q.default_cap
+                caps[agent_id] = cap if queueing else None
                 member_groups[agent_id] = group.name
     return Candidate(
         key=single.name if single else POOL_KEY,
         group=single.name if single else None,
         mode=(single.mode if single and single.mode else shop.mode),
         strength=single.conversion_strength if single else "mid",
-        queueing=queueing,
+        queueing=any(cap is not None for cap in caps.values()),
         caps=caps,
         member_groups=member_groups,
         overflow_to=single.overflow_to if single else None,
-        total_cap=sum(caps.values()),
+        total_cap=sum(cap or q.default_cap for cap in caps.values()),
         agents=agents,
         confs=confs,
         busy_threshold=shop.busy_threshold,

@@ -237,9 +237,14 @@ class ShopEngine:
         return entry.entered_at + self.config.queue.max_wait
 
     def _fire_due(self, now: int) -> None:
-        self._advance(now)
-        while (due := self.timers.pop_due(self.now, self._resolve)) is not None:
-            kind, key = due
+        """Fire due timers, each at its own deadline, then move the clock to `now`.
+
+        A caller that wakes late (or a simulator that jumps) gets the same decisions, with
+        the same timestamps, as one that woke exactly at every deadline.
+        """
+        while (due := self.timers.pop_due(now, self._resolve)) is not None:
+            deadline, kind, key = due
+            self._advance(deadline)
             if kind == TICK_TIMER:
                 cand = self.candidate(key)
                 if cand is not None:
@@ -251,6 +256,7 @@ class ShopEngine:
                 self._drain(self.agent_cands.get(agent_id, ()))
             else:
                 self._expire(self.buyers[key])
+        self._advance(now)
 
     def arm_buyer_timers(self, buyer: Buyer) -> None:
         """Arm whichever of the buyer's timers its state calls for."""
@@ -380,13 +386,15 @@ class ShopEngine:
             )
         )
 
-    def _unqueue(self, buyer: Buyer, trigger: Trigger) -> tuple[QueueEntry, Candidate]:
+    def _unqueue(self, buyer: Buyer, trigger: Trigger | None) -> tuple[QueueEntry, Candidate]:
+        """Take the buyer out of its queue; `trigger` None leaves the move to the caller."""
         entry = buyer.queued
         assert entry is not None
         cand = self.candidate(entry.cand)
         assert cand is not None
         cand.queue.remove(cand.item(entry, buyer.id))
-        buyer.move(trigger)
+        if trigger is not None:
+            buyer.move(trigger)
         buyer.queued = None
         self._mark_dirty(cand)
         return entry, cand
@@ -409,7 +417,7 @@ class ShopEngine:
             pick = best.choose()
             assert pick is not None
             buyer = self.buyers[best.queue[0][3]]
-            entry, _ = self._unqueue(buyer, "dequeue")
+            entry, _ = self._unqueue(buyer, None)
             self._publish(buyer.id, entry, best, QueueStatus.DEQUEUED)
             agent_id, mode = pick
             waited = self.now - entry.arrival
@@ -419,7 +427,7 @@ class ShopEngine:
                 best,
                 agent_id,
                 AssignReason.DEQUEUED,
-                "route",
+                "dequeue",
                 mode,
                 waited,
             )
@@ -497,8 +505,9 @@ class ShopEngine:
         cand = self.candidate(last.cand)
         if window <= 0 or self.now - last.ended_at >= window or cand is None:
             return False
-        if not cand.queueing:
-            return False
+        member = cand.is_member(last.agent_id)
+        if not (cand.caps[last.agent_id] is not None if member else cand.queueing):
+            return False  # repeat entry only where queueing applies (CONTRACT 3.5)
         prev = self.agents.get(last.agent_id)
         reason = AssignReason.REPEAT_ENTRY
         if prev is not None and prev.status is AgentStatus.ONLINE and cand.is_member(prev.id):
@@ -625,11 +634,11 @@ class ShopEngine:
             )
         if agent_id == s.agent_id:
             raise EventRejected(f"the buyer is already in a session with agent {agent_id!r}")
-        if agent.status is not AgentStatus.ONLINE:
-            raise EventRejected(f"to_agent {agent_id!r} is {agent.status.value}, not online")
         cands = self.agent_cands.get(agent_id)
         if not cands:
             raise EventRejected(f"to_agent {agent_id!r} is listed in no group")
+        if agent.status is not AgentStatus.ONLINE:
+            raise EventRejected(f"to_agent {agent_id!r} is {agent.status.value}, not online")
         current = self.candidate(s.cand)
         if current is not None and current.is_member(agent_id):
             return current, agent_id

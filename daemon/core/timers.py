@@ -58,11 +58,11 @@ class TimerHeap:
         self._settle(resolve)
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: int, resolve: Resolver) -> tuple[int, str] | None:
-        """The next (kind, key) whose real deadline is at or before `now`, disarmed."""
+    def pop_due(self, now: int, resolve: Resolver) -> tuple[int, int, str] | None:
+        """The next (deadline, kind, key) whose real deadline is at or before `now`, disarmed."""
         self._settle(resolve)
         if not self._heap or self._heap[0][0] > now:
             return None
-        _, kind, key = heapq.heappop(self._heap)
+        deadline, kind, key = heapq.heappop(self._heap)
         del self._armed[(kind, key)]
-        return kind, key
+        return deadline, kind, key

@@ -1,0 +1,125 @@
+"""CONTRACT 3 rule 5, `conversion` (转化优先): strength, min agents, level, observed rates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.scenario import Scenario, group, shop
+
+AGENTS = ["star", "a2", "a3", "a4", "a5", "a6"]
+
+
+def _conv_shop(strength: str = "mid", agents: list[Any] | None = None, **kw: Any) -> Any:
+    rows = agents or AGENTS
+    ids = [r["id"] if isinstance(r, dict) else r for r in rows]
+    return shop(
+        rows,
+        groups=[group("presale", ids, mode="conversion", conversion_strength=strength)],
+        sticky_window=0,
+        **kw,
+    )
+
+
+def _star_share(strength: str, buyers: int = 120) -> int:
+    sc = Scenario(_conv_shop(strength))
+    sc.at("0s").online(*AGENTS)
+    sc.stats("star", 0.30)
+    for agent in AGENTS[1:]:
+        sc.stats(agent, 0.10)
+    for n in range(buyers):
+        sc.inquiry(f"b{n}")
+    return sc.share(AGENTS)["star"]
+
+
+def test_high_conversion_agent_gets_a_larger_share_than_an_even_split() -> None:
+    assert _star_share("low") > 120 // len(AGENTS)
+
+
+def test_higher_strength_gives_high_converters_a_larger_share() -> None:
+    low, mid, high = _star_share("low"), _star_share("mid"), _star_share("high")
+    assert low < mid < high
+
+
+def test_conversion_applies_only_above_conversion_min_agents() -> None:
+    sc = Scenario(_conv_shop(conversion_min_agents=5))
+    sc.at("0s").online(*AGENTS[:5])
+    sc.inquiry("b1")
+    mode = sc.assignment("b1").mode
+    assert mode is not None and mode.value == "efficiency"
+    sc.online(AGENTS[5])
+    sc.inquiry("b2")
+    mode = sc.assignment("b2").mode
+    assert mode is not None and mode.value == "conversion"
+
+
+def test_conversion_with_five_or_fewer_agents_behaves_exactly_like_efficiency() -> None:
+    def shares(mode: str) -> dict[str, int]:
+        ids = AGENTS[:5]
+        cfg = shop(ids, groups=[group("g", ids, mode=mode)], sticky_window=0)
+        sc = Scenario(cfg)
+        sc.at("0s").online(*ids)
+        sc.stats("star", 0.9)
+        for n in range(50):
+            sc.inquiry(f"b{n}")
+        return sc.share(ids)
+
+    assert shares("conversion") == shares("efficiency")
+
+
+def test_level_scales_an_agents_share_at_equal_conversion() -> None:
+    rows: list[Any] = [{"id": "star", "level": 5}, {"id": "a2", "level": 1}, *AGENTS[2:]]
+    sc = Scenario(_conv_shop(agents=rows))
+    sc.at("0s").online(*AGENTS)
+    for n in range(120):
+        sc.inquiry(f"b{n}")
+    share = sc.share(AGENTS)
+    assert share["star"] > share["a3"] > share["a2"]
+
+
+def test_busy_agent_is_not_preferred_over_idle_one_at_equal_conversion() -> None:
+    sc = Scenario(_conv_shop(busy_threshold=0))
+    sc.at("0s").online(*AGENTS)
+    for n in range(6):
+        sc.inquiry(f"b{n}")  # one each
+    busy_agent = sc.assignment("b0").agent_id
+    sc.says("b0")
+    for n in range(6, 11):
+        sc.inquiry(f"b{n}")
+    assert busy_agent not in {sc.assignment(f"b{n}").agent_id for n in range(6, 11)}
+
+
+def test_agent_stats_override_the_observed_rate() -> None:
+    sc = Scenario(_conv_shop("high"))
+    sc.at("0s").online(*AGENTS)
+    for n in range(60):  # observed: a2 converts everything
+        sc.inquiry(f"x{n}")
+        if sc.assignment(f"x{n}").agent_id == "a2":
+            sc.order(f"x{n}")
+    cand = sc.engine.shop("shop").cands["presale"]
+    agents = sc.engine.shop("shop").agents
+    assert cand.rate(agents["a2"]) > cand.rate(agents["a3"])
+    sc.stats("a2", 0.0)
+    assert cand.rate(agents["a2"]) == 0.0
+
+
+def test_observed_rate_is_smoothed_so_a_new_agent_is_not_starved() -> None:
+    sc = Scenario(_conv_shop("high"))
+    sc.at("0s").online(*AGENTS[:5])
+    for n in range(100):
+        sc.at(f"{n}s").inquiry(f"x{n}")
+        sc.order(f"x{n}")  # every veteran converts
+        sc.replies(f"x{n}", sc.assignment(f"x{n}").agent_id)
+    sc.at("20m")  # every session timed out
+    sc.online("a6")
+    for n in range(30):
+        sc.inquiry(f"b{n}")
+    new_share = sc.share(AGENTS)["a6"]
+    assert 0 < new_share < 30  # a newcomer gets buyers, but is not flooded either
+
+
+def test_conversion_mode_is_reported_on_assignments() -> None:
+    sc = Scenario(_conv_shop())
+    sc.at("0s").online(*AGENTS)
+    sc.inquiry("b1")
+    a = sc.assignment("b1")
+    assert a.reason.value == "routed" and a.mode is not None and a.mode.value == "conversion"

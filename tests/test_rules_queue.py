@@ -1,0 +1,278 @@
+"""CONTRACT 3 rule 6, 3.1 queueing, 3.2 session timeouts, and the wait estimate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.scenario import Scenario, group, shop
+
+
+def _q(**kw: Any) -> dict[str, Any]:
+    return {"enabled": True, "default_cap": 1, **kw}
+
+
+# --------------------------------------------------------------------- rule 6 / queueing
+
+
+def test_buyer_is_queued_when_every_agent_is_at_cap() -> None:
+    sc = Scenario(shop(["a1"], queue=_q()))
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")
+    inquiry = sc.inquiry("b2")
+    u = sc.updates("b2")[-1]
+    assert (u.status.value, u.position, u.group, u.id) == ("queued", 1, "g", f"q:{inquiry}:1")
+    assert u.estimated_wait_s is not None and u.estimated_wait_s > 0
+
+
+def test_without_queueing_there_are_no_caps() -> None:
+    sc = Scenario(shop(["a1"], queue={"enabled": False, "default_cap": 1}))
+    sc.at("0s").online("a1")
+    for n in range(5):
+        sc.inquiry(f"b{n}")
+    assert sc.load("a1") == 5 and sc.updates() == []
+
+
+def test_without_queueing_buyers_wait_until_an_agent_comes_online() -> None:
+    sc = Scenario(shop(["a1"]))
+    sc.at("0s").inquiry("b1")
+    assert sc.queue_status("b1") == "queued"
+    sc.at("30s").online("a1")
+    a = sc.assignment("b1")
+    assert (a.agent_id, a.reason.value, a.waited_ms) == ("a1", "dequeued", 30_000)
+    assert sc.queue_status("b1") == "dequeued"
+
+
+def test_queue_serves_higher_priority_first_then_earlier_arrival() -> None:
+    sc = Scenario(shop(["a1"], queue=_q()))
+    sc.at("0s").online("a1")
+    sc.inquiry("busy")
+    sc.at("1s").inquiry("early")
+    sc.at("2s").inquiry("late")
+    sc.at("3s").inquiry("vip", priority=5)
+    sc.at("4s").inquiry("later")
+    served = []
+    for n in range(4):
+        sc.after("10m")  # the current session times out, the next buyer is served
+        served.append(sc.assignments()[-1].buyer_id)
+        assert n == len(served) - 1
+    assert served == ["vip", "early", "late", "later"]
+
+
+def test_queued_buyer_is_served_when_a_session_times_out() -> None:
+    sc = Scenario(shop(["a1"], queue=_q()))
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")
+    sc.at("1m").inquiry("b2")
+    sc.at("10m")
+    assert sc.closed("b1")[-1].reason.value == "timeout"
+    a = sc.assignment("b2")
+    assert (a.agent_id, a.reason.value, a.waited_ms) == ("a1", "dequeued", 9 * 60_000)
+
+
+def test_queued_buyer_is_served_when_an_agent_comes_online() -> None:
+    sc = Scenario(shop(["a1", "a2"], queue=_q()))
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")
+    sc.inquiry("b2")
+    sc.at("5s").online("a2")
+    assert sc.assigned("b2") == ("a2", "dequeued")
+
+
+def test_queued_buyer_is_served_when_an_agent_is_unsuspended() -> None:
+    sc = Scenario(shop(["a1", "a2"], queue=_q()))
+    sc.at("0s").online("a1", "a2")
+    sc.status("suspended", "a2")
+    sc.inquiry("b1")
+    sc.inquiry("b2")
+    assert sc.queue_status("b2") == "queued"
+    sc.at("5s").online("a2")
+    assert sc.assigned("b2") == ("a2", "dequeued")
+
+
+def test_raising_a_cap_on_reload_serves_waiting_buyers_at_once() -> None:
+    sc = Scenario(shop(["a1"], queue=_q()))
+    sc.at("0s").online("a1")
+    for n in range(3):
+        sc.inquiry(f"b{n}")
+    sc.at("5s").reload(shop(["a1"], queue=_q(default_cap=3)))
+    assert sc.assigned("b1") == ("a1", "dequeued") and sc.assigned("b2") == ("a1", "dequeued")
+    assert sc.load("a1") == 3
+
+
+def test_scope_groups_queues_only_the_named_groups() -> None:
+    cfg = shop(
+        ["p1", "f1"],
+        groups=[
+            group("presale", ["p1"], match={"intents": ["presale"]}),
+            group("free", ["f1"]),
+        ],
+        queue=_q(scope="groups", groups=["presale"]),
+    )
+    sc = Scenario(cfg)
+    sc.at("0s").online("p1", "f1")
+    for n in range(3):
+        sc.inquiry(f"p{n}", intent="presale")
+        sc.inquiry(f"f{n}")
+    assert sc.load("p1") == 1 and sc.load("f1") == 3
+    assert {u.buyer_id for u in sc.updates()} == {"p1", "p2"}
+
+
+def test_waiting_updates_are_coalesced_to_one_per_update_interval() -> None:
+    sc = Scenario(shop(["a1", "a2"], queue=_q(update_interval="10s")))
+    sc.at("0s").online("a1", "a2")
+    sc.inquiry("s1")
+    sc.inquiry("s2")
+    for n in range(4):
+        sc.inquiry(f"q{n}")
+    sc.at("1s").replies("s1", "a1")
+    sc.at("10m")  # s2 times out: q0 is served, q1..q3 move up
+    waiting = [u for u in sc.updates() if u.status.value == "waiting"]
+    assert {u.buyer_id: u.position for u in waiting} == {"q1": 1, "q2": 2, "q3": 3}
+    before = len(sc.updates())
+    sc.at("10m1s")  # s1 times out one second later: a second change within the interval
+    assert [u.status.value for u in sc.updates()[before:]] == ["dequeued"]
+    sc.at("10m11s")
+    latest = {u.buyer_id: u.position for u in sc.updates()[before:] if u.status.value == "waiting"}
+    assert latest == {"q2": 1, "q3": 2}
+
+
+def test_buyer_waiting_longer_than_max_wait_expires() -> None:
+    sc = Scenario(shop(["a1"], queue=_q(max_wait="5m")))
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")
+    sc.at("1m").inquiry("b2")
+    sc.at("5m59s")
+    assert sc.queue_status("b2") == "queued"
+    sc.at("6m")
+    assert sc.queue_status("b2") == "expired"
+    sc.at("10m")
+    assert sc.assignments("b2") == []
+
+
+def test_max_wait_zero_waits_forever() -> None:
+    sc = Scenario(shop(["a1"], queue=_q(session_timeout="30d")))
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")
+    sc.inquiry("b2")
+    sc.at("7d")
+    assert sc.queue_status("b2") == "queued"
+
+
+def test_overflow_moves_buyer_to_another_group_keeping_its_arrival_time() -> None:
+    presale = group(
+        "presale",
+        ["p1"],
+        match={"intents": ["presale"]},
+        overflow_to="general",
+        accept_unmatched=False,
+    )
+    cfg = shop(
+        ["p1", "g1"],
+        groups=[presale, group("general", ["g1"])],
+        queue=_q(max_wait="5m", session_timeout="6m30s"),
+    )
+    sc = Scenario(cfg)
+    sc.at("0s").online("p1", "g1")
+    sc.inquiry("p-busy", intent="presale")
+    sc.inquiry("g-busy")
+    sc.at("1m").inquiry("early", intent="presale")
+    sc.at("2m").inquiry("late")
+    sc.at("6m")
+    moved = sc.updates("early")[-1]
+    assert (moved.status.value, moved.group, moved.position) == ("queued", "general", 1)
+    late = sc.updates("late")[-1]
+    assert (late.status.value, late.group, late.position) == ("waiting", "general", 2)
+    sc.at("6m30s")  # g-busy times out: the overflowed buyer, who came first, goes first
+    a = sc.assignment("early")
+    assert (a.agent_id, a.group, a.waited_ms) == ("g1", "general", 5 * 60_000 + 30_000)
+    assert sc.queue_status("late") == "waiting"
+
+
+# ------------------------------------------------------------------ 3.2 session timeouts
+
+
+def test_session_closes_when_agent_last_wrote_longer_ago_than_session_timeout() -> None:
+    sc = Scenario(shop(["a1"], queue={"session_timeout": "10m"}))
+    sc.at("0s").online("a1")
+    inquiry = sc.inquiry("b1")
+    sc.at("1m").says("b1")
+    sc.at("2m").replies("b1", "a1")
+    sc.at("11m59s")
+    assert sc.closed("b1") == []
+    sc.at("12m")
+    c = sc.closed("b1")[-1]
+    assert (c.reason.value, c.agent_id, c.id) == ("timeout", "a1", f"end:{inquiry}")
+
+
+def test_session_stays_open_while_the_buyer_wrote_last() -> None:
+    sc = Scenario(shop(["a1"]))
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")
+    sc.at("1m").says("b1")
+    sc.at("5h")
+    assert sc.closed("b1") == []
+    sc.replies("b1", "a1")
+    sc.at("5h10m")
+    assert sc.closed("b1")[-1].reason.value == "timeout"
+
+
+def test_session_timeout_applies_with_queueing_off() -> None:
+    sc = Scenario(shop(["a1"], queue={"enabled": False, "session_timeout": "1m"}))
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")
+    sc.at("1m")
+    assert sc.closed("b1")[-1].reason.value == "timeout"
+
+
+def test_new_session_without_messages_times_out_from_assignment() -> None:
+    sc = Scenario(shop(["a1"]))
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")
+    assert sc.engine.next_deadline() is not None
+    sc.at("10m")
+    assert sc.closed("b1")[-1].reason.value == "timeout"
+
+
+def test_next_deadline_lets_a_caller_jump_straight_to_the_timeout() -> None:
+    sc = Scenario(shop(["a1"]))
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")
+    deadline = sc.engine.next_deadline()
+    assert deadline is not None
+    out = sc.engine.on_timer(deadline)
+    assert [o.id for o in out] == [f"end:{sc.assignment('b1').inquiry_id}"]
+
+
+# ------------------------------------------------------------------------ wait estimate
+
+
+def test_estimate_uses_position_busy_agents_and_avg_handle_time() -> None:
+    cfg = shop(["a1", "a2"], queue=_q(avg_handle_time="5m"))
+    sc = Scenario(cfg)
+    sc.at("0s").online("a1", "a2")
+    sc.inquiry("s1")
+    sc.inquiry("s2")
+    for n in range(3):
+        sc.inquiry(f"q{n}")
+    # two agents busy, sessions end at 2 per 5 minutes: 150 s per place in line
+    assert [sc.updates(f"q{n}")[0].estimated_wait_s for n in range(3)] == [150, 300, 450]
+
+
+def test_estimate_learns_the_observed_handle_time() -> None:
+    cfg = shop(["a1"], queue=_q(avg_handle_time="5m", session_timeout="1m"))
+    sc = Scenario(cfg)
+    sc.at("0s").online("a1")
+    for n in range(40):  # sessions of one minute each
+        sc.inquiry(f"x{n}")
+        sc.after("1m")
+    sc.inquiry("s")
+    sc.inquiry("q")
+    assert sc.updates("q")[0].estimated_wait_s == 60
+
+
+def test_estimate_with_nobody_online_is_one_handle_time_per_round_of_capacity() -> None:
+    sc = Scenario(shop(["a1", "a2"], queue=_q(avg_handle_time="4m")))
+    sc.at("0s")
+    for n in range(3):
+        sc.inquiry(f"q{n}")
+    assert [sc.updates(f"q{n}")[0].estimated_wait_s for n in range(3)] == [240, 240, 480]
