@@ -1,0 +1,444 @@
+"""`fenliu dev`, for now: a scripted evening in a shop, run through the routing engine.
+
+Until the Kafka daemon exists, `fenliu dev` feeds a fixed scenario to the sans-I/O engine
+in virtual time (no broker, no Redis, no clock) and prints every decision as one line,
+then a summary of agents and queues. The scenario (seeded, so every run is the same) walks
+through the rules of CONTRACT.md section 3 on the example shop `config/shops/big.toml`:
+
+    20:00  every agent comes online; conversion figures arrive for the presale team
+    20:00  a burst of buyers (vip, presale, aftersale, unmatched) who chat with their agents
+    20:02  a buyer clicks "contact us" again (active session); an agent is suspended (挂起)
+    20:03  an agent goes offline: its sessions close; one of its buyers comes back (repeat
+           entry to a colleague); a buyer is transferred to another group
+    20:05  most of the overflowing group leaves for a briefing while a rush arrives: buyers
+           queue with positions and estimates, one leaves, idle sessions time out and free
+           slots, those still waiting at max_wait overflow to the next group
+    20:30+ buyers return: repeat entry to the same agent, sticky recent contact an hour on
+
+Other shop files work too (`fenliu dev --shop FILE`): steps that need a group or agent the
+shop does not have are skipped.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from daemon.config import ConfigError, load_shop_file
+from daemon.core.config import GroupConfig, ShopConfig
+from daemon.core.engine import Engine, EventRejected
+from topics.events import (
+    AgentStatsReported,
+    AgentStatus,
+    AgentStatusChanged,
+    Assignment,
+    BuyerInquired,
+    BuyerLeft,
+    InputEvent,
+    InquiryContext,
+    MessageSent,
+    OutputEvent,
+    QueueStatus,
+    QueueUpdate,
+    SessionClosed,
+    SessionTransferred,
+)
+
+DEFAULT_SHOP = Path(__file__).resolve().parents[1] / "config" / "shops" / "big.toml"
+TZ = timezone(timedelta(hours=8), "UTC+8")
+START = datetime(2025, 6, 18, 20, 0, tzinfo=TZ)  # the 618 evening rush
+T0 = int(START.timestamp() * 1000)
+SEED = 618
+UNMATCHED = "unmatched"
+
+_STYLE = {
+    "routed": "green",
+    "dequeued": "green",
+    "sticky": "cyan",
+    "repeat_entry": "cyan",
+    "active_session": "cyan",
+    "transfer": "magenta",
+}
+
+
+def run_demo(
+    shop_path: Path | None = None, *, console: Console | None = None, file: IO[str] | None = None
+) -> int:
+    """Run the scripted scenario on a shop file and print its decisions; 0 when it ran."""
+    out = console or Console(file=file, highlight=False)
+    path = shop_path or DEFAULT_SHOP
+    try:
+        config = load_shop_file(path)
+    except ConfigError as exc:
+        out.print(Text(f"fenliu dev: cannot load the shop file:\n{exc}", style="red"))
+        return 2
+    demo = Demo(config, out)
+    out.print(Text(f"Fenliu dev: shop {config.id!r} from {path}", style="bold"))
+    out.print(
+        f"{plural(len(config.agents), 'agent')}, {plural(len(config.groups), 'group')}; "
+        f"the routing engine in virtual time from {START:%Y-%m-%d %H:%M} ({TZ}), "
+        "without Kafka or Redis for now.\n",
+        soft_wrap=True,
+    )
+    header = f"{'time':<8} {'buyer':<8} {'asks for':<9} {'decision':<14} {'agent':<9} group/mode"
+    out.print(Text(header, style="dim"), soft_wrap=True)
+    demo.play()
+    demo.summary()
+    return 0
+
+
+class Demo:
+    """Drives one shop's engine through the scenario and prints what it decides."""
+
+    def __init__(self, config: ShopConfig, console: Console) -> None:
+        self.config = config
+        self.console = console
+        self.engine = Engine({config.id: config})
+        self.rng = random.Random(SEED)
+        self.now = T0
+        self.ids = 0
+        self.agent_of: dict[str, str] = {}  # buyer -> agent of its open session
+        self.kind_of: dict[str, str] = {}  # buyer -> the group its context targets
+        self.last_contact: dict[str, tuple[str, int]] = {}  # buyer -> (agent, ended at)
+        self.agent_status: dict[str, AgentStatus] = {}
+        self.assigned: Counter[str] = Counter()
+        self.tally: Counter[str] = Counter()
+        self.contexts = matching_contexts(self.engine, config)
+
+    # ------------------------------------------------------------------------ plumbing
+
+    def at(self, minutes: float) -> None:
+        """Move the clock to START + minutes, firing each timer at its own deadline."""
+        target = T0 + round(minutes * 60_000)
+        while (deadline := self.engine.next_deadline()) is not None and deadline <= target:
+            self.show(self.engine.on_timer(deadline))
+        self.now = max(self.now, target)
+
+    def next_id(self, prefix: str) -> str:
+        """A fresh event id."""
+        self.ids += 1
+        return f"{prefix}-{self.ids}"
+
+    def send(self, event: InputEvent) -> None:
+        """Feed one event now and print the decisions (or why it was refused)."""
+        try:
+            self.show(self.engine.handle(event, self.now))
+        except EventRejected as rejected:
+            self.show(rejected.outputs)
+            self.tally["rejected"] += 1
+            self.line(self.now, "", "", Text(f"rejected: {rejected.reason}", style="red"))
+
+    def note(self, text: str) -> None:
+        """A line of narration: what the script does next."""
+        self.console.print(Text(f"{clock(self.now)} ▸ {text}", style="bold"), soft_wrap=True)
+
+    def line(self, ts: int, buyer: str, kind: str, what: Text) -> None:
+        """One decision line: time, buyer, the group its context targets, what happened."""
+        row = Text.assemble(f"{clock(ts)} {buyer:<8} {kind:<9} ", what)
+        self.console.print(row, soft_wrap=True)
+
+    def show(self, outputs: list[OutputEvent]) -> None:
+        """Print decisions and track sessions."""
+        for out in outputs:
+            if isinstance(out, Assignment):
+                self.agent_of[out.buyer_id] = out.agent_id
+                self.assigned[out.agent_id] += 1
+                self.tally[f"assignment {out.reason.value}"] += 1
+            elif isinstance(out, SessionClosed):
+                self.agent_of.pop(out.buyer_id, None)
+                self.last_contact[out.buyer_id] = (out.agent_id, out.ts)
+                self.tally[f"closed {out.reason.value}"] += 1
+            elif isinstance(out, QueueUpdate):
+                self.tally[f"queue {out.status.value}"] += 1
+            else:
+                continue
+            kind = self.kind_of.get(out.buyer_id, "")
+            self.line(out.ts, out.buyer_id, kind, describe(out))
+
+    # ---------------------------------------------------------------------- the events
+
+    def status(self, status: AgentStatus, *agents: str) -> None:
+        """Agents change reception state."""
+        for agent in agents:
+            self.agent_status[agent] = status
+            self.send(
+                AgentStatusChanged(self.next_id("st"), self.config.id, self.now, agent, status)
+            )
+
+    def stats(self, agent: str, rate: float) -> None:
+        """An analytics product reports an agent's conversion rate."""
+        self.send(AgentStatsReported(self.next_id("x"), self.config.id, self.now, agent, rate))
+
+    def inquiry(self, buyer: str, kind: str | None = None, priority: int = 0) -> None:
+        """A buyer clicks "contact us"; a known buyer keeps its context."""
+        if kind is not None:
+            self.kind_of[buyer] = kind
+        contexts = self.contexts.get(self.kind_of[buyer], [InquiryContext()])
+        context = contexts[int(buyer.rsplit("-", 1)[-1]) % len(contexts)]
+        event = BuyerInquired(
+            self.next_id("inq"), self.config.id, self.now, buyer, context, priority
+        )
+        self.send(event)
+
+    def chat(self, buyer: str, rounds: int | None = None, *, answered: bool = True) -> None:
+        """The buyer and its agent exchange a few messages; unless `answered`, the buyer
+        writes last, which keeps the session open until the agent replies."""
+        shop = self.config.id
+        for _ in range(rounds or self.rng.randint(1, 3)):
+            agent = self.agent_of.get(buyer)
+            if agent is None:
+                return
+            self.send(MessageSent(self.next_id("m"), shop, self.now, buyer, "buyer"))
+            if answered:
+                self.send(MessageSent(self.next_id("m"), shop, self.now, buyer, "agent", agent))
+
+    def leave(self, buyer: str) -> None:
+        """A queued buyer closes the window."""
+        self.send(BuyerLeft(self.next_id("l"), self.config.id, self.now, buyer))
+
+    def transfer(
+        self, buyer: str, *, to_group: str | None = None, to_agent: str | None = None
+    ) -> None:
+        """The buyer's agent hands it over."""
+        event = SessionTransferred(
+            self.next_id("tr"), self.config.id, self.now, buyer, to_agent, to_group
+        )
+        self.send(event)
+
+    # ------------------------------------------------------------------------ the script
+
+    def play(self) -> None:
+        """The whole evening."""
+        burst = self.opening()
+        self.agents_come_and_go(burst)
+        self.rush()
+        self.returns(burst)
+
+    def opening(self) -> list[str]:
+        """Everyone online, conversion figures in, then a burst of buyers who chat."""
+        self.note(f"{len(self.config.agents)} agents come online")
+        self.status(AgentStatus.ONLINE, *(a.id for a in self.config.agents))
+        conversion = [g for g in self.config.groups if g.mode and g.mode.value == "conversion"]
+        for group in conversion[:1]:
+            rates = {a: round(self.rng.uniform(0.04, 0.35), 2) for a in group.agents}
+            shown = ", ".join(f"{a} {r:.0%}" for a, r in list(rates.items())[:4])
+            self.note(f"conversion rates for {group.name} arrive ({shown}, ...)")
+            for agent, rate in rates.items():
+                self.stats(agent, rate)
+        kinds = list(self.contexts)
+        self.note(f"a burst of buyers: {', '.join(kinds)}")
+        burst = [f"b-{i:02d}" for i in range(1, 17)]
+        for i, buyer in enumerate(burst):
+            self.at(i * 4 / 60)
+            self.inquiry(buyer, kinds[i % len(kinds)])
+        self.at(1.2)
+        for buyer in burst:
+            self.chat(buyer)
+        return burst
+
+    def agents_come_and_go(self, burst: list[str]) -> None:
+        """Active session, a suspension, an agent offline, repeat entry, a transfer."""
+        self.at(2)
+        self.note(f"{burst[1]} clicks 'contact us' again while in a session")
+        self.inquiry(burst[1])
+        busy = [self.agent_of[b] for b in burst if b in self.agent_of]
+        if busy:
+            self.at(2.5)
+            self.note(f"{busy[0]} is suspended (挂起): keeps its chats, gets no new buyers")
+            self.status(AgentStatus.SUSPENDED, busy[0])
+            self.inquiry("b-17", self.kind_of[burst[0]])
+        if len(busy) > 2:
+            gone, victim = busy[2], next(b for b in burst if self.agent_of.get(b) == busy[2])
+            self.at(3)
+            self.note(f"{gone} goes offline: its chats close")
+            self.status(AgentStatus.OFFLINE, gone)
+            self.at(3.5)
+            self.come_back(victim)
+        self.transfer_one(burst)
+
+    def transfer_one(self, burst: list[str]) -> None:
+        """A buyer asks something another group handles, and is handed over."""
+        self.at(4)
+        for buyer in burst:
+            others = [g for g in self.contexts if g not in (self.kind_of[buyer], UNMATCHED)]
+            if buyer in self.agent_of and others:
+                target = "aftersale" if "aftersale" in others else others[0]
+                self.note(f"{buyer} asks about a return: its agent transfers it to {target}")
+                self.transfer(buyer, to_group=target)
+                return
+
+    def rush(self) -> None:
+        """Most of one group leaves for a briefing just as a rush of its buyers arrives."""
+        group = rush_group(self.config)
+        if group is None or group.name not in self.contexts:
+            return
+        keep = sorted(group.agents, key=self.cap)[:3]
+        away = [a for a in group.agents if a not in keep]
+        self.at(5)
+        self.note(f"briefing: {len(away)} {group.name} agents suspended; {', '.join(keep)} stay")
+        self.status(AgentStatus.SUSPENDED, *away)
+        if (group.mode or self.config.mode).value == "conversion":
+            self.note(
+                f"with {len(keep)} eligible agents (conversion_min_agents = "
+                f"{self.config.conversion_min_agents}) {group.name} routes by efficiency"
+            )
+        rush = [f"b-{i}" for i in range(30, 48)]
+        for i, buyer in enumerate(rush):
+            self.at(5 + i * 5 / 60)
+            if buyer == rush[-1]:
+                self.note(f"{buyer} has priority 1: it goes to the head of the line")
+            self.inquiry(buyer, group.name, priority=1 if buyer == rush[-1] else 0)
+            self.chat(buyer, 1, answered=i % 3 == 0)  # most wait for answers: slots stay taken
+        self.at(7)
+        queued = [b for b in rush if b not in self.agent_of]
+        if queued:
+            self.note(f"{queued[0]} gives up waiting")
+            self.leave(queued[0])
+        wait = self.config.queue.max_wait // 60_000
+        self.note(f"time passes: idle chats time out; after {wait} min in line, buyers overflow")
+        self.at(24)
+        self.note(f"the briefing ends: {group.name} agents back online")
+        self.status(AgentStatus.ONLINE, *away)
+        for buyer in rush:
+            if buyer in self.agent_of:
+                self.chat(buyer, 1)
+
+    def returns(self, burst: list[str]) -> None:
+        """Buyers come back: within the repeat-entry window, then an hour later (sticky)."""
+        self.at(30)
+        self.come_back(next((b for b in burst if b in self.last_contact), None))
+        self.at(90)
+        for buyer in burst[-4:]:
+            self.come_back(buyer)
+        self.at(91)
+
+    def come_back(self, buyer: str | None) -> None:
+        """A buyer whose chat ended writes again."""
+        if buyer is None or buyer in self.agent_of or buyer not in self.last_contact:
+            return
+        agent, ended_at = self.last_contact[buyer]
+        status = self.agent_status.get(agent, AgentStatus.OFFLINE)
+        self.note(
+            f"{buyer} comes back {span(self.now - ended_at)} after its chat with "
+            f"{agent} ({status.value}) ended"
+        )
+        self.inquiry(buyer)
+        self.chat(buyer)
+
+    def cap(self, agent_id: str) -> int:
+        """An agent's own cap, else the shop default (to pick who stays at the briefing)."""
+        agent = self.config.agent(agent_id)
+        return (agent.cap if agent and agent.cap else None) or self.config.queue.default_cap
+
+    # ----------------------------------------------------------------------- the summary
+
+    def summary(self) -> None:
+        """Per agent: assignments, load, status; per group: mode, online, queued."""
+        shop = self.engine.shop(self.config.id)
+        agents = Table(title="Agents at the end", title_justify="left")
+        for column in ("agent", "groups", "status", "load", "assignments"):
+            agents.add_column(
+                column, justify="right" if column in ("load", "assignments") else "left"
+            )
+        for conf in self.config.agents:
+            state = shop.agents[conf.id]
+            member_of = ", ".join(g.name for g in self.config.groups if conf.id in g.agents)
+            agents.add_row(
+                conf.id, member_of, state.status.value, str(state.load), str(self.assigned[conf.id])
+            )
+        groups = Table(title="Groups at the end", title_justify="left")
+        for column in ("group", "mode", "online", "queued"):
+            groups.add_column(column)
+        for cand in shop.all_candidates():
+            online = sum(1 for a in cand.caps if shop.agents[a].status is AgentStatus.ONLINE)
+            name = cand.group or "unmatched pool"
+            groups.add_row(
+                name, cand.mode.value, f"{online}/{len(cand.caps)}", str(len(cand.queue))
+            )
+        self.console.print()
+        self.console.print(agents)
+        self.console.print(groups)
+        for heading in ("assignment", "closed", "queue"):
+            counts = [
+                (k.split(" ", 1)[1], v) for k, v in self.tally.items() if k.startswith(heading)
+            ]
+            if counts:
+                text = f"{heading}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts))
+                self.console.print(text, soft_wrap=True)
+        if self.tally["rejected"]:
+            self.console.print(f"rejected: {self.tally['rejected']}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def clock(ts: int) -> str:
+    """Wall-clock time of a virtual timestamp, in the shop's time zone."""
+    return f"{datetime.fromtimestamp(ts / 1000, TZ):%H:%M:%S}"
+
+
+def plural(n: int, word: str) -> str:
+    """`n` and the word, with an s unless n is 1."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def span(ms: int) -> str:
+    """A duration in words: seconds under a minute, else minutes."""
+    return f"{ms // 1000}s" if ms < 60_000 else f"{ms // 60_000} min"
+
+
+def describe(out: Assignment | SessionClosed | QueueUpdate) -> Text:
+    """What a decision says, in a few words."""
+    if isinstance(out, Assignment):
+        where = "/".join(x for x in (out.group, out.mode.value if out.mode else None) if x)
+        waited = f", waited {out.waited_ms // 1000}s" if out.waited_ms else ""
+        return Text.assemble(
+            (f"{out.reason.value:<14}", _STYLE.get(out.reason.value, "")),
+            f" {out.agent_id:<9} {where}{waited}",
+        )
+    if isinstance(out, SessionClosed):
+        return Text(f"{'closed':<14} {out.agent_id:<9} {out.reason.value}", style="dim")
+    group = out.group or "unmatched pool"
+    if out.status in (QueueStatus.QUEUED, QueueStatus.WAITING):
+        return Text(
+            f"{out.status.value:<14} #{out.position} in {group}, ~{out.estimated_wait_s}s",
+            style="yellow",
+        )
+    return Text(
+        f"{'left line' if out.status is QueueStatus.LEFT else out.status.value:<14} {group}",
+        style="yellow",
+    )
+
+
+def matching_contexts(engine: Engine, config: ShopConfig) -> dict[str, list[InquiryContext]]:
+    """For each group, the inquiry contexts its match rules catch; plus unmatched ones."""
+    shop = engine.shop(config.id)
+    found: dict[str, list[InquiryContext]] = {}
+    for group in config.groups:
+        m = group.match
+        candidates = [InquiryContext(crowd=(c,)) for c in m.crowd]
+        candidates += [InquiryContext(item_id=i) for i in m.items]
+        candidates += [InquiryContext(intent=i) for i in m.intents]
+        candidates += [InquiryContext(order_status=s) for s in m.order_status]
+        for context in candidates:
+            cand = shop.candidate_for(context)
+            if cand is not None and cand.group == group.name:
+                found.setdefault(group.name, []).append(context)
+    if shop.candidate_for(InquiryContext()) is not None:
+        found[UNMATCHED] = [InquiryContext()]
+    return found
+
+
+def rush_group(config: ShopConfig) -> GroupConfig | None:
+    """The group the rush goes to: the first that overflows, else the largest."""
+    overflowing = [g for g in config.groups if g.overflow_to]
+    if overflowing:
+        return overflowing[0]
+    return max(config.groups, key=lambda g: len(g.agents), default=None)
