@@ -92,6 +92,7 @@ MODES = (Mode.EFFICIENCY, Mode.CONVERSION, Mode.WEIGHTED, Mode.AVERAGE)
 LOAD = 4  # sessions per agent in steady state
 TIMED = 3000  # inquiries timed per repetition
 DECISION_REPEATS = 5
+POLL_BATCH = 100  # records per Kafka poll in the replay (the daemon polls in batches)
 
 Recorded = tuple[int, InputEvent]
 Record = tuple[bytes, TopicKind]
@@ -400,21 +401,25 @@ def event_mix(events: list[Recorded]) -> str:
 
 
 def replay(config: ShopConfig, events: list[Recorded]) -> tuple[float, int]:
-    """Seconds to feed the recording to a fresh engine, and the number of outputs."""
+    """Seconds to feed the recording to a fresh engine, and the number of outputs.
+
+    Like the daemon's loop: `handle` per event (it fires due timers first), and once per
+    poll batch of POLL_BATCH records a `next_deadline` check with `on_timer` if it passed.
+    """
     engine = Engine({SHOP: config})
     produced = 0
-    deadline: int | None = None
     handle, on_timer, next_deadline = engine.handle, engine.on_timer, engine.next_deadline
     gc.collect()
     start = time.perf_counter()
-    for now, event in events:
-        if deadline is not None and deadline <= now:
-            produced += len(on_timer(now))
+    for i, (now, event) in enumerate(events):
         try:
             produced += len(handle(event, now))
         except EventRejected as rejected:
             produced += len(rejected.outputs)
-        deadline = next_deadline()
+        if i % POLL_BATCH == POLL_BATCH - 1:
+            deadline = next_deadline()
+            if deadline is not None and deadline <= now:
+                produced += len(on_timer(now))
     return time.perf_counter() - start, produced
 
 

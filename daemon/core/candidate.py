@@ -62,11 +62,7 @@ QueueItem = tuple[int, int, int, str]  # (-priority, arrival, seq, buyer_id)
 POOL_KEY = ""  # the unmatched pool; group names are never empty
 
 
-@dataclass(slots=True)
-class _Contribution:
-    online: bool = False
-    busy_slots: int = 0
-    free_slots: int = 0
+_NOTHING = (0, 0, 0)  # an agent's (online, busy slots, free slots) when it is not online
 
 
 @dataclass(slots=True, eq=False)
@@ -100,7 +96,7 @@ class Candidate:
     handle_n: int = 0
     last_tick: int = -(10**15)
     dirty: bool = False
-    contrib: dict[str, _Contribution] = field(default_factory=dict)
+    contrib: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     online: int = 0
     busy_slots: int = 0
     free_slots: int = 0
@@ -137,17 +133,19 @@ class Candidate:
             self._put(self.eff_index, self.eff_keys, agent.id, self._key(agent, Mode.EFFICIENCY))
 
     def _account(self, agent: AgentState) -> None:
-        new = _Contribution()
+        """Keep the online / busy-slot / free-slot totals the estimate reads up to date."""
         if agent.status is AgentStatus.ONLINE:
             cap = self.caps[agent.id]
-            new.online = True
-            new.busy_slots = agent.load if cap is None else min(agent.load, cap)
-            new.free_slots = 1 if cap is None else max(0, cap - agent.load)
-        old = self.contrib.get(agent.id, _Contribution())
-        self.online += int(new.online) - int(old.online)
-        self.busy_slots += new.busy_slots - old.busy_slots
-        self.free_slots += new.free_slots - old.free_slots
-        self.contrib[agent.id] = new
+            load = agent.load
+            new = (1, load, 1) if cap is None else (1, min(load, cap), max(0, cap - load))
+        else:
+            new = _NOTHING
+        old = self.contrib.get(agent.id, _NOTHING)
+        if new != old:
+            self.online += new[0] - old[0]
+            self.busy_slots += new[1] - old[1]
+            self.free_slots += new[2] - old[2]
+            self.contrib[agent.id] = new
 
     @staticmethod
     def _put(index: SortedList[Key], keys: dict[str, Key], agent_id: str, key: Key) -> None:

@@ -79,6 +79,7 @@ class ShopEngine:
         self.agent_cands: dict[str, list[Candidate]] = {}
         self._match: list[dict[str, int]] = []
         self.configured_agents: frozenset[str] = frozenset()
+        self._keep_ms = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
             BuyerInquired: self._on_inquiry,
             BuyerLeft: self._on_leave,
@@ -94,17 +95,20 @@ class ShopEngine:
 
     def handle(self, event: InputEvent, now: int) -> list[OutputEvent]:
         """Fire due timers, then apply `event`; return every output decided."""
-        self._fire_due(now)
+        if self.timers.due(now):
+            self._fire_due(now)
+        elif now > self.now:
+            self.now = now
         if event.id in self.seen:
             return self._take()
         try:
-            self._validate(event)
+            self._handlers[type(event)](event)  # raises EventRejected before any change
         except EventRejected as rejected:
             rejected.outputs = self._take()
             raise
-        self._handlers[type(event)](event)
         self.seen.add(event.id)
-        self._purge()
+        if self.recent_ends and self.recent_ends[0][0] <= self.now - self._keep_ms:
+            self._purge()
         return self._take()
 
     def on_timer(self, now: int) -> list[OutputEvent]:
@@ -143,6 +147,8 @@ class ShopEngine:
         """(Re)build candidates, the match index and every agent's place in them."""
         self.cands, self.pool = build_candidates(self.config, self.agents)
         self.configured_agents = frozenset(a.id for a in self.config.agents)
+        c = self.config
+        self._keep_ms = max(c.sticky_window, c.conversion_window, c.queue.repeat_entry_window)
         self.agent_cands = {}
         for cand in self.all_candidates():
             for agent_id in cand.caps:
@@ -174,25 +180,11 @@ class ShopEngine:
     def _advance(self, now: int) -> None:
         self.now = max(self.now, now)
 
-    def _validate(self, event: InputEvent) -> None:
-        agent_id = getattr(event, "agent_id", None)
+    def _check_agent(self, agent_id: str | None) -> None:
         if agent_id is not None and agent_id not in self.configured_agents:
             raise EventRejected(
                 f"agent_id {agent_id!r} is not configured in shop {self.config.id!r}"
             )
-        if isinstance(event, BuyerInquired) and self._needs_candidate(event):
-            raise EventRejected(
-                f"no group of shop {self.config.id!r} matches this inquiry's context and no "
-                "group has accept_unmatched = true"
-            )
-        if isinstance(event, SessionTransferred):
-            self._transfer_target(event)
-
-    def _needs_candidate(self, ev: BuyerInquired) -> bool:
-        if self.candidate_for(ev.context) is not None:
-            return False
-        buyer = self.buyers.get(ev.buyer_id)
-        return buyer is None or buyer.phase is BuyerPhase.IDLE
 
     def _emit(self, event: OutputEvent) -> None:
         self._out.append(event)
@@ -200,13 +192,11 @@ class ShopEngine:
     def _agent_changed(self, agent: AgentState) -> None:
         for cand in self.agent_cands.get(agent.id, ()):
             cand.refresh(agent)
-            cand.rerank_if_prior_drifted()
             if cand.queue:
                 self._mark_dirty(cand)
 
     def _purge(self) -> None:
-        c = self.config
-        keep = max(c.sticky_window, c.conversion_window, c.queue.repeat_entry_window)
+        keep = self._keep_ms
         ends = self.recent_ends
         while ends and ends[0][0] <= self.now - keep:
             ended_at, buyer_id = ends.popleft()
@@ -295,10 +285,11 @@ class ShopEngine:
         agent.count_assignment(reason, self.now, busy=agent.pending > self.config.busy_threshold)
         for c in self.agent_cands.get(agent_id, ()):
             c.sessions_sum += 1
+            c.rerank_if_prior_drifted()
         if mode is not None:
             cand.chosen(agent_id)
         self._agent_changed(agent)
-        self.arm_buyer_timers(buyer)
+        self.timers.arm(SESSION_TIMER, buyer.id, self.now + self.config.queue.session_timeout)
         self._emit(
             Assignment(
                 id=f"asg:{inquiry_id}",
@@ -405,8 +396,8 @@ class ShopEngine:
 
     def _drain(self, cands: Iterable[Candidate]) -> None:
         """Serve queued buyers while any of `cands` has both a buyer and an eligible agent."""
-        waiting = [c for c in dict.fromkeys(cands) if c.queue]
-        while True:
+        waiting = [c for c in cands if c.queue]
+        while waiting:
             best: Candidate | None = None
             for cand in waiting:
                 eligible = cand.queue and cand.has_eligible()
@@ -487,12 +478,16 @@ class ShopEngine:
             assert cand is not None
             self._publish(buyer.id, buyer.queued, cand, QueueStatus.WAITING)
             return
+        cand = self.candidate_for(ev.context)
+        if cand is None:
+            raise EventRejected(
+                f"no group of shop {self.config.id!r} matches this inquiry's context and no "
+                "group has accept_unmatched = true"
+            )
         if buyer.last is not None and self._repeat_entry(buyer, ev, buyer.last):
             return
         if buyer.last is not None and self._sticky(buyer, ev, buyer.last):
             return
-        cand = self.candidate_for(ev.context)
-        assert cand is not None  # _validate rejected the inquiry otherwise
         pick = cand.choose()
         if pick is None:
             self._enqueue(buyer, ev, cand)
@@ -538,24 +533,29 @@ class ShopEngine:
         self._forget_if_idle(buyer)
 
     def _on_message(self, ev: MessageSent) -> None:
+        # The hot path (most events are messages): kept flat on purpose.
+        if ev.agent_id is not None:
+            self._check_agent(ev.agent_id)
         buyer = self.buyers.get(ev.buyer_id)
-        s = buyer.session if buyer else None
-        if buyer is None or s is None:
+        s = buyer.session if buyer is not None else None
+        if s is None:
             return  # no open session: a late message after a close changes nothing
         agent = self.agents[s.agent_id]
-        was_busy = agent.pending > self.config.busy_threshold
+        threshold = self.config.busy_threshold
         if ev.sender == "buyer":
             if not s.buyer_waiting:
                 s.buyer_waiting = True
                 agent.pending += 1
-        else:
-            s.last_agent_at = self.now
-            if s.buyer_waiting:
-                s.buyer_waiting = False
-                agent.pending -= 1
-            self.arm_buyer_timers(buyer)
-        if was_busy != (agent.pending > self.config.busy_threshold):
-            self._agent_changed(agent)
+                if agent.pending == threshold + 1:
+                    self._agent_changed(agent)  # became busy
+            return
+        s.last_agent_at = self.now
+        self.timers.arm(SESSION_TIMER, ev.buyer_id, self.now + self.config.queue.session_timeout)
+        if s.buyer_waiting:
+            s.buyer_waiting = False
+            agent.pending -= 1
+            if agent.pending == threshold:
+                self._agent_changed(agent)  # no longer busy
 
     def _on_order(self, ev: OrderPlaced) -> None:
         buyer = self.buyers.get(ev.buyer_id)
@@ -579,14 +579,17 @@ class ShopEngine:
             agent.converted_sessions += 1
             for cand in self.agent_cands.get(agent_id, ()):
                 cand.converted_sum += 1
+                cand.rerank_if_prior_drifted()
             self._agent_changed(agent)
 
     def _on_agent_stats(self, ev: AgentStatsReported) -> None:
+        self._check_agent(ev.agent_id)
         agent = self.agents[ev.agent_id]
         agent.external_rate = ev.conversion_rate
         self._agent_changed(agent)
 
     def _on_agent_status(self, ev: AgentStatusChanged) -> None:
+        self._check_agent(ev.agent_id)
         agent = self.agents[ev.agent_id]
         old = agent.status
         if old is ev.status:

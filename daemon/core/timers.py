@@ -29,6 +29,10 @@ class TimerHeap:
     def __len__(self) -> int:
         return len(self._armed)
 
+    def due(self, now: int) -> bool:
+        """Whether anything may be due at `now` (cheap; pop_due gives the certain answer)."""
+        return bool(self._heap) and self._heap[0][0] <= now
+
     def arm(self, kind: int, key: str, deadline: int) -> None:
         """Make sure (kind, key) is looked at no later than `deadline`."""
         current = self._armed.get((kind, key))
@@ -60,6 +64,8 @@ class TimerHeap:
 
     def pop_due(self, now: int, resolve: Resolver) -> tuple[int, int, str] | None:
         """The next (deadline, kind, key) whose real deadline is at or before `now`, disarmed."""
+        if not self._heap or self._heap[0][0] > now:
+            return None  # entries are never later than their real deadline
         self._settle(resolve)
         if not self._heap or self._heap[0][0] > now:
             return None
