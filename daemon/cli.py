@@ -24,6 +24,18 @@ def _dev(args: argparse.Namespace) -> int:
     return run_demo(shop_path=Path(args.shop) if args.shop else None)
 
 
+def _run(args: argparse.Namespace) -> int:
+    from daemon.service import run_command
+
+    return run_command(Path(args.config), log_level=args.log_level)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from daemon.control import reload_command
+
+    return reload_command(Path(args.config))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every `fenliu` subcommand."""
     parser = argparse.ArgumentParser(
@@ -36,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("path", help="path to fenliu.toml")
     check.set_defaults(func=_check_config)
+
+    run = sub.add_parser("run", help="run the routing daemon (Kafka in, Kafka out)")
+    run.add_argument("--config", required=True, help="path to fenliu.toml")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=_run)
+
+    reload = sub.add_parser(
+        "reload", help="make the running daemon re-read its configuration (like SIGHUP)"
+    )
+    reload.add_argument("--config", required=True, help="path to the daemon's fenliu.toml")
+    reload.set_defaults(func=_reload)
 
     dev = sub.add_parser(
         "dev", help="run a scripted shop scenario through the routing engine and show decisions"

@@ -366,3 +366,8 @@ def _raw_text(value: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
         return value.decode(), "utf-8"
     except UnicodeDecodeError:
         return base64.b64encode(value).decode("ascii"), "base64"
+
+
+def type_name(event: OutputEvent | InputEvent) -> str:
+    """The wire `type` of an event ("inquiry", "assignment", ...)."""
+    return _INPUT_TYPES.get(type(event)) or _OUTPUT_TYPES[type(event)]

@@ -1,0 +1,108 @@
+"""Prometheus metrics, kept out of the routing logic (faust's Sensor pattern).
+
+The service reports what happened through `Metrics` methods; gauges that describe the
+engine's state (queues, sessions, agents) and consumer lag are read at scrape time by a
+collector, so the hot path pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from topics.events import Assignment, OutputEvent, Rejected
+
+if TYPE_CHECKING:
+    from daemon.core.engine import Engine
+
+LATENCY_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+class Metrics:
+    """Every metric the daemon exports, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "fenliu_events_in", "Input records consumed", ["topic", "type"], registry=r
+        )
+        self.rejects = Counter(
+            "fenliu_rejects", "Input records sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.assignments = Counter(
+            "fenliu_assignments", "Buyers given to agents", ["shop", "reason", "mode"], registry=r
+        )
+        self.outputs = Counter("fenliu_outputs", "Output records produced", ["type"], registry=r)
+        self.decision_seconds = Histogram(
+            "fenliu_decision_seconds",
+            "Engine time per input event",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reloads = Counter("fenliu_reloads", "Configuration reloads", ["result"], registry=r)
+
+    def decided(self, outputs: list[OutputEvent]) -> None:
+        """Count what the engine decided."""
+        for out in outputs:
+            if isinstance(out, Assignment):
+                mode = out.mode.value if out.mode else ""
+                self.assignments.labels(out.shop_id, out.reason.value, mode).inc()
+            elif isinstance(out, Rejected):
+                continue
+            self.outputs.labels(type(out).__name__).inc()
+
+    def watch(self, engine: Callable[[], Engine], lag: Callable[[], dict[str, int]]) -> None:
+        """Export the engine's state and consumer lag at every scrape."""
+        self.registry.register(_StateCollector(engine, lag))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(self, engine: Callable[[], Engine], lag: Callable[[], dict[str, int]]) -> None:
+        self._engine = engine
+        self._lag = lag
+
+    def collect(self) -> Iterator[Metric]:
+        now = None
+        queue_len = GaugeMetricFamily(
+            "fenliu_queue_length", "Buyers waiting", labels=["shop", "group"]
+        )
+        oldest = GaugeMetricFamily(
+            "fenliu_queue_oldest_wait_seconds", "Wait of the longest-waiting buyer",
+            labels=["shop", "group"],
+        )  # fmt: skip
+        sessions = GaugeMetricFamily(
+            "fenliu_agent_open_sessions", "Open sessions", labels=["shop", "agent"]
+        )
+        pending = GaugeMetricFamily(
+            "fenliu_agent_pending", "Sessions awaiting the agent's reply", labels=["shop", "agent"]
+        )
+        status = GaugeMetricFamily("fenliu_agents", "Agents by status", labels=["shop", "status"])
+        for shop_id, shop in self._engine().shops.items():
+            now = shop.now
+            for cand in shop.all_candidates():
+                group = cand.group or "(pool)"
+                queue_len.add_metric([shop_id, group], len(cand.queue))
+                head = cand.head()
+                oldest.add_metric([shop_id, group], (now - head[1]) / 1000 if head else 0.0)
+            by_status: dict[str, int] = {"online": 0, "suspended": 0, "offline": 0}
+            for agent in shop.agents.values():
+                sessions.add_metric([shop_id, agent.id], agent.load)
+                pending.add_metric([shop_id, agent.id], agent.pending)
+                by_status[agent.status.value] += 1
+            for name, count in by_status.items():
+                status.add_metric([shop_id, name], count)
+        lag = GaugeMetricFamily(
+            "fenliu_consumer_lag", "Records not yet consumed", labels=["partition"]
+        )
+        for partition, value in self._lag().items():
+            lag.add_metric([partition], value)
+        yield from (queue_len, oldest, sessions, pending, status, lag)
