@@ -78,12 +78,13 @@ class TopicMap:
 
     @property
     def inputs(self) -> dict[str, TopicKind]:
-        """Input topic name -> logical kind, in contract order."""
+        """Input topic name -> logical kind, in tie-break order: at the same `ts`, agent
+        status changes apply before inquiries, inquiries before messages."""
         t = self.topics
         return {
+            t.agent_status: TopicKind.AGENT_STATUS,
             t.inquiries: TopicKind.INQUIRIES,
             t.messages: TopicKind.MESSAGES,
-            t.agent_status: TopicKind.AGENT_STATUS,
         }
 
     def output_topic(self, event: OutputEvent) -> str:
@@ -117,8 +118,7 @@ def ordered_batch(
 ) -> Iterator[tuple[int, Iterator[Decoded]]]:
     """Per partition number, its decoded records of all topics merged by event time.
 
-    Each topic keeps its offset order; ties in time keep the topic order inquiries,
-    messages, agent status.
+    Each topic keeps its offset order; ties in time follow `topic_order`.
     """
     rank = {name: i for i, name in enumerate(topic_order)}
     by_partition: dict[int, list[list[Decoded]]] = defaultdict(list)
