@@ -1,0 +1,210 @@
+"""End-to-end helpers: the real `fenliu run` process, spoken to only through Kafka and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from daemon.config import TopicsConfig
+from daemon.devstack import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(
+    folder: Path,
+    *,
+    bootstrap: str,
+    redis_url: str,
+    topics: TopicsConfig,
+    shops: dict[str, str],
+    group_id: str = "fenliu-e2e",
+) -> Path:
+    """A fenliu.toml and shop files (name -> TOML text) in `folder`; returns the toml path."""
+    (folder / "shops").mkdir(parents=True, exist_ok=True)
+    for name, text in shops.items():
+        (folder / "shops" / f"{name}.toml").write_text(text)
+    topic_lines = "\n".join(f'{k} = "{v}"' for k, v in topics.model_dump().items())
+    path = folder / "fenliu.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{group_id}"\n\n'
+        f"[kafka.topics]\n{topic_lines}\n\n"
+        f'[redis]\nurl = "{redis_url}"\n\n'
+        f'[http]\nlisten = "127.0.0.1:{free_port()}"\n\n[shops]\ndir = "shops"\n'
+    )
+    return path
+
+
+class DaemonProcess:
+    """`fenliu run --config PATH` as a child process."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.log_path = config.parent / "daemon.log"
+        text = config.read_text()
+        self.http = text.split('listen = "', 1)[1].split('"', 1)[0]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_within: float = 30.0) -> DaemonProcess:
+        """Start and wait until /readyz answers 200."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config)],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + ready_within
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited early:\n{self.log_tail()}")
+            if self.get("/readyz")[0] == 200:
+                return self
+            time.sleep(0.2)
+        raise AssertionError(f"daemon not ready in {ready_within}s:\n{self.log_tail()}")
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, str]:
+        """An HTTP request to the daemon: (status, body); status 0 when nobody answers."""
+        request = urllib.request.Request(f"http://{self.http}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except (urllib.error.URLError, OSError):
+            return 0, ""
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send a signal to the daemon."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> tuple[int, float]:
+        """SIGTERM; (exit code, seconds it took)."""
+        assert self.proc is not None
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        return code, time.monotonic() - started
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the daemon's log."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Wire:
+    """Produces input events and reads outputs of one shop through real Kafka."""
+
+    def __init__(
+        self, bootstrap: str, topics: TopicsConfig, shop: str, also: tuple[str, ...] = ()
+    ) -> None:
+        self.bootstrap, self.topics, self.shop = bootstrap, topics, shop
+        self.shops = {shop, *also}
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+        self.consumer = AIOKafkaConsumer(
+            topics.assignments,
+            topics.queue_updates,
+            topics.dead_letter,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+        )
+        self.seen: list[dict[str, Any]] = []
+        self._n = 0
+
+    async def __aenter__(self) -> Wire:
+        await self.producer.start()
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def send(self, topic: str, body: dict[str, Any] | bytes, key: str | None = None) -> str:
+        """Produce one record; a dict gets id/shop_id/ts filled in. Returns the id."""
+        if isinstance(body, dict):
+            self._n += 1
+            body = {
+                "id": f"{self.shop}-{self._n}-{time.monotonic_ns()}",
+                "shop_id": self.shop,
+                "ts": int(time.time() * 1000),
+                **body,
+            }
+            value = orjson.dumps(body)
+            event_id = str(body["id"])
+        else:
+            value, event_id = body, ""
+        record_key = (key if key is not None else self.shop).encode()
+        await (await self.producer.send(topic, value, key=record_key))
+        return event_id
+
+    async def inquiry(self, buyer: str, **fields: Any) -> str:
+        """A buyer asks for service."""
+        return await self.send(
+            self.topics.inquiries, {"type": "inquiry", "buyer_id": buyer, **fields}
+        )
+
+    async def status(self, agent: str, status: str) -> str:
+        """An agent's reception state changes."""
+        body = {"type": "agent_status", "agent_id": agent, "status": status}
+        return await self.send(self.topics.agent_status, body)
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0, count: int = 1
+    ) -> list[dict[str, Any]]:
+        """Output events of this shop matching `predicate`, once `count` of them arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.seen if predicate(e)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{count} matching outputs not seen in {timeout}s: {self.seen}"
+                )
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    event = orjson.loads(record.value)
+                    if event.get("shop_id") in self.shops:
+                        self.seen.append(event)
+
+    async def assignment(self, buyer: str, timeout: float = 20.0, nth: int = 1) -> dict[str, Any]:
+        """The buyer's nth assignment."""
+        found = await self.wait_for(
+            lambda e: e["type"] == "assignment" and e["buyer_id"] == buyer, timeout, nth
+        )
+        return found[nth - 1]
+
+    async def settle(self, seconds: float) -> None:
+        """Collect outputs for a while."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0)
+            batch = await self.consumer.getmany(timeout_ms=100)
+            for records in batch.values():
+                for record in records:
+                    event = orjson.loads(record.value)
+                    if event.get("shop_id") in self.shops:
+                        self.seen.append(event)

@@ -1,0 +1,314 @@
+"""End to end: the real `fenliu run` process against a real broker and Redis, Kafka only.
+
+One daemon serves the module; every test works in its own shop, so tests do not disturb
+each other's state. Tests that stop or reconfigure a daemon start their own.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon.config import TopicsConfig
+from daemon.devstack import Broker
+from daemon.topics_admin import create_topics
+from tests.conftest import run_sync, unique_topics
+from tests.e2e import DaemonProcess, Wire, write_config
+
+pytestmark = pytest.mark.e2e
+
+ROUTING = """
+id = "routing"
+sticky_window = 0
+[[agents]]
+id = "v1"
+[[agents]]
+id = "p1"
+weight = 3.0
+[[agents]]
+id = "p2"
+[[agents]]
+id = "g1"
+[[groups]]
+name = "vip"
+agents = ["v1"]
+accept_unmatched = false
+[groups.match]
+crowd = ["vip"]
+[[groups]]
+name = "presale"
+agents = ["p1", "p2"]
+mode = "weighted"
+accept_unmatched = false
+[groups.match]
+intents = ["presale"]
+[[groups]]
+name = "general"
+agents = ["g1"]
+"""
+
+STICKY = """
+id = "sticky"
+mode = "average"
+[queue]
+session_timeout = "2s"
+[[agents]]
+id = "a1"
+[[agents]]
+id = "a2"
+[[groups]]
+name = "g"
+agents = ["a1", "a2"]
+"""
+
+SUSPEND = """
+id = "suspend"
+sticky_window = 0
+[[agents]]
+id = "a1"
+[[agents]]
+id = "a2"
+[[groups]]
+name = "g"
+agents = ["a1", "a2"]
+"""
+
+
+def queue_shop(shop_id: str, cap: int = 1) -> str:
+    """One agent with a cap, queueing on, short sessions."""
+    return f"""
+id = "{shop_id}"
+sticky_window = 0
+[queue]
+enabled = true
+default_cap = {cap}
+session_timeout = "3s"
+repeat_entry_window = "30m"
+update_interval = "1s"
+[[agents]]
+id = "a1"
+[[agents]]
+id = "a2"
+[[groups]]
+name = "g"
+agents = ["a1", "a2"]
+"""
+
+
+SHOPS = {
+    "routing": ROUTING,
+    "sticky": STICKY,
+    "suspend": SUSPEND,
+    "queue": queue_shop("queue"),
+    "transfer": SUSPEND.replace('id = "suspend"', 'id = "transfer"'),
+    "bad": SUSPEND.replace('id = "suspend"', 'id = "bad"'),
+}
+
+
+@pytest.fixture(scope="module")
+def topics(broker: Broker) -> TopicsConfig:
+    fresh = unique_topics()
+    run_sync(create_topics(broker.bootstrap, fresh, partitions=4))
+    return fresh
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    broker: Broker,
+    redis_server: object,
+    topics: TopicsConfig,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DaemonProcess]:
+    url = redis_server.url  # type: ignore[attr-defined]
+    config = write_config(
+        tmp_path_factory.mktemp("e2e"), bootstrap=broker.bootstrap, redis_url=url,
+        topics=topics, shops=SHOPS,
+    )  # fmt: skip
+    process = DaemonProcess(config).start()
+    yield process
+    code, _ = process.stop()
+    assert code == 0, process.log_tail()
+
+
+def wire(broker: Broker, topics: TopicsConfig, shop: str) -> Wire:
+    return Wire(broker.bootstrap, topics, shop)
+
+
+async def test_routes_by_group_precedence_and_mode(daemon, broker, topics) -> None:
+    async with wire(broker, topics, "routing") as w:
+        for agent in ("v1", "p1", "p2", "g1"):
+            await w.status(agent, "online")
+        await w.inquiry("b-vip", context={"crowd": ["vip"], "intent": "presale"})
+        await w.inquiry("b-pre", context={"intent": "presale"})
+        await w.inquiry("b-other", context={"intent": "nothing"})
+        vip, pre, other = [await w.assignment(b) for b in ("b-vip", "b-pre", "b-other")]
+        assert (vip["agent_id"], vip["group"]) == ("v1", "vip")
+        assert pre["group"] == "presale" and pre["mode"] == "weighted" and pre["reason"] == "routed"
+        assert (other["agent_id"], other["group"]) == ("g1", "general")
+
+
+async def test_sticky_recent_contact_returns_to_the_same_agent(daemon, broker, topics) -> None:
+    async with wire(broker, topics, "sticky") as w:
+        await w.status("a1", "online")
+        await w.inquiry("b1")
+        first = await w.assignment("b1")
+        await w.status("a2", "online")
+        await w.wait_for(lambda e: e["type"] == "session_closed" and e["buyer_id"] == "b1")
+        await w.inquiry("b1")
+        again = await w.assignment("b1", nth=2)
+        assert (again["agent_id"], again["reason"]) == (first["agent_id"], "sticky")
+
+
+async def test_suspended_agent_gets_no_new_buyers(daemon, broker, topics) -> None:
+    async with wire(broker, topics, "suspend") as w:
+        await w.status("a1", "online")
+        await w.status("a2", "online")
+        await w.status("a2", "suspended")
+        for n in range(4):
+            await w.inquiry(f"b{n}")
+        got = [await w.assignment(f"b{n}") for n in range(4)]
+        assert {a["agent_id"] for a in got} == {"a1"}
+
+
+async def test_queue_cap_timeout_dequeue_repeat_entry_and_leave(daemon, broker, topics) -> None:
+    async with wire(broker, topics, "queue") as w:
+        await w.status("a1", "online")
+        await w.inquiry("b1")
+        await w.inquiry("b2")
+        await w.inquiry("b3")
+        await w.wait_for(lambda e: e.get("status") == "queued", count=2)
+        await w.send(topics.inquiries, {"type": "leave", "buyer_id": "b3"})
+        await w.wait_for(lambda e: e.get("status") == "left" and e["buyer_id"] == "b3")
+        # b1's session times out after 3 s of silence: b2 is served from the queue
+        served = await w.assignment("b2", timeout=15)
+        assert (served["agent_id"], served["reason"]) == ("a1", "dequeued")
+        assert served["waited_ms"] >= 2000
+        # b1 comes back within the repeat-entry window: a1 takes it above its cap of 1
+        await w.inquiry("b1")
+        back = await w.assignment("b1", nth=2)
+        assert (back["agent_id"], back["reason"]) == ("a1", "repeat_entry")
+
+
+async def test_transfer_moves_the_session(daemon, broker, topics) -> None:
+    async with wire(broker, topics, "transfer") as w:
+        await w.status("a1", "online")
+        await w.inquiry("b1")
+        await w.assignment("b1")
+        await w.status("a2", "online")
+        tid = await w.send(
+            topics.inquiries, {"type": "transfer", "buyer_id": "b1", "to_agent": "a2"}
+        )
+        moved = await w.assignment("b1", nth=2)
+        assert (moved["agent_id"], moved["reason"], moved["id"]) == ("a2", "transfer", f"asg:{tid}")
+        await w.wait_for(lambda e: e["type"] == "session_closed" and e["reason"] == "transferred")
+
+
+BAD_RECORDS = [
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "JSON object"),
+    (b'{"type": "inquiry", "id": "x1", "shop_id": "bad", "ts": 1}', "buyer_id"),
+    (b'{"type": "explode", "id": "x2", "shop_id": "bad", "ts": 1}', "explode"),
+    (b'{"type": "inquiry", "id": "x3", "shop_id": "bad", "ts": "soon", "buyer_id": "b"}', "ts"),
+    (b"\xff\xfe", "UTF-8"),
+    (b'{"type": "inquiry", "id": "x4", "shop_id": "bad", "ts": 1, "buyer_id": "b", "pad": "'
+     + b"x" * 70_000 + b'"}', "64 KiB"),
+]  # fmt: skip
+
+
+async def test_bad_input_goes_to_dead_letter_with_its_reason_and_the_daemon_goes_on(
+    daemon, broker, topics
+) -> None:
+    async with Wire(broker.bootstrap, topics, "bad", also=("other-key",)) as w:
+        for value, _ in BAD_RECORDS:
+            await w.send(topics.inquiries, value)
+        await w.send(
+            topics.agent_status, {"type": "agent_status", "agent_id": "ghost", "status": "online"}
+        )
+        await w.send(topics.inquiries, {"type": "inquiry", "buyer_id": "b"}, key="other-key")
+        dead = await w.wait_for(lambda e: e["type"] == "rejected", count=len(BAD_RECORDS) + 2)
+        errors = " | ".join(e["error"] for e in dead)
+        for _, expected in BAD_RECORDS:
+            assert expected in errors
+        assert "ghost" in errors and "differs" in errors
+        assert all(e["source_topic"] and e["offset"] >= 0 for e in dead)
+        assert any(e.get("raw_encoding") == "base64" for e in dead)
+        await w.status("a1", "online")
+        await w.inquiry("b-after")
+        assert (await w.assignment("b-after"))["agent_id"] == "a1"
+
+
+async def test_unknown_shop_is_dead_lettered(daemon, broker, topics) -> None:
+    async with wire(broker, topics, "nowhere") as w:
+        await w.inquiry("b1")
+        dead = await w.wait_for(lambda e: e["type"] == "rejected")
+        assert "nowhere" in dead[0]["error"] and "not configured" in dead[0]["error"]
+
+
+def test_metrics_and_readiness_are_served(daemon: DaemonProcess) -> None:
+    assert daemon.get("/healthz")[0] == 200
+    assert daemon.get("/readyz")[0] == 200
+    status, body = daemon.get("/metrics")
+    assert status == 200
+    for name in (
+        "fenliu_events_in_total", "fenliu_decision_seconds_bucket", "fenliu_queue_length",
+        "fenliu_agent_open_sessions", "fenliu_agents", "fenliu_consumer_lag",
+    ):  # fmt: skip
+        assert name in body, name
+    assert daemon.get("/-/reload", method="GET")[0] == 405
+
+
+# ------------------------------------------------------------- daemons of their own
+
+
+async def own_daemon(
+    broker: Broker, redis_url: str, folder: Path, shops: dict[str, str]
+) -> tuple[DaemonProcess, TopicsConfig]:
+    topics = unique_topics()
+    await create_topics(broker.bootstrap, topics, partitions=2)
+    config = write_config(
+        folder, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics, shops=shops,
+        group_id=f"own-{topics.inquiries}",
+    )  # fmt: skip
+    return DaemonProcess(config).start(), topics
+
+
+async def test_sighup_raising_a_cap_serves_waiting_buyers(broker, redis_url, tmp_path) -> None:
+    process, topics = await own_daemon(broker, redis_url, tmp_path, {"q": queue_shop("q", cap=1)})
+    try:
+        async with wire(broker, topics, "q") as w:
+            await w.status("a1", "online")
+            for n in range(3):
+                await w.inquiry(f"b{n}")
+            await w.wait_for(lambda e: e.get("status") == "queued", count=2)
+            (tmp_path / "shops" / "q.toml").write_text(queue_shop("q", cap=3))
+            process.signal(signal.SIGHUP)
+            for n in (1, 2):
+                assert (await w.assignment(f"b{n}", timeout=10))["reason"] == "dequeued"
+        (tmp_path / "shops" / "q.toml").write_text("id = 'q'\nmode = 'fastest'\n")
+        status, body = process.get("/-/reload", method="POST")
+        assert status == 422 and "mode" in body
+        assert 'fenliu_reloads_total{result="failed"} 1.0' in process.get("/metrics")[1]
+    finally:
+        code, _ = process.stop()
+    assert code == 0
+
+
+async def test_sigterm_drains_and_exits_zero_within_ten_seconds(
+    broker, redis_url, tmp_path
+) -> None:
+    process, topics = await own_daemon(
+        broker, redis_url, tmp_path, {"s": SUSPEND.replace('"suspend"', '"s"')}
+    )
+    async with wire(broker, topics, "s") as w:
+        await w.status("a1", "online")
+        for n in range(50):
+            await w.inquiry(f"b{n}")
+        code, took = process.stop()
+    assert code == 0 and took < 10, process.log_tail()
+    log = process.log_tail(5)
+    assert '"event":"service_stopped"' in log
+    assert time.monotonic() > 0
