@@ -7,6 +7,7 @@ and dispatches, importing the subject module lazily so `fenliu check-config` sta
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +20,51 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    from daemon.demo import DEFAULT_SHOP
+    from daemon.dev import DevOptions, dev_command
+
+    shop = Path(args.shop) if args.shop else DEFAULT_SHOP
+    return dev_command(DevOptions(shop, args.duration, args.rate, args.seed))
+
+
+def _demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
     return run_demo(shop_path=Path(args.shop) if args.shop else None)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dev = sub.add_parser(
+        "dev",
+        help="a local broker, Redis, the daemon and simulated buyers and agents, shown live",
+    )
+    dev.add_argument("--shop", help="shop file to use (default: the big example shop)")
+    dev.add_argument(
+        "--duration",
+        type=_positive,
+        metavar="S",
+        help="stop after S seconds of traffic and print progress lines, not the live view",
+    )
+    dev.add_argument(
+        "--rate", type=_positive, default=2.0, help="buyers arriving per second (default 2)"
+    )
+    dev.add_argument("--seed", type=int, default=618, help="random seed of the traffic")
+    dev.set_defaults(func=_dev)
+    demo = sub.add_parser(
+        "demo", help="run a scripted shop scenario through the routing engine and show decisions"
+    )
+    demo.add_argument("--shop", help="shop file to use (default: the big example shop)")
+    demo.set_defaults(func=_demo)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -34,6 +77,43 @@ def _reload(args: argparse.Namespace) -> int:
     from daemon.control import reload_command
 
     return reload_command(Path(args.config))
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    from daemon.topics_admin import topics_create_command
+
+    return topics_create_command(
+        Path(args.config), partitions=args.partitions, replication_factor=args.replication_factor
+    )
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _add_topics(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    topics = sub.add_parser("topics", help="manage the daemon's Kafka topics")
+    actions = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="create the six topics of fenliu.toml (existing ones are left as they are)",
+    )
+    create.add_argument("--config", required=True, help="path to fenliu.toml")
+    create.add_argument(
+        "--partitions",
+        type=_at_least_one,
+        default=4,
+        help="partitions of each topic (default 4); more partitions, more daemon instances",
+    )
+    create.add_argument(
+        "--replication-factor",
+        type=_at_least_one,
+        default=1,
+        help="replicas of each partition (default 1; use 3 on a production cluster)",
+    )
+    create.set_defaults(func=_topics_create)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,11 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--config", required=True, help="path to the daemon's fenliu.toml")
     reload.set_defaults(func=_reload)
 
-    dev = sub.add_parser(
-        "dev", help="run a scripted shop scenario through the routing engine and show decisions"
-    )
-    dev.add_argument("--shop", help="shop file to use (default: the big example shop)")
-    dev.set_defaults(func=_dev)
+    _add_topics(sub)
+
+    _add_dev(sub)
     return parser
 
 

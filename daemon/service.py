@@ -4,14 +4,15 @@ One loop, nothing hidden in background tasks:
 
     poll a batch (getmany, waiting at most until the engine's next deadline)
     → decode → feed the engine partition by partition, the three topics merged by `ts`
-    → fire due timers → produce every output (batched by the producer's linger)
-    → wait for the acknowledgements → commit the consumed offsets
+    → fire due timers → hand every output to the producer (batched by its linger)
+    → every COMMIT_EVERY_S: wait for the acknowledgements, then commit the offsets
 
 The wait in `getmany` is the one timer: it never sleeps past the engine's next deadline, so
 session timeouts, queue updates and `max_wait` fire on time without any input. Signal
 handlers only set flags: SIGTERM/SIGINT stop after the batch in hand (flush, commit, exit 0),
-SIGHUP reloads the configuration between batches. A reload that fails validation changes
-nothing and is logged and counted.
+SIGHUP reloads the configuration between batches. Offsets are committed only after every
+output decided before them is acknowledged, so delivery is at-least-once. A reload that
+fails validation changes nothing and is logged and counted.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from topics.codec import DecodeError, decode, encode, rejected_for, type_name
 from topics.events import Assignment, OutputEvent, QueueUpdate, SessionClosed
 
 MAX_RECORDS = 5000  # records per poll
+FETCH_MAX_WAIT_MS = 10  # some brokers (Tansu) hold a fetch this long even when data is there
+SESSION_TIMEOUT_MS = 6000  # group membership: a dead instance's shops move after this
+COMMIT_EVERY_S = 0.2  # acknowledgements are awaited and offsets committed this often
 MAX_WAIT_MS = 1000  # longest poll wait, so flags are seen within a second
 REDIS_PING_EVERY_S = 2.0
 CLOSE_TIMEOUT_S = 4.0
@@ -113,6 +117,9 @@ class Service:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(CoPartitionAssignor,),
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=SESSION_TIMEOUT_MS // 3,
             **security,
         )
         producer = AIOKafkaProducer(
@@ -195,10 +202,12 @@ class Service:
     async def _loop(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, store: aioredis.Redis
     ) -> None:
-        last_ping = 0.0
+        last_ping = last_commit = 0.0
+        unacked: list[asyncio.Future[Any]] = []
+        consumed = False
         while not self._stopping:
             if self._reloads:
-                await self._produce(producer, self._reload())
+                unacked += await self._send(producer, self._reload())
             deadline = self.engine.next_deadline()
             wait = MAX_WAIT_MS if deadline is None else deadline - self.clock()
             batch = await consumer.getmany(
@@ -207,13 +216,28 @@ class Service:
             now = self.clock()
             outputs = self._apply(batch, now)
             outputs.extend(self.engine.on_timer(now))
-            await self._produce(producer, outputs)
-            if batch:
-                await consumer.commit()
+            unacked += await self._send(producer, outputs)
+            consumed = consumed or bool(batch)
+            if consumed and time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                await self._commit(consumer, unacked)
+                consumed, last_commit = False, time.monotonic()
             if time.monotonic() - last_ping > REDIS_PING_EVERY_S:
                 last_ping = time.monotonic()
                 self._redis_ok = await self._ping(store)
             self.ready = bool(consumer.assignment()) and self._redis_ok
+        await self._commit(consumer, unacked)
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, unacked: list[asyncio.Future[Any]]
+    ) -> None:
+        """Wait until Kafka acknowledged every output so far, then commit what was consumed.
+
+        Offsets are committed only after the outputs they led to are stored, so a crash
+        repeats work (same output ids) rather than losing it.
+        """
+        await asyncio.gather(*unacked)
+        unacked.clear()
+        await consumer.commit()
 
     def _apply(
         self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], now: int
@@ -271,10 +295,12 @@ class Service:
         )
         return rejected
 
-    async def _produce(self, producer: AIOKafkaProducer, outputs: list[OutputEvent]) -> None:
-        """Hand every output to the producer, then wait until Kafka acknowledged all."""
+    async def _send(
+        self, producer: AIOKafkaProducer, outputs: list[OutputEvent]
+    ) -> list[asyncio.Future[Any]]:
+        """Hand every output to the producer (batched by its linger); the delivery futures."""
         if not outputs:
-            return
+            return []
         self.metrics.decided(outputs)
         self._counts["out"] += len(outputs)
         pending = []
@@ -282,7 +308,7 @@ class Service:
             _log_decision(self.log, event)
             key = event.shop_id.encode() if event.shop_id is not None else None
             pending.append(await producer.send(self.topics.output_topic(event), encode(event), key))
-        await asyncio.gather(*pending)
+        return pending
 
     async def _ping(self, store: aioredis.Redis) -> bool:
         try:

@@ -1,0 +1,103 @@
+"""Real infrastructure for integration tests: a Kafka-protocol broker and a Redis.
+
+Both are started lazily, once per session, on free loopback ports, and only if a test asks
+for them. Tests never share data: `redis_url` empties the Redis before each test, and
+`fresh_topics` gives each test its own six topics (names prefixed with a random id) on the
+shared broker. A failing test that used a process gets its log tail in the report.
+
+The process fixtures are synchronous (pytest-asyncio's loops are per test); async work
+happens inside the tests, or here on a private event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Coroutine, Generator, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+from daemon.config import TopicsConfig
+from daemon.devstack import Broker, RedisServer
+from daemon.topics_admin import create_topics
+
+T = TypeVar("T")
+
+LOG_LINES = 60
+_STARTED: dict[str, Broker | RedisServer] = {}  # by fixture name
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` on a private event loop (never touching the current loop); only from
+    synchronous code such as a sync fixture: inside a running loop, await it instead."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        coroutine.close()
+        raise RuntimeError("run_sync() called inside a running event loop: await it instead")
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def unique_topics(prefix: str | None = None) -> TopicsConfig:
+    """Six topic names no other test uses: ``t<hex>.inquiries`` and so on."""
+    prefix = prefix or f"t{uuid.uuid4().hex[:12]}"
+    return TopicsConfig(**{field: f"{prefix}.{field}" for field in TopicsConfig.model_fields})
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """A Tansu broker (memory storage) for the whole session."""
+    with Broker() as process:
+        _STARTED["broker"] = process
+        yield process
+    _STARTED.pop("broker", None)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server for the whole session (tests may stop and restart it)."""
+    with RedisServer() as process:
+        _STARTED["redis_server"] = process
+        yield process
+    _STARTED.pop("redis_server", None)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session Redis's URL, running and empty (FLUSHALL) at the start of the test."""
+    redis_server.start()  # a no-op unless an earlier test left it stopped
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def fresh_topics(broker: Broker) -> TopicsConfig:
+    """Six new topics of 4 partitions each on the session broker, named for this test only."""
+    topics = unique_topics()
+    run_sync(create_topics(broker.bootstrap, topics, partitions=4))
+    return topics
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the log tail of every process a failing test used to its report."""
+    report = yield
+    if report.failed:
+        used = getattr(item, "fixturenames", ())
+        for name, process in _STARTED.items():
+            if name in used:
+                title = f"{process.name} log, last {LOG_LINES} lines of {process.log_path}"
+                report.sections.append((title, process.log_tail(LOG_LINES)))
+    return report
