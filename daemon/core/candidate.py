@@ -221,11 +221,12 @@ class Candidate:
         index, mode = self.index, self.mode
         if mode is Mode.CONVERSION and len(index) <= self.min_conversion_agents:
             index, mode = self.eff_index, Mode.EFFICIENCY
-        for key in index.islice(0, 2):
-            agent_id = str(key[-1])
-            if agent_id != exclude:
-                return agent_id, mode
-        return None
+        if not index:
+            return None
+        agent_id = str(index[0][-1])
+        if agent_id != exclude:
+            return agent_id, mode
+        return (str(index[1][-1]), mode) if len(index) > 1 else None
 
     def chosen(self, agent_id: str) -> None:
         """Advance the weighted round robin after `agent_id` got a buyer here."""
