@@ -23,7 +23,7 @@ from rich.console import Console
 from daemon.config import load_shop_file
 from daemon.core.engine import Engine, EventRejected
 from daemon.demo import DEFAULT_SHOP
-from daemon.dev import Monitor, decode_output
+from daemon.dev_view import Monitor, decode_output
 from daemon.metrics import Metrics
 from daemon.traffic import Traffic, TrafficSettings, topic_kind
 from topics.codec import decode, encode
