@@ -227,9 +227,7 @@ class Service:
             self.ready = bool(consumer.assignment()) and self._redis_ok
         await self._commit(consumer, unacked)
 
-    async def _commit(
-        self, consumer: AIOKafkaConsumer, unacked: list[asyncio.Future[Any]]
-    ) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, unacked: list[asyncio.Future[Any]]) -> None:
         """Wait until Kafka acknowledged every output so far, then commit what was consumed.
 
         Offsets are committed only after the outputs they led to are stored, so a crash
