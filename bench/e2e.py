@@ -40,7 +40,7 @@ from core import SHOP, mix_shop, record_mix
 
 from daemon.config import TopicsConfig
 from daemon.core.config import ShopConfig
-from daemon.devstack import Broker, RedisServer, free_port
+from daemon.devstack import Broker, RedisServer, write_daemon_config
 from daemon.topics_admin import create_topics
 from topics.codec import encode
 from topics.events import (
@@ -120,16 +120,10 @@ def _value(key: str, value: Any) -> str:
 
 def write_config(folder: Path, broker: Broker, redis: RedisServer, topics: TopicsConfig) -> Path:
     """fenliu.toml plus the shop file, in `folder`."""
-    (folder / "shops").mkdir(parents=True, exist_ok=True)
-    (folder / "shops" / f"{SHOP}.toml").write_text(shop_toml(mix_shop()))
-    topic_lines = "\n".join(f'{k} = "{v}"' for k, v in topics.model_dump().items())
-    path = folder / "fenliu.toml"
-    path.write_text(
-        f'[kafka]\nbootstrap_servers = "{broker.bootstrap}"\ngroup_id = "{topics.inquiries}"\n'
-        f'[kafka.topics]\n{topic_lines}\n[redis]\nurl = "{redis.url}"\n'
-        f'[http]\nlisten = "127.0.0.1:{free_port()}"\n[shops]\ndir = "shops"\n'
-    )
-    return path
+    return write_daemon_config(
+        folder, bootstrap=broker.bootstrap, redis_url=redis.url,
+        shops={SHOP: shop_toml(mix_shop())}, topics=topics, group_id=topics.inquiries,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -317,7 +311,8 @@ async def main(total: int, forced_rate: float | None = None) -> int:
         say(f"  daemon    {rate:10,.0f} events/s")
         say(f"  ratio daemon / ceiling = {rate / top:.2f}  (target ≥ 0.6)")
         paced = forced_rate or rate / 2
-        say(f"latency: a fresh daemon fed at {paced:,.0f} events/s (half its maximum) ...")
+        why = "as asked" if forced_rate else "half its maximum"
+        say(f"latency: a fresh daemon fed at {paced:,.0f} events/s ({why}) ...")
         lat_topics = topics_named("lat")
         await create_topics(broker.bootstrap, lat_topics, partitions=PARTITIONS)
         lat_folder = Path(tmp) / "latency"

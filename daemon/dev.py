@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import signal
 import tempfile
 import time
@@ -39,7 +38,7 @@ from daemon.config import ConfigError, FenliuConfig, load_config, load_shop_file
 from daemon.core.config import ShopConfig
 from daemon.demo import DEFAULT_SHOP
 from daemon.dev_view import Monitor, decode_output, http_get
-from daemon.devstack import Broker, DevStackError, RedisServer, free_port
+from daemon.devstack import Broker, DevStackError, RedisServer, write_daemon_config
 from daemon.logs import configure_logging
 from daemon.service import Service, wall_ms
 from daemon.topics_admin import TopicsAdminError, create_topics
@@ -99,7 +98,12 @@ def dev_command(options: DevOptions, console: Console | None = None) -> int:
         out.print(
             f"files   {folder}  (fenliu.toml, shops/, daemon.log)", markup=False, soft_wrap=True
         )
-        config_path = write_config(folder, options.shop_path, shop, broker.bootstrap, redis.url)
+        config_path = write_daemon_config(
+            folder,
+            bootstrap=broker.bootstrap,
+            redis_url=redis.url,
+            shops={shop.id: options.shop_path.read_text()},
+        )
         with (folder / "daemon.log").open("ab") as log:
             return asyncio.run(_main(options, shop, config_path, log, out))
     except (DevError, DevStackError, TopicsAdminError) as exc:
@@ -113,22 +117,6 @@ def dev_command(options: DevOptions, console: Console | None = None) -> int:
         broker.stop()
         stopped = f"stopped {' and '.join(running)}; " if running else ""
         out.print(f"{stopped}files kept in {folder}", style="dim", markup=False, soft_wrap=True)
-
-
-def write_config(
-    folder: Path, shop_path: Path, shop: ShopConfig, bootstrap: str, redis_url: str
-) -> Path:
-    """fenliu.toml and shops/<id>.toml in `folder`, pointing at this stack; the toml's path."""
-    (folder / "shops").mkdir(exist_ok=True)
-    shutil.copyfile(shop_path, folder / "shops" / f"{shop.id}.toml")
-    path = folder / "fenliu.toml"
-    path.write_text(
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "fenliu-dev"\n\n'
-        f'[redis]\nurl = "{redis_url}"\n\n'
-        f'[http]\nlisten = "127.0.0.1:{free_port()}"\n\n'
-        '[shops]\ndir = "shops"\n'
-    )
-    return path
 
 
 @contextlib.contextmanager

@@ -31,10 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
+
+from daemon.config import TopicsConfig
 
 __all__ = ["Broker", "DevStackError", "RedisServer", "broker_binary", "free_port"]
 
@@ -385,3 +387,34 @@ class RedisServer(_ManagedProcess):
             answer = sock.recv(64)
         if not answer.startswith(b"+PONG"):
             raise _NotReadyError(f"PING answered {answer!r}")
+
+
+def write_daemon_config(
+    folder: Path,
+    *,
+    bootstrap: str,
+    redis_url: str,
+    shops: Mapping[str, str],
+    topics: TopicsConfig | None = None,
+    group_id: str = "fenliu-dev",
+) -> Path:
+    """A fenliu.toml (HTTP on a free loopback port) and shops/<name>.toml files in `folder`.
+
+    `shops` maps a file name to the shop file's TOML text. Used by `fenliu dev`, the
+    end-to-end tests and bench/e2e.py; returns the fenliu.toml path.
+    """
+    (folder / "shops").mkdir(parents=True, exist_ok=True)
+    for name, text in shops.items():
+        (folder / "shops" / f"{name}.toml").write_text(text)
+    topic_table = ""
+    if topics is not None:
+        lines = "\n".join(f'{k} = "{v}"' for k, v in topics.model_dump().items())
+        topic_table = f"\n[kafka.topics]\n{lines}\n"
+    path = folder / "fenliu.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{group_id}"\n{topic_table}\n'
+        f'[redis]\nurl = "{redis_url}"\n\n'
+        f'[http]\nlisten = "127.0.0.1:{free_port()}"\n\n'
+        '[shops]\ndir = "shops"\n'
+    )
+    return path

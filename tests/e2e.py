@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from daemon.config import TopicsConfig
-from daemon.devstack import free_port
+from daemon.devstack import write_daemon_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,18 +33,10 @@ def write_config(
     group_id: str = "fenliu-e2e",
 ) -> Path:
     """A fenliu.toml and shop files (name -> TOML text) in `folder`; returns the toml path."""
-    (folder / "shops").mkdir(parents=True, exist_ok=True)
-    for name, text in shops.items():
-        (folder / "shops" / f"{name}.toml").write_text(text)
-    topic_lines = "\n".join(f'{k} = "{v}"' for k, v in topics.model_dump().items())
-    path = folder / "fenliu.toml"
-    path.write_text(
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{group_id}"\n\n'
-        f"[kafka.topics]\n{topic_lines}\n\n"
-        f'[redis]\nurl = "{redis_url}"\n\n'
-        f'[http]\nlisten = "127.0.0.1:{free_port()}"\n\n[shops]\ndir = "shops"\n'
-    )
-    return path
+    return write_daemon_config(
+        folder, bootstrap=bootstrap, redis_url=redis_url, shops=shops, topics=topics,
+        group_id=group_id,
+    )  # fmt: skip
 
 
 class DaemonProcess:
