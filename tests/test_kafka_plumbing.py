@@ -53,7 +53,7 @@ def test_copartition_assignor_gives_partition_p_of_every_topic_to_one_member() -
 
 def test_copartition_assignor_with_one_member_takes_everything() -> None:
     plan = _assign(["only"], partitions=4)
-    assert plan["only"] == dict.fromkeys(INPUTS, [0, 1, 2, 3])
+    assert plan["only"] == {topic: [0, 1, 2, 3] for topic in INPUTS}
 
 
 def _record(topic: str, partition: int, offset: int, body: dict[str, Any]) -> Any:
