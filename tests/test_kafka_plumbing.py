@@ -80,9 +80,8 @@ def test_batch_is_merged_by_ts_per_partition_keeping_each_topics_offset_order() 
             TOPICS.messages, 0, 0, {"type": "message", "buyer_id": "b1", "from": "buyer", "ts": 20}
         )
     ]
-    status = [
-        _record(TOPICS.agent_status, 0, 0, {"type": "agent_status", "agent_id": "a", "status": "online", "ts": 30}),
-    ]  # fmt: skip
+    online = {"type": "agent_status", "agent_id": "a", "status": "online", "ts": 30}
+    status = [_record(TOPICS.agent_status, 0, 0, online)]
     other = [_record(TOPICS.inquiries, 1, 0, {"type": "inquiry", "buyer_id": "b9", "ts": 1})]
     batch = {
         TopicPartition(TOPICS.inquiries, 0): inq,
