@@ -723,7 +723,7 @@ class Observer:
             return "unknown agent"
         if isinstance(ev, BuyerInquired):
             idle = ev.buyer_id not in self.sessions and ev.buyer_id not in self.queued
-            if idle and self.rules.candidate_key(ev.context) == NO_MATCH:
+            if idle and self.predict(ev).key == NO_MATCH:  # rules 2-3 come before matching
                 return "no group takes the inquiry"
         if isinstance(ev, SessionTransferred):
             return self.transfer_refusal(ev)
@@ -787,7 +787,8 @@ class Observer:
             if queueing:
                 if group and self.status[last.agent] == "online":
                     return Expected(AssignReason.REPEAT_ENTRY, {last.agent}, last.key)
-                return self.route(last.key, AssignReason.REPEAT_ENTRY)
+                # CONTRACT 3.5: another agent of the previous agent's group
+                return self.route(group or last.key, AssignReason.REPEAT_ENTRY)
         if last and last.key != NO_MATCH and sticky_window > 0 and since < sticky_window:
             group = self.rules.members(last.key).get(last.agent)
             if group and self.eligible(last.agent, group):

@@ -330,3 +330,32 @@ def test_efficiency_is_the_default_mode() -> None:
     sc.inquiry("b1")
     mode = sc.assignment("b1").mode
     assert mode is not None and mode.value == "efficiency"
+
+
+def test_returning_buyer_matching_no_group_still_gets_repeat_entry() -> None:
+    """Rules 2-3 come before group matching: no rejection while repeat entry applies."""
+    only = group("g", ["a1"], accept_unmatched=False, match={"intents": ["presale"]})
+    sc = Scenario(shop(["a1"], groups=[only], queue={"enabled": True, "default_cap": 1}))
+    sc.at("0s").online("a1")
+    sc.inquiry("b1", intent="presale")
+    sc.after("10m")  # timed out
+    sc.after("1m").inquiry("b1")  # no intent: matches no group
+    assert sc.assigned("b1") == ("a1", "repeat_entry") and sc.rejections == []
+
+
+def test_repeat_entry_fallback_after_a_pooled_session_stays_in_the_agents_group() -> None:
+    cfg = shop(
+        ["a1", "a2"],
+        groups=[group("g1", ["a1"]), group("g2", ["a2"])],
+        queue={"enabled": True, "default_cap": 1},
+    )
+    sc = Scenario(cfg)
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")  # the unmatched pool of g1 and g2: a1, group g1
+    assert sc.assignment("b1").group == "g1"
+    sc.after("10m")
+    sc.online("a2")
+    sc.status("suspended", "a1")
+    sc.after("1m").inquiry("b1")  # a2 is free, but in g2: b1 waits for g1
+    u = sc.updates("b1")[-1]
+    assert (u.status.value, u.group) == ("queued", "g1") and len(sc.assignments("b1")) == 1

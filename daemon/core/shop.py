@@ -486,16 +486,17 @@ class ShopEngine:
             assert cand is not None
             self._publish(buyer.id, buyer.queued, cand, QueueStatus.WAITING)
             return
+        # rules 2 and 3 change state only when they apply, so a rejection below is clean
+        if buyer.last is not None and self._repeat_entry(buyer, ev, buyer.last):
+            return
+        if buyer.last is not None and self._sticky(buyer, ev, buyer.last):
+            return
         cand = self.candidate_for(ev.context)
         if cand is None:
             raise EventRejected(
                 f"no group of shop {self.config.id!r} matches this inquiry's context and no "
                 "group has accept_unmatched = true"
             )
-        if buyer.last is not None and self._repeat_entry(buyer, ev, buyer.last):
-            return
-        if buyer.last is not None and self._sticky(buyer, ev, buyer.last):
-            return
         pick = cand.choose()
         if pick is None:
             self._enqueue(buyer, ev, cand)
@@ -513,12 +514,16 @@ class ShopEngine:
             return False  # repeat entry only where queueing applies (CONTRACT 3.5)
         prev = self.agents.get(last.agent_id)
         reason = AssignReason.REPEAT_ENTRY
-        if prev is not None and prev.status is AgentStatus.ONLINE and cand.is_member(prev.id):
+        if prev is not None and prev.status is AgentStatus.ONLINE and member:
             self._start_session(buyer, ev.id, cand, prev.id, reason, "route")
-        elif (pick := cand.choose()) is not None:
-            self._start_session(buyer, ev.id, cand, pick[0], reason, "route")
+            return True
+        # the fallback is the previous agent's own group, even after a session in the pool
+        group = self.cands.get(cand.member_groups[last.agent_id]) if member else None
+        fallback = group or cand
+        if (pick := fallback.choose()) is not None:
+            self._start_session(buyer, ev.id, fallback, pick[0], reason, "route")
         else:
-            self._enqueue(buyer, ev, cand)
+            self._enqueue(buyer, ev, fallback)
         return True
 
     def _sticky(self, buyer: Buyer, ev: BuyerInquired, last: LastContact) -> bool:
