@@ -1,0 +1,267 @@
+"""The invariants the observer checks, one name per test of `tests/test_engine_properties.py`.
+
+`Checks` is the half of `Observer` that judges: reporting, the invariants, and what the
+contract predicts; the observer's bookkeeping lives in `tests/engine_observer.py`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from daemon.core.config import ShopConfig
+from daemon.core.engine import Engine
+from tests.engine_model import NO_MATCH, Ended, Entry, Expected, Key, Open, Rules
+from tests.strategies import SHOP
+from topics.events import (
+    Assignment,
+    AssignReason,
+    BuyerInquired,
+    InputEvent,
+    Mode,
+    OutputEvent,
+    QueueStatus,
+    QueueUpdate,
+    SessionTransferred,
+)
+
+
+class Checks:
+    """Reporting and the invariants; `Observer` supplies the state declared here."""
+
+    config: ShopConfig
+    checks: set[str]
+    engine: Engine | None
+    rules: Rules
+    status: dict[str, str]
+    now: int
+    sessions: dict[str, Open]
+    load: Counter[str]
+    pending: Counter[str]
+    shift: Counter[str]
+    last_assigned: Counter[str]
+    previous: dict[str, Ended]
+    queues: dict[Key, dict[str, Entry]]
+    queued: dict[str, Entry]
+    joined: dict[str, str]
+    log: list[str]
+
+    # -------------------------------------------------------------------- reporting
+
+    def fail(self, check: str, message: str) -> None:
+        if check in self.checks:
+            raise AssertionError(f"[{check}] {message}\n--- trace ---\n" + "\n".join(self.log))
+
+    def expect(self, condition: bool, message: str) -> None:
+        if not condition:
+            raise AssertionError(f"[bookkeeping] {message}\n--- trace ---\n" + "\n".join(self.log))
+
+    # ----------------------------------------------------------------- the invariants
+
+    def check_cap(self, a: Assignment, ev: InputEvent | None) -> None:
+        """CONTRACT 6 caps hold, except repeat entry to the previous agent, to_agent."""
+        assert a.group is not None
+        cap = self.rules.cap(a.agent_id, a.group)
+        if cap is None:
+            return
+        previous = self.previous.get(a.buyer_id)
+        if a.reason is AssignReason.REPEAT_ENTRY and previous and previous.agent == a.agent_id:
+            return
+        if isinstance(ev, SessionTransferred) and ev.to_agent is not None:
+            return
+        if self.load[a.agent_id] + 1 > cap:
+            self.fail("caps", f"{a} takes {a.agent_id} to {self.load[a.agent_id] + 1} > cap {cap}")
+
+    def ahead_of(self, entry: Entry) -> list[Entry]:
+        return [e for e in self.queues[entry.key].values() if e.order < entry.order]
+
+    def check_head_of_line(self, entry: Entry) -> None:
+        """CONTRACT 3.1: a queue serves higher priority first, then earlier arrival."""
+        if ahead := self.ahead_of(entry):
+            self.fail("order", f"{entry} dequeued ahead of {ahead}")
+
+    def check_position(self, entry: Entry, u: QueueUpdate) -> None:
+        if u.position != len(self.ahead_of(entry)) + 1:
+            self.fail("order", f"{u}: {len(self.ahead_of(entry))} buyers are ahead")
+
+    def check_candidate(self, a: Assignment, key: Key, ev: InputEvent | None) -> None:
+        """Chosen inside its candidate; a routed buyer passes nobody waiting there with
+        equal or higher priority (CONTRACT 3.1)."""
+        members = self.rules.members(key) if key != NO_MATCH else {}
+        if members.get(a.agent_id) != a.group:
+            self.fail("matching", f"{a} but the candidate is {key!r}: {members}")
+        if not isinstance(ev, BuyerInquired) or a.reason is not AssignReason.ROUTED:
+            return
+        waiting = [e for e in self.queues.get(key, {}).values() if e.priority >= ev.priority]
+        if waiting:
+            self.fail("order", f"{a} overtakes {waiting} queued in {key!r}")
+
+    def eligible(self, agent: str, group: str) -> bool:
+        """CONTRACT 2: online, a member, below cap where queueing applies."""
+        cap = self.rules.cap(agent, group)
+        return self.status[agent] == "online" and (cap is None or self.load[agent] < cap)
+
+    def check_selection(self, a: Assignment, key: Key) -> None:
+        """CONTRACT 3 rule 5 for the modes whose choice the outputs determine."""
+        if key == NO_MATCH:
+            return
+        pool = [x for x, g in self.rules.members(key).items() if self.eligible(x, g)]
+        mode = self.rules.mode(key)
+        if mode is Mode.CONVERSION and len(pool) <= self.config.conversion_min_agents:
+            mode = Mode.EFFICIENCY
+        if a.mode is not mode:
+            self.fail("fields", f"{a} in {key!r} with {len(pool)} eligible: mode {mode}")
+        if mode not in (Mode.AVERAGE, Mode.EFFICIENCY) or a.agent_id not in pool:
+            return
+        threshold = self.config.busy_threshold
+
+        def rank(x: str) -> tuple[float, ...]:
+            if mode is Mode.AVERAGE:
+                return (self.shift[x], self.last_assigned[x])
+            busy = self.pending[x] > threshold
+            return (busy, self.load[x] / self.rules.agents[x].weight, self.last_assigned[x])
+
+        best = min(pool, key=rank)
+        if rank(a.agent_id) != rank(best):
+            ranks = {x: rank(x) for x in pool}
+            self.fail("selection", f"{a} but {mode} ranks {ranks}")
+
+    def check_expiry(self, entry: Entry, u: QueueUpdate) -> None:
+        max_wait = self.config.queue.max_wait
+        if max_wait <= 0 or u.ts != entry.entered_at + max_wait:
+            self.fail("timing", f"{u} of {entry}: max_wait is {max_wait} ms")
+
+    def check_on_time(self) -> None:
+        """CONTRACT 3.2 and 3.1: no session or queued buyer outlives its deadline."""
+        q = self.config.queue
+        for s in self.sessions.values():
+            if not s.buyer_waiting and s.last_agent_at + q.session_timeout <= self.now:
+                self.fail("timing", f"{s} is still open at {self.now}")
+        for e in self.queued.values():
+            if q.max_wait > 0 and e.entered_at + q.max_wait <= self.now:
+                self.fail("timing", f"{e} is still queued at {self.now}")
+            if e.stale_since is not None and e.stale_since + q.update_interval <= self.now:
+                self.fail("updates", f"{e} has not been told its position by {self.now}")
+
+    def refusal(self, ev: InputEvent) -> str | None:
+        """Why the contract (and docs/routing.md) rejects `ev`, or None."""
+        agent_id = getattr(ev, "agent_id", None)
+        if agent_id is not None and agent_id not in self.rules.agents:
+            return "unknown agent"
+        if isinstance(ev, BuyerInquired):
+            idle = ev.buyer_id not in self.sessions and ev.buyer_id not in self.queued
+            if idle and self.predict(ev).key == NO_MATCH:  # rules 2-3 come before matching
+                return "no group takes the inquiry"
+        if isinstance(ev, SessionTransferred):
+            return self.transfer_refusal(ev)
+        return None
+
+    def transfer_refusal(self, ev: SessionTransferred) -> str | None:
+        s = self.sessions.get(ev.buyer_id)
+        if s is None:
+            return "no session"
+        if ev.to_agent is not None:
+            target = ev.to_agent
+            problems = {
+                "to_agent unknown or in no group": target not in self.rules.grouped,
+                "to_agent is the current agent": target == s.agent,
+                "to_agent not online": self.status.get(target) != "online",
+            }
+        else:
+            group = self.rules.groups.get(ev.to_group or "")
+            members = group.agents if group else ()
+            problems = {
+                "to_group unknown": group is None,
+                "nobody in to_group can take the buyer": not any(
+                    a != s.agent and self.eligible(a, ev.to_group or "") for a in members
+                ),
+            }
+        return next((reason for reason, found in problems.items() if found), None)
+
+    def check_inquiry_outputs(
+        self, ev: BuyerInquired, before: Open | Entry | None, own: list[OutputEvent]
+    ) -> None:
+        """CONTRACT 3 rule 1: in a session → active_session; queued → stays queued."""
+        shapes = [(type(o), getattr(o, "reason", None) or o.status, o.inquiry_id) for o in own]  # type: ignore[union-attr]
+        if isinstance(before, Open):
+            ok = shapes == [(Assignment, AssignReason.ACTIVE_SESSION, ev.id)]
+        elif isinstance(before, Entry):
+            ok = shapes == [(QueueUpdate, QueueStatus.WAITING, before.inquiry_id)]
+            self.joined[ev.id] = before.inquiry_id
+        else:
+            ok = len(shapes) == 1 and shapes[0][1:] in {
+                (AssignReason.ROUTED, ev.id),
+                (AssignReason.STICKY, ev.id),
+                (AssignReason.REPEAT_ENTRY, ev.id),
+                (QueueStatus.QUEUED, ev.id),
+            }
+        if not ok:
+            self.fail("fates", f"{ev} from a buyer with {before} produced {own}")
+
+    def predict(self, ev: BuyerInquired) -> Expected:
+        """CONTRACT 3 rules 2–6 and 3.5, in order, for a buyer with no session or queue."""
+        last = self.previous.get(ev.buyer_id)
+        repeat_window, sticky_window = (
+            self.config.queue.repeat_entry_window,
+            self.config.sticky_window,
+        )
+        since = self.now - last.ended_at if last else 0
+        if last and last.key != NO_MATCH and repeat_window > 0 and since < repeat_window:
+            members = self.rules.members(last.key)
+            group = members.get(last.agent)
+            caps = [self.rules.cap(a, g) for a, g in members.items()]
+            queueing = self.rules.cap(last.agent, group) is not None if group else any(caps)
+            if queueing:
+                if group and self.status[last.agent] == "online":
+                    return Expected(AssignReason.REPEAT_ENTRY, {last.agent}, last.key)
+                # CONTRACT 3.5: another agent of the previous agent's group
+                return self.route(group or last.key, AssignReason.REPEAT_ENTRY)
+        if last and last.key != NO_MATCH and sticky_window > 0 and since < sticky_window:
+            group = self.rules.members(last.key).get(last.agent)
+            if group and self.eligible(last.agent, group):
+                return Expected(AssignReason.STICKY, {last.agent}, last.key)
+        return self.route(self.rules.candidate_key(ev.context), AssignReason.ROUTED)
+
+    def route(self, key: Key, reason: AssignReason) -> Expected:
+        """An eligible agent of the candidate, else its queue."""
+        members = self.rules.members(key) if key != NO_MATCH else {}
+        agents = {a for a, g in members.items() if self.eligible(a, g)}
+        return Expected(reason if agents else QueueStatus.QUEUED, agents, key)
+
+    def check_precedence(
+        self, ev: BuyerInquired, expected: Expected | None, own: list[OutputEvent]
+    ) -> None:
+        if expected is None or len(own) != 1:
+            return  # in a session or queued (or the output count is wrong: "fates")
+        o = own[0]
+        if isinstance(o, Assignment):
+            got: tuple[object, ...] = (o.reason, o.agent_id in expected.agents)
+        else:
+            got = (getattr(o, "status", None), getattr(o, "group", None) == expected.key)
+        if got != (expected.outcome, True):
+            self.fail("precedence", f"{ev} produced {o}; expected {expected}")
+
+    def check_not_stuck(self) -> None:
+        """CONTRACT 3.1: nobody waits while an agent of the candidate is eligible."""
+        if "stuck" not in self.checks:
+            return
+        for key, entries in self.queues.items():
+            for agent, group in self.rules.members(key).items():
+                if entries and self.eligible(agent, group):
+                    self.fail("stuck", f"{agent} is eligible while {list(entries)} wait in {key}")
+        if self.engine is None:
+            return
+        shop = self.engine.shop(SHOP)
+        engine_queues: dict[Key, list[str]] = {}
+        for cand in shop.all_candidates():
+            if cand.queue:
+                engine_queues[cand.group] = [item[3] for item in cand.queue]
+                idle = [a for a in cand.caps if cand.is_eligible(shop.agents[a])]
+                if idle:
+                    self.fail("stuck", f"engine: {idle} eligible while {cand.key!r} has a queue")
+        mine = {
+            key: [e.buyer for e in sorted(entries.values(), key=lambda e: e.order)]
+            for key, entries in self.queues.items()
+            if entries
+        }
+        if mine != engine_queues:
+            self.fail("stuck", f"queues per the outputs {mine} != the engine's {engine_queues}")

@@ -1,0 +1,247 @@
+"""The model behind `tests/test_engine_properties.py`: a driver and the shop's rules.
+
+`Driver` feeds a case's steps to an `Engine` in virtual time; `Rules` is what the shop file
+and the contract say, independently of the engine; the dataclasses after it are the
+observer's records (`tests/engine_observer.py`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from daemon.core.config import ShopConfig
+from daemon.core.engine import Engine, EventRejected
+from tests.strategies import (
+    BUYERS,
+    IN_SESSION,
+    NEWEST_SESSION,
+    SHOP,
+    T0,
+    AgentSays,
+    BuyerSays,
+    Duplicate,
+    EventAction,
+    Late,
+    Step,
+    Tick,
+    ToDeadline,
+    Transfer,
+    to_event,
+)
+from topics.events import (
+    Assignment,
+    AssignReason,
+    InputEvent,
+    InquiryContext,
+    Mode,
+    OutputEvent,
+    QueueStatus,
+    SessionClosed,
+)
+
+# ------------------------------------------------------------------------------- driver
+
+
+@dataclass
+class StepResult:
+    """What one step did: the timers woken first, then the event's own outputs."""
+
+    step: Step
+    now: int
+    event: InputEvent | None
+    timer: list[OutputEvent]
+    own: list[OutputEvent]
+    rejected: str | None
+
+    @property
+    def outputs(self) -> list[OutputEvent]:
+        return self.timer + self.own
+
+
+class Driver:
+    """Feeds a case's steps to an engine in virtual time."""
+
+    def __init__(self, config: ShopConfig, *, fire_first: bool = True) -> None:
+        self.config = config
+        self.engine = Engine({SHOP: config})
+        self.engine.on_timer(T0)  # the engine's clock starts at T0
+        self.fire_first = fire_first
+        self.now = T0
+        self.fresh = itertools.count(1)
+        self.sent: list[str] = []
+        self.open: dict[str, str] = {}  # buyer -> agent, per the outputs
+
+    def run(self, step: Step) -> StepResult:
+        self.now += step.dt
+        action = step.action
+        if isinstance(action, ToDeadline):
+            self.now = max(self.now, self.engine.next_deadline() or self.now)
+        if isinstance(action, Tick | ToDeadline):
+            timer = self.engine.on_timer(self.now)
+            self.follow(timer)
+            return StepResult(step, self.now, None, timer, [], None)
+        event_id, now = None, self.now
+        if isinstance(action, Duplicate):
+            event_id = self.sent[-min(action.back, len(self.sent))] if self.sent else None
+            action = action.event
+        elif isinstance(action, Late):
+            now, action = self.now - action.by, action.event
+        event_id = event_id or f"e{next(self.fresh)}"
+        self.sent.append(event_id)
+        event = to_event(self.resolve(action), event_id, now)
+        timer = self.engine.on_timer(now) if self.fire_first else []
+        self.follow(timer)
+        try:
+            own, rejected = self.engine.handle(event, now), None
+        except EventRejected as exc:
+            own, rejected = exc.outputs, exc.reason
+        self.follow(own)
+        return StepResult(step, self.now, event, timer, own, rejected)
+
+    def follow(self, outputs: list[OutputEvent]) -> None:
+        """Track open sessions (oldest first) from the outputs, for `resolve`."""
+        for o in outputs:
+            if isinstance(o, SessionClosed):
+                self.open.pop(o.buyer_id, None)
+            elif isinstance(o, Assignment) and o.reason is not AssignReason.ACTIVE_SESSION:
+                self.open[o.buyer_id] = o.agent_id
+
+    def resolve(self, action: EventAction) -> EventAction:
+        """Name the buyer of the oldest (newest) open session where the action says
+        IN_SESSION (NEWEST_SESSION), and its agent where an agent's message says IN_SESSION."""
+        if isinstance(action, Transfer | BuyerSays | AgentSays):
+            if action.buyer == IN_SESSION:
+                action = replace(action, buyer=next(iter(self.open), BUYERS[0]))
+            elif action.buyer == NEWEST_SESSION:
+                action = replace(action, buyer=next(reversed(self.open), BUYERS[0]))
+        if isinstance(action, AgentSays) and action.agent == IN_SESSION:
+            action = replace(action, agent=self.open.get(action.buyer, self.config.agents[0].id))
+        return action
+
+    def snapshot(self) -> Any:
+        """The engine's snapshot as it comes back from JSON."""
+        return orjson.loads(orjson.dumps(self.engine.snapshot()))
+
+    def restart(self) -> None:
+        """Snapshot through JSON and continue on a freshly restored engine."""
+        self.engine = Engine.restore({SHOP: self.config}, self.snapshot())
+
+
+# -------------------------------------------------------------------------- shop rules
+
+NO_MATCH = "\0no match"  # candidate_key of an inquiry no group takes
+Key = str | None  # a queue: group name, or None for the pool of several groups
+
+
+class Rules:
+    """What the shop file and the contract say, independently of the engine."""
+
+    def __init__(self, config: ShopConfig) -> None:
+        self.config = config
+        self.agents = {a.id: a for a in config.agents}
+        self.groups = {g.name: g for g in config.groups}
+        self.grouped = {a for g in config.groups for a in g.agents}
+        accepting = [g for g in config.groups if g.accept_unmatched]
+        self.pool_key: Key = NO_MATCH
+        if accepting:
+            self.pool_key = accepting[0].name if len(accepting) == 1 else None
+        self.pool_members: dict[str, str] = {}
+        for g in accepting:
+            for agent in g.agents:
+                self.pool_members.setdefault(agent, g.name)
+
+    def queueing(self, group: str) -> bool:
+        q = self.config.queue
+        return q.enabled and (q.scope == "shop" or group in q.groups)
+
+    def cap(self, agent: str, group: str) -> int | None:
+        """CONTRACT 2: agent cap, else group cap, else default; None without queueing."""
+        if not self.queueing(group):
+            return None
+        own = self.agents[agent].cap
+        return own or self.groups[group].cap or self.config.queue.default_cap
+
+    def members(self, key: Key) -> dict[str, str]:
+        """Agents of a candidate and the group each is chosen in."""
+        if key is None:
+            return self.pool_members
+        return dict.fromkeys(self.groups[key].agents, key)
+
+    def mode(self, key: Key) -> Mode:
+        """A group's mode, else the shop's (which the pool of several groups uses)."""
+        group_mode = None if key is None else self.groups[key].mode
+        return group_mode or self.config.mode
+
+    def candidate_key(self, ctx: InquiryContext) -> Key:
+        """CONTRACT 3 rule 4: crowd, item, intent, order status, then the pool."""
+        dims: list[tuple[Iterable[str | None], str]] = [
+            (ctx.crowd, "crowd"),
+            ((ctx.item_id,), "items"),
+            ((ctx.intent,), "intents"),
+            ((ctx.order_status,), "order_status"),
+        ]
+        for values, dim in dims:
+            for group in self.config.groups:
+                if set(values) & set(getattr(group.match, dim)):
+                    return group.name
+        return self.pool_key
+
+
+# ------------------------------------------------------------------------------ observer
+
+
+@dataclass
+class Entry:
+    """A queued buyer, per the queue updates."""
+
+    inquiry_id: str
+    buyer: str
+    priority: int
+    arrival: int  # order of first `queued`; overflow keeps it
+    key: Key
+    queued_at: int  # first `queued`
+    entered_at: int  # `queued` in the current queue
+    published: int = 0  # the position the last `queued` / `waiting` gave
+    stale_since: int | None = None  # when the real position left the published one
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (-self.priority, self.arrival)
+
+
+@dataclass
+class Open:
+    """An open session, per the assignments and messages."""
+
+    inquiry_id: str
+    agent: str
+    group: str | None
+    key: Key  # the candidate the agent was chosen in
+    last_agent_at: int  # assignment, or the latest agent message
+    buyer_waiting: bool = False  # the buyer wrote last
+
+
+@dataclass
+class Ended:
+    """A buyer's last ended session: for repeat entry and sticky."""
+
+    agent: str
+    key: Key
+    ended_at: int
+
+
+@dataclass
+class Expected:
+    """What CONTRACT 3 says an inquiry from a buyer without session or queue gets."""
+
+    outcome: AssignReason | QueueStatus
+    agents: set[str]  # who may take it (empty when it queues)
+    key: Key
+
+
+TERMINAL = {"assigned", "left", "expired", "dequeued"}

@@ -1,0 +1,373 @@
+"""The observer of `tests/test_engine_properties.py`: the world as the outputs describe it.
+
+`Observer` rebuilds agent statuses, open sessions, loads and pending replies, queues and the
+fate of every inquiry from the outputs, the input events and the shop file alone, and makes
+the checks of `tests/engine_checks.py` as the outputs stream past.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from daemon.core.config import ShopConfig
+from daemon.core.engine import Engine
+from tests.engine_checks import Checks
+from tests.engine_model import NO_MATCH, TERMINAL, Ended, Entry, Key, Open, Rules, StepResult
+from tests.strategies import T0
+from topics.events import (
+    AgentStatus,
+    AgentStatusChanged,
+    Assignment,
+    AssignReason,
+    BuyerInquired,
+    BuyerLeft,
+    CloseReason,
+    InputEvent,
+    MessageSent,
+    OutputEvent,
+    QueueStatus,
+    QueueUpdate,
+    SessionClosed,
+    SessionTransferred,
+)
+
+
+@dataclass
+class Observer(Checks):
+    """The world as the outputs describe it; see `tests/test_engine_properties.py`.
+
+    `checks` names the invariants that fail the test; the bookkeeping itself (a session
+    closed that was never opened, say) always does, since every check relies on it.
+    """
+
+    config: ShopConfig
+    checks: set[str]
+    engine: Engine | None = None
+    rules: Rules = field(init=False)
+    status: dict[str, str] = field(init=False)
+    now: int = T0
+    last_ts: int = T0  # of the latest output: time never runs backwards
+    sessions: dict[str, Open] = field(default_factory=dict)  # buyer -> open session
+    load: Counter[str] = field(default_factory=Counter)
+    pending: Counter[str] = field(default_factory=Counter)  # sessions the agent owes a reply
+    shift: Counter[str] = field(default_factory=Counter)  # assignments since shift start
+    last_assigned: Counter[str] = field(default_factory=Counter)
+    previous: dict[str, Ended] = field(default_factory=dict)  # buyer -> last ended session
+    transferred: Open | None = None  # the session a transfer is moving
+    queues: dict[Key, dict[str, Entry]] = field(default_factory=dict)
+    queued: dict[str, Entry] = field(default_factory=dict)  # buyer -> entry
+    priority: dict[str, int] = field(default_factory=dict)  # inquiry id -> priority
+    fate: dict[str, str] = field(default_factory=dict)  # inquiry id -> where it stands
+    joined: dict[str, str] = field(default_factory=dict)  # inquiry id -> entry it joined
+    accepted: list[str] = field(default_factory=list)  # accepted inquiry ids
+    assigned_to: dict[str, str] = field(default_factory=dict)  # inquiry id -> agent
+    update_n: Counter[str] = field(default_factory=Counter)
+    seen: set[str] = field(default_factory=set)  # accepted event ids
+    output_ids: dict[str, OutputEvent] = field(default_factory=dict)
+    outputs: list[OutputEvent] = field(default_factory=list)
+    awaiting: Entry | None = None  # dequeued, its assignment must come next
+    arrivals: Iterator[int] = field(default_factory=itertools.count)
+    log: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rules = Rules(self.config)
+        self.status = {a.id: "offline" for a in self.config.agents}
+        for agent in self.config.agents:
+            self.last_assigned[agent.id] = -1
+
+    # ------------------------------------------------------------------------ steps
+
+    def on_step(self, result: StepResult) -> None:
+        ev, self.now = result.event, result.now
+        if ev is not None or result.timer:  # a step that did nothing is left out
+            self.log.append(f"t={result.now - T0} {result.step.action if ev is None else ev}")
+        for o in result.timer:
+            self.output(o, None)
+        if ev is not None:
+            self.on_event(ev, result)
+        self.expect(self.awaiting is None, "a dequeued buyer got no assignment")
+        self.check_on_time()
+        self.check_not_stuck()
+
+    def on_event(self, ev: InputEvent, result: StepResult) -> None:
+        if result.rejected is not None:
+            self.log.append(f"  rejected: {result.rejected}")
+        if ev.id in self.seen:
+            if result.rejected is not None or result.own:
+                self.fail("rejections", f"duplicate id {ev.id} was not ignored: {result.own}")
+            return
+        expected = self.refusal(ev)
+        if (expected is not None) != (result.rejected is not None):
+            self.fail("rejections", f"{ev} rejected: {result.rejected!r}; expected: {expected!r}")
+        if result.rejected is not None:
+            if result.own:
+                self.fail("rejections", f"rejected event produced outputs {result.own}")
+            return
+        self.seen.add(ev.id)
+        before = self.apply(ev)
+        prediction = None
+        if isinstance(ev, BuyerInquired) and before is None:
+            prediction = self.predict(ev)
+        for o in result.own:
+            self.output(o, ev)
+        if isinstance(ev, BuyerInquired):
+            self.check_inquiry_outputs(ev, before, result.own)
+            self.check_precedence(ev, prediction, result.own)
+        went_offline = isinstance(ev, AgentStatusChanged) and ev.status is AgentStatus.OFFLINE
+        if went_offline and self.load[getattr(ev, "agent_id", "")]:
+            self.fail("online", f"{ev} but the agent kept its sessions")
+
+    def apply(self, ev: InputEvent) -> Open | Entry | None:
+        """Note an accepted event; for an inquiry, return the buyer's session or entry."""
+        if isinstance(ev, AgentStatusChanged):
+            if self.status[ev.agent_id] == "offline" and ev.status is not AgentStatus.OFFLINE:
+                self.shift[ev.agent_id] = 0  # a shift starts (docs/routing.md, average)
+            self.status[ev.agent_id] = ev.status.value
+        if isinstance(ev, MessageSent) and (s := self.sessions.get(ev.buyer_id)):
+            if ev.sender == "agent":
+                s.last_agent_at = self.now
+            self.set_waiting(s, ev.sender == "buyer")
+        if not isinstance(ev, BuyerInquired):
+            return None
+        self.accepted.append(ev.id)
+        self.priority[ev.id] = ev.priority
+        return self.sessions.get(ev.buyer_id) or self.queued.get(ev.buyer_id)
+
+    def set_waiting(self, s: Open, waiting: bool) -> None:
+        self.pending[s.agent] += int(waiting) - int(s.buyer_waiting)
+        s.buyer_waiting = waiting
+
+    def at_end(self) -> None:
+        """CONTRACT 6: every accepted inquiry is assigned, queued, left or expired."""
+        for inquiry in self.accepted:
+            root = self.joined.get(inquiry, inquiry)
+            fate = self.fate.get(root)
+            if fate not in {"assigned", "queued", "left", "expired"}:
+                self.fail("fates", f"inquiry {inquiry} ended as {fate!r}")
+            still_queued = any(e.inquiry_id == root for e in self.queued.values())
+            if (fate == "queued") != still_queued:
+                self.fail("fates", f"inquiry {inquiry} is {fate!r}; in a queue: {still_queued}")
+
+    # ---------------------------------------------------------------------- outputs
+
+    def output(self, o: OutputEvent, ev: InputEvent | None) -> None:
+        self.log.append(f"  -> {o}")
+        self.outputs.append(o)
+        if not self.last_ts <= o.ts <= self.now:
+            self.fail("timing", f"{o} decided at {o.ts}: after {self.last_ts}, by {self.now}")
+        self.last_ts = o.ts
+        if o.id in self.output_ids:
+            self.fail("ids", f"output id {o.id} used twice:\n  {self.output_ids[o.id]}\n  {o}")
+        self.output_ids[o.id] = o
+        if self.awaiting is not None:
+            self.expect(
+                isinstance(o, Assignment) and o.reason is AssignReason.DEQUEUED,
+                f"dequeued {self.awaiting} is not followed by its assignment",
+            )
+        if isinstance(o, Assignment):
+            self.on_assignment(o, ev)
+        elif isinstance(o, SessionClosed):
+            self.on_closed(o, ev)
+        elif isinstance(o, QueueUpdate):
+            self.on_queue_update(o, ev)
+        else:
+            self.expect(False, f"the routing core emitted {o}")
+
+    def on_assignment(self, a: Assignment, ev: InputEvent | None) -> None:
+        if a.id != f"asg:{a.inquiry_id}":
+            self.fail("ids", f"assignment id {a.id} does not name inquiry {a.inquiry_id}")
+        if a.reason is AssignReason.ACTIVE_SESSION:
+            self.on_active_session(a, ev)
+            return
+        entry = self.expect_cause(a, ev)
+        self.expect(
+            a.buyer_id not in self.sessions and a.buyer_id not in self.queued,
+            f"{a.buyer_id} assigned while in a session or a queue",
+        )
+        self.expect(a.group in self.rules.groups, f"{a} names no configured group")
+        assert a.group is not None
+        first = self.assigned_to.setdefault(a.inquiry_id, a.agent_id)
+        if first != a.agent_id:
+            self.fail("one_agent", f"inquiry {a.inquiry_id} assigned to {first} and {a.agent_id}")
+        if self.status[a.agent_id] != "online":
+            self.fail("online", f"{a} while {a.agent_id} is {self.status[a.agent_id]}")
+        if a.agent_id not in self.rules.groups[a.group].agents:
+            self.fail("matching", f"{a}: {a.agent_id} is not listed in {a.group}")
+        self.check_cap(a, ev)
+        key = self.session_key(a, ev, entry)
+        if a.reason in (AssignReason.ROUTED, AssignReason.DEQUEUED):
+            self.check_candidate(a, key, ev)
+            self.check_selection(a, key)
+        elif a.mode is not None:
+            self.fail("fields", f"{a} has a mode")
+        waited = a.ts - entry.queued_at if entry else 0
+        if a.waited_ms != waited:
+            self.fail("fields", f"{a} waited {waited} ms")
+        self.open_session(a, key)
+
+    def session_key(self, a: Assignment, ev: InputEvent | None, entry: Entry | None) -> Key:
+        """The candidate an assignment was decided in (docs/routing.md for transfers)."""
+        if entry is not None:
+            return entry.key
+        if isinstance(ev, BuyerInquired):
+            if a.reason is AssignReason.ROUTED:
+                return self.rules.candidate_key(ev.context)
+            return self.previous[a.buyer_id].key  # repeat entry, sticky
+        assert isinstance(ev, SessionTransferred) and self.transferred is not None
+        if ev.to_group is not None:
+            return ev.to_group
+        current = self.transferred.key
+        if current != NO_MATCH and a.agent_id in self.rules.members(current):
+            return current
+        return next(g.name for g in self.config.groups if a.agent_id in g.agents)
+
+    def on_active_session(self, a: Assignment, ev: InputEvent | None) -> None:
+        s = self.sessions.get(a.buyer_id)
+        self.expect(
+            isinstance(ev, BuyerInquired) and ev.id == a.inquiry_id,
+            "active_session outside its inquiry",
+        )
+        self.expect(s is not None and s.agent == a.agent_id, f"{a} but session is {s}")
+        assert s is not None
+        if (a.group, a.mode, a.waited_ms) != (s.group, None, 0):
+            self.fail("fields", f"{a} for the session {s}")
+        self.fate[a.inquiry_id] = "assigned"
+
+    def expect_cause(self, a: Assignment, ev: InputEvent | None) -> Entry | None:
+        """The event (or dequeue) an assignment answers; the entry for a dequeue."""
+        if a.reason is AssignReason.DEQUEUED:
+            entry, self.awaiting = self.awaiting, None
+            self.expect(
+                entry is not None and (entry.inquiry_id, entry.buyer) == (a.inquiry_id, a.buyer_id),
+                f"{a} without its dequeue",
+            )
+            return entry
+        if a.reason is AssignReason.TRANSFER:
+            self.expect(
+                isinstance(ev, SessionTransferred) and ev.id == a.inquiry_id,
+                f"{a} outside its transfer",
+            )
+        else:
+            self.expect(
+                isinstance(ev, BuyerInquired) and ev.id == a.inquiry_id,
+                f"{a} outside its inquiry",
+            )
+        return None
+
+    def open_session(self, a: Assignment, key: Key) -> None:
+        s = Open(a.inquiry_id, a.agent_id, a.group, key, last_agent_at=a.ts)
+        self.sessions[a.buyer_id] = s
+        if a.reason is AssignReason.TRANSFER:
+            assert self.transferred is not None
+            self.set_waiting(s, self.transferred.buyer_waiting)
+        else:
+            self.fate[a.inquiry_id] = "assigned"
+        self.load[a.agent_id] += 1
+        self.shift[a.agent_id] += 1
+        self.last_assigned[a.agent_id] = a.ts
+
+    def on_closed(self, c: SessionClosed, ev: InputEvent | None) -> None:
+        s = self.sessions.pop(c.buyer_id, None)
+        self.expect(s is not None and s.agent == c.agent_id, f"{c} but the session is {s}")
+        assert s is not None
+        if c.id != f"end:{s.inquiry_id}":
+            self.fail("ids", f"{c.id} does not name the session's inquiry {s.inquiry_id}")
+        if c.reason is CloseReason.TIMEOUT:
+            self.expect(ev is None, f"{c} outside the timers")
+            deadline = s.last_agent_at + self.config.queue.session_timeout
+            if s.buyer_waiting or c.ts != deadline:
+                self.fail("timing", f"{c} of {s}: the deadline was {deadline}")
+        elif c.reason is CloseReason.AGENT_OFFLINE:
+            self.expect(
+                isinstance(ev, AgentStatusChanged)
+                and ev.agent_id == c.agent_id
+                and ev.status is AgentStatus.OFFLINE,
+                f"{c} without the agent going offline",
+            )
+        else:
+            self.expect(
+                isinstance(ev, SessionTransferred) and ev.buyer_id == c.buyer_id,
+                f"{c} outside a transfer of the buyer",
+            )
+            self.transferred = replace(s)
+        self.set_waiting(s, False)
+        self.load[c.agent_id] -= 1
+        if c.reason is not CloseReason.TRANSFERRED:
+            self.previous[c.buyer_id] = Ended(c.agent_id, s.key, c.ts)
+
+    def on_queue_update(self, u: QueueUpdate, ev: InputEvent | None) -> None:
+        inquiry, buyer = u.inquiry_id, u.buyer_id
+        self.update_n[inquiry] += 1
+        if u.id != f"q:{inquiry}:{self.update_n[inquiry]}":
+            self.fail("ids", f"queue update {u.id} is not number {self.update_n[inquiry]}")
+        if self.fate.get(inquiry) in TERMINAL:
+            self.fail("fates", f"{u} after the inquiry was {self.fate[inquiry]}")
+        told = u.status in (QueueStatus.QUEUED, QueueStatus.WAITING)
+        estimate = u.estimated_wait_s
+        if told != (u.position is not None and estimate is not None and estimate >= 0):
+            self.fail("fields", f"{u}: position and estimate are for queued and waiting only")
+        if u.status is QueueStatus.QUEUED:
+            self.on_queued(u, ev)
+            return
+        entry = self.queued.get(buyer)
+        self.expect(
+            entry is not None and entry.inquiry_id == inquiry and entry.key == u.group,
+            f"{u} but the buyer's entry is {entry}",
+        )
+        assert entry is not None
+        if u.status is QueueStatus.WAITING:
+            self.check_position(entry, u)
+            entry.published, entry.stale_since = u.position or 0, None
+            return
+        if u.status is QueueStatus.LEFT:
+            self.expect(isinstance(ev, BuyerLeft) and ev.buyer_id == buyer, f"{u} without leave")
+        elif u.status is QueueStatus.EXPIRED:
+            self.expect(ev is None, f"{u} outside the timers")
+            self.check_expiry(entry, u)
+            if u.group is not None and self.rules.groups[u.group].overflow_to is not None:
+                self.fail("fates", f"{u} although {u.group} overflows")
+        else:
+            self.check_head_of_line(entry)
+            self.awaiting = entry
+        del self.queues[entry.key][inquiry]
+        del self.queued[buyer]
+        self.fate[inquiry] = u.status.value
+        self.moved(entry.key, u.ts)
+
+    def on_queued(self, u: QueueUpdate, ev: InputEvent | None) -> None:
+        entry = self.queued.get(u.buyer_id)
+        if entry is None:  # a new entry
+            self.expect(
+                isinstance(ev, BuyerInquired) and ev.id == u.inquiry_id,
+                f"{u} outside its inquiry",
+            )
+            self.expect(u.buyer_id not in self.sessions, f"{u} for a buyer in a session")
+            priority, arrival = self.priority[u.inquiry_id], next(self.arrivals)
+            entry = Entry(u.inquiry_id, u.buyer_id, priority, arrival, u.group, u.ts, u.ts)
+        else:  # overflow: same entry, same arrival, next group
+            self.expect(ev is None and entry.inquiry_id == u.inquiry_id, f"{u} after {entry}")
+            self.check_expiry(entry, u)
+            source = entry.key
+            target = None if source is None else self.rules.groups[source].overflow_to
+            if target != u.group:
+                self.fail("fates", f"{u}: {source} overflows to {target}")
+            del self.queues[source][entry.inquiry_id]
+            self.moved(source, u.ts)
+            entry.key, entry.entered_at = u.group, u.ts
+        self.queued[u.buyer_id] = entry
+        self.queues.setdefault(entry.key, {})[entry.inquiry_id] = entry
+        self.fate[u.inquiry_id] = "queued"
+        self.check_position(entry, u)
+        entry.published, entry.stale_since = u.position or 0, None
+        self.moved(entry.key, u.ts)
+
+    def moved(self, key: Key, ts: int) -> None:
+        """Note when a queue change left a buyer's published position out of date."""
+        for e in self.queues[key].values():
+            if len(self.ahead_of(e)) + 1 == e.published:
+                e.stale_since = None
+            elif e.stale_since is None:
+                e.stale_since = ts
