@@ -27,6 +27,7 @@ from tests.strategies import (
     Duplicate,
     EventAction,
     Late,
+    Order,
     Step,
     Tick,
     ToDeadline,
@@ -66,9 +67,9 @@ class StepResult:
 class Driver:
     """Feeds a case's steps to an engine in virtual time."""
 
-    def __init__(self, config: ShopConfig, *, fire_first: bool = True) -> None:
+    def __init__(self, config: ShopConfig, *, fire_first: bool = True, track: bool = False) -> None:
         self.config = config
-        self.engine = Engine({SHOP: config})
+        self.engine = Engine({SHOP: config}, track=track)
         self.engine.on_timer(T0)  # the engine's clock starts at T0
         self.fire_first = fire_first
         self.now = T0
@@ -114,7 +115,7 @@ class Driver:
     def resolve(self, action: EventAction) -> EventAction:
         """Name the buyer of the oldest (newest) open session where the action says
         IN_SESSION (NEWEST_SESSION), and its agent where an agent's message says IN_SESSION."""
-        if isinstance(action, Transfer | BuyerSays | AgentSays):
+        if isinstance(action, Transfer | BuyerSays | AgentSays | Order):
             if action.buyer == IN_SESSION:
                 action = replace(action, buyer=next(iter(self.open), BUYERS[0]))
             elif action.buyer == NEWEST_SESSION:
@@ -130,6 +131,18 @@ class Driver:
     def restart(self) -> None:
         """Snapshot through JSON and continue on a freshly restored engine."""
         self.engine = Engine.restore({SHOP: self.config}, self.snapshot())
+
+    def restart_from(self, data: dict[str, Any]) -> None:
+        """Continue on a tracking engine restored from `data` (e.g. checkpoint deltas).
+
+        A checkpoint's clock may lag (time passing alone is not a change worth writing);
+        the restarted daemon's own clock is later, which is what taking `now` over means.
+        """
+        now = self.engine.shop(SHOP).now
+        self.engine = Engine({SHOP: self.config}, track=True)
+        self.engine.restore_shop(SHOP, data)
+        shop = self.engine.shop(SHOP)
+        shop.now = max(shop.now, now)
 
 
 # -------------------------------------------------------------------------- shop rules

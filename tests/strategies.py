@@ -311,7 +311,7 @@ _KINDS = (
     + ("status",) * 4
     + ("buyer_says",) * 4  # buyers who wrote last make agents busy (CONTRACT 3.4)
     + ("agent_says", "agent_says", "transfer", "transfer")
-    + ("leave", "order", "stats", "duplicate", "late", "tick", "deadline")
+    + ("leave", "order", "order", "stats", "duplicate", "late", "tick", "deadline")
 )
 _STATUSES = ("online", "online", "suspended", "offline")
 _STEP_BYTES = 10
@@ -337,7 +337,7 @@ def _event(kind: str, b: _Bytes, agent_ids: list[str], groups: list[str]) -> Eve
     simple: dict[str, EventAction] = {
         "buyer_says": BuyerSays(in_session),
         "leave": Leave(buyer),
-        "order": Order(buyer, b.pick((None, 9.5))),
+        "order": Order(b.pick((in_session, buyer)), b.pick((None, 9.5))),
         "stats": Stats(agent, b.pick((0.0, 0.05, 0.3, 1.0))),
     }
     return simple[kind]

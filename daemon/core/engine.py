@@ -12,7 +12,9 @@ backwards inside a shop: an earlier `now` is treated as the latest one seen.
 Bad input raises `EventRejected` (a sentence for the dead-letter topic) and changes
 nothing; outputs of timers that fired first ride on the exception as `.outputs`.
 Shops are snapshot and restored one at a time (`snapshot_shop`, `restore_shop`), because a
-Kafka partition — the unit a daemon instance owns — carries whole shops.
+Kafka partition — the unit a daemon instance owns — carries whole shops. An engine created
+with `track=True` also remembers what changed, and `take_deltas()` hands the changes since
+the previous call to whoever checkpoints them.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from typing import Any
 
 from daemon.core.config import ShopConfig
 from daemon.core.shop import EventRejected, ShopEngine
-from daemon.core.snapshot import dump_shop, load_shop
+from daemon.core.snapshot import ShopDelta, dump_shop, load_shop, take_delta
 from topics.events import InputEvent, OutputEvent
 
-__all__ = ["Engine", "EventRejected"]
+__all__ = ["Engine", "EventRejected", "ShopDelta"]
 
 DEFAULT_DEDUP_CAPACITY = 100_000
 
@@ -34,14 +36,21 @@ class Engine:
     """Routing for a set of shops. See the module docstring."""
 
     def __init__(
-        self, shops: Mapping[str, ShopConfig], *, dedup_capacity: int = DEFAULT_DEDUP_CAPACITY
+        self,
+        shops: Mapping[str, ShopConfig],
+        *,
+        dedup_capacity: int = DEFAULT_DEDUP_CAPACITY,
+        track: bool = False,
     ) -> None:
         self.dedup_capacity = dedup_capacity
+        self.track = track
         self.configs: dict[str, ShopConfig] = dict(shops)
         self.shops: dict[str, ShopEngine] = {
-            shop_id: ShopEngine(config, dedup_capacity=dedup_capacity)
-            for shop_id, config in self.configs.items()
+            shop_id: self._new_shop(config) for shop_id, config in self.configs.items()
         }
+
+    def _new_shop(self, config: ShopConfig) -> ShopEngine:
+        return ShopEngine(config, dedup_capacity=self.dedup_capacity, track=self.track)
 
     def shop(self, shop_id: str) -> ShopEngine:
         """The state machine of one shop (KeyError if not configured)."""
@@ -86,7 +95,7 @@ class Engine:
             if shop_id in self.shops:
                 out.extend(self.shops[shop_id].reconfigure(config, now))
             else:
-                self.shops[shop_id] = ShopEngine(config, dedup_capacity=self.dedup_capacity)
+                self.shops[shop_id] = self._new_shop(config)
         self.configs = dict(shops)
         return out
 
@@ -97,12 +106,21 @@ class Engine:
     def restore_shop(self, shop_id: str, data: dict[str, Any]) -> None:
         """Replace one shop's state with a snapshot taken by `snapshot_shop`."""
         self.shops[shop_id] = load_shop(
-            self.configs[shop_id], data, dedup_capacity=self.dedup_capacity
+            self.configs[shop_id], data, dedup_capacity=self.dedup_capacity, track=self.track
         )
 
     def reset_shop(self, shop_id: str) -> None:
         """Forget one shop's state (it starts empty), e.g. when its partition is revoked."""
-        self.shops[shop_id] = ShopEngine(self.configs[shop_id], dedup_capacity=self.dedup_capacity)
+        self.shops[shop_id] = self._new_shop(self.configs[shop_id])
+
+    def take_deltas(self) -> dict[str, ShopDelta]:
+        """Per shop that changed since the previous call, what changed (`track=True` only)."""
+        deltas = {}
+        for shop_id, shop in self.shops.items():
+            delta = take_delta(shop)
+            if delta is not None:
+                deltas[shop_id] = delta
+        return deltas
 
     def snapshot(self) -> dict[str, Any]:
         """Every shop's state."""

@@ -173,3 +173,23 @@ class Buyer:
         if nxt is None:
             raise ImpossibleTransition(f"buyer {self.id!r} is {self.phase.value}; cannot {trigger}")
         self.phase = nxt
+
+
+# ------------------------------------------------------------------------------ changes
+
+
+@dataclass(slots=True)
+class Changes:
+    """What changed in a shop since the last checkpoint (only kept when the shop tracks).
+
+    Over-marking is harmless (an unchanged row is written again); a change that is not
+    marked would be lost on restore, which the property tests check.
+    """
+
+    buyers: set[str] = field(default_factory=set)  # changed or deleted buyer ids
+    agents: set[str] = field(default_factory=set)  # changed or deleted agent ids
+    seen: list[str] = field(default_factory=list)  # event ids remembered since, in order
+    other: bool = False  # counters, clock or candidate state changed
+
+    def __bool__(self) -> bool:
+        return bool(self.buyers or self.agents or self.seen or self.other)

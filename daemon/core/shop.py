@@ -20,6 +20,7 @@ from daemon.core.model import (
     AgentState,
     Buyer,
     BuyerPhase,
+    Changes,
     LastContact,
     QueueEntry,
     Session,
@@ -62,8 +63,12 @@ class EventRejected(ValueError):
 class ShopEngine:
     """Routing state and rules of one shop. See the module docstring."""
 
-    def __init__(self, config: ShopConfig, *, dedup_capacity: int = 100_000) -> None:
+    def __init__(
+        self, config: ShopConfig, *, dedup_capacity: int = 100_000, track: bool = False
+    ) -> None:
         self.config = config
+        # What changed since the last checkpoint; None when nobody checkpoints (simulator).
+        self.changes: Changes | None = Changes() if track else None
         self.agents: dict[str, AgentState] = {
             a.id: AgentState(a.id, i) for i, a in enumerate(config.agents)
         }
@@ -111,6 +116,12 @@ class ShopEngine:
             rejected.outputs = self._take()
             raise
         seen.add(event.id)
+        changes = self.changes
+        if changes is not None:
+            changes.seen.append(event.id)
+            buyer_id = getattr(event, "buyer_id", None)
+            if buyer_id is not None:
+                changes.buyers.add(buyer_id)
         ends = self.recent_ends
         if ends and ends[0][0] <= self.now - self._keep_ms:
             self._purge()
@@ -132,7 +143,12 @@ class ShopEngine:
         self._fire_due(now)
         from daemon.core.reload import apply_reload  # noqa: PLC0415 (reload imports us)
 
+        before = set(self.agents)
         apply_reload(self, config)
+        if self.changes is not None:  # rare: write the whole shop again
+            self.changes.agents |= before | set(self.agents)
+            self.changes.buyers |= set(self.buyers)
+            self.changes.other = True
         self._drain(self.all_candidates())
         return self._take()
 
@@ -198,6 +214,8 @@ class ShopEngine:
         self._out.append(event)
 
     def _agent_changed(self, agent: AgentState) -> None:
+        if self.changes is not None:
+            self.changes.agents.add(agent.id)
         for cand in self.agent_cands.get(agent.id, ()):
             cand.refresh(agent)
             if cand.queue:
@@ -212,6 +230,7 @@ class ShopEngine:
             last = buyer.last if buyer else None
             if buyer and buyer.phase is BuyerPhase.IDLE and last and last.ended_at == ended_at:
                 del self.buyers[buyer_id]
+                self._touch(buyer_id)
 
     # --------------------------------------------------------------------------- timers
 
@@ -263,7 +282,13 @@ class ShopEngine:
             if deadline is not None:
                 self.timers.arm(kind, buyer.id, deadline)
 
+    def _touch(self, buyer_id: str) -> None:
+        if self.changes is not None:
+            self.changes.buyers.add(buyer_id)
+
     def _mark_dirty(self, cand: Candidate) -> None:
+        if self.changes is not None:
+            self.changes.other = True
         if not cand.dirty:
             cand.dirty = True
             cand.last_tick = max(cand.last_tick, self.now - self.config.queue.update_interval)
@@ -285,6 +310,7 @@ class ShopEngine:
         waited_ms: int = 0,
     ) -> None:
         agent = self.agents[agent_id]
+        self._touch(buyer.id)
         buyer.move(trigger)
         group = cand.member_groups.get(agent_id, cand.group)
         buyer.session = Session(inquiry_id, agent_id, cand.key, group, self.now, self.now)
@@ -316,6 +342,7 @@ class ShopEngine:
     def _close_session(self, buyer: Buyer, reason: CloseReason) -> None:
         s = buyer.session
         assert s is not None
+        self._touch(buyer.id)
         buyer.move("close")
         buyer.session = None
         buyer.last = LastContact(s.agent_id, s.cand, self.now, s.converted)
@@ -365,6 +392,7 @@ class ShopEngine:
         status: QueueStatus,
         position: int | None = None,
     ) -> None:
+        self._touch(buyer_id)
         entry.updates += 1
         estimate: int | None = None
         if status in (QueueStatus.QUEUED, QueueStatus.WAITING):
@@ -392,6 +420,7 @@ class ShopEngine:
         cand = self.candidate(entry.cand)
         assert cand is not None
         cand.queue.remove(cand.item(entry, buyer.id))
+        self._touch(buyer.id)
         if trigger is not None:
             buyer.move(trigger)
         buyer.queued = None
@@ -432,6 +461,8 @@ class ShopEngine:
             )
 
     def _flush_updates(self, cand: Candidate) -> None:
+        if self.changes is not None:
+            self.changes.other = True
         cand.dirty = False
         cand.last_tick = self.now
         seed = self.config.queue.avg_handle_time
@@ -586,6 +617,8 @@ class ShopEngine:
         else:
             return  # no session to credit (CONTRACT 1.2 order)
         agent = self.agents[agent_id]
+        if self.changes is not None:
+            self.changes.agents.add(agent_id)
         agent.orders += 1
         agent.order_amount += ev.amount or 0.0
         if not already:

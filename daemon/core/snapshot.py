@@ -1,13 +1,19 @@
 """Snapshot a shop to plain JSON-able data and restore it (for checkpoints and tests).
 
 The snapshot holds facts only: agents, buyers (sessions, queue entries, last contacts),
-what candidates learned, recent event ids and counters. Indexes, aggregates and timers are
-derived again on restore, so a restored shop continues exactly like the original: the same
-events at the same times give the same outputs.
+what candidates learned, recent event ids and counters. Indexes, aggregates, timers and the
+list of recent session ends are derived again on restore, so a restored shop continues
+exactly like the original: the same events at the same times give the same outputs.
+
+A snapshot is a small `meta` part plus one row per agent and per buyer and the list of
+recent event ids, so a checkpoint can write only what changed: `take_delta` gives the rows
+changed since the last call (None for a deleted row) and the ids remembered since, and
+`apply_delta` applies one to a stored snapshot.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from daemon.core.candidate import runtime_of
@@ -17,7 +23,8 @@ from daemon.core.reload import rebuild
 from daemon.core.shop import ShopEngine
 from topics.events import AgentStatus, InquiryContext
 
-FORMAT = 1
+FORMAT = 2
+META_FIELDS = ("format", "shop_id", "now", "seq", "candidates")
 
 _AGENT_FIELDS = (
     "shift_assignments",
@@ -38,39 +45,95 @@ class SnapshotError(ValueError):
     """A snapshot this version cannot restore."""
 
 
-def dump_shop(shop: ShopEngine) -> dict[str, Any]:
-    """The shop's state as plain data (dicts, lists, str, int, float, bool, None)."""
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ShopDelta:
+    """What changed in a shop since the previous delta: write it on top of the last one."""
+
+    meta: dict[str, Any]  # always whole (small)
+    agents: dict[str, Row | None]  # None: the agent was dropped
+    buyers: dict[str, Row | None]  # None: the buyer was forgotten
+    seen: list[str]  # event ids remembered since, oldest first
+
+
+def dump_meta(shop: ShopEngine) -> dict[str, Any]:
+    """The shop-wide part of a snapshot: counters, clock and what candidates learned."""
     return {
         "format": FORMAT,
         "shop_id": shop.config.id,
         "now": shop.now,
         "seq": shop.seq,
-        "agents": [_dump_agent(a) for a in shop.agents.values()],
-        "buyers": [_dump_buyer(b) for b in shop.buyers.values()],
         "candidates": {c.key: runtime_of(c) for c in shop.all_candidates()},
-        "recent_ends": [list(pair) for pair in shop.recent_ends],
+    }
+
+
+def dump_shop(shop: ShopEngine) -> dict[str, Any]:
+    """The shop's state as plain data (dicts, lists, str, int, float, bool, None)."""
+    return {
+        **dump_meta(shop),
+        "agents": {a.id: _dump_agent(a) for a in shop.agents.values()},
+        "buyers": {b.id: _dump_buyer(b) for b in shop.buyers.values()},
         "seen": shop.seen.ids(),
     }
 
 
-def load_shop(config: ShopConfig, data: dict[str, Any], *, dedup_capacity: int) -> ShopEngine:
-    """A shop engine for `config` in the state `dump_shop` recorded."""
+def take_delta(shop: ShopEngine) -> ShopDelta | None:
+    """The changes since the last call (None if nothing changed); requires a tracking shop."""
+    changes = shop.changes
+    assert changes is not None, "take_delta needs a ShopEngine created with track=True"
+    if not changes:
+        return None
+    agents, buyers = shop.agents, shop.buyers
+    delta = ShopDelta(
+        meta=dump_meta(shop),
+        agents={i: _dump_agent(agents[i]) if i in agents else None for i in changes.agents},
+        buyers={i: _dump_buyer(buyers[i]) if i in buyers else None for i in changes.buyers},
+        seen=changes.seen,
+    )
+    shop.changes = type(changes)()
+    return delta
+
+
+def apply_delta(data: dict[str, Any], delta: ShopDelta, *, dedup_capacity: int) -> None:
+    """Bring a snapshot (`dump_shop` form, changed in place) up to date with `delta`."""
+    data.update(delta.meta)
+    for key in ("agents", "buyers"):
+        rows = data.setdefault(key, {})
+        for row_id, row in getattr(delta, key).items():
+            if row is None:
+                rows.pop(row_id, None)
+            else:
+                rows[row_id] = row
+    seen = data.setdefault("seen", [])
+    seen.extend(delta.seen)
+    del seen[: max(0, len(seen) - dedup_capacity)]
+
+
+def load_shop(
+    config: ShopConfig, data: dict[str, Any], *, dedup_capacity: int, track: bool = False
+) -> ShopEngine:
+    """A shop engine for `config` in the state `dump_shop` recorded (rows in any order)."""
     if data.get("format") != FORMAT or data.get("shop_id") != config.id:
         raise SnapshotError(
             f"snapshot is format {data.get('format')!r} of shop {data.get('shop_id')!r}; "
             f"expected format {FORMAT} of shop {config.id!r}"
         )
-    shop = ShopEngine(config, dedup_capacity=dedup_capacity)
+    shop = ShopEngine(config, dedup_capacity=dedup_capacity, track=track)
     shop.now, shop.seq = data["now"], data["seq"]
     shop.agents = {}
-    for row in data["agents"]:
+    for row in sorted(data["agents"].values(), key=lambda row: int(row["ordinal"])):
         agent = _load_agent(row)
         shop.agents[agent.id] = agent
-    for row in data["buyers"]:
+    ends: list[tuple[int, str]] = []
+    for row in data["buyers"].values():
         buyer = _load_buyer(row)
         shop.buyers[buyer.id] = buyer
         if buyer.session is not None and buyer.session.buyer_waiting:
             shop.agents[buyer.session.agent_id].pending += 1
+        if buyer.last is not None:
+            ends.append((buyer.last.ended_at, buyer.id))
     rebuild(shop, data["candidates"])
     for buyer in shop.buyers.values():
         entry = buyer.queued
@@ -80,9 +143,12 @@ def load_shop(config: ShopConfig, data: dict[str, Any], *, dedup_capacity: int) 
                 raise SnapshotError(f"buyer {buyer.id!r} is queued in unknown group {entry.cand!r}")
             cand.queue.add(cand.item(entry, buyer.id))
         shop.arm_buyer_timers(buyer)
-    shop.recent_ends.extend((int(t), str(b)) for t, b in data["recent_ends"])
+    # Only each buyer's latest end matters: older entries of the same buyer delete nothing.
+    shop.recent_ends.extend(sorted(ends))
     for event_id in data["seen"]:
         shop.seen.add(event_id)
+    if shop.changes is not None:
+        shop.changes = type(shop.changes)()  # a restored shop equals its store
     return shop
 
 
