@@ -3,7 +3,9 @@
 `Broker` and `RedisServer` each start one child process on a loopback port, send its output
 to a log file, and return from `start()` only once the process answers its own protocol (a
 Kafka Metadata request, a Redis PING). Both are context managers; `stop()` is idempotent and
-`start()` after `stop()` comes back on the same port (tests use this to simulate an outage).
+`start()` after `stop()` (or `kill()`) comes back on the same port and folder (tests use this to
+simulate an outage). A `Broker` may advertise another port than its own (a fault proxy's, see
+tests/faultproxy.py); a `RedisServer` may keep an append-only file so its data survives a restart.
 
 Children never outlive the parent: each runs in its own process group, which `stop()`
 terminates (then kills); an `atexit` hook stops whatever is still running; and on Linux the
@@ -34,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self
 
 from daemon.config import TopicsConfig
 
@@ -238,11 +240,22 @@ class _ManagedProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the process group (SIGKILL after `timeout` seconds); idempotent."""
+        proc = self._release()
+        if proc is not None:
+            _terminate(proc, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once, like a crash (no clean shutdown); idempotent."""
+        proc = self._release()
+        if proc is not None:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def _release(self) -> subprocess.Popen[bytes] | None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        _RUNNING.pop(proc.pid, None)
-        _terminate(proc, timeout)
+        if proc is not None:
+            _RUNNING.pop(proc.pid, None)
+        return proc
 
     def log_tail(self, lines: int = 40) -> str:
         """The last `lines` lines of the log ("" if there is none yet)."""
@@ -313,6 +326,10 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 class Broker(_ManagedProcess):
     """A Tansu Kafka-protocol broker with in-memory storage on 127.0.0.1.
 
+    `advertised_port` (default: its own port) is the port its metadata tells clients to
+    connect to, e.g. a fault proxy's in front of it: a client then reaches the broker only
+    through that port, whatever address it bootstrapped from.
+
     Everything is lost when it stops. What to know about Tansu (0.6): it supports neither
     idempotent nor transactional producers; it answers a consumer's JoinGroup only after
     about half the consumer's `session_timeout_ms` (at least 1 s), so tests use short
@@ -322,20 +339,35 @@ class Broker(_ManagedProcess):
 
     name = "broker"
 
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        advertised_port: int | None = None,
+        log_dir: Path | None = None,
+        startup_timeout: float = 15.0,
+    ) -> None:
+        super().__init__(port, log_dir=log_dir, startup_timeout=startup_timeout)
+        self._advertised_port = advertised_port if advertised_port is not None else self.port
+
+    @property
+    def advertised_port(self) -> int:
+        """The port the broker's metadata advertises on 127.0.0.1 (by default its own)."""
+        return self._advertised_port
+
     @property
     def bootstrap(self) -> str:
-        """The bootstrap servers string for Kafka clients: ``"127.0.0.1:PORT"``."""
+        """The broker's own address for Kafka clients: ``"127.0.0.1:PORT"``."""
         return f"{HOST}:{self.port}"
 
     def _command(self) -> list[str]:
-        url = f"tcp://{HOST}:{self.port}"
         return [
             broker_binary(),
             "broker",
             "--listener-url",
-            url,
+            f"tcp://{HOST}:{self.port}",
             "--advertised-listener-url",
-            url,
+            f"tcp://{HOST}:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]
@@ -344,18 +376,49 @@ class Broker(_ManagedProcess):
         return {**os.environ, "NO_COLOR": "1"}  # plain log lines, no ANSI colours
 
     def _probe(self) -> None:
-        brokers = _kafka_metadata(self.port)
-        if not any((host, port) == (HOST, self.port) for _, host, port in brokers):
-            raise _NotReadyError(f"metadata advertises {brokers}, not {self.bootstrap}")
+        brokers = _kafka_metadata(self.port)  # asked directly: a proxy need not be up yet
+        expected = (HOST, self.advertised_port)
+        if not any((host, port) == expected for _, host, port in brokers):
+            raise _NotReadyError(f"metadata advertises {brokers}, not {HOST}:{expected[1]}")
 
 
 # --- Redis ------------------------------------------------------------------------------------
 
 
+AppendFsync = Literal["always", "everysec", "no"]
+
+
 class RedisServer(_ManagedProcess):
-    """A throw-away `redis-server` on 127.0.0.1: no persistence, no password."""
+    """A throw-away `redis-server` on 127.0.0.1, without a password.
+
+    By default nothing is persisted: a restart forgets everything. With `appendfsync` it keeps
+    an append-only file in its folder (`--appendonly yes --appendfsync X`), which a restart on
+    the same port and folder replays; "always" fsyncs every write, so even `kill()` loses no
+    acknowledged write.
+    """
 
     name = "redis"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        appendfsync: AppendFsync | None = None,
+        log_dir: Path | None = None,
+        startup_timeout: float = 15.0,
+    ) -> None:
+        super().__init__(port, log_dir=log_dir, startup_timeout=startup_timeout)
+        self._appendfsync = appendfsync
+
+    @property
+    def appendfsync(self) -> AppendFsync | None:
+        """The append-only file's fsync policy, or None when nothing is persisted."""
+        return self._appendfsync
+
+    @property
+    def data_dir(self) -> Path:
+        """The server's working folder (its log, and its append-only files if any)."""
+        return self._dir
 
     @property
     def url(self) -> str:
@@ -369,13 +432,17 @@ class RedisServer(_ManagedProcess):
                 "redis-server is not on PATH; install Redis "
                 "(e.g. apt-get install redis-server, or brew install redis)"
             )
+        if self.appendfsync is None:
+            persistence = ["--appendonly", "no"]
+        else:
+            persistence = ["--appendonly", "yes", "--appendfsync", self.appendfsync]
         # fmt: off
         return [
             binary,
             "--port", str(self.port),
             "--bind", HOST,
             "--save", "",
-            "--appendonly", "no",
+            *persistence,
             "--dir", str(self._dir),
             "--daemonize", "no",
         ]
@@ -397,6 +464,7 @@ def write_daemon_config(
     shops: Mapping[str, str],
     topics: TopicsConfig | None = None,
     group_id: str = "fenliu-dev",
+    key_prefix: str = "fenliu",
 ) -> Path:
     """A fenliu.toml (HTTP on a free loopback port) and shops/<name>.toml files in `folder`.
 
@@ -413,7 +481,7 @@ def write_daemon_config(
     path = folder / "fenliu.toml"
     path.write_text(
         f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{group_id}"\n{topic_table}\n'
-        f'[redis]\nurl = "{redis_url}"\n\n'
+        f'[redis]\nurl = "{redis_url}"\nkey_prefix = "{key_prefix}"\n\n'
         f'[http]\nlisten = "127.0.0.1:{free_port()}"\n\n'
         '[shops]\ndir = "shops"\n'
     )

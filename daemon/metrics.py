@@ -45,6 +45,20 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter("fenliu_reloads", "Configuration reloads", ["result"], registry=r)
+        self.checkpoints = Counter(
+            "fenliu_checkpoints", "Checkpoints written to Redis, by result", ["result"], registry=r
+        )
+        self.checkpoint_seconds = Histogram(
+            "fenliu_checkpoint_seconds",
+            "Time to write one batch's checkpoint to Redis",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+            registry=r,
+        )
+        self.restores = Counter(
+            "fenliu_restores",
+            "Restores of owned shops from Redis (start, rebalance, outage)",
+            registry=r,
+        )
 
     def decided(self, outputs: list[OutputEvent]) -> None:
         """Count what the engine decided."""

@@ -1,18 +1,25 @@
-"""`fenliu run`: the asyncio shell around the routing engine (CONTRACT 1, 5, 6, 8).
+"""`fenliu run`: the asyncio shell around the routing engine (CONTRACT 1, 5, 6, 7, 8).
 
 One loop, nothing hidden in background tasks:
 
     poll a batch (getmany, waiting at most until the engine's next deadline)
     → decode → feed the engine partition by partition, the three topics merged by `ts`
-    → fire due timers → hand every output to the producer (batched by its linger)
-    → every COMMIT_EVERY_S: wait for the acknowledgements, then commit the offsets
+    → fire due timers → checkpoint to Redis: changed state, offsets, outbox (daemon.store)
+    → hand every output to the producer (batched by its linger)
+    → every COMMIT_EVERY_S: wait for the acknowledgements, empty the outboxes, commit
 
 The wait in `getmany` is the one timer: it never sleeps past the engine's next deadline, so
 session timeouts, queue updates and `max_wait` fire on time without any input. Signal
 handlers only set flags: SIGTERM/SIGINT stop after the batch in hand (flush, commit, exit 0),
-SIGHUP reloads the configuration between batches. Offsets are committed only after every
-output decided before them is acknowledged, so delivery is at-least-once. A reload that
-fails validation changes nothing and is logged and counted.
+SIGHUP reloads the configuration between batches. A reload that fails validation changes
+nothing and is logged and counted.
+
+Redis is the source of truth. No output reaches Kafka before the checkpoint that decided it;
+on every partition assignment (and after any outage) the owned shops are loaded from Redis,
+their outboxes are sent again with the same ids, and each input partition is read again from
+its watermark — records a shop already reflects are skipped by offset. Kafka group commits
+are kept for lag tooling only. A rebalance listener takes the same lock as a batch, so a
+revoke waits for the batch in hand.
 """
 
 from __future__ import annotations
@@ -21,21 +28,24 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from redis.exceptions import RedisError
 
+from daemon.checkpoint import Batch, Checkpoint
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine, EventRejected
 from daemon.http import HttpServer, Routes
 from daemon.kafka import CoPartitionAssignor, Decoded, TopicMap, ordered_batch
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
+from daemon.store import OutboxRecord, Store, StoreError
 from daemon.topics_admin import kafka_client_kwargs, partition_counts
 from topics.codec import DecodeError, decode, encode, rejected_for, type_name
 from topics.events import Assignment, OutputEvent, QueueUpdate, SessionClosed
@@ -46,6 +56,11 @@ SESSION_TIMEOUT_MS = 6000  # group membership: a dead instance's shops move afte
 COMMIT_EVERY_S = 0.2  # acknowledgements are awaited and offsets committed this often
 MAX_WAIT_MS = 1000  # longest poll wait, so flags are seen within a second
 REDIS_PING_EVERY_S = 2.0
+ACK_PATIENCE_S = 1.0  # acknowledgements later than this: report not ready while waiting
+KAFKA_STALE_MS = 3000  # an owned partition not fetched for this long: not ready
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0  # retrying after an outage
+RESEND_TIMEOUT_S = 30.0
+COMMIT_TIMEOUT_S = 2.0  # re-sending outboxes after a restore
 CLOSE_TIMEOUT_S = 4.0
 EXIT_OK, EXIT_CONFIG = 0, 2
 
@@ -72,7 +87,8 @@ class Service:
         self.config = config
         self.clock = clock
         self.install_signals = install_signals
-        self.engine = Engine(config.shop_configs)
+        self.engine = Engine(config.shop_configs, track=True)
+        self.store: Store | None = None
         self.metrics = Metrics()
         self.topics = TopicMap(config.kafka.topics)
         self.log = get_logger()
@@ -81,6 +97,10 @@ class Service:
         self._stopping = False
         self._reloads: list[asyncio.Future[str]] = []
         self._redis_ok = False
+        self._broken: str | None = None  # what failed; cleared once the state is restored
+        self._lock = asyncio.Lock()  # a batch, a settle, a restore or a rebalance at a time
+        self._owned: set[TopicPartition] = set()  # assigned and restored
+        self._unacked: list[asyncio.Future[Any]] = []
         self._positions: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._counts = {"in": 0, "out": 0, "rejected": 0}
@@ -111,7 +131,6 @@ class Service:
             self.log.error("startup_refused", reason=str(exc))
             return EXIT_CONFIG
         consumer = AIOKafkaConsumer(
-            *inputs,
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=kafka.group_id,
             enable_auto_commit=False,
@@ -129,14 +148,19 @@ class Service:
             enable_idempotence=False,
             **security,
         )
-        store = aioredis.Redis.from_url(
-            self.config.redis.url, socket_timeout=1, socket_connect_timeout=1
+        client = aioredis.Redis.from_url(
+            self.config.redis.url, socket_timeout=2, socket_connect_timeout=1
         )
+        self.store = Store(
+            client, self.config.redis.key_prefix, dedup_capacity=self.engine.dedup_capacity
+        )
+        self.checkpoint = Checkpoint(self.engine, self.store)
         http = HttpServer(self._routes(), self.config.http.host, self.config.http.port)
         await http.start()
         self.http_port = http.port
         await producer.start()
         await consumer.start()
+        consumer.subscribe(inputs, listener=_Rebalance(self, consumer, producer))
         self._consumer = consumer
         self._install_signals()
         self.log.info(
@@ -148,13 +172,13 @@ class Service:
             redis=self.config.redis.redacted_url,
         )
         try:
-            await self._loop(consumer, producer, store)
+            await self._loop(consumer, producer)
         finally:
             self.ready = False
             self._remove_signals()
             await self._close(consumer.stop(), "consumer")
             await self._close(producer.stop(), "producer")
-            await self._close(store.aclose(), "redis")
+            await self._close(client.aclose(), "redis")
             await self._close(http.close(), "http")
             self.log.info("service_stopped", **self._counts)
         return EXIT_OK
@@ -199,68 +223,234 @@ class Service:
 
     # ------------------------------------------------------------------------ the loop
 
-    async def _loop(
-        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, store: aioredis.Redis
-    ) -> None:
-        last_ping = last_commit = 0.0
-        unacked: list[asyncio.Future[Any]] = []
-        consumed = False
+    async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        last_ping = last_settle = 0.0
         while not self._stopping:
-            if self._reloads:
-                unacked += await self._send(producer, self._reload())
+            if self._broken is not None:
+                await self._recover(consumer, producer)
+                continue
+            reload_outputs = self._reload() if self._reloads else []
             deadline = self.engine.next_deadline()
             wait = MAX_WAIT_MS if deadline is None else deadline - self.clock()
             batch = await consumer.getmany(
                 timeout_ms=max(0, min(MAX_WAIT_MS, wait)), max_records=MAX_RECORDS
             )
-            now = self.clock()
-            outputs = self._apply(batch, now)
-            outputs.extend(self.engine.on_timer(now))
-            unacked += await self._send(producer, outputs)
-            consumed = consumed or bool(batch)
-            if consumed and time.monotonic() - last_commit >= COMMIT_EVERY_S:
-                await self._commit(consumer, unacked)
-                consumed, last_commit = False, time.monotonic()
+            async with self._lock:
+                await self._step(producer, batch, reload_outputs)
+                if self._unacked and time.monotonic() - last_settle >= COMMIT_EVERY_S:
+                    await self._settle(consumer)
+                    last_settle = time.monotonic()
             if time.monotonic() - last_ping > REDIS_PING_EVERY_S:
                 last_ping = time.monotonic()
-                self._redis_ok = await self._ping(store)
-            self.ready = bool(consumer.assignment()) and self._redis_ok
-        await self._commit(consumer, unacked)
+                self._redis_ok = await self._ping()
+            self.ready = self._is_ready(consumer)
+        async with self._lock:
+            await self._settle(consumer)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, unacked: list[asyncio.Future[Any]]) -> None:
-        """Wait until Kafka acknowledged every output so far, then commit what was consumed.
+    async def _step(
+        self,
+        producer: AIOKafkaProducer,
+        batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
+        reload_outputs: list[OutputEvent],
+    ) -> None:
+        """Apply a batch and the due timers, checkpoint, then hand the outputs to Kafka.
 
-        Offsets are committed only after the outputs they led to are stored, so a crash
-        repeats work (same output ids) rather than losing it.
+        Nothing reaches Kafka before its checkpoint is in Redis. A failed checkpoint leaves
+        the engine ahead of Redis: the batch's outputs are dropped and the service restores
+        the checkpointed state before it goes on (`_recover`).
         """
-        await asyncio.gather(*unacked)
-        unacked.clear()
-        await consumer.commit()
+        if self._broken is not None:
+            return
+        now = self.clock()
+        work = Batch()
+        for event in reload_outputs:
+            self._add_output(work, event, None)
+        owned = {tp: records for tp, records in batch.items() if tp in self._owned}
+        self._apply(work, owned, now)
+        for event in self.engine.on_timer(now):
+            self._add_output(work, event, None)
+        started = time.perf_counter()
+        try:
+            await self.checkpoint.save(work)
+        except StoreError as exc:
+            self.metrics.checkpoints.labels("failed").inc()
+            self._break("redis", exc)
+            return
+        self.metrics.checkpoints.labels("ok").inc()
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        self._unacked += await self._send(producer, work.sends)
 
     def _apply(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], now: int
-    ) -> list[OutputEvent]:
-        out: list[OutputEvent] = []
+        self, work: Batch, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], now: int
+    ) -> None:
         engine, observe = self.engine, self.metrics.decision_seconds.observe
+        checkpoint = self.checkpoint
         for _, items in ordered_batch(batch, list(self.topics.inputs), self._decode):
             for item in items:
                 record = item.record
-                self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                topic, part, offset = record.topic, record.partition, record.offset
+                self._positions[TopicPartition(topic, part)] = offset + 1
+                event = item.event
+                shop_id = event.shop_id if event is not None else _key_text(record.key)
+                if checkpoint.seen_before(shop_id, topic, offset):
+                    checkpoint.consumed(work, None, topic, part, offset)
+                    continue  # already in the restored state
+                checkpoint.consumed(work, shop_id, topic, part, offset)
                 self._counts["in"] += 1
-                if item.event is None:
+                if event is None:
                     assert item.error is not None
-                    out.append(self._reject(record, item.error, now, "invalid"))
+                    self._add_output(work, self._reject(record, item.error, now, "invalid"), part)
                     continue
-                self.metrics.events_in.labels(record.topic, type_name(item.event)).inc()
+                self.metrics.events_in.labels(topic, type_name(event)).inc()
                 started = time.perf_counter()
                 try:
-                    out.extend(engine.handle(item.event, now))
+                    outputs = engine.handle(event, now)
                 except EventRejected as rejected:
-                    out.extend(rejected.outputs)
-                    kind = "unknown_shop" if item.event.shop_id not in engine.shops else "refused"
-                    out.append(self._reject(record, rejected.reason, now, kind))
+                    outputs = rejected.outputs
+                    kind = "unknown_shop" if event.shop_id not in engine.shops else "refused"
+                    outputs.append(self._reject(record, rejected.reason, now, kind))
                 observe(time.perf_counter() - started)
-        return out
+                for output in outputs:
+                    self._add_output(work, output, part)
+
+    def _add_output(self, work: Batch, event: OutputEvent, part: int | None) -> None:
+        key = event.shop_id.encode() if event.shop_id is not None else None
+        record = OutboxRecord(self.topics.output_topic(event), key, encode(event))
+        self.checkpoint.output(work, event.shop_id, part, record)
+        self.metrics.decided([event])
+        _log_decision(self.log, event)
+
+    async def _settle(self, consumer: AIOKafkaConsumer) -> None:
+        """Wait until Kafka acknowledged every output sent, empty the outboxes, commit.
+
+        While acknowledgements are overdue (Kafka unreachable) the service reports not
+        ready and fetches nothing; an output Kafka refused sends the service to `_recover`,
+        which sends the outboxes again.
+        """
+        pending = [f for f in self._unacked if not f.done()]
+        slow = False
+        while pending:
+            _, still = await asyncio.wait(pending, timeout=ACK_PATIENCE_S)
+            pending = list(still)
+            if pending and not slow:
+                slow, self.ready = True, False
+                self.log.warning("kafka_acks_overdue", pending=len(pending))
+        failed = [e for f in self._unacked if (e := f.exception()) is not None]
+        self._unacked.clear()
+        if failed:
+            self._break("kafka", failed[0])
+            return
+        if slow:
+            self.log.info("kafka_acks_resumed")
+        try:
+            await self.checkpoint.acknowledged()
+        except StoreError as exc:
+            self._break("redis", exc)
+            return
+        if not consumer.assignment():
+            return
+        try:  # informational only (Redis holds the positions); it hangs while Kafka is away
+            await asyncio.wait_for(consumer.commit(), timeout=COMMIT_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:
+            self.log.warning("kafka_commit_failed", error=str(exc) or type(exc).__name__)
+
+    # ---------------------------------------------------------------- outages & restore
+
+    def _break(self, component: str, exc: BaseException) -> None:
+        """Stop consuming until `_recover` has brought back the checkpointed state."""
+        if self._broken is None:
+            self.log.error(f"{component}_failed", error=str(exc) or type(exc).__name__)
+        self._broken = component
+        self.ready = False
+        for future in self._unacked:  # sent again from the outboxes by the restore
+            future.add_done_callback(_retrieve)
+        self._unacked.clear()
+
+    async def _recover(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """Retry, with capped exponential backoff, restoring the owned shops from Redis."""
+        delay = BACKOFF_FIRST_S
+        while not self._stopping:
+            async with self._lock:
+                try:
+                    await self._restore(consumer, producer, consumer.assignment())
+                except (StoreError, KafkaError, OSError) as exc:
+                    self.log.warning(
+                        "recovery_retry", broken=self._broken, error=str(exc), retry_in_s=delay
+                    )
+                else:
+                    self.log.info("recovered", broken=self._broken)
+                    self._broken = None
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _restore(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        assigned: Iterable[TopicPartition],
+    ) -> None:
+        """Load the shops of `assigned` from Redis, send their outboxes again, seek every
+        partition to its watermark (StoreError/KafkaError when Redis or Kafka fails)."""
+        started = time.perf_counter()
+        tps = sorted(assigned)
+        self._owned = set()
+        resend, shops = await self.checkpoint.restore({tp.partition for tp in tps})
+        futures = [await producer.send(r.topic, r.value, r.key) for r in resend]
+        if futures:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=RESEND_TIMEOUT_S)
+        await self.checkpoint.acknowledged()
+        marks = await self.checkpoint.store.watermarks((tp.topic, tp.partition) for tp in tps)
+        for tp in tps:
+            mark = marks.get((tp.topic, tp.partition))
+            if mark is not None:
+                consumer.seek(tp, mark)
+            elif (committed := await consumer.committed(tp)) is not None:
+                consumer.seek(tp, committed)
+            else:
+                await consumer.seek_to_beginning(tp)
+        self._owned = set(tps)
+        self.metrics.restores.inc()
+        self.log.info(
+            "restored",
+            partitions=sorted({tp.partition for tp in tps}),
+            shops=shops,
+            resent=len(resend),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    async def _on_revoked(self, consumer: AIOKafkaConsumer, revoked: list[TopicPartition]) -> None:
+        """Rebalance: finish the batch in hand (the lock), settle, then let go."""
+        async with self._lock:
+            if self._broken is None:
+                await self._settle(consumer)
+            self._owned -= set(revoked)
+            self.checkpoint.release({tp.partition for tp in revoked})
+            self.log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def _on_assigned(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        assigned: list[TopicPartition],
+    ) -> None:
+        """Rebalance: restore the shops of the new partitions before consuming them."""
+        async with self._lock:
+            try:
+                await self._restore(consumer, producer, assigned)
+            except (StoreError, KafkaError, OSError) as exc:
+                self._break("restore", exc)
+
+    def _is_ready(self, consumer: AIOKafkaConsumer) -> bool:
+        """Consuming, with Redis answering and every owned partition fetched recently."""
+        if self._broken is not None or not self._owned or not self._redis_ok:
+            return False
+        stale = time.time() * 1000 - KAFKA_STALE_MS
+        for tp in self._owned:
+            polled = consumer.last_poll_timestamp(tp) if tp in consumer.assignment() else None
+            if polled is not None and polled < stale:
+                return False
+        return True
 
     def _decode(self, record: ConsumerRecord[Any, Any]) -> Decoded:
         try:
@@ -294,27 +484,21 @@ class Service:
         return rejected
 
     async def _send(
-        self, producer: AIOKafkaProducer, outputs: list[OutputEvent]
+        self, producer: AIOKafkaProducer, records: list[OutboxRecord]
     ) -> list[asyncio.Future[Any]]:
-        """Hand every output to the producer (batched by its linger); the delivery futures."""
-        if not outputs:
-            return []
-        self.metrics.decided(outputs)
-        self._counts["out"] += len(outputs)
-        pending = []
-        for event in outputs:
-            _log_decision(self.log, event)
-            key = event.shop_id.encode() if event.shop_id is not None else None
-            pending.append(await producer.send(self.topics.output_topic(event), encode(event), key))
-        return pending
+        """Hand records to the producer (batched by its linger); the delivery futures."""
+        self._counts["out"] += len(records)
+        return [await producer.send(r.topic, r.value, r.key) for r in records]
 
-    async def _ping(self, store: aioredis.Redis) -> bool:
+    async def _ping(self) -> bool:
+        assert self.store is not None
         try:
-            return bool(await store.ping())
-        except (RedisError, OSError) as exc:
+            await self.store.ping()
+        except StoreError as exc:
             if self._redis_ok:
                 self.log.warning("redis_unreachable", error=str(exc))
             return False
+        return True
 
     def _lag(self) -> dict[str, int]:
         consumer = self._consumer
@@ -374,6 +558,37 @@ class Service:
             return 200, "text/plain", f"{text}\n".encode()
 
         return Routes(metrics=metrics, healthz=healthz, readyz=readyz, reload=reload)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Hands partition moves to the service (under its lock)."""
+
+    def __init__(
+        self, service: Service, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer
+    ) -> None:
+        self.service, self.consumer, self.producer = service, consumer, producer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.service._on_revoked(self.consumer, revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.service._on_assigned(self.consumer, self.producer, assigned)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a dropped delivery future's outcome as seen (its record is re-sent anyway)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _key_text(key: bytes | None) -> str | None:
+    """A record key as a shop id, if it decodes."""
+    if key is None:
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 class ReloadRefused(ValueError):

@@ -5,6 +5,10 @@ for them. Tests never share data: `redis_url` empties the Redis before each test
 `fresh_topics` gives each test its own six topics (names prefixed with a random id) on the
 shared broker. A failing test that used a process gets its log tail in the report.
 
+Outage tests get processes of their own, per test: `proxied_broker` (a broker reachable only
+through a `tests.faultproxy.FaultProxy` they can cut and heal) and `durable_redis` (a Redis
+with an append-only file, which they may stop, kill and start again).
+
 The process fixtures are synchronous (pytest-asyncio's loops are per test); async work
 happens inside the tests, or here on a private event loop.
 """
@@ -22,6 +26,7 @@ import redis
 from daemon.config import TopicsConfig
 from daemon.devstack import Broker, RedisServer
 from daemon.topics_admin import create_topics
+from tests.faultproxy import ProxiedBroker
 
 T = TypeVar("T")
 
@@ -101,3 +106,36 @@ def pytest_runtest_makereport(
                 title = f"{process.name} log, last {LOG_LINES} lines of {process.log_path}"
                 report.sections.append((title, process.log_tail(LOG_LINES)))
     return report
+
+
+# --- outage tests: a broker whose connections can be cut, a Redis that keeps its data --------
+
+
+@pytest.fixture
+def proxied_broker() -> Iterator[ProxiedBroker]:
+    """A Tansu broker of this test's own (it starts in about 0.1 s) behind a `FaultProxy`.
+
+    Clients use `.bootstrap` (the proxy's address); the broker advertises the proxy's port,
+    so every connection passes through it and `.proxy.cut()` / `.proxy.heal()` reach them all.
+    Do not stop `.broker` to simulate an outage: Tansu keeps its data in memory only.
+    """
+    stack = ProxiedBroker.start()
+    _STARTED["proxied_broker"] = stack.broker
+    try:
+        yield stack
+    finally:
+        _STARTED.pop("proxied_broker", None)
+        stack.stop()
+
+
+@pytest.fixture
+def durable_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this test's own with ``appendfsync always``: the test may `stop()`
+    (or `kill()`) and `start()` it, and it comes back on the same port with every write."""
+    folder = tmp_path_factory.mktemp("durable-redis")
+    with RedisServer(appendfsync="always", log_dir=folder) as server:
+        _STARTED["durable_redis"] = server
+        try:
+            yield server
+        finally:
+            _STARTED.pop("durable_redis", None)

@@ -32,10 +32,14 @@ def write_config(
     shops: dict[str, str],
     group_id: str = "fenliu-e2e",
 ) -> Path:
-    """A fenliu.toml and shop files (name -> TOML text) in `folder`; returns the toml path."""
+    """A fenliu.toml and shop files (name -> TOML text) in `folder`; returns the toml path.
+
+    The Redis key prefix is named after the topics, so daemons of different tests never
+    restore each other's shops.
+    """
     return write_daemon_config(
         folder, bootstrap=bootstrap, redis_url=redis_url, shops=shops, topics=topics,
-        group_id=group_id,
+        group_id=group_id, key_prefix=topics.inquiries.split(".")[0],
     )  # fmt: skip
 
 
@@ -83,6 +87,12 @@ class DaemonProcess:
         """Send a signal to the daemon."""
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is flushed, saved or committed."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
 
     def stop(self, timeout: float = 15.0) -> tuple[int, float]:
         """SIGTERM; (exit code, seconds it took)."""

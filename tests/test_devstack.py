@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from daemon.config import TopicsConfig
-from daemon.devstack import Broker, DevStackError, RedisServer, free_port
+from daemon.devstack import Broker, DevStackError, RedisServer, _kafka_metadata, free_port
 from daemon.topics_admin import create_topics, partition_counts
 from tests.conftest import unique_topics
 
@@ -44,6 +44,19 @@ def test_broker_bootstrap_is_its_loopback_address(broker: Broker) -> None:
     assert broker.bootstrap == f"127.0.0.1:{broker.port}"
     assert broker.running
     assert "tansu" in broker.log_path.read_text()
+
+
+def test_a_broker_can_advertise_a_port_nothing_listens_on_yet(tmp_path: Path) -> None:
+    """Readiness asks the broker's own port, so it comes up before the proxy it advertises."""
+    elsewhere = free_port()
+    with Broker(log_dir=tmp_path, advertised_port=elsewhere) as broker:
+        assert broker.advertised_port == elsewhere
+        assert broker.bootstrap == f"127.0.0.1:{broker.port}"  # its own address
+        assert [(host, port) for _, host, port in _kafka_metadata(broker.port)] == [
+            ("127.0.0.1", elsewhere)
+        ]
+    default = Broker(log_dir=tmp_path)
+    assert default.advertised_port == default.port
 
 
 async def test_topics_are_created_once_with_the_requested_partition_count(broker: Broker) -> None:
@@ -123,6 +136,21 @@ def test_redis_server_comes_back_on_the_same_port_after_a_stop(tmp_path: Path) -
         assert server.port == port
 
 
+def test_redis_server_with_an_append_only_file_keeps_it_in_its_folder(tmp_path: Path) -> None:
+    with RedisServer(log_dir=tmp_path, appendfsync="everysec") as server:
+        assert server.data_dir == tmp_path
+        with redis.Redis.from_url(server.url) as client:
+            assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+            client.set("key", "value")
+            server.stop()  # a clean shutdown flushes the file whatever the fsync policy
+            server.start()
+            assert client.get("key") == b"value"
+    assert any(tmp_path.glob("appendonlydir/*.aof"))
+    with RedisServer(log_dir=tmp_path / "plain") as server, redis.Redis.from_url(server.url) as c:
+        assert server.appendfsync is None
+        assert c.config_get("appendonly") == {"appendonly": "no"}
+
+
 def test_redis_url_fixture_gives_each_test_an_empty_database(redis_url: str) -> None:
     with redis.Redis.from_url(redis_url) as client:
         assert client.dbsize() == 0
@@ -146,6 +174,23 @@ def test_stop_leaves_no_process_behind_and_is_idempotent(
     process.stop()
     assert process.pid is None
     assert not process.running
+
+
+@pytest.mark.parametrize("kind", [Broker, RedisServer])
+def test_kill_stops_at_once_and_start_comes_back_on_the_same_port(
+    kind: type[Broker | RedisServer], tmp_path: Path
+) -> None:
+    process = kind(log_dir=tmp_path).start()
+    pid, port = process.pid, process.port
+    assert pid is not None
+    process.kill()
+    assert _gone(pid)
+    assert not process.running
+    process.kill()  # idempotent
+    process.start()
+    assert process.port == port
+    assert process.running
+    process.stop()
 
 
 _PARENT = """

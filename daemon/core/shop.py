@@ -228,9 +228,13 @@ class ShopEngine:
             ended_at, buyer_id = ends.popleft()
             buyer = self.buyers.get(buyer_id)
             last = buyer.last if buyer else None
-            if buyer and buyer.phase is BuyerPhase.IDLE and last and last.ended_at == ended_at:
+            if buyer is None or last is None or last.ended_at != ended_at:
+                continue  # a later session of the buyer ended since
+            self._touch(buyer_id)
+            if buyer.phase is BuyerPhase.IDLE:
                 del self.buyers[buyer_id]
-                self._touch(buyer_id)
+            else:  # queued or in a session: past every window, so no rule reads it now
+                buyer.last = None
 
     # --------------------------------------------------------------------------- timers
 
