@@ -119,10 +119,11 @@ def _value(key: str, value: Any) -> str:
 
 
 def write_config(folder: Path, broker: Broker, redis: RedisServer, topics: TopicsConfig) -> Path:
-    """fenliu.toml plus the shop file, in `folder`."""
+    """fenliu.toml plus the shop file, in `folder`; each run its own Redis key prefix."""
     return write_daemon_config(
         folder, bootstrap=broker.bootstrap, redis_url=redis.url,
         shops={SHOP: shop_toml(mix_shop())}, topics=topics, group_id=topics.inquiries,
+        key_prefix=topics.inquiries,
     )  # fmt: skip
 
 
@@ -155,6 +156,15 @@ def events_in(http: str) -> int:
         if line.startswith(("fenliu_events_in_total", 'fenliu_rejects_total{reason="invalid"')):
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
+
+
+def ready(http: str) -> bool:
+    """Whether the daemon answers /readyz with 200."""
+    try:
+        with urllib.request.urlopen(f"http://{http}/readyz", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
 
 
 class Daemon:
@@ -237,9 +247,8 @@ async def latency(
     """Inquiry → first output latencies (ms) with the stream paced at `rate` events/s."""
     daemon = Daemon(folder / "fenliu.toml")
     await daemon.start()
-    while events_in(daemon.http) < 0:  # noqa: ASYNC110 (polling another process)
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(3)  # let the consumer join its group
+    while not ready(daemon.http):  # noqa: ASYNC110 (polling another process)
+        await asyncio.sleep(0.1)  # joined its group, restored its partitions
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
     consumer = AIOKafkaConsumer(

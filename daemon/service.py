@@ -426,7 +426,7 @@ class Service:
                 await self._settle(consumer)
             self._owned -= set(revoked)
             self.checkpoint.release({tp.partition for tp in revoked})
-            self.log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+            self.log.info("partitions_revoked", partitions=sorted({tp.partition for tp in revoked}))
 
     async def _on_assigned(
         self,

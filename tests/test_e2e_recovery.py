@@ -51,28 +51,33 @@ async def test_sigkill_and_restart_keep_sessions_queue_places_and_outputs(
         tmp_path, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
         shops={"crash": CRASH},
     )  # fmt: skip
-    process = DaemonProcess(config).start()
-    async with Wire(broker.bootstrap, topics, "crash") as w:
-        await w.status("a1", "online")
-        await w.inquiry("b1")
-        await w.inquiry("b2")
-        await w.inquiry("b3")
-        first = await w.assignment("b1")
-        await w.wait_for(lambda e: e.get("status") == "queued", count=2)
-        process.kill()
+    processes = [DaemonProcess(config).start()]
+    try:
+        async with Wire(broker.bootstrap, topics, "crash") as w:
+            await w.status("a1", "online")
+            await w.inquiry("b1")
+            await w.inquiry("b2")
+            await w.inquiry("b3")
+            first = await w.assignment("b1")
+            await w.wait_for(lambda e: e.get("status") == "queued", count=2)
+            processes[0].kill()
 
-        process = DaemonProcess(config).start()
-        # b1's session and the queue b2, b3 survived: b4 queues third, not served
-        await w.inquiry("b4")
-        queued = await w.wait_for(lambda e: e.get("status") == "queued" and e["buyer_id"] == "b4")
-        assert queued[0]["position"] == 3, process.log_tail()
-        # a second agent comes online: the first in line is served, the rest keep waiting
-        await w.status("a2", "online")
-        served = await w.assignment("b2", timeout=20)
-        assert (served["agent_id"], served["reason"]) == ("a2", "dequeued")
-        await w.settle(1.5)
-    code, _ = process.stop()
-    assert code == 0, process.log_tail()
+            processes.append(DaemonProcess(config).start())
+            # b1's session and the queue b2, b3 survived: b4 queues third, not served
+            await w.inquiry("b4")
+            queued = await w.wait_for(
+                lambda e: e.get("status") == "queued" and e["buyer_id"] == "b4"
+            )
+            assert queued[0]["position"] == 3, processes[1].log_tail()
+            # a second agent comes online: the first in line is served, the rest keep waiting
+            await w.status("a2", "online")
+            served = await w.assignment("b2", timeout=20)
+            assert (served["agent_id"], served["reason"]) == ("a2", "dequeued")
+            await w.settle(1.5)
+    finally:
+        code, _ = processes[-1].stop()
+        processes[0].stop()
+    assert code == 0, processes[-1].log_tail()
 
     assignments = [e for e in w.seen if e["type"] == "assignment"]
     assert [e["buyer_id"] for e in assignments if e["buyer_id"] == "b1"] == ["b1"] * len(
@@ -82,3 +87,62 @@ async def test_sigkill_and_restart_keep_sessions_queue_places_and_outputs(
     for event_id, copies in by_id(w.seen).items():
         assert all(c == copies[0] for c in copies), f"{event_id} published with two contents"
     assert {e["buyer_id"] for e in assignments} == {"b1", "b2"}
+
+
+async def test_partitions_move_between_instances_with_their_shops(
+    broker: Broker, redis_url: str, tmp_path: Path
+) -> None:
+    """CONTRACT 7: a second instance takes half the partitions, then the first stops; each
+    shop's sessions and queue go with its partition."""
+    topics = unique_topics()
+    await create_topics(broker.bootstrap, topics, partitions=2)
+    shops = {name: CRASH.replace('"crash"', f'"{name}"') for name in ("left", "right")}
+
+    def config(folder: str) -> Path:
+        return write_config(
+            tmp_path / folder, bootstrap=broker.bootstrap, redis_url=redis_url,
+            topics=topics, shops=shops,
+        )  # fmt: skip
+
+    first = DaemonProcess(config("first")).start()
+    second: DaemonProcess | None = None
+    try:
+        wires = [Wire(broker.bootstrap, topics, name) for name in shops]
+        for w in wires:  # left and right land on different partitions (murmur2)
+            await w.__aenter__()
+            await w.status("a1", "online")
+            await w.inquiry("b1")
+            await w.inquiry("b2")
+            await w.wait_for(lambda e: e.get("status") == "queued")
+
+        second = DaemonProcess(config("second")).start(ready_within=40)
+        for w in wires:
+            await w.inquiry("b3")
+            b3 = await w.wait_for(lambda e: e.get("status") == "queued" and e["buyer_id"] == "b3")
+            assert b3[0]["position"] == 2, (w.shop, first.log_tail(), second.log_tail())
+
+        code, _ = first.stop()
+        assert code == 0, first.log_tail()
+        for w in wires:
+            await w.inquiry("b4")
+            b4 = await w.wait_for(
+                lambda e: e.get("status") == "queued" and e["buyer_id"] == "b4", timeout=40
+            )
+            assert b4[0]["position"] == 3, (w.shop, second.log_tail())
+            await w.status("a2", "online")
+            served = await w.assignment("b2", timeout=20)
+            assert (served["agent_id"], served["reason"]) == ("a2", "dequeued")
+        for w in wires:
+            await w.settle(0.5)
+            assignments = [e for e in w.seen if e["type"] == "assignment"]
+            assert sorted(e["buyer_id"] for e in assignments) == ["b1", "b2"], w.shop
+            for event_id, copies in by_id(w.seen).items():
+                assert all(c == copies[0] for c in copies), f"{event_id} differs"
+            await w.__aexit__()
+    finally:
+        first.stop()
+        if second is not None:
+            code, _ = second.stop()
+    assert code == 0
+    moved = second.log_path.read_text()
+    assert moved.count('"event":"restored"') >= 2, "the second instance restored twice"
