@@ -36,6 +36,7 @@ class Checkpoint:
         self.floors: dict[tuple[str, str], int] = {}  # (shop, topic) -> first new offset
         self.unacked_shops: set[str] = set()
         self.unacked_partitions: set[int] = set()
+        self.abandoned = False  # deliveries given up on: outboxes keep them until a restore
 
     # --------------------------------------------------------------------------- batches
 
@@ -82,6 +83,8 @@ class Checkpoint:
 
     async def acknowledged(self) -> None:
         """Kafka acknowledged every record sent so far: empty their outboxes."""
+        if self.abandoned:
+            return
         if self.unacked_shops or self.unacked_partitions:
             await self.store.clear_outboxes(self.unacked_shops, self.unacked_partitions)
         self.unacked_shops.clear()
@@ -103,6 +106,7 @@ class Checkpoint:
         self.floors.clear()
         self.unacked_shops.clear()
         self.unacked_partitions.clear()
+        self.abandoned = False
         located = await self.store.partitions_of(sorted(engine.shops))
         mine = sorted(s for s, p in located.items() if p in owned)
         stored = await self.store.load(mine)

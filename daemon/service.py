@@ -34,7 +34,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from redis.exceptions import RedisError
 
@@ -61,7 +61,8 @@ KAFKA_STALE_MS = 3000  # an owned partition not fetched for this long: not ready
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0  # retrying after an outage
 RESEND_TIMEOUT_S = 30.0
 COMMIT_TIMEOUT_S = 2.0  # re-sending outboxes after a restore
-CLOSE_TIMEOUT_S = 4.0
+STOP_ACK_WAIT_S = 3.0  # stopping: how long to wait for outstanding acknowledgements
+CLOSE_TIMEOUT_S = 1.5  # per client closed at the end (SIGTERM to exit within 10 s)
 EXIT_OK, EXIT_CONFIG = 0, 2
 
 
@@ -203,8 +204,13 @@ class Service:
     async def _close(self, closing: Any, what: str) -> None:
         try:
             await asyncio.wait_for(closing, timeout=CLOSE_TIMEOUT_S)
-        except (TimeoutError, OSError, RedisError) as exc:
-            self.log.warning("close_failed", component=what, error=str(exc))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled, not just the client's own tasks
+            self.log.warning("close_failed", component=what, error="cancelled")
+        except (TimeoutError, OSError, RedisError, KafkaError) as exc:
+            self.log.warning("close_failed", component=what, error=str(exc) or type(exc).__name__)
 
     def _install_signals(self) -> None:
         if not self.install_signals:
@@ -245,7 +251,8 @@ class Service:
                 self._redis_ok = await self._ping()
             self.ready = self._is_ready(consumer)
         async with self._lock:
-            await self._settle(consumer)
+            if self._broken is None:
+                await self._settle(consumer)
 
     async def _step(
         self,
@@ -325,11 +332,20 @@ class Service:
 
         While acknowledgements are overdue (Kafka unreachable) the service reports not
         ready and fetches nothing; an output Kafka refused sends the service to `_recover`,
-        which sends the outboxes again.
+        which sends the outboxes again. Once the service is stopping it waits at most
+        STOP_ACK_WAIT_S: what is still unacknowledged stays in the outboxes in Redis and is
+        sent again at the next start.
         """
         pending = [f for f in self._unacked if not f.done()]
         slow = False
+        give_up: float | None = None
         while pending:
+            if self._stopping and give_up is None:
+                give_up = time.monotonic() + STOP_ACK_WAIT_S
+            if give_up is not None and time.monotonic() >= give_up:
+                self.log.warning("stopped_with_outputs_unacknowledged", pending=len(pending))
+                self._drop_unacked()
+                return
             _, still = await asyncio.wait(pending, timeout=ACK_PATIENCE_S)
             pending = list(still)
             if pending and not slow:
@@ -362,7 +378,13 @@ class Service:
             self.log.error(f"{component}_failed", error=str(exc) or type(exc).__name__)
         self._broken = component
         self.ready = False
-        for future in self._unacked:  # sent again from the outboxes by the restore
+        self._drop_unacked()
+
+    def _drop_unacked(self) -> None:
+        """Stop waiting for deliveries; their records stay in the outboxes in Redis."""
+        if self._unacked:
+            self.checkpoint.abandoned = True
+        for future in self._unacked:
             future.add_done_callback(_retrieve)
         self._unacked.clear()
 
@@ -397,8 +419,16 @@ class Service:
         self._owned = set()
         resend, shops = await self.checkpoint.restore({tp.partition for tp in tps})
         futures = [await producer.send(r.topic, r.value, r.key) for r in resend]
-        if futures:
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=RESEND_TIMEOUT_S)
+        waited = 0.0
+        while futures and not all(f.done() for f in futures):
+            if self._stopping or waited >= RESEND_TIMEOUT_S:
+                for future in futures:
+                    future.add_done_callback(_retrieve)
+                raise KafkaTimeoutError(f"{len(futures)} outbox records not acknowledged")
+            await asyncio.wait(futures, timeout=ACK_PATIENCE_S)
+            waited += ACK_PATIENCE_S
+        for future in futures:
+            future.result()  # a refused record raises (KafkaError): the restore is retried
         await self.checkpoint.acknowledged()
         marks = await self.checkpoint.store.watermarks((tp.topic, tp.partition) for tp in tps)
         for tp in tps:

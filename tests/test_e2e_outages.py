@@ -140,3 +140,27 @@ async def test_broker_connection_cut_then_healed(
     finally:
         code, _ = process.stop()
     assert code == 0, process.log_tail()
+
+
+async def test_sigterm_while_the_broker_is_cut_off_exits_within_ten_seconds(
+    proxied_broker: ProxiedBroker, redis_url: str, tmp_path: Path
+) -> None:
+    """Unacknowledged outputs stay in the outboxes; the next start sends them."""
+    bootstrap = proxied_broker.bootstrap
+    process, topics = await start(bootstrap, redis_url, tmp_path)
+    async with Wire(bootstrap, topics, "out") as w:
+        await w.status("a1", "online")
+        for n in range(20):
+            await w.inquiry(f"b{n}")
+        proxied_broker.proxy.cut()
+        code, took = process.stop()
+        assert code == 0 and took < 10, (took, process.log_tail())
+        proxied_broker.proxy.heal()
+        process = DaemonProcess(process.config).start(ready_within=40)
+        try:
+            await w.wait_for(lambda e: e["buyer_id"] == "b19", timeout=30)
+            await w.settle(1.0)
+        finally:
+            code, _ = process.stop()
+    check_one_decision_each(w.seen, [f"b{n}" for n in range(20)])
+    assert code == 0, process.log_tail()
