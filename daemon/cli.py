@@ -67,6 +67,34 @@ def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.set_defaults(func=_demo)
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from daemon.explain import ExplainOptions, explain_command
+
+    file = Path(args.file) if args.file else None
+    return explain_command(ExplainOptions(file, args.url, args.shop, args.policy, args.json))
+
+
+def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    explain = sub.add_parser(
+        "explain",
+        help="why distribution between agents is uneven: each agent's share and what made it",
+        description="Each agent's share of buyers, split by the rule that gave them (routed "
+        "by mode, dequeued, sticky, repeat entry, transfer), next to online time, weight, "
+        "level, groups, busyness and conversion. From a running daemon (--shop, --url) or "
+        "from the JSON of `fenliu simulate --json`.",
+    )
+    explain.add_argument(
+        "file", nargs="?", metavar="FILE", help="JSON written by `fenliu simulate --json`"
+    )
+    explain.add_argument(
+        "--url", help="the running daemon's HTTP address (default http://127.0.0.1:9464)"
+    )
+    explain.add_argument("--shop", metavar="ID", help="the shop to ask the daemon about")
+    explain.add_argument("--policy", metavar="NAME", help="only this policy of FILE")
+    explain.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    explain.set_defaults(func=_explain)
+
+
 def _run(args: argparse.Namespace) -> int:
     from daemon.service import run_command
 
@@ -141,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     reload.set_defaults(func=_reload)
 
     _add_topics(sub)
+    _add_explain(sub)
 
     _add_dev(sub)
     return parser

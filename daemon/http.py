@@ -1,6 +1,7 @@
-"""The daemon's small HTTP server: /metrics, /healthz, /readyz and POST /-/reload.
+"""The daemon's small HTTP server: /metrics, /healthz, /readyz, /shops/{id}/explain and
+POST /-/reload.
 
-Plain asyncio streams: four routes do not justify a web framework. One request per
+Plain asyncio streams: five routes do not justify a web framework. One request per
 connection, bodies ignored, answers closed after writing. `/-/reload` is accepted only from
 loopback peers, since it changes what the daemon does.
 """
@@ -8,10 +9,14 @@ loopback peers, since it changes what the daemon does.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
-Handler = Callable[[], Awaitable[tuple[int, str, bytes]]]
+Answer = tuple[int, str, bytes]
+Handler = Callable[[], Awaitable[Answer]]
+ShopHandler = Callable[[str], Awaitable[Answer]]
 LOOPBACK = ("127.", "::1", "::ffff:127.")
 REASONS = {
     200: "OK",
@@ -25,12 +30,14 @@ REASONS = {
 
 @dataclass
 class Routes:
-    """What each path answers; `reload` is POST-only and loopback-only."""
+    """What each path answers; `reload` is POST-only and loopback-only; `explain` gets the
+    shop id of `/shops/{id}/explain`."""
 
     metrics: Handler
     healthz: Handler
     readyz: Handler
     reload: Handler
+    explain: ShopHandler
 
 
 class HttpServer:
@@ -86,12 +93,11 @@ class HttpServer:
     async def _answer(self, request: bytes, writer: asyncio.StreamWriter) -> tuple[int, str, bytes]:
         parts = request.decode("latin-1").split()
         method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
-        gets = {"/metrics": self._routes.metrics, "/healthz": self._routes.healthz,
-                "/readyz": self._routes.readyz}  # fmt: skip
-        if path in gets:
+        get = self._get_route(path)
+        if get is not None:
             if method not in ("GET", "HEAD"):
                 return 405, "text/plain", b"use GET\n"
-            return await gets[path]()
+            return await get()
         if path == "/-/reload":
             peer = writer.get_extra_info("peername")
             if method != "POST":
@@ -100,3 +106,15 @@ class HttpServer:
                 return 403, "text/plain", b"reload is accepted from loopback only\n"
             return await self._routes.reload()
         return 404, "text/plain", b"not found\n"
+
+    def _get_route(self, path: str) -> Handler | None:
+        """The handler of a GET path, or None."""
+        routes = self._routes
+        fixed = {"/metrics": routes.metrics, "/healthz": routes.healthz, "/readyz": routes.readyz}
+        if path in fixed:
+            return fixed[path]
+        prefix, suffix = "/shops/", "/explain"
+        raw = path[len(prefix) : -len(suffix)]  # percent-encoded: a "/" in it is no shop id
+        if path.startswith(prefix) and path.endswith(suffix) and raw and "/" not in raw:
+            return functools.partial(routes.explain, unquote(raw))
+        return None

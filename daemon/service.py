@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -41,6 +42,7 @@ from redis.exceptions import RedisError
 from daemon.checkpoint import Batch, Checkpoint
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine, EventRejected
+from daemon.core.explain import explain_shop
 from daemon.http import HttpServer, Routes
 from daemon.kafka import CoPartitionAssignor, Decoded, TopicMap, ordered_batch
 from daemon.logs import get_logger
@@ -587,7 +589,19 @@ class Service:
                 return 503, "text/plain", b"reload not applied within 10 s\n"
             return 200, "text/plain", f"{text}\n".encode()
 
-        return Routes(metrics=metrics, healthz=healthz, readyz=readyz, reload=reload)
+        async def explain(shop_id: str) -> tuple[int, str, bytes]:
+            # This instance's state only: with several instances a shop lives on the one
+            # owning its partition; "partition" is null where this one holds none of it.
+            shop = self.engine.shops.get(shop_id)
+            if shop is None:
+                return 404, "text/plain", f"shop {shop_id!r} is not configured\n".encode()
+            data = explain_shop(shop, max(self.clock(), shop.now))
+            data["partition"] = self.checkpoint.partition_of.get(shop_id)
+            return 200, "application/json", orjson.dumps(data)
+
+        return Routes(
+            metrics=metrics, healthz=healthz, readyz=readyz, reload=reload, explain=explain
+        )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from topics.events import AgentStatus, AssignReason, InquiryContext
+from topics.events import AgentStatus, AssignReason, InquiryContext, Mode
 
 
 class ImpossibleTransition(RuntimeError):
@@ -71,20 +71,41 @@ class AgentState:
     external_rate: float | None = None  # latest agent_stats figure
     assigned_by_reason: dict[str, int] = field(default_factory=dict)
     assigned_while_busy: int = 0
+    # what `fenliu explain` reads: sessions by rule ("routed/efficiency", "sticky", ...)
+    # and by the group the agent was chosen in ("" when no group applied)
+    assigned_by_rule: dict[str, int] = field(default_factory=dict)
+    assigned_by_group: dict[str, int] = field(default_factory=dict)
 
     @property
     def load(self) -> int:
         """Open sessions."""
         return len(self.sessions)
 
-    def count_assignment(self, reason: AssignReason, now: int, *, busy: bool) -> None:
-        """Book one more session for this agent."""
+    def count_assignment(
+        self,
+        reason: AssignReason,
+        now: int,
+        *,
+        busy: bool,
+        mode: Mode | None = None,
+        group: str | None = None,
+    ) -> None:
+        """Book one more session for this agent, with the rule, mode and group that made it."""
         self.shift_assignments += 1
         self.sessions_total += 1
         self.last_assigned_at = now
         self.assigned_by_reason[reason.value] = self.assigned_by_reason.get(reason.value, 0) + 1
+        rule = rule_key(reason.value, mode)
+        self.assigned_by_rule[rule] = self.assigned_by_rule.get(rule, 0) + 1
+        where = group or ""
+        self.assigned_by_group[where] = self.assigned_by_group.get(where, 0) + 1
         if busy:
             self.assigned_while_busy += 1
+
+
+def rule_key(reason: str, mode: Mode | None) -> str:
+    """How `assigned_by_rule` names a rule: the reason, with the mode when one was used."""
+    return reason if mode is None else f"{reason}/{mode.value}"
 
 
 # ------------------------------------------------------------------------------- buyers

@@ -320,7 +320,8 @@ class ShopEngine:
         buyer.session = Session(inquiry_id, agent_id, cand.key, group, self.now, self.now)
         self.buyers[buyer.id] = buyer
         agent.sessions[buyer.id] = None
-        agent.count_assignment(reason, self.now, busy=agent.pending > self.config.busy_threshold)
+        busy = agent.pending > self.config.busy_threshold
+        agent.count_assignment(reason, self.now, busy=busy, mode=mode, group=group)
         for c in self.agent_cands.get(agent_id, ()):
             c.sessions_sum += 1
             c.rerank_if_prior_drifted()

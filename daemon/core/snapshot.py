@@ -38,7 +38,10 @@ _AGENT_FIELDS = (
     "external_rate",
     "assigned_by_reason",
     "assigned_while_busy",
+    "assigned_by_rule",
+    "assigned_by_group",
 )
+_DICT_FIELDS = ("assigned_by_reason", "assigned_by_rule", "assigned_by_group")
 
 
 class SnapshotError(ValueError):
@@ -167,8 +170,10 @@ def _load_agent(row: dict[str, Any]) -> AgentState:
     agent = AgentState(row["id"], row["ordinal"], AgentStatus(row["status"]))
     agent.sessions = dict.fromkeys(row["sessions"])
     for name in _AGENT_FIELDS:
-        setattr(agent, name, row[name])
-    agent.assigned_by_reason = dict(row["assigned_by_reason"])
+        if name in row:  # a row written before a field existed keeps the default
+            setattr(agent, name, dict(row[name]) if name in _DICT_FIELDS else row[name])
+    if "assigned_by_rule" not in row:  # older rows: the reasons, without the modes
+        agent.assigned_by_rule = dict(agent.assigned_by_reason)
     return agent
 
 

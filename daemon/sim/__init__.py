@@ -1,0 +1,10 @@
+"""The policy lab: a discrete-event simulator that drives the routing core in virtual time
+(`fenliu simulate`), the measures it reports and the report it writes (issue: policy lab).
+
+    trace.py      what one simulated run records (the interface between the parts)
+    world.py      buyers and agents: seeded behaviour, common random numbers per buyer
+    scenarios.py  steady, double11, uneven_shifts, sticky_buildup
+    runner.py     the event loop around `daemon.core.engine.Engine`
+    measures.py   conversion, waits, abandonment, fairness, wait-estimate errors
+    report.py     the HTML page with PNG plots
+"""
