@@ -74,6 +74,47 @@ def _explain(args: argparse.Namespace) -> int:
     return explain_command(ExplainOptions(file, args.url, args.shop, args.policy, args.json))
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from daemon.sim.command import simulate_command
+
+    return simulate_command(
+        Path(args.shop), args.scenario, args.mode or [], seed=args.seed,
+        json_out=Path(args.json) if args.json else None,
+        report=Path(args.report) if args.report else None,
+        explain=args.explain, scale=args.scale,
+    )  # fmt: skip
+
+
+def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from daemon.sim.scenarios import SCENARIOS
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="simulate a shop day through the routing core under several policies (no Kafka)",
+        description="Simulate a shop day in virtual time under each --mode (the same buyers "
+        "for every policy), print the policy table, and write JSON and an HTML report.",
+    )
+    simulate.add_argument("--shop", required=True, metavar="FILE", help="a shop file (.toml)")
+    simulate.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    simulate.add_argument(
+        "--mode",
+        action="append",
+        metavar="POLICY",
+        help="a policy: average | weighted | efficiency | conversion[:low|mid|high], or "
+        "GROUP=MODE for one group (comma-separated); repeat to compare; default: the file's",
+    )
+    simulate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    simulate.add_argument("--json", metavar="OUT", help="write every figure as JSON here")
+    simulate.add_argument("--report", metavar="DIR", help="write index.html and PNG plots here")
+    simulate.add_argument(
+        "--explain", action="store_true", help="print each agent's share and what made it"
+    )
+    simulate.add_argument(
+        "--scale", type=_positive, default=1.0, help="multiply the number of buyers (default 1)"
+    )
+    simulate.set_defaults(func=_simulate)
+
+
 def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     explain = sub.add_parser(
         "explain",
@@ -169,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     reload.set_defaults(func=_reload)
 
     _add_topics(sub)
+    _add_simulate(sub)
     _add_explain(sub)
 
     _add_dev(sub)

@@ -4,7 +4,9 @@
     trace.py      what one simulated run records (the interface between the parts)
     world.py      buyers and agents: seeded behaviour, common random numbers per buyer
     scenarios.py  steady, double11, uneven_shifts, sticky_buildup
+    policy.py     `--mode` policies: which modes a run overrides
     runner.py     the event loop around `daemon.core.engine.Engine`
     measures.py   conversion, waits, abandonment, fairness, wait-estimate errors
     report.py     the HTML page with PNG plots
+    command.py    `fenliu simulate`
 """

@@ -1,0 +1,368 @@
+"""The discrete-event loop: simulated buyers and agents around the routing core.
+
+    run = simulate(shop, "steady", seed=1, policy=parse_policy("conversion:high"))
+    run.trace     # what happened (daemon.sim.trace), for the measures and the report
+    run.engine    # the engine at the end, for `fenliu explain`
+
+No Kafka and no clock: a heap of (virtual time, sequence, action) drives one
+`daemon.core.engine.Engine`. Before each action, every engine timer due by then fires at
+its own deadline (`next_deadline` / `on_timer`), so session timeouts, queue updates and
+max-wait expiries happen when the engine says. The runner reacts to the engine's outputs
+as a chat front end would: an assignment starts the chat, a queued buyer's patience starts
+running, a closed session may lead to an order and a return. Buyers and agents come from
+`daemon.sim.world` with common random numbers, so policies are compared on the same
+buyers; the same seed gives the same trace.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.core.config import ShopConfig
+from daemon.core.engine import Engine, EventRejected
+from daemon.core.shop import ShopEngine
+from daemon.sim.policy import AS_CONFIGURED, ModeChoice, Policy, parse_policy
+from daemon.sim.scenarios import MINUTE_MS, Scenario, daily_volume, find_scenario
+from daemon.sim.trace import AgentRecord, InquiryRecord, QueueSample, Trace
+from daemon.sim.world import (
+    EXPECTED_CHAT_S,
+    INTENT_MEAN,
+    Agent,
+    Buyer,
+    Kind,
+    Visit,
+    buyer_kinds,
+    effective_caps,
+    new_agents,
+    new_buyer,
+)
+from topics.events import (
+    AgentStatus,
+    AgentStatusChanged,
+    Assignment,
+    AssignReason,
+    BuyerInquired,
+    BuyerLeft,
+    CloseReason,
+    InputEvent,
+    MessageSent,
+    OrderPlaced,
+    OutputEvent,
+    QueueStatus,
+    QueueUpdate,
+    SessionClosed,
+)
+
+__all__ = ["AS_CONFIGURED", "ModeChoice", "Policy", "SimRun", "parse_policy", "simulate"]
+
+SAMPLE_EVERY_MS = 5 * MINUTE_MS
+PROGRESS_EVERY = 4096  # actions between progress reports
+
+
+@dataclass(slots=True)
+class SimRun:
+    """One simulated run: its trace, the engine as it ended and the shop it routed."""
+
+    trace: Trace
+    engine: Engine
+    config: ShopConfig  # the shop with the policy's modes
+
+
+@dataclass(slots=True)
+class Chat:
+    """A served inquiry: the buyer's visit with its agent, while the session is open."""
+
+    buyer: Buyer
+    visit: Visit
+    record: InquiryRecord
+    agent: Agent | None = None
+    round: int = 0  # agent replies so far
+    sent: int = 0  # messages sent (message ids)
+    open: bool = False
+    attempt: int = 0  # inquiries again after a chat cut short (r1, r2, ... in the id)
+
+
+def simulate(
+    shop: ShopConfig,
+    scenario: str,
+    *,
+    seed: int,
+    policy: Policy,
+    progress: Callable[[float], None] | None = None,
+    scale: float = 1.0,
+) -> SimRun:
+    """Simulate `scenario` for `shop` under `policy` (see the module docstring).
+
+    `scale` multiplies the number of buyers (tests use a fraction of a day's traffic).
+    Raises ValueError for an unknown scenario or a policy naming an unknown group.
+    """
+    if not scale >= 0:
+        raise ValueError(f"scale must be 0 or more, not {scale!r}")
+    plan = find_scenario(scenario)
+    config = policy.apply(shop)
+    runner = _Runner(config, plan, seed, policy.name, scale, progress)
+    runner.run()
+    return SimRun(runner.trace, runner.engine, config)
+
+
+class _Runner:
+    """One run: the heap of actions, the engine, and what the trace records."""
+
+    def __init__(
+        self,
+        config: ShopConfig,
+        scenario: Scenario,
+        seed: int,
+        policy: str,
+        scale: float,
+        progress: Callable[[float], None] | None,
+    ) -> None:
+        self.config = config
+        self.shop_id = config.id
+        self.scenario = scenario
+        self.seed = seed
+        self.progress = progress
+        self.engine = Engine({config.id: config})
+        self.shop: ShopEngine = self.engine.shop(config.id)
+        self.start, self.end = scenario.start, scenario.end
+        self.now = self.start
+        caps = effective_caps(config)
+        self.kinds: list[Kind] = buyer_kinds(config, caps)
+        session_s = EXPECTED_CHAT_S + config.queue.session_timeout / 1000
+        per_day = daily_volume(config, caps, session_s) * scale
+        self.arrivals = scenario.arrivals(random.Random(f"{seed}:arrivals"), per_day)
+        self.agents = {a.id: a for a in new_agents(config, scenario, seed)}
+        self.trace = Trace(policy, scenario.name, seed, self.start, self.end, caps)
+        for agent in self.agents.values():
+            online = agent.online(self.start, self.end)
+            self.trace.agents[agent.id] = AgentRecord(
+                agent.id, list(agent.groups), agent.true_conversion, online
+            )
+        self.chats: dict[str, Chat] = {}  # inquiry id -> its chat
+        self.queued: dict[str, None] = {}  # inquiry ids waiting in a queue
+        self.heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
+        self.seq = itertools.count()
+        self.status_ids = itertools.count()
+
+    # ------------------------------------------------------------------------ the loop
+
+    def at(self, when: int, action: Callable[[Any], None], arg: Any = None) -> None:
+        """Schedule `action(arg)` at virtual time `when` (dropped after the end)."""
+        if when <= self.end:
+            heapq.heappush(self.heap, (when, next(self.seq), action, arg))
+
+    def run(self) -> None:
+        """Play the scenario to its end."""
+        for agent in self.agents.values():
+            for when, status in agent.changes:
+                self.at(when, self.status, (agent.id, status))
+        if self.arrivals:
+            self.at(self.arrivals[0], self.arrive, 0)
+        self.at(self.start, self.sample)
+        heap, shop, end = self.heap, self.shop, self.end
+        steps = 0
+        while True:
+            deadline = shop.next_deadline()
+            if deadline is not None and (not heap or deadline <= heap[0][0]):
+                if deadline > end:
+                    break
+                self.now = deadline
+                self.react(shop.on_timer(deadline))
+                continue
+            if not heap:
+                break
+            when, _, action, arg = heapq.heappop(heap)
+            self.now = when
+            action(arg)
+            steps += 1
+            if self.progress is not None and steps % PROGRESS_EVERY == 0:
+                self.progress((when - self.start) / (end - self.start))
+        if self.progress is not None:
+            self.progress(1.0)
+
+    def send(self, event: InputEvent) -> str | None:
+        """Feed one event to the engine and react; the rejection reason, if any."""
+        try:
+            out = self.shop.handle(event, self.now)
+        except EventRejected as rejected:
+            self.react(rejected.outputs)
+            return rejected.reason
+        self.react(out)
+        return None
+
+    def react(self, outputs: list[OutputEvent]) -> None:
+        """What the front end does with the engine's decisions."""
+        for out in outputs:
+            if isinstance(out, QueueUpdate):
+                self.queue_update(out)
+            elif isinstance(out, Assignment):
+                self.assigned(out)
+            elif isinstance(out, SessionClosed):
+                self.closed(out)
+
+    def sample(self, _: object) -> None:
+        """Record the queue length; come back in five minutes."""
+        self.trace.queue.append(QueueSample(self.now, len(self.queued)))
+        self.at(self.now + SAMPLE_EVERY_MS, self.sample)
+
+    # -------------------------------------------------------------------------- agents
+
+    def status(self, change: tuple[str, AgentStatus]) -> None:
+        """An agent goes online, suspends or goes offline, as its shifts say."""
+        agent_id, status = change
+        event_id = f"st:{agent_id}:{next(self.status_ids)}"
+        self.send(AgentStatusChanged(event_id, self.shop_id, self.now, agent_id, status))
+
+    # -------------------------------------------------------------------------- buyers
+
+    def arrive(self, k: int) -> None:
+        """Buyer k's first inquiry; schedule the next arrival."""
+        buyer = new_buyer(self.seed, k, self.kinds)
+        self.inquire(buyer, buyer.next_visit(), f"{buyer.id}.0")
+        if k + 1 < len(self.arrivals):
+            self.at(self.arrivals[k + 1], self.arrive, k + 1)
+
+    def inquire(self, buyer: Buyer, visit: Visit, inquiry_id: str) -> None:
+        """The buyer clicks "contact us"."""
+        record = InquiryRecord(
+            inquiry_id, buyer.id, self.now, buyer.kind.group, intent=round(buyer.intent, 4)
+        )
+        self.trace.inquiries.append(record)
+        self.chats[inquiry_id] = Chat(buyer, visit, record)
+        event = BuyerInquired(inquiry_id, self.shop_id, self.now, buyer.id, buyer.context)
+        reason = self.send(event)
+        if reason is not None:
+            record.rejected = reason
+            del self.chats[inquiry_id]
+
+    def come_back(self, buyer: Buyer) -> None:
+        """A returning buyer: a new visit."""
+        visit = buyer.next_visit()
+        self.inquire(buyer, visit, f"{buyer.id}.{visit.number}")
+
+    def write_again(self, chat: Chat) -> None:
+        """A buyer whose chat was cut short writes again (a new inquiry, same visit)."""
+        attempt = chat.attempt + 1
+        inquiry_id = f"{chat.buyer.id}.{chat.visit.number}r{attempt}"
+        self.inquire(chat.buyer, chat.visit, inquiry_id)
+        new = self.chats.get(inquiry_id)
+        if new is not None:  # the rest of the conversation
+            new.round, new.attempt = chat.round, attempt
+
+    def give_up(self, chat: Chat) -> None:
+        """Patience ran out: leave the queue if still in it."""
+        record = chat.record
+        if record.inquiry_id in self.queued:
+            event_id = f"lv:{record.inquiry_id}"
+            self.send(BuyerLeft(event_id, self.shop_id, self.now, record.buyer_id))
+
+    def order(self, chat: Chat) -> None:
+        """The buyer places the order the session earned."""
+        record = chat.record
+        event = OrderPlaced(
+            f"o:{record.inquiry_id}", self.shop_id, self.now, record.buyer_id, chat.visit.amount
+        )
+        self.send(event)
+        record.ordered = True
+        record.order_amount = chat.visit.amount
+
+    # ---------------------------------------------------------------------------- chat
+
+    def buyer_writes(self, chat: Chat) -> None:
+        """The buyer's message of this round; the agent will answer."""
+        agent = chat.agent
+        if not chat.open or agent is None:
+            return
+        chat.sent += 1
+        buyer_id = chat.record.buyer_id
+        event_id = f"m:{chat.record.inquiry_id}:{chat.sent}"
+        self.send(MessageSent(event_id, self.shop_id, self.now, buyer_id, "buyer"))
+        if chat.open:
+            reply = agent.reply_ms(chat.visit.reply_factor[chat.round])
+            self.at(self.now + reply, self.agent_replies, chat)
+
+    def agent_replies(self, chat: Chat) -> None:
+        """The agent answers; the buyer writes again after a think time, or is done."""
+        agent = chat.agent
+        if not chat.open or agent is None:
+            return
+        chat.sent += 1
+        buyer_id = chat.record.buyer_id
+        event_id = f"m:{chat.record.inquiry_id}:{chat.sent}"
+        self.send(MessageSent(event_id, self.shop_id, self.now, buyer_id, "agent", agent.id))
+        chat.round += 1
+        if chat.open and chat.round < chat.visit.rounds:
+            self.at(self.now + chat.visit.think_ms[chat.round], self.buyer_writes, chat)
+
+    # ------------------------------------------------------------------ engine outputs
+
+    def queue_update(self, out: QueueUpdate) -> None:
+        """Record entering the queue (and start the buyer's patience) and leaving it."""
+        inquiry_id, status = out.inquiry_id, out.status
+        if status is QueueStatus.WAITING:
+            return
+        chat = self.chats.get(inquiry_id)
+        if chat is None:
+            return
+        record = chat.record
+        if status is QueueStatus.QUEUED:
+            self.queued[inquiry_id] = None
+            if record.queued_at is None:
+                record.queued_at = out.ts
+                record.queue_group = out.group
+                record.queue_position = out.position
+                record.estimate_s = out.estimated_wait_s
+                self.at(out.ts + chat.visit.patience_ms, self.give_up, chat)
+            return
+        self.queued.pop(inquiry_id, None)
+        if status is QueueStatus.LEFT:
+            record.left_at = out.ts
+            del self.chats[inquiry_id]
+        elif status is QueueStatus.EXPIRED:
+            record.expired_at = out.ts
+            del self.chats[inquiry_id]
+
+    def assigned(self, out: Assignment) -> None:
+        """A session starts: record it and start the chat."""
+        chat = self.chats.get(out.inquiry_id)
+        if chat is None or out.reason is AssignReason.ACTIVE_SESSION:
+            return
+        record = chat.record
+        record.served_at = out.ts
+        record.agent_id = out.agent_id
+        record.reason = out.reason.value
+        record.mode = out.mode.value if out.mode is not None else None
+        record.served_group = out.group
+        agent = self.agents[out.agent_id]
+        agent.load += 1
+        chat.agent, chat.open = agent, True
+        self.at(out.ts + chat.visit.think_ms[chat.round], self.buyer_writes, chat)
+
+    def closed(self, out: SessionClosed) -> None:
+        """A session ended: maybe an order, maybe a return, or writing again."""
+        chat = self.chats.pop(out.id.removeprefix("end:"), None)
+        if chat is None:
+            return
+        chat.open = False
+        chat.record.session_ended = out.ts
+        if chat.agent is not None:
+            chat.agent.load -= 1
+        visit = chat.visit
+        if out.reason is CloseReason.AGENT_OFFLINE and chat.round < visit.rounds:
+            self.at(out.ts + visit.reinquire_ms, self.write_again, chat)
+            return
+        agent = self.agents[out.agent_id]
+        chance = agent.true_conversion * chat.buyer.intent / INTENT_MEAN
+        if visit.order_u < chance:
+            self.at(out.ts + min(visit.order_after_ms, self.order_window()), self.order, chat)
+        if visit.return_after_ms is not None:
+            self.at(out.ts + visit.return_after_ms, self.come_back, chat.buyer)
+
+    def order_window(self) -> int:
+        """Latest delay after a session at which an order is still credited to it."""
+        return max(0, self.config.conversion_window - 1000)

@@ -1,0 +1,85 @@
+"""`fenliu simulate` end to end (in-process): JSON, report, explain, determinism, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from daemon.cli import main
+
+BIG = Path(__file__).resolve().parents[1] / "config" / "shops" / "big.toml"
+
+
+def simulate(tmp: Path, name: str, *extra: str) -> dict:
+    out = tmp / f"{name}.json"
+    code = main(
+        ["simulate", "--shop", str(BIG), "--scenario", "steady", "--scale", "0.25",
+         "--mode", "efficiency", "--mode", "conversion:high", "--json", str(out), *extra]
+    )  # fmt: skip
+    assert code == 0
+    return orjson.loads(out.read_bytes())
+
+
+def test_same_seed_same_json_and_another_seed_differs(tmp_path: Path) -> None:
+    first, again = simulate(tmp_path, "a"), simulate(tmp_path, "b")
+    assert first == again
+    other = simulate(tmp_path, "c", "--seed", "2")
+    assert (
+        other["policies"]["efficiency"]["measures"] != first["policies"]["efficiency"]["measures"]
+    )
+
+
+def test_policies_share_buyers_and_the_document_has_every_part(tmp_path: Path) -> None:
+    doc = simulate(tmp_path, "doc")
+    assert (doc["shop"], doc["scenario"], doc["seed"]) == ("big", "steady", 1)
+    policies = doc["policies"]
+    assert list(policies) == ["efficiency", "conversion:high"]
+    # the same buyers arrive (tests/test_sim_runner.py checks them one by one); only the
+    # returns of buyers whose chat went differently may differ
+    counts = [policies[p]["inquiries"] for p in policies]
+    assert min(counts) > 100 and max(counts) - min(counts) <= 0.02 * max(counts)
+    for policy in policies.values():
+        assert set(doc["headline_keys"]) <= set(policy["measures"]["headline"])
+        shares = sum(a["share"] for a in policy["explain"]["agents"])
+        assert shares == pytest.approx(1.0)
+
+
+def test_report_writes_a_page_and_its_plots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    simulate(tmp_path, "r", "--report", str(tmp_path / "report"), "--explain")
+    page = (tmp_path / "report" / "index.html").read_text()
+    for png in ("queue", "shares", "tradeoff", "estimates", "explain"):
+        image = tmp_path / "report" / f"{png}.png"
+        assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f'src="{png}.png"' in page
+    assert "conversion:high" in page
+    printed = capsys.readouterr().out
+    assert "== policy efficiency" in printed and "pre-01" in printed
+
+
+def test_explain_prints_the_table_of_a_simulation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    simulate(tmp_path, "e")
+    capsys.readouterr()
+    assert main(["explain", str(tmp_path / "e.json"), "--policy", "conversion:high"]) == 0
+    table = capsys.readouterr().out
+    assert "pre-01" in table and "routed/conversion" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--scenario", "steady", "--mode", "fastest"], "not a mode"),
+        (["--scenario", "steady", "--mode", "nogroup=average"], "has no group"),
+        (["--scenario", "steady", "--mode", "average", "--mode", "average"], "different"),
+    ],
+)
+def test_bad_arguments_are_refused_with_a_sentence(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--shop", str(BIG), *args]) == 2
+    assert says in capsys.readouterr().err
