@@ -246,16 +246,43 @@ def test_next_deadline_lets_a_caller_jump_straight_to_the_timeout() -> None:
 # ------------------------------------------------------------------------ wait estimate
 
 
-def test_estimate_uses_position_busy_agents_and_avg_handle_time() -> None:
-    cfg = shop(["a1", "a2"], queue=_q(avg_handle_time="5m"))
+def test_estimate_reads_when_open_sessions_time_out() -> None:
+    cfg = shop(["a1", "a2"], queue=_q(avg_handle_time="5m", session_timeout="2m"))
     sc = Scenario(cfg)
     sc.at("0s").online("a1", "a2")
-    sc.inquiry("s1")
-    sc.inquiry("s2")
+    sc.inquiry("s1")  # a1
+    sc.at("30s").inquiry("s2")  # a2: its session ends at 2m30s unless a2 writes again
+    sc.at("60s").replies("s1", "a1")  # s1 now ends at 3m
+    sc.at("90s")
     for n in range(3):
         sc.inquiry(f"q{n}")
-    # two agents busy, sessions end at 2 per 5 minutes: 150 s per place in line
-    assert [sc.updates(f"q{n}")[0].estimated_wait_s for n in range(3)] == [150, 300, 450]
+    # slots free at 2m30s and 3m; the third in line waits for the first again, one
+    # handle time (5 min, nothing observed yet) later
+    assert [sc.updates(f"q{n}")[0].estimated_wait_s for n in range(3)] == [60, 90, 360]
+
+
+def test_estimate_counts_a_session_whose_buyer_wrote_last_from_now() -> None:
+    sc = Scenario(shop(["a1"], queue=_q(session_timeout="2m")))
+    sc.at("0s").online("a1")
+    sc.inquiry("s1")
+    sc.at("50s").says("s1")  # the agent owes a reply: no timeout runs; at least 2 min more
+    sc.inquiry("q")
+    assert sc.updates("q")[0].estimated_wait_s == 120
+
+
+def test_waiting_updates_follow_the_predicted_moment_not_the_clock() -> None:
+    sc = Scenario(shop(["a1"], queue=_q(session_timeout="2m", update_interval="10s")))
+    sc.at("0s").online("a1")
+    sc.inquiry("s1")
+    sc.inquiry("q")
+    assert sc.updates("q")[0].estimated_wait_s == 120
+    sc.at("40s")  # time passing alone announces nothing: the moment of service holds
+    assert len(sc.updates("q")) == 1
+    sc.replies("s1", "a1")  # the session now ends at 2m40s, 40 s later than announced
+    sc.at("45s")
+    update = sc.updates("q")[-1]
+    assert (update.status.value, update.position, update.estimated_wait_s) == ("waiting", 1, 120)
+    assert update.ts == sc.engine.shop(sc.config.id).now - 5_000  # published at 40 s
 
 
 def test_estimate_learns_the_observed_handle_time() -> None:

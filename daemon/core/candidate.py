@@ -20,7 +20,9 @@ agent its mode picks next, so choosing an agent costs O(log n) and never scans t
 The queue is a sorted list ordered by (−priority, arrival, seq): dequeue, removal and a
 buyer's position all cost O(log n).
 
-Wait estimate (`estimate_s`), for the buyer at 1-based position k:
+The wait estimate is `daemon.core.estimate`, which reads when open sessions will end. Its
+fallback, `estimate_s`, for the buyer at 1-based position k when no member agent is online
+at its cap (so no session end is known to wait for):
 
     free   = free slots of eligible agents (Σ cap − load; "unbounded" without queueing)
     busy   = open sessions of online member agents, each counted up to its cap
@@ -31,9 +33,6 @@ Wait estimate (`estimate_s`), for the buyer at 1-based position k:
            = need · H / busy                 if busy > 0  (sessions end at rate busy / H)
            = H · ⌈k / total member cap⌉      otherwise (nobody online or working: at
                                              least one handle time, more for long lines)
-
-It ignores buyers ahead who will give up (so it errs long) and ends of sessions whose slot
-goes to another candidate sharing the agent (so it errs short); the simulator measures both.
 """
 
 from __future__ import annotations

@@ -161,6 +161,7 @@ class QueueEntry:
     updates: int = 0  # queue_update events published so far (the n of "q:<id>:<n>")
     last_position: int = 0
     last_estimate: int = -1
+    last_eta: int = 0  # when the last announced estimate said service would come (ms)
 
     @property
     def order_key(self) -> tuple[int, int, int]:

@@ -15,6 +15,7 @@ from typing import Any
 from daemon.core.candidate import Candidate, build_candidates
 from daemon.core.config import ShopConfig
 from daemon.core.dedup import RecentIds
+from daemon.core.estimate import estimate_s, slot_times
 from daemon.core.model import (
     AGENT_TRANSITIONS,
     AgentState,
@@ -49,6 +50,8 @@ from topics.events import (
 )
 
 SESSION_TIMER, EXPIRY_TIMER, TICK_TIMER = 0, 1, 2
+ETA_SLACK_MS = 5000  # a waiting update is due when the predicted moment of service moves
+# by more than this or 10 % of the remaining wait (docs/routing.md, Queue updates)
 
 
 class EventRejected(ValueError):
@@ -396,14 +399,16 @@ class ShopEngine:
         cand: Candidate,
         status: QueueStatus,
         position: int | None = None,
+        estimate: int | None = None,
     ) -> None:
         self._touch(buyer_id)
         entry.updates += 1
-        estimate: int | None = None
         if status in (QueueStatus.QUEUED, QueueStatus.WAITING):
             position = position or cand.position(entry, buyer_id)
-            estimate = cand.estimate_s(position, self.config.queue.avg_handle_time)
+            if estimate is None:
+                estimate = estimate_s(self, cand, position)
             entry.last_position, entry.last_estimate = position, estimate
+            entry.last_eta = self.now + estimate * 1000
         self._emit(
             QueueUpdate(
                 id=f"q:{entry.inquiry_id}:{entry.updates}",
@@ -470,13 +475,14 @@ class ShopEngine:
             self.changes.other = True
         cand.dirty = False
         cand.last_tick = self.now
-        seed = self.config.queue.avg_handle_time
+        times = slot_times(self, cand) if cand.queue else []
         for position, item in enumerate(cand.queue, start=1):
             entry = self.buyers[item[3]].queued
             assert entry is not None
-            estimate = cand.estimate_s(position, seed)
-            if position != entry.last_position or estimate != entry.last_estimate:
-                self._publish(item[3], entry, cand, QueueStatus.WAITING, position)
+            estimate = estimate_s(self, cand, position, times)
+            moved = abs(self.now + estimate * 1000 - entry.last_eta)
+            if position != entry.last_position or moved > max(ETA_SLACK_MS, estimate * 100):
+                self._publish(item[3], entry, cand, QueueStatus.WAITING, position, estimate)
 
     def _expire(self, buyer: Buyer) -> None:
         assert buyer.queued is not None
@@ -600,6 +606,9 @@ class ShopEngine:
             return
         s.last_agent_at = self.now
         self.timers.arm(SESSION_TIMER, ev.buyer_id, self.now + self._session_timeout)
+        for cand in self.agent_cands.get(s.agent_id, ()):
+            if cand.queue:  # the session ends later now: estimates in line may move
+                self._mark_dirty(cand)
         if s.buyer_waiting:
             s.buyer_waiting = False
             agent.pending -= 1

@@ -189,7 +189,7 @@ def _dump_buyer(buyer: Buyer) -> dict[str, Any]:
         row["queued"] = [
             q.inquiry_id, q.cand, q.priority, q.arrival, q.seq, q.entered_at,
             [list(ctx.crowd), ctx.item_id, ctx.intent, ctx.order_status],
-            q.updates, q.last_position, q.last_estimate,
+            q.updates, q.last_position, q.last_estimate, q.last_eta,
         ]  # fmt: skip
     if (last := buyer.last) is not None:
         row["last"] = [last.agent_id, last.cand, last.ended_at, last.converted]
@@ -204,7 +204,8 @@ def _load_buyer(row: dict[str, Any]) -> Buyer:
         q = row["queued"]
         crowd, item_id, intent, status = q[6]
         ctx = InquiryContext(tuple(crowd), item_id, intent, status)
-        buyer.queued = QueueEntry(q[0], q[1], q[2], q[3], q[4], q[5], ctx, q[7], q[8], q[9])
+        eta = q[10] if len(q) > 10 else 0  # rows written before the ETA was kept
+        buyer.queued = QueueEntry(q[0], q[1], q[2], q[3], q[4], q[5], ctx, q[7], q[8], q[9], eta)
     if "last" in row:
         buyer.last = LastContact(*row["last"])
     return buyer
