@@ -1,0 +1,191 @@
+"""Policy-lab benchmark: the policy tables of the big example shop, the conversion-priority
+question, the wait-estimate error, and the simulator's speed.
+
+    .venv/bin/python bench/sim.py [--seed 1]
+
+1. `steady` and `double11` for config/shops/big.toml under efficiency and conversion
+   low / mid / high (every group), side by side on the same buyers: the headline measures.
+2. The presale group alone (`presale=efficiency` vs `presale=conversion:high`) with its 13
+   agents as configured, and again with the group cut to 5 agents (conversion priority
+   applies only above `conversion_min_agents` = 5): presale conversion, orders, p95 wait,
+   fairness among presale agents.
+3. Wait-estimate error (MARE) of Fenliu's estimator against the better of the Asterisk and
+   Rocket.Chat baselines, per scenario. Target: at most half.
+4. Speed: a `steady` day of a 50-agent shop (about 20k inquiries). Target: under a minute
+   on one core.
+
+Prints its figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from daemon.config import load_shop_file
+from daemon.core.config import ShopConfig
+from daemon.sim.measures import measure
+from daemon.sim.policy import parse_policy
+from daemon.sim.runner import simulate
+
+BIG = Path(__file__).resolve().parents[1] / "config" / "shops" / "big.toml"
+POLICIES = ("efficiency", "conversion:low", "conversion:mid", "conversion:high")
+
+
+def say(text: str) -> None:
+    """Progress and results, printed at once."""
+    print(text, flush=True)
+
+
+def run(shop: ShopConfig, scenario: str, policy: str, seed: int) -> dict[str, Any]:
+    """One simulated run's measures."""
+    return measure(simulate(shop, scenario, seed=seed, policy=parse_policy(policy)).trace)
+
+
+def policy_table(shop: ShopConfig, scenario: str, seed: int) -> None:
+    """Section 1 and 3 for one scenario."""
+    say(f"\n## {scenario}: config/shops/big.toml, every group's mode overridden, seed {seed}")
+    rows = {}
+    for policy in POLICIES:
+        started = time.perf_counter()
+        rows[policy] = run(shop, scenario, policy, seed)
+        say(f"  ran {policy} in {time.perf_counter() - started:.1f}s")
+    say(
+        "| policy | inquiries | conversion | orders | wait p50 | wait p95 | abandonment "
+        "| Jain | Gini | max/min | MARE Fenliu | Asterisk | Rocket.Chat |"
+    )
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for policy, m in rows.items():
+        h = m["headline"]
+        say(
+            f"| {policy} | {m['inquiries']:,} | {h['conversion']:.1%} | {h['orders']} "
+            f"| {h['wait_p50_s']:.0f} s | {h['wait_p95_s']:.0f} s | {h['abandonment']:.1%} "
+            f"| {h['jain']:.3f} | {h['gini']:.3f} | {_num(h['max_min_share'])} "
+            f"| {h['fenliu_mare']:.2f} | {h['asterisk_mare']:.2f} | {h['rocketchat_mare']:.2f} |"
+        )
+    base = rows["efficiency"]["estimates"]
+    best = min(base["asterisk"]["mare"], base["rocketchat"]["mare"])
+    say(
+        f"  wait estimate (efficiency run): Fenliu MARE {base['fenliu']['mare']:.2f} "
+        f"(bias {base['fenliu']['bias']:+.2f}) vs best baseline ({base['best_baseline']}) "
+        f"{best:.2f}: ratio {base['fenliu']['mare'] / best:.2f} (target ≤ 0.5), "
+        f"{base['measured']:,} buyers queued then served"
+    )
+
+
+def presale_question(shop: ShopConfig, seed: int) -> None:
+    """Section 2: conversion priority in the presale group, more than 5 agents and 5."""
+    presale = next(g for g in shop.groups if g.name == "presale")
+    small = shop.model_copy(
+        update={
+            "groups": tuple(
+                g.model_copy(update={"agents": g.agents[:5]}) if g.name == "presale" else g
+                for g in shop.groups
+            )
+        }
+    )
+    say(f"\n## presale alone: efficiency vs conversion:high (steady and double11, seed {seed})")
+    say(
+        "| presale agents | scenario | policy | presale served | presale conversion | orders "
+        "| p95 wait | Jain | Gini |"
+    )
+    say("|---|---|---|---|---|---|---|---|---|")
+    for label, variant in ((f"{len(presale.agents)}", shop), ("5", small)):
+        for scenario in ("steady", "double11"):
+            for policy in ("presale=efficiency", "presale=conversion:high"):
+                m = run(variant, scenario, policy, seed)
+                conv = m["conversion"]["by_group"].get("presale", {})
+                wait = m["waits"]["by_group"].get("presale", {})
+                fair = m["fairness"]["by_group"].get("presale", {})
+                say(
+                    f"| {label} | {scenario} | {policy} | {conv.get('served', 0):,} "
+                    f"| {conv.get('rate', 0):.1%} | {conv.get('orders', 0)} "
+                    f"| {_num(wait.get('p95_s'))} s | {_num(fair.get('jain'))} "
+                    f"| {_num(fair.get('gini'))} |"
+                )
+
+
+def shop50() -> ShopConfig:
+    """A 50-agent shop sized for about 20k inquiries on a steady day (four groups)."""
+    rng = random.Random(20240618)
+    ids = [f"a{i:03d}" for i in range(50)]
+    agents = [
+        {"id": a, "weight": rng.choice((0.8, 1.0, 1.2, 1.5)), "level": rng.randint(2, 4)}
+        for a in ids
+    ]
+    groups = [
+        {"name": "vip", "agents": ids[:5], "accept_unmatched": False, "match": {"crowd": ["vip"]}},
+        {
+            "name": "presale",
+            "agents": ids[5:23],
+            "mode": "conversion",
+            "conversion_strength": "high",
+            "accept_unmatched": False,
+            "match": {"intents": ["presale"]},
+        },
+        {
+            "name": "aftersale",
+            "agents": ids[23:35],
+            "mode": "weighted",
+            "accept_unmatched": False,
+            "overflow_to": "general",
+            "match": {"intents": ["aftersale"]},
+        },
+        {"name": "general", "agents": ids[35:], "mode": "average"},
+    ]
+    return ShopConfig.model_validate(
+        {
+            "id": "bench50",
+            "agents": agents,
+            "groups": groups,
+            "queue": {
+                "enabled": True,
+                "default_cap": 11,
+                "session_timeout": "30s",
+                "max_wait": "3m",
+                "avg_handle_time": "80s",
+            },
+        }
+    )
+
+
+def speed(seed: int) -> None:
+    """Section 4."""
+    shop = shop50()
+    started = time.perf_counter()
+    result = simulate(shop, "steady", seed=seed, policy=parse_policy("as-configured"))
+    took = time.perf_counter() - started
+    say(
+        f"\n## speed: steady day, 50 agents: {len(result.trace.inquiries):,} inquiries "
+        f"simulated in {took:.1f} s on one core (target < 60 s)"
+    )
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}" if value < 10 else f"{value:.0f}"
+
+
+def main(seed: int) -> None:
+    say(f"fenliu policy-lab bench — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    say(f"machine: {platform.platform()}, Python {platform.python_version()}")
+    started = time.perf_counter()
+    shop = load_shop_file(BIG)
+    for scenario in ("steady", "double11"):
+        policy_table(shop, scenario, seed)
+    presale_question(shop, seed)
+    speed(seed)
+    say(f"\ndone in {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=1)
+    main(parser.parse_args().seed)
