@@ -20,61 +20,64 @@ their outboxes are sent again with the same ids, and each input partition is rea
 its watermark — records a shop already reflects are skipped by offset. Kafka group commits
 are kept for lag tooling only. A rebalance listener takes the same lock as a batch, so a
 revoke waits for the batch in hand.
+
+Around it: daemon.clients (the Kafka and Redis clients, the startup check), daemon.restore
+(the restore itself and the rebalance listener), daemon.control_plane (HTTP routes, reload),
+daemon.readiness (what /readyz and the lag metric read) and daemon.record_log (rejections and
+decisions as log lines).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from redis.exceptions import RedisError
 
 from daemon.checkpoint import Batch, Checkpoint
+from daemon.clients import (
+    StartupError,
+    check_partitions,
+    close_within,
+    make_consumer,
+    make_producer,
+    make_redis,
+)
 from daemon.config import ConfigError, FenliuConfig, load_config
+from daemon.control_plane import apply_reload, routes
 from daemon.core.engine import Engine, EventRejected
-from daemon.core.explain import explain_shop
-from daemon.http import HttpServer, Routes
-from daemon.kafka import CoPartitionAssignor, Decoded, TopicMap, ordered_batch
+from daemon.http import HttpServer
+from daemon.kafka import Decoded, TopicMap, ordered_batch
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
+from daemon.readiness import consumer_lag, partitions_fresh, redis_answers
+from daemon.record_log import dead_letter, log_decision
+from daemon.restore import Rebalance, restore_partitions, retrieve
 from daemon.store import OutboxRecord, Store, StoreError
-from daemon.topics_admin import kafka_client_kwargs, partition_counts
-from topics.codec import DecodeError, decode, encode, rejected_for, type_name
-from topics.events import Assignment, OutputEvent, QueueUpdate, SessionClosed
+from daemon.topics_admin import kafka_client_kwargs
+from topics.codec import DecodeError, decode, encode, type_name
+from topics.events import OutputEvent
 
 MAX_RECORDS = 5000  # records per poll
-FETCH_MAX_WAIT_MS = 10  # some brokers (Tansu) hold a fetch this long even when data is there
-SESSION_TIMEOUT_MS = 6000  # group membership: a dead instance's shops move after this
 COMMIT_EVERY_S = 0.2  # acknowledgements are awaited and offsets committed this often
 MAX_WAIT_MS = 1000  # longest poll wait, so flags are seen within a second
 REDIS_PING_EVERY_S = 2.0
 ACK_PATIENCE_S = 1.0  # acknowledgements later than this: report not ready while waiting
-KAFKA_STALE_MS = 3000  # an owned partition not fetched for this long: not ready
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0  # retrying after an outage
-RESEND_TIMEOUT_S = 30.0
-COMMIT_TIMEOUT_S = 2.0  # re-sending outboxes after a restore
+COMMIT_TIMEOUT_S = 2.0  # the group commit (informational; it hangs while Kafka is away)
 STOP_ACK_WAIT_S = 3.0  # stopping: how long to wait for outstanding acknowledgements
-CLOSE_TIMEOUT_S = 1.5  # per client closed at the end (SIGTERM to exit within 10 s)
 EXIT_OK, EXIT_CONFIG = 0, 2
 
 
 def wall_ms() -> int:
     """The daemon's clock: epoch milliseconds."""
     return time.time_ns() // 1_000_000
-
-
-class StartupError(RuntimeError):
-    """The service cannot start; the message says why and what to do."""
 
 
 class Service:
@@ -107,7 +110,9 @@ class Service:
         self._positions: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._counts = {"in": 0, "out": 0, "rejected": 0}
-        self.metrics.watch(lambda: self.engine, self._lag)
+        self.metrics.watch(
+            lambda: self.engine, lambda: consumer_lag(self._consumer, self._positions)
+        )
 
     # ------------------------------------------------------------------ control (flags)
 
@@ -129,41 +134,27 @@ class Service:
         security = kafka_client_kwargs(kafka)
         inputs = list(self.topics.inputs)
         try:
-            await self._check_partitions(inputs, security)
+            await check_partitions(kafka.bootstrap_servers, inputs, security)
         except StartupError as exc:
             self.log.error("startup_refused", reason=str(exc))
             return EXIT_CONFIG
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            group_id=kafka.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            partition_assignment_strategy=(CoPartitionAssignor,),
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            session_timeout_ms=SESSION_TIMEOUT_MS,
-            heartbeat_interval_ms=SESSION_TIMEOUT_MS // 3,
-            **security,
-        )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            linger_ms=5,
-            acks="all",
-            enable_idempotence=False,
-            **security,
-        )
-        client = aioredis.Redis.from_url(
-            self.config.redis.url, socket_timeout=2, socket_connect_timeout=1
-        )
+        consumer = make_consumer(kafka, security)
+        producer = make_producer(kafka, security)
+        client = make_redis(self.config.redis)
         self.store = Store(
             client, self.config.redis.key_prefix, dedup_capacity=self.engine.dedup_capacity
         )
         self.checkpoint = Checkpoint(self.engine, self.store)
-        http = HttpServer(self._routes(), self.config.http.host, self.config.http.port)
+        http = HttpServer(routes(self), self.config.http.host, self.config.http.port)
         await http.start()
         self.http_port = http.port
         await producer.start()
         await consumer.start()
-        consumer.subscribe(inputs, listener=_Rebalance(self, consumer, producer))
+        listener = Rebalance(
+            revoked=lambda tps: self._on_revoked(consumer, tps),
+            assigned=lambda tps: self._on_assigned(consumer, producer, tps),
+        )
+        consumer.subscribe(inputs, listener=listener)
         self._consumer = consumer
         self._install_signals()
         self.log.info(
@@ -179,40 +170,12 @@ class Service:
         finally:
             self.ready = False
             self._remove_signals()
-            await self._close(consumer.stop(), "consumer")
-            await self._close(producer.stop(), "producer")
-            await self._close(client.aclose(), "redis")
-            await self._close(http.close(), "http")
+            await close_within(consumer.stop(), "consumer", self.log)
+            await close_within(producer.stop(), "producer", self.log)
+            await close_within(client.aclose(), "redis", self.log)
+            await close_within(http.close(), "http", self.log)
             self.log.info("service_stopped", **self._counts)
         return EXIT_OK
-
-    async def _check_partitions(self, inputs: list[str], security: dict[str, Any]) -> None:
-        try:
-            counts = await partition_counts(self.config.kafka.bootstrap_servers, inputs, security)
-        except Exception as exc:
-            raise StartupError(f"cannot reach Kafka to inspect the input topics: {exc}") from exc
-        missing = [name for name in inputs if not counts.get(name)]
-        if missing:
-            raise StartupError(
-                f"input topics {missing} do not exist; create them with "
-                "`fenliu topics create --config FILE`"
-            )
-        if len({counts[name] for name in inputs}) > 1:
-            raise StartupError(
-                f"input topics must have the same partition count (a shop's events must share "
-                f"a partition number on every topic); found {counts}"
-            )
-
-    async def _close(self, closing: Any, what: str) -> None:
-        try:
-            await asyncio.wait_for(closing, timeout=CLOSE_TIMEOUT_S)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # we are being cancelled, not just the client's own tasks
-            self.log.warning("close_failed", component=what, error="cancelled")
-        except (TimeoutError, OSError, RedisError, KafkaError) as exc:
-            self.log.warning("close_failed", component=what, error=str(exc) or type(exc).__name__)
 
     def _install_signals(self) -> None:
         if not self.install_signals:
@@ -250,7 +213,9 @@ class Service:
                     last_settle = time.monotonic()
             if time.monotonic() - last_ping > REDIS_PING_EVERY_S:
                 last_ping = time.monotonic()
-                self._redis_ok = await self._ping()
+                self._redis_ok = await redis_answers(
+                    self.store, was_ok=self._redis_ok, log=self.log
+                )
             self.ready = self._is_ready(consumer)
         async with self._lock:
             if self._broken is None:
@@ -327,7 +292,7 @@ class Service:
         record = OutboxRecord(self.topics.output_topic(event), key, encode(event))
         self.checkpoint.output(work, event.shop_id, part, record)
         self.metrics.decided([event])
-        _log_decision(self.log, event)
+        log_decision(self.log, event)
 
     async def _settle(self, consumer: AIOKafkaConsumer) -> None:
         """Wait until Kafka acknowledged every output sent, empty the outboxes, commit.
@@ -387,7 +352,7 @@ class Service:
         if self._unacked:
             self.checkpoint.abandoned = True
         for future in self._unacked:
-            future.add_done_callback(_retrieve)
+            future.add_done_callback(retrieve)
         self._unacked.clear()
 
     async def _recover(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
@@ -414,41 +379,16 @@ class Service:
         producer: AIOKafkaProducer,
         assigned: Iterable[TopicPartition],
     ) -> None:
-        """Load the shops of `assigned` from Redis, send their outboxes again, seek every
-        partition to its watermark (StoreError/KafkaError when Redis or Kafka fails)."""
-        started = time.perf_counter()
-        tps = sorted(assigned)
+        """Own `assigned` once their shops are back from Redis (daemon.restore)."""
         self._owned = set()
-        resend, shops = await self.checkpoint.restore({tp.partition for tp in tps})
-        futures = [await producer.send(r.topic, r.value, r.key) for r in resend]
-        waited = 0.0
-        while futures and not all(f.done() for f in futures):
-            if self._stopping or waited >= RESEND_TIMEOUT_S:
-                for future in futures:
-                    future.add_done_callback(_retrieve)
-                raise KafkaTimeoutError(f"{len(futures)} outbox records not acknowledged")
-            await asyncio.wait(futures, timeout=ACK_PATIENCE_S)
-            waited += ACK_PATIENCE_S
-        for future in futures:
-            future.result()  # a refused record raises (KafkaError): the restore is retried
-        await self.checkpoint.acknowledged()
-        marks = await self.checkpoint.store.watermarks((tp.topic, tp.partition) for tp in tps)
-        for tp in tps:
-            mark = marks.get((tp.topic, tp.partition))
-            if mark is not None:
-                consumer.seek(tp, mark)
-            elif (committed := await consumer.committed(tp)) is not None:
-                consumer.seek(tp, committed)
-            else:
-                await consumer.seek_to_beginning(tp)
-        self._owned = set(tps)
-        self.metrics.restores.inc()
-        self.log.info(
-            "restored",
-            partitions=sorted({tp.partition for tp in tps}),
-            shops=shops,
-            resent=len(resend),
-            seconds=round(time.perf_counter() - started, 3),
+        self._owned = await restore_partitions(
+            self.checkpoint,
+            consumer,
+            producer,
+            assigned,
+            stopping=lambda: self._stopping,
+            metrics=self.metrics,
+            log=self.log,
         )
 
     async def _on_revoked(self, consumer: AIOKafkaConsumer, revoked: list[TopicPartition]) -> None:
@@ -477,12 +417,7 @@ class Service:
         """Consuming, with Redis answering and every owned partition fetched recently."""
         if self._broken is not None or not self._owned or not self._redis_ok:
             return False
-        stale = time.time() * 1000 - KAFKA_STALE_MS
-        for tp in self._owned:
-            polled = consumer.last_poll_timestamp(tp) if tp in consumer.assignment() else None
-            if polled is not None and polled < stale:
-                return False
-        return True
+        return partitions_fresh(consumer, self._owned)
 
     def _decode(self, record: ConsumerRecord[Any, Any]) -> Decoded:
         try:
@@ -496,24 +431,7 @@ class Service:
     ) -> OutputEvent:
         self._counts["rejected"] += 1
         self.metrics.rejects.labels(kind).inc()
-        rejected = rejected_for(
-            reason,
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            value=record.value,
-            key=record.key,
-            now_ms=now,
-        )
-        self.log.warning(
-            "event_rejected",
-            reason=reason,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            shop_id=rejected.shop_id,
-        )
-        return rejected
+        return dead_letter(record, reason, now, self.log)
 
     async def _send(
         self, producer: AIOKafkaProducer, records: list[OutboxRecord]
@@ -522,107 +440,14 @@ class Service:
         self._counts["out"] += len(records)
         return [await producer.send(r.topic, r.value, r.key) for r in records]
 
-    async def _ping(self) -> bool:
-        assert self.store is not None
-        try:
-            await self.store.ping()
-        except StoreError as exc:
-            if self._redis_ok:
-                self.log.warning("redis_unreachable", error=str(exc))
-            return False
-        return True
-
-    def _lag(self) -> dict[str, int]:
-        consumer = self._consumer
-        if consumer is None:
-            return {}
-        lag: dict[str, int] = {}
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is not None:
-                lag[f"{tp.topic}/{tp.partition}"] = max(0, high - self._positions.get(tp, 0))
-        return lag
-
     # -------------------------------------------------------------------------- reload
 
     def _reload(self) -> list[OutputEvent]:
         waiting, self._reloads = self._reloads, []
-        try:
-            new = load_config(self.config.config_path)
-        except ConfigError as exc:
-            problems = [str(p) for p in exc.problems]
-            self.metrics.reloads.labels("failed").inc()
-            self.log.error("reload_failed", problems=problems)
-            _settle(waiting, "reload refused; nothing changed:\n" + "\n".join(problems), ok=False)
-            return []
-        outputs = self.engine.reconfigure(new.shop_configs, self.clock())
-        restart = [
-            k for k in ("kafka", "redis", "http") if getattr(new, k) != getattr(self.config, k)
-        ]
-        self.config = self.config.model_copy(update={"shop_configs": new.shop_configs})
-        self.metrics.reloads.labels("ok").inc()
-        self.log.info("reload_ok", shops=sorted(new.shop_configs), needs_restart=restart)
-        note = f" ({', '.join(restart)} changes need a restart)" if restart else ""
-        _settle(waiting, f"reloaded {len(new.shop_configs)} shop(s){note}", ok=True)
-        return outputs
-
-    # --------------------------------------------------------------------------- HTTP
-
-    def _routes(self) -> Routes:
-        async def metrics() -> tuple[int, str, bytes]:
-            return 200, "text/plain; version=0.0.4", self.metrics.render()
-
-        async def healthz() -> tuple[int, str, bytes]:
-            return 200, "text/plain", b"ok\n"
-
-        async def readyz() -> tuple[int, str, bytes]:
-            if self.ready:
-                return 200, "text/plain", b"ready\n"
-            return 503, "text/plain", b"not ready\n"
-
-        async def reload() -> tuple[int, str, bytes]:
-            try:
-                text = await asyncio.wait_for(self.request_reload(), timeout=10)
-            except ReloadRefused as exc:
-                return 422, "text/plain", f"{exc}\n".encode()
-            except TimeoutError:
-                return 503, "text/plain", b"reload not applied within 10 s\n"
-            return 200, "text/plain", f"{text}\n".encode()
-
-        async def explain(shop_id: str) -> tuple[int, str, bytes]:
-            # This instance's state only: with several instances a shop lives on the one
-            # owning its partition; "partition" is null where this one holds none of it.
-            shop = self.engine.shops.get(shop_id)
-            if shop is None:
-                return 404, "text/plain", f"shop {shop_id!r} is not configured\n".encode()
-            data = explain_shop(shop, max(self.clock(), shop.now))
-            data["partition"] = self.checkpoint.partition_of.get(shop_id)
-            return 200, "application/json", orjson.dumps(data)
-
-        return Routes(
-            metrics=metrics, healthz=healthz, readyz=readyz, reload=reload, explain=explain
+        self.config, outputs = apply_reload(
+            self.config, self.engine, self.clock, waiting, metrics=self.metrics, log=self.log
         )
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    """Hands partition moves to the service (under its lock)."""
-
-    def __init__(
-        self, service: Service, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer
-    ) -> None:
-        self.service, self.consumer, self.producer = service, consumer, producer
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.service._on_revoked(self.consumer, revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.service._on_assigned(self.consumer, self.producer, assigned)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a dropped delivery future's outcome as seen (its record is re-sent anyway)."""
-    if not future.cancelled():
-        future.exception()
+        return outputs
 
 
 def _key_text(key: bytes | None) -> str | None:
@@ -633,40 +458,6 @@ def _key_text(key: bytes | None) -> str | None:
         return key.decode()
     except UnicodeDecodeError:
         return None
-
-
-class ReloadRefused(ValueError):
-    """A reload whose configuration did not validate."""
-
-
-def _settle(futures: list[asyncio.Future[str]], text: str, *, ok: bool) -> None:
-    for future in futures:
-        if not future.done():
-            if ok:
-                future.set_result(text)
-            else:
-                future.set_exception(ReloadRefused(text))
-        with contextlib.suppress(asyncio.CancelledError, ReloadRefused):
-            if future.done():
-                future.exception()  # mark retrieved: a SIGHUP reload has no listener
-
-
-def _log_decision(log: Any, event: OutputEvent) -> None:
-    if isinstance(event, Assignment):
-        log.debug(
-            "assignment", shop_id=event.shop_id, buyer_id=event.buyer_id, agent_id=event.agent_id,
-            reason=event.reason.value, group=event.group,
-        )  # fmt: skip
-    elif isinstance(event, SessionClosed):
-        log.debug(
-            "session_closed", shop_id=event.shop_id, buyer_id=event.buyer_id,
-            agent_id=event.agent_id, reason=event.reason.value,
-        )  # fmt: skip
-    elif isinstance(event, QueueUpdate):
-        log.debug(
-            "queue_update", shop_id=event.shop_id, buyer_id=event.buyer_id,
-            status=event.status.value, position=event.position,
-        )  # fmt: skip
 
 
 def run_command(config_path: Path, log_level: str = "info") -> int:

@@ -20,6 +20,7 @@ import pytest
 
 from daemon.cli import main
 from daemon.config import FenliuConfig, KafkaConfig, RedisConfig
+from daemon.control_plane import routes
 from daemon.core.explain import explain_shop, render_table
 from daemon.core.snapshot import dump_shop, load_shop
 from daemon.explain import ExplainError, fetch
@@ -230,7 +231,7 @@ async def _get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
 async def test_http_route_answers_the_local_explanation_and_404_for_unknown_shops() -> None:
     sc = _mixed_day()
     service = _service(sc)
-    server = HttpServer(service._routes(), "127.0.0.1", 0)
+    server = HttpServer(routes(service), "127.0.0.1", 0)
     await server.start()
     try:
         status, body = await _get(server.port, f"/shops/{SHOP}/explain")

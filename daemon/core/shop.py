@@ -4,18 +4,27 @@
 event and returns the output events. Bad input raises `EventRejected` before anything
 changes (its `outputs` carry what the due timers produced). Where the contract is silent,
 the choices are written down in docs/routing.md and referred to here by their headings.
+
+This module keeps the engine's state, its public API, timers, sessions and the handlers of
+input events (the hot path, `MessageSent`, stays here and flat). The rest are module
+functions that take the engine as first argument:
+
+- `daemon/core/queueing.py`: queues: enqueue, unqueue, drain, `queue_update` emission
+  (publish, the periodic `waiting` flush) and max_wait expiry / overflow;
+- `daemon/core/transfer.py`: `session_transferred`: target choice and the handover;
+- `daemon/core/reload.py`: applying a reloaded shop file;
+- `daemon/core/estimate.py`: the announced wait.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from daemon.core.candidate import Candidate, build_candidates
 from daemon.core.config import ShopConfig
 from daemon.core.dedup import RecentIds
-from daemon.core.estimate import estimate_s, slot_times
 from daemon.core.model import (
     AGENT_TRANSITIONS,
     AgentState,
@@ -23,9 +32,17 @@ from daemon.core.model import (
     BuyerPhase,
     Changes,
     LastContact,
-    QueueEntry,
     Session,
     Trigger,
+)
+from daemon.core.queueing import (
+    drain,
+    enqueue,
+    expire,
+    flush_updates,
+    forget_if_idle,
+    publish,
+    unqueue,
 )
 from daemon.core.timers import TimerHeap
 from topics.events import (
@@ -44,14 +61,11 @@ from topics.events import (
     OrderPlaced,
     OutputEvent,
     QueueStatus,
-    QueueUpdate,
     SessionClosed,
     SessionTransferred,
 )
 
 SESSION_TIMER, EXPIRY_TIMER, TICK_TIMER = 0, 1, 2
-ETA_SLACK_MS = 5000  # a waiting update is due when the predicted moment of service moves
-# by more than this or 10 % of the remaining wait (docs/routing.md, Queue updates)
 
 
 class EventRejected(ValueError):
@@ -152,7 +166,7 @@ class ShopEngine:
             self.changes.agents |= before | set(self.agents)
             self.changes.buyers |= set(self.buyers)
             self.changes.other = True
-        self._drain(self.all_candidates())
+        drain(self, self.all_candidates())
         return self._take()
 
     def all_candidates(self) -> list[Candidate]:
@@ -272,14 +286,14 @@ class ShopEngine:
             if kind == TICK_TIMER:
                 cand = self.candidate(key)
                 if cand is not None:
-                    self._flush_updates(cand)
+                    flush_updates(self, cand)
             elif kind == SESSION_TIMER:
                 buyer = self.buyers[key]
                 agent_id = buyer.session.agent_id if buyer.session else ""
                 self._close_session(buyer, CloseReason.TIMEOUT)
-                self._drain(self.agent_cands.get(agent_id, ()))
+                drain(self, self.agent_cands.get(agent_id, ()))
             else:
-                self._expire(self.buyers[key])
+                expire(self, self.buyers[key])
         self._advance(now)
 
     def arm_buyer_timers(self, buyer: Buyer) -> None:
@@ -380,128 +394,6 @@ class ShopEngine:
             )
         )
 
-    def _enqueue(self, buyer: Buyer, ev: BuyerInquired, cand: Candidate) -> None:
-        buyer.move("queue")
-        self.seq += 1
-        now = self.now
-        entry = QueueEntry(ev.id, cand.key, ev.priority, now, self.seq, now, ev.context)
-        buyer.queued = entry
-        self.buyers[buyer.id] = buyer
-        cand.queue.add(cand.item(entry, buyer.id))
-        self._publish(buyer.id, entry, cand, QueueStatus.QUEUED)
-        self.arm_buyer_timers(buyer)
-        self._mark_dirty(cand)
-
-    def _publish(
-        self,
-        buyer_id: str,
-        entry: QueueEntry,
-        cand: Candidate,
-        status: QueueStatus,
-        position: int | None = None,
-        estimate: int | None = None,
-    ) -> None:
-        self._touch(buyer_id)
-        entry.updates += 1
-        if status in (QueueStatus.QUEUED, QueueStatus.WAITING):
-            position = position or cand.position(entry, buyer_id)
-            if estimate is None:
-                estimate = estimate_s(self, cand, position)
-            entry.last_position, entry.last_estimate = position, estimate
-            entry.last_eta = self.now + estimate * 1000
-        self._emit(
-            QueueUpdate(
-                id=f"q:{entry.inquiry_id}:{entry.updates}",
-                shop_id=self.config.id,
-                ts=self.now,
-                inquiry_id=entry.inquiry_id,
-                buyer_id=buyer_id,
-                group=cand.group,
-                status=status,
-                position=position,
-                estimated_wait_s=estimate,
-            )
-        )
-
-    def _unqueue(self, buyer: Buyer, trigger: Trigger | None) -> tuple[QueueEntry, Candidate]:
-        """Take the buyer out of its queue; `trigger` None leaves the move to the caller."""
-        entry = buyer.queued
-        assert entry is not None
-        cand = self.candidate(entry.cand)
-        assert cand is not None
-        cand.queue.remove(cand.item(entry, buyer.id))
-        self._touch(buyer.id)
-        if trigger is not None:
-            buyer.move(trigger)
-        buyer.queued = None
-        self._mark_dirty(cand)
-        return entry, cand
-
-    def _forget_if_idle(self, buyer: Buyer) -> None:
-        if buyer.phase is BuyerPhase.IDLE and buyer.last is None:
-            del self.buyers[buyer.id]
-
-    def _drain(self, cands: Iterable[Candidate]) -> None:
-        """Serve queued buyers while any of `cands` has both a buyer and an eligible agent."""
-        waiting = [c for c in cands if c.queue]
-        while waiting:
-            best: Candidate | None = None
-            for cand in waiting:
-                eligible = cand.queue and cand.has_eligible()
-                if eligible and (best is None or cand.queue[0][:3] < best.queue[0][:3]):
-                    best = cand
-            if best is None:
-                return
-            pick = best.choose()
-            assert pick is not None
-            buyer = self.buyers[best.queue[0][3]]
-            entry, _ = self._unqueue(buyer, None)
-            self._publish(buyer.id, entry, best, QueueStatus.DEQUEUED)
-            agent_id, mode = pick
-            waited = self.now - entry.arrival
-            self._start_session(
-                buyer,
-                entry.inquiry_id,
-                best,
-                agent_id,
-                AssignReason.DEQUEUED,
-                "dequeue",
-                mode,
-                waited,
-            )
-
-    def _flush_updates(self, cand: Candidate) -> None:
-        if self.changes is not None:
-            self.changes.other = True
-        cand.dirty = False
-        cand.last_tick = self.now
-        times = slot_times(self, cand) if cand.queue else []
-        for position, item in enumerate(cand.queue, start=1):
-            entry = self.buyers[item[3]].queued
-            assert entry is not None
-            estimate = estimate_s(self, cand, position, times)
-            moved = abs(self.now + estimate * 1000 - entry.last_eta)
-            if position != entry.last_position or moved > max(ETA_SLACK_MS, estimate * 100):
-                self._publish(item[3], entry, cand, QueueStatus.WAITING, position, estimate)
-
-    def _expire(self, buyer: Buyer) -> None:
-        assert buyer.queued is not None
-        cand = self.candidate(buyer.queued.cand)
-        target = self.cands.get(cand.overflow_to) if cand and cand.overflow_to else None
-        if target is None:
-            entry, cand = self._unqueue(buyer, "expire")
-            self._publish(buyer.id, entry, cand, QueueStatus.EXPIRED)
-            self._forget_if_idle(buyer)
-            return
-        entry, _ = self._unqueue(buyer, "overflow")
-        entry.cand, entry.entered_at = target.key, self.now
-        buyer.queued = entry
-        target.queue.add(target.item(entry, buyer.id))
-        self._publish(buyer.id, entry, target, QueueStatus.QUEUED)
-        self.arm_buyer_timers(buyer)
-        self._mark_dirty(target)
-        self._drain([target])
-
     # --------------------------------------------------------------------- input events
 
     def _on_inquiry(self, ev: BuyerInquired) -> None:
@@ -526,7 +418,7 @@ class ShopEngine:
         if buyer.queued is not None:
             cand = self.candidate(buyer.queued.cand)
             assert cand is not None
-            self._publish(buyer.id, buyer.queued, cand, QueueStatus.WAITING)
+            publish(self, buyer.id, buyer.queued, cand, QueueStatus.WAITING)
             return
         # rules 2 and 3 change state only when they apply, so a rejection below is clean
         if buyer.last is not None and self._repeat_entry(buyer, ev, buyer.last):
@@ -541,7 +433,7 @@ class ShopEngine:
             )
         pick = cand.choose()
         if pick is None:
-            self._enqueue(buyer, ev, cand)
+            enqueue(self, buyer, ev, cand)
         else:
             agent_id, mode = pick
             self._start_session(buyer, ev.id, cand, agent_id, AssignReason.ROUTED, "route", mode)
@@ -565,7 +457,7 @@ class ShopEngine:
         if (pick := fallback.choose()) is not None:
             self._start_session(buyer, ev.id, fallback, pick[0], reason, "route")
         else:
-            self._enqueue(buyer, ev, fallback)
+            enqueue(self, buyer, ev, fallback)
         return True
 
     def _sticky(self, buyer: Buyer, ev: BuyerInquired, last: LastContact) -> bool:
@@ -583,9 +475,9 @@ class ShopEngine:
         buyer = self.buyers.get(ev.buyer_id)
         if buyer is None or buyer.queued is None:
             return  # in a session (ends by timeout) or unknown: nothing to do
-        entry, cand = self._unqueue(buyer, "leave")
-        self._publish(buyer.id, entry, cand, QueueStatus.LEFT)
-        self._forget_if_idle(buyer)
+        entry, cand = unqueue(self, buyer, "leave")
+        publish(self, buyer.id, entry, cand, QueueStatus.LEFT)
+        forget_if_idle(self, buyer)
 
     def _on_message(self, ev: MessageSent) -> None:
         # The hot path (most events are messages): kept flat on purpose.
@@ -668,58 +560,9 @@ class ShopEngine:
                 self._close_session(self.buyers[buyer_id], CloseReason.AGENT_OFFLINE)
         self._agent_changed(agent)
         if change.may_free_capacity:
-            self._drain(self.agent_cands.get(agent.id, ()))
-
-    def _transfer_target(self, ev: SessionTransferred) -> tuple[Candidate, str]:
-        """Where a transfer goes, or EventRejected saying why it cannot."""
-        buyer = self.buyers.get(ev.buyer_id)
-        s = buyer.session if buyer else None
-        if s is None:
-            raise EventRejected(f"buyer {ev.buyer_id!r} has no open session to transfer")
-        if ev.to_agent is not None:
-            return self._transfer_to_agent(ev.to_agent, s)
-        assert ev.to_group is not None
-        cand = self.cands.get(ev.to_group)
-        if cand is None:
-            raise EventRejected(
-                f"to_group {ev.to_group!r} is not a group of shop {self.config.id!r}"
-            )
-        pick = cand.choose(exclude=s.agent_id)
-        if pick is None:
-            raise EventRejected(f"no agent of group {ev.to_group!r} can take the transfer now")
-        return cand, pick[0]
-
-    def _transfer_to_agent(self, agent_id: str, s: Session) -> tuple[Candidate, str]:
-        agent = self.agents.get(agent_id)
-        if agent is None or agent_id not in self.configured_agents:
-            raise EventRejected(
-                f"to_agent {agent_id!r} is not configured in shop {self.config.id!r}"
-            )
-        if agent_id == s.agent_id:
-            raise EventRejected(f"the buyer is already in a session with agent {agent_id!r}")
-        cands = self.agent_cands.get(agent_id)
-        if not cands:
-            raise EventRejected(f"to_agent {agent_id!r} is listed in no group")
-        if agent.status is not AgentStatus.ONLINE:
-            raise EventRejected(f"to_agent {agent_id!r} is {agent.status.value}, not online")
-        current = self.candidate(s.cand)
-        if current is not None and current.is_member(agent_id):
-            return current, agent_id
-        return cands[0], agent_id
+            drain(self, self.agent_cands.get(agent.id, ()))
 
     def _on_transfer(self, ev: SessionTransferred) -> None:
-        cand, agent_id = self._transfer_target(ev)
-        buyer = self.buyers[ev.buyer_id]
-        old = buyer.session
-        assert old is not None
-        self._detach(buyer.id, old)
-        self._emit_closed(buyer.id, old, CloseReason.TRANSFERRED)
-        buyer.session = None
-        self._start_session(buyer, ev.id, cand, agent_id, AssignReason.TRANSFER, "transfer")
-        new = buyer.session
-        assert new is not None
-        if old.buyer_waiting:
-            new.buyer_waiting = True
-            self.agents[agent_id].pending += 1
-            self._agent_changed(self.agents[agent_id])
-        self._drain(self.agent_cands.get(old.agent_id, ()))
+        from daemon.core.transfer import on_transfer  # noqa: PLC0415 (transfer imports us)
+
+        on_transfer(self, ev)
