@@ -102,9 +102,41 @@ def test_estimate_errors_for_fenliu_and_both_baselines_on_a_hand_made_case() -> 
     assert est["asterisk"]["mare"] == pytest.approx(4.83125 / 5)
     assert est["asterisk"]["bias"] == pytest.approx((-4 + 0.83125) / 5)
     # Rocket.Chat: no chat has ended, so the average duration is 0 and every estimate is 0
-    assert est["rocketchat"] == {"mare": 1.0, "bias": -1.0}
+    assert est["rocketchat"] == {"mare": 1.0, "bias": -1.0, "mae_s": 10.0, "mare_long": None}
     assert est["best_baseline"] == "asterisk"
     assert est["ratio"] == pytest.approx(0.12 / 0.96625)
+    # seconds off: Fenliu 2, 5, 0, 1, 0; Asterisk 10, 25, 8, 4.15625, 2
+    assert est["fenliu"]["mae_s"] == pytest.approx(8 / 5)
+    assert est["asterisk"]["mae_s"] == pytest.approx(49.15625 / 5)
+    assert est["ratio_mae"] == pytest.approx(8 / 49.15625)
+    # nobody waited 30 s or more
+    assert (est["long_waits"], est["fenliu"]["mare_long"], est["ratio_long"]) == (0, None, None)
+
+
+def test_long_wait_figures_are_not_decided_by_short_waits() -> None:
+    """A buyer told 20 s who waited 10 s weighs 1.0 in MARE, nothing in the long-wait MARE."""
+    trace = _trace(
+        [
+            _queued("b1", 0 * S, 40 * S, 50),  # real 40: Fenliu +10 s (+0.25), Asterisk 0 (-1)
+            _queued("b2", 100 * S, 110 * S, 20),  # real 10: Fenliu +10 s (+1), Asterisk 10 exact
+        ]
+    )
+    est = measure(trace)["estimates"]
+    assert est["long_waits"] == 1
+    assert est["fenliu"] == pytest.approx(
+        {"mare": 0.625, "bias": 0.625, "mae_s": 10.0, "mare_long": 0.25}
+    )
+    assert est["asterisk"] == pytest.approx(
+        {"mare": 0.5, "bias": -0.5, "mae_s": 20.0, "mare_long": 1.0}
+    )
+    assert est["rocketchat"] == {"mare": 1.0, "bias": -1.0, "mae_s": 25.0, "mare_long": 1.0}
+    # better baseline by MARE and by seconds: Asterisk; on long waits both score 1.0
+    assert est["best_baseline"] == "asterisk"
+    assert est["ratio"] == pytest.approx(1.25)
+    assert est["ratio_mae"] == pytest.approx(0.5)
+    assert est["ratio_long"] == pytest.approx(0.25)
+    head = measure(trace)["headline"]
+    assert (head["fenliu_mae_s"], head["asterisk_mae_s"]) == (10.0, 20.0)
 
 
 def _chat(name: str, group: str, served: int, seconds: float) -> InquiryRecord:
@@ -145,7 +177,7 @@ def test_rocketchat_estimate_uses_position_cap_and_last_100_chat_durations() -> 
     assert est["rocketchat"]["bias"] == pytest.approx(
         ((120 - 100) / 100 + (95.41125 - 50) / 50) / 2
     )
-    assert est["fenliu"] == {"mare": 0.0, "bias": 0.0}
+    assert est["fenliu"] == {"mare": 0.0, "bias": 0.0, "mae_s": 0.0, "mare_long": 0.0}
     assert est["ratio"] == 0.0
 
 
@@ -282,6 +314,9 @@ def test_measure_is_plain_json_deterministic_and_has_the_headline_the_report_rea
         "fenliu_mare",
         "asterisk_mare",
         "rocketchat_mare",
+        "fenliu_mae_s",
+        "asterisk_mae_s",
+        "rocketchat_mae_s",
     }
     assert first["headline"]["fenliu_mare"] == first["estimates"]["fenliu"]["mare"]
 

@@ -87,6 +87,9 @@ HEADLINE = (
     ("fenliu_mare", "estimate MARE Fenliu", "{:.2f}"),
     ("asterisk_mare", "Asterisk", "{:.2f}"),
     ("rocketchat_mare", "Rocket.Chat", "{:.2f}"),
+    ("fenliu_mae_s", "estimate MAE Fenliu (s)", "{:.0f}"),
+    ("asterisk_mae_s", "Asterisk (s)", "{:.0f}"),
+    ("rocketchat_mae_s", "Rocket.Chat (s)", "{:.0f}"),
 )
 
 
