@@ -303,3 +303,20 @@ def test_estimate_with_nobody_online_is_one_handle_time_per_round_of_capacity() 
     for n in range(3):
         sc.inquiry(f"q{n}")
     assert [sc.updates(f"q{n}")[0].estimated_wait_s for n in range(3)] == [240, 240, 480]
+
+
+def test_estimate_expects_buyers_ahead_to_give_up_as_often_as_they_have() -> None:
+    cfg = shop(["a1"], queue=_q(avg_handle_time="5m", session_timeout="2m"))
+    sc = Scenario(cfg)
+    sc.at("0s").online("a1")
+    sc.inquiry("s1")  # a1 is at its cap until 2m
+    sc.at("10s")
+    for n in range(14):  # fourteen buyers queue and give up: stay = 0.95 ** 14 ≈ 0.49
+        sc.inquiry(f"gone{n}")
+        sc.leave(f"gone{n}")
+    sc.at("20s")
+    for n in range(3):
+        sc.inquiry(f"q{n}")
+    # ahead = round((position - 1) × 0.49): 0, 0, 1; a slot frees at 2m, then every 5 min
+    # (with nobody giving up the three would hear 100, 400 and 700 s)
+    assert [sc.updates(f"q{n}")[0].estimated_wait_s for n in range(3)] == [100, 100, 400]

@@ -48,6 +48,7 @@ from topics.events import AgentStatus, Mode
 
 SEED_SESSIONS = 20  # ended sessions before the observed handle time is trusted alone
 HANDLE_EWMA = 0.1  # weight of each new session duration in the observed handle time
+STAY_EWMA = 0.05  # weight of each queue exit in the share of buyers who stay until served
 PRIOR_SESSIONS = 20.0  # pseudo-sessions pulling an agent's observed rate toward the mean
 DEFAULT_PRIOR = 0.1  # assumed conversion before a candidate has any data
 PRIOR_DRIFT = 0.1  # relative change of the candidate mean that triggers a re-rank
@@ -93,6 +94,7 @@ class Candidate:
     converted_sum: int = 0
     handle_ewma: float = 0.0
     handle_n: int = 0
+    stay: float = 1.0  # share of this queue's buyers served rather than gone (observe_exit)
     last_tick: int = -(10**15)
     dirty: bool = False
     contrib: dict[str, tuple[int, int, int]] = field(default_factory=dict)
@@ -262,6 +264,14 @@ class Candidate:
             self.handle_ewma += HANDLE_EWMA * (duration_ms - self.handle_ewma)
         self.handle_n += 1
 
+    def observe_exit(self, served: bool) -> None:
+        """Feed one exit from the queue: served, or gone (left, expired, overflowed)."""
+        self.stay += STAY_EWMA * (float(served) - self.stay)
+
+    def ahead(self, position: int) -> int:
+        """How many of the `position - 1` buyers ahead are expected to stay until served."""
+        return round((position - 1) * self.stay)
+
     def handle_time_ms(self, seed_ms: int) -> float:
         """Mean session duration: observed, blended with the seed until enough data."""
         weight = min(self.handle_n, SEED_SESSIONS) / SEED_SESSIONS
@@ -286,6 +296,7 @@ RUNTIME_FIELDS = (
     "converted_sum",
     "handle_ewma",
     "handle_n",
+    "stay",
     "last_tick",
     "dirty",
 )

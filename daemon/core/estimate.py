@@ -9,20 +9,25 @@ average rate:
     T      = session_timeout
     H      = mean session duration in the candidate (`Candidate.handle_time_ms`)
     end(s) = last agent message + T       (the buyer wrote last: now + T), at least now —
-             the earliest the session can end; a chat that goes on ends later, but a
-             queued buyer is more often served early (buyers ahead give up, agents come
-             online) than late, and the simulator's error figures bear that out
+             the earliest the session can end; a chat that goes on ends later, but
+             agents also come online early, and the simulator's error figures bear the
+             earliest end out
     slots  = for each online member agent at or over its cap, the ends of its sessions
-             that bring it back below its cap (load − cap + 1 of them, earliest first),
-             all sorted: the moments the candidate's next slots free
-    need   = k − free slots                 (for the buyer at 1-based position k)
+             but the first load − cap (those only bring it back to its cap): each later
+             end frees a slot; all sorted, the moments the candidate's next slots free
+    stay   = the share of this queue's buyers who stayed until served, of those who left
+             the queue lately (`Candidate.observe_exit`: an EWMA, 1 until anyone leaves)
+    ahead  = round((k − 1) · stay)          (of the k − 1 buyers ahead, those expected to
+                                             stay; for the buyer at 1-based position k)
+    need   = ahead + 1 − free slots
     wait   = 0                                           if need ≤ 0
            = slots[need − 1] − now                       if need ≤ len(slots)
            = slots[(need − 1) mod L] + H·⌊(need − 1)/L⌋ − now   beyond (L = len(slots):
                                                          each slot frees again every H)
-           = `Candidate.estimate_s` (rate based)         if no agent is online at its cap
+           = `Candidate.estimate_s` (rate based, at position ahead + 1)
+                                                         if no agent is online at its cap
 
-It does not know who will leave the queue ahead of the buyer (errs long), which later
+It does not know which buyers ahead will give up, only how many tend to; nor which later
 messages will extend a session (errs short), or which freed slot another group sharing the
 agent will take (errs short). `fenliu simulate` measures its error against two baselines.
 """
@@ -65,13 +70,13 @@ def estimate_s(
     shop: ShopEngine, cand: Candidate, position: int, times: list[int] | None = None
 ) -> int:
     """Seconds until the buyer at `position` is served; `times` from `slot_times` if known."""
-    need = position - cand.free_slots
+    need = cand.ahead(position) + 1 - cand.free_slots
     if need <= 0:
         return 0
     if times is None:
         times = slot_times(shop, cand)
     if not times:
-        return cand.estimate_s(position, shop.config.queue.avg_handle_time)
+        return cand.estimate_s(cand.ahead(position) + 1, shop.config.queue.avg_handle_time)
     rounds, index = divmod(need - 1, len(times))
     handle = cand.handle_time_ms(shop.config.queue.avg_handle_time)
     return max(0, round((times[index] + rounds * handle - shop.now) / 1000))

@@ -84,6 +84,7 @@ def unqueue(
     cand = shop.candidate(entry.cand)
     assert cand is not None
     cand.queue.remove(cand.item(entry, buyer.id))
+    cand.observe_exit(served=trigger is None)
     shop._touch(buyer.id)
     if trigger is not None:
         buyer.move(trigger)
