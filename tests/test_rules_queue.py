@@ -320,3 +320,33 @@ def test_estimate_expects_buyers_ahead_to_give_up_as_often_as_they_have() -> Non
     # ahead = round((position - 1) × 0.49): 0, 0, 1; a slot frees at 2m, then every 5 min
     # (with nobody giving up the three would hear 100, 400 and 700 s)
     assert [sc.updates(f"q{n}")[0].estimated_wait_s for n in range(3)] == [100, 100, 400]
+
+
+def test_estimate_counts_older_buyers_of_queues_that_share_the_agents() -> None:
+    cfg = shop(
+        ["a1", "a2", "a3"],
+        groups=[
+            group("pre", ["a1"], match={"intents": ["presale"]}),
+            group("after", ["a1", "a2", "a3"], match={"intents": ["aftersale"]}),
+        ],
+        queue=_q(avg_handle_time="2m", session_timeout="2m"),
+    )
+    sc = Scenario(cfg)
+    sc.at("0s").online("a1", "a2", "a3")
+    sc.inquiry("s1", intent="presale")  # a1 until 2m
+    sc.inquiry("s2", intent="aftersale")  # a2
+    sc.inquiry("s3", intent="aftersale")  # a3
+    sc.at("10s")
+    sc.inquiry("ax1", intent="aftersale")
+    sc.inquiry("ax2", intent="aftersale")
+    sc.at("20s").inquiry("px", intent="presale")
+    # a1, px's only agent, is a third of after's capacity: of after's two older buyers,
+    # 2/3 ≈ 1 is expected to take a1's slot at 2m first; px gets the one after, 2m later
+    assert sc.updates("px")[0].estimated_wait_s == 220
+    sc.at("60s").replies("s2", "a2")
+    sc.replies("s3", "a3")  # a2 and a3 are now busy until 3m
+    sc.at("2m")
+    assert sc.assigned("ax1") == ("a1", "dequeued")  # the older head takes a1's slot
+    sc.at("4m")
+    assert sc.assigned("px") == ("a1", "dequeued")
+    assert sc.assignment("px").waited_ms == 220_000

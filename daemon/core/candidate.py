@@ -268,10 +268,6 @@ class Candidate:
         """Feed one exit from the queue: served, or gone (left, expired, overflowed)."""
         self.stay += STAY_EWMA * (float(served) - self.stay)
 
-    def ahead(self, position: int) -> int:
-        """How many of the `position - 1` buyers ahead are expected to stay until served."""
-        return round((position - 1) * self.stay)
-
     def handle_time_ms(self, seed_ms: int) -> float:
         """Mean session duration: observed, blended with the seed until enough data."""
         weight = min(self.handle_n, SEED_SESSIONS) / SEED_SESSIONS

@@ -15,10 +15,15 @@ average rate:
     slots  = for each online member agent at or over its cap, the ends of its sessions
              but the first load − cap (those only bring it back to its cap): each later
              end frees a slot; all sorted, the moments the candidate's next slots free
-    stay   = the share of this queue's buyers who stayed until served, of those who left
-             the queue lately (`Candidate.observe_exit`: an EWMA, 1 until anyone leaves)
-    ahead  = round((k − 1) · stay)          (of the k − 1 buyers ahead, those expected to
-                                             stay; for the buyer at 1-based position k)
+    stay   = the share of a queue's buyers who stayed until served, of those who left it
+             lately (`Candidate.observe_exit`: an EWMA, 1 until anyone leaves)
+    rivals = the other candidates with buyers in line that share online agents with this
+             one; share(R) = the part of R's online capacity (Σ caps) those agents hold.
+             A freed slot goes to the oldest head among the queues of its agent's
+             candidates (`queueing.drain`), so R's older buyers take some of our slots
+    ahead  = round((k − 1) · stay + Σ_R older(R) · share(R) · stay(R))
+             for the buyer at 1-based position k; older(R) = R's buyers served before
+             it in that order (higher priority, or equal and earlier)
     need   = ahead + 1 − free slots
     wait   = 0                                           if need ≤ 0
            = slots[need − 1] − now                       if need ≤ len(slots)
@@ -28,19 +33,40 @@ average rate:
                                                          if no agent is online at its cap
 
 It does not know which buyers ahead will give up, only how many tend to; nor which later
-messages will extend a session (errs short), or which freed slot another group sharing the
-agent will take (errs short). `fenliu simulate` measures its error against two baselines.
+messages will extend a session (errs short), nor when agents will come online (errs long:
+in `fenliu simulate` most of the relative error is buyers served by an agent starting its
+shift). `fenliu simulate` measures its error against two baselines (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from topics.events import AgentStatus
 
 if TYPE_CHECKING:
-    from daemon.core.candidate import Candidate
+    from daemon.core.candidate import Candidate, QueueItem
+    from daemon.core.model import AgentState
     from daemon.core.shop import ShopEngine
+
+
+@dataclass(slots=True)
+class Outlook:
+    """What a candidate's estimates read, computed once for all its queued buyers."""
+
+    times: list[int]  # when the next slots free (epoch ms, earliest first)
+    rivals: list[tuple[Candidate, float]]  # queues sharing online agents, with that share
+
+
+def outlook(shop: ShopEngine, cand: Candidate) -> Outlook:
+    """The slot times and rival queues of `cand` now; see the module docstring."""
+    return Outlook(slot_times(shop, cand), rivals(shop, cand))
+
+
+def _online(shop: ShopEngine, agent_id: str) -> AgentState | None:
+    agent = shop.agents.get(agent_id)
+    return agent if agent is not None and agent.status is AgentStatus.ONLINE else None
 
 
 def slot_times(shop: ShopEngine, cand: Candidate) -> list[int]:
@@ -48,8 +74,8 @@ def slot_times(shop: ShopEngine, cand: Candidate) -> list[int]:
     now, timeout = shop.now, shop.config.queue.session_timeout
     times: list[int] = []
     for agent_id, cap in cand.caps.items():
-        agent = shop.agents.get(agent_id)
-        if agent is None or cap is None or agent.status is not AgentStatus.ONLINE:
+        agent = _online(shop, agent_id)
+        if agent is None or cap is None:
             continue
         over = len(agent.sessions) - cap
         if over < 0:
@@ -66,17 +92,53 @@ def slot_times(shop: ShopEngine, cand: Candidate) -> list[int]:
     return times
 
 
-def estimate_s(
-    shop: ShopEngine, cand: Candidate, position: int, times: list[int] | None = None
+def rivals(shop: ShopEngine, cand: Candidate) -> list[tuple[Candidate, float]]:
+    """Other candidates with buyers in line that share online agents with `cand`, each with
+    the share of its online capacity those agents hold."""
+    mine = {a for a in cand.caps if _online(shop, a) is not None}
+    found = {r.key: r for a in mine for r in shop.agent_cands.get(a, ()) if r.queue}
+    found.pop(cand.key, None)
+    out: list[tuple[Candidate, float]] = []
+    for rival in found.values():
+        total = shared = 0
+        for agent_id, cap in rival.caps.items():
+            if _online(shop, agent_id) is None:
+                continue
+            weight = 1 if cap is None else cap
+            total += weight
+            shared += weight if agent_id in mine else 0
+        if shared:
+            out.append((rival, shared / total))
+    return out
+
+
+def ahead(
+    cand: Candidate, position: int, item: QueueItem, rivals: list[tuple[Candidate, float]]
 ) -> int:
-    """Seconds until the buyer at `position` is served; `times` from `slot_times` if known."""
-    need = cand.ahead(position) + 1 - cand.free_slots
+    """Buyers expected to be served from `cand`'s slots before the buyer at `position`."""
+    expected = (position - 1) * cand.stay
+    for rival, share in rivals:
+        expected += rival.queue.bisect_left(item) * share * rival.stay
+    return round(expected)
+
+
+def estimate_s(
+    shop: ShopEngine,
+    cand: Candidate,
+    position: int,
+    item: QueueItem,
+    view: Outlook | None = None,
+) -> int:
+    """Seconds until the buyer at `position` (queue item `item`) is served."""
+    if view is None:
+        view = outlook(shop, cand)
+    before = ahead(cand, position, item, view.rivals)
+    need = before + 1 - cand.free_slots
     if need <= 0:
         return 0
-    if times is None:
-        times = slot_times(shop, cand)
+    times = view.times
     if not times:
-        return cand.estimate_s(cand.ahead(position) + 1, shop.config.queue.avg_handle_time)
+        return cand.estimate_s(before + 1, shop.config.queue.avg_handle_time)
     rounds, index = divmod(need - 1, len(times))
     handle = cand.handle_time_ms(shop.config.queue.avg_handle_time)
     return max(0, round((times[index] + rounds * handle - shop.now) / 1000))

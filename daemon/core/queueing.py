@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from daemon.core.estimate import estimate_s, slot_times
+from daemon.core.estimate import estimate_s, outlook
 from daemon.core.model import Buyer, BuyerPhase, QueueEntry, Trigger
 from topics.events import AssignReason, BuyerInquired, QueueStatus, QueueUpdate
 
@@ -57,7 +57,7 @@ def publish(
     if status in (QueueStatus.QUEUED, QueueStatus.WAITING):
         position = position or cand.position(entry, buyer_id)
         if estimate is None:
-            estimate = estimate_s(shop, cand, position)
+            estimate = estimate_s(shop, cand, position, cand.item(entry, buyer_id))
         entry.last_position, entry.last_estimate = position, estimate
         entry.last_eta = shop.now + estimate * 1000
     shop._emit(
@@ -135,11 +135,11 @@ def flush_updates(shop: ShopEngine, cand: Candidate) -> None:
         shop.changes.other = True
     cand.dirty = False
     cand.last_tick = shop.now
-    times = slot_times(shop, cand) if cand.queue else []
+    view = outlook(shop, cand) if cand.queue else None
     for position, item in enumerate(cand.queue, start=1):
         entry = shop.buyers[item[3]].queued
         assert entry is not None
-        estimate = estimate_s(shop, cand, position, times)
+        estimate = estimate_s(shop, cand, position, item, view)
         moved = abs(shop.now + estimate * 1000 - entry.last_eta)
         if position != entry.last_position or moved > max(ETA_SLACK_MS, estimate * 100):
             publish(shop, item[3], entry, cand, QueueStatus.WAITING, position, estimate)
