@@ -18,6 +18,7 @@ from daemon.sim.measures import (
     rocketchat_estimates,
 )
 from daemon.sim.trace import AgentRecord, InquiryRecord, Trace
+from daemon.sim.world import INTENT_MEAN
 
 S = 1000  # ms
 H = 3_600_000  # ms
@@ -198,26 +199,34 @@ def test_estimate_points_are_real_and_three_estimates_in_seconds() -> None:
 
 
 def test_conversion_and_abandonment_counts() -> None:
-    served = {"arrived": 0, "served_at": S, "agent_id": "a1"}
+    by_a1 = {"arrived": 0, "served_at": S, "agent_id": "a1"}  # true conversion 0.2
+    by_a2 = {"arrived": 0, "served_at": S, "agent_id": "a2"}  # 0.4
+    mean = INTENT_MEAN  # an average buyer orders with the agent's true rate
     trace = _trace(
         [
-            _inq("s1", "g", ordered=True, **served),
-            _inq("s2", "g", **served),
-            _inq("s5", "g", served_group="g", **served),
-            _inq("s3", None, served_group="h", ordered=True, **served),
-            _inq("s4", "g", served_group="h", **served),  # counted where it was served
+            _inq("s1", "g", ordered=True, intent=mean, **by_a1),  # chance 0.2
+            _inq("s2", "g", intent=2 * mean, **by_a1),  # 0.4
+            _inq("s5", "g", served_group="g", intent=0.0, **by_a1),  # 0
+            _inq("s3", None, served_group="h", ordered=True, intent=mean, **by_a2),  # 0.4
+            _inq("s4", "g", served_group="h", intent=3 * mean, **by_a2),  # 1.2, capped: 1
             _inq("l1", left_at=S),
             _inq("l2", left_at=S),
             _inq("e1", expired_at=S),
             _inq("r1", None, rejected="no_group"),
             _inq("w1"),
-        ]
+        ],
+        [AgentRecord("a1", ["g"], 0.2, [(0, H)]), AgentRecord("a2", ["h"], 0.4, [(0, H)])],
     )
     m = measure(trace)
     conv = m["conversion"]
     assert (conv["served"], conv["orders"], conv["rate"]) == (5, 2, 0.4)
-    assert conv["by_group"]["g"] == {"served": 3, "orders": 1, "rate": pytest.approx(1 / 3)}
-    assert conv["by_group"]["h"] == {"served": 2, "orders": 1, "rate": 0.5}
+    assert conv["expected_rate"] == pytest.approx(2.0 / 5)
+    assert conv["by_group"]["g"] == pytest.approx(
+        {"served": 3, "orders": 1, "rate": 1 / 3, "expected_rate": 0.6 / 3}
+    )
+    assert conv["by_group"]["h"] == pytest.approx(
+        {"served": 2, "orders": 1, "rate": 0.5, "expected_rate": 1.4 / 2}
+    )
     ab = m["abandonment"]
     assert (ab["accepted"], ab["left"], ab["expired"], ab["rejected"], ab["waiting"]) == (
         9,
@@ -303,6 +312,7 @@ def test_measure_is_plain_json_deterministic_and_has_the_headline_the_report_rea
     assert json.dumps(measure(trace), allow_nan=False, sort_keys=True) == text
     assert set(first["headline"]) == {
         "conversion",
+        "expected_conversion",
         "orders",
         "wait_p50_s",
         "wait_p95_s",

@@ -3,7 +3,7 @@
 `measure(trace)` returns plain JSON data:
 
     policy, scenario, seed, inquiries
-    conversion   {served, orders, rate, by_group: {g: {served, orders, rate}}}
+    conversion   {served, orders, rate, expected_rate, by_group: {g: {the same}}}
     waits        {served, p50_s, p95_s, max_s, by_group: {g: {served, p50_s, p95_s, max_s}}}
     abandonment  {accepted, left, expired, rejected, waiting, left_rate, expired_rate}
     fairness     {overall: F, by_group: {g: F}}, F = {agents, assignments, unmeasured,
@@ -11,12 +11,18 @@
     estimates    {queued_served, zero_wait, no_estimate, measured, long_waits,
                   fenliu|asterisk|rocketchat: {mare, bias, mae_s, mare_long},
                   best_baseline, ratio, ratio_mae, ratio_long}
-    headline     {conversion, orders, wait_p50_s, wait_p95_s, wait_max_s, abandonment, jain,
-                  gini, max_min_share, fenliu|asterisk|rocketchat_mare and _mae_s}
+    headline     {conversion, expected_conversion, orders, wait_p50_s, wait_p95_s,
+                  wait_max_s, abandonment, jain, gini, max_min_share,
+                  fenliu|asterisk|rocketchat_mare and _mae_s}
 
 Choices (the edge cases):
 
 * A buyer's group is `served_group or group`; a buyer with neither is counted under "(none)".
+* `expected_rate` is the mean order chance of the served buyers (`world.order_chance` of
+  the serving agent's true rate and the buyer's intent): what `rate` would be without the
+  luck of the order draws (about ±0.9 points on a presale day of one seed), so policies
+  compare on it with less noise. Buyers served by an agent the trace does not know are
+  left out of it.
 * Percentiles are nearest-rank (the smallest observation with at least p% at or below it),
   so every figure is a wait that really happened. No observation: None.
 * Abandonment is among *accepted* inquiries (all but the rejected ones, the still waiting
@@ -54,11 +60,12 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 from typing import Any
 
-from daemon.sim.trace import InquiryRecord, Trace
+from daemon.sim.trace import AgentRecord, InquiryRecord, Trace
+from daemon.sim.world import order_chance
 
 HOUR_MS = 3_600_000
 NO_GROUP = "(none)"
@@ -71,7 +78,7 @@ LONG_WAIT_S = 30.0  # `mare_long` counts the buyers who really waited at least t
 def measure(trace: Trace) -> dict[str, Any]:
     """Every figure of one policy's run (see the module docstring for the schema)."""
     served = [r for r in trace.inquiries if r.served_at is not None]
-    conversion = _conversion(served)
+    conversion = _conversion(served, trace.agents)
     waits = _waits(served)
     abandonment = _abandonment(trace.inquiries)
     fairness = _fairness(trace)
@@ -79,6 +86,7 @@ def measure(trace: Trace) -> dict[str, Any]:
     overall = fairness["overall"]
     headline = {
         "conversion": conversion["rate"],
+        "expected_conversion": conversion["expected_rate"],
         "orders": conversion["orders"],
         "wait_p50_s": waits["p50_s"],
         "wait_p95_s": waits["p95_s"],
@@ -162,14 +170,28 @@ def _by_group(records: Iterable[InquiryRecord]) -> dict[str, list[InquiryRecord]
 # ----------------------------------------------------------------- conversion, waits, leaving
 
 
-def _conversion_of(served: Sequence[InquiryRecord]) -> dict[str, Any]:
+def _conversion_of(
+    served: Sequence[InquiryRecord], agents: Mapping[str, AgentRecord]
+) -> dict[str, Any]:
     orders = sum(1 for r in served if r.ordered)
-    return {"served": len(served), "orders": orders, "rate": _ratio(orders, len(served))}
+    chances = [
+        order_chance(agent.true_conversion, r.intent)
+        for r in served
+        if (agent := agents.get(r.agent_id or "")) is not None
+    ]
+    return {
+        "served": len(served),
+        "orders": orders,
+        "rate": _ratio(orders, len(served)),
+        "expected_rate": sum(chances) / len(chances) if chances else None,
+    }
 
 
-def _conversion(served: Sequence[InquiryRecord]) -> dict[str, Any]:
-    by_group = {g: _conversion_of(rs) for g, rs in _by_group(served).items()}
-    return {**_conversion_of(served), "by_group": by_group}
+def _conversion(
+    served: Sequence[InquiryRecord], agents: Mapping[str, AgentRecord]
+) -> dict[str, Any]:
+    by_group = {g: _conversion_of(rs, agents) for g, rs in _by_group(served).items()}
+    return {**_conversion_of(served, agents), "by_group": by_group}
 
 
 def _waits_of(served: Sequence[InquiryRecord]) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from daemon.sim.scenarios import MINUTE_MS, Scenario, daily_volume, find_scenari
 from daemon.sim.trace import AgentRecord, InquiryRecord, QueueSample, Trace
 from daemon.sim.world import (
     EXPECTED_CHAT_S,
-    INTENT_MEAN,
     Agent,
     Buyer,
     Kind,
@@ -40,6 +39,7 @@ from daemon.sim.world import (
     effective_caps,
     new_agents,
     new_buyer,
+    order_chance,
 )
 from topics.events import (
     AgentStatus,
@@ -357,8 +357,7 @@ class _Runner:
             self.at(out.ts + visit.reinquire_ms, self.write_again, chat)
             return
         agent = self.agents[out.agent_id]
-        chance = agent.true_conversion * chat.buyer.intent / INTENT_MEAN
-        if visit.order_u < chance:
+        if visit.order_u < order_chance(agent.true_conversion, chat.buyer.intent):
             self.at(out.ts + min(visit.order_after_ms, self.order_window()), self.order, chat)
         if visit.return_after_ms is not None:
             self.at(out.ts + visit.return_after_ms, self.come_back, chat.buyer)

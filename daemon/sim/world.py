@@ -80,6 +80,11 @@ CONVERSION_RANGES = {
 }
 
 
+def order_chance(true_conversion: float, intent: float) -> float:
+    """The chance that a buyer of `intent` orders after a session with an agent."""
+    return min(1.0, true_conversion * intent / INTENT_MEAN)
+
+
 def _lognormal_mean(median: float, sigma: float) -> float:
     return median * math.exp(sigma * sigma / 2)
 
