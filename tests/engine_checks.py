@@ -265,3 +265,19 @@ class Checks:
         }
         if mine != engine_queues:
             self.fail("stuck", f"queues per the outputs {mine} != the engine's {engine_queues}")
+
+    def check_agent_indexes(self) -> None:
+        """The engine's per-agent indexes equal what its sessions say (pending, quiet)."""
+        if self.engine is None:
+            return
+        shop = self.engine.shop(SHOP)
+        for agent in shop.agents.values():
+            sessions = {b: shop.buyers[b].session for b in agent.sessions}
+            waiting = sum(1 for s in sessions.values() if s is not None and s.buyer_waiting)
+            quiet = {b: s.last_agent_at for b, s in sessions.items() if s and not s.buyer_waiting}
+            times = list(agent.quiet.values())
+            self.expect(
+                (agent.pending, agent.quiet, times) == (waiting, quiet, sorted(times)),
+                f"{agent.id}: pending {agent.pending}, quiet {agent.quiet}; "
+                f"its sessions say {waiting} and {quiet} (oldest first)",
+            )

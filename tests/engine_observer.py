@@ -91,6 +91,7 @@ class Observer(Checks):
         self.expect(self.awaiting is None, "a dequeued buyer got no assignment")
         self.check_on_time()
         self.check_not_stuck()
+        self.check_agent_indexes()
 
     def on_event(self, ev: InputEvent, result: StepResult) -> None:
         if result.rejected is not None:

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 class Outlook:
     """What a candidate's estimates read, computed once for all its queued buyers."""
 
-    times: list[int]  # when the next slots free (epoch ms, earliest first)
+    times: list[int]  # when the candidate's next slots free (epoch ms, earliest first)
     rivals: list[tuple[Candidate, float]]  # queues sharing online agents, with that share
 
 
@@ -64,32 +64,29 @@ def outlook(shop: ShopEngine, cand: Candidate) -> Outlook:
     return Outlook(slot_times(shop, cand), rivals(shop, cand))
 
 
-def _online(shop: ShopEngine, agent_id: str) -> AgentState | None:
-    agent = shop.agents.get(agent_id)
-    return agent if agent is not None and agent.status is AgentStatus.ONLINE else None
-
-
 def slot_times(shop: ShopEngine, cand: Candidate) -> list[int]:
     """When the candidate's next slots free (epoch ms, earliest first); see the docstring."""
     now, timeout = shop.now, shop.config.queue.session_timeout
+    agents, online = shop.agents, AgentStatus.ONLINE
     times: list[int] = []
     for agent_id, cap in cand.caps.items():
-        agent = _online(shop, agent_id)
-        if agent is None or cap is None:
+        agent = agents.get(agent_id)
+        if cap is None or agent is None or agent.status is not online:
             continue
         over = len(agent.sessions) - cap
         if over < 0:
             continue
-        ends = []
-        for buyer_id in agent.sessions:
-            session = shop.buyers[buyer_id].session
-            assert session is not None
-            quiet = now if session.buyer_waiting else session.last_agent_at
-            ends.append(max(quiet + timeout, now))
-        ends.sort()
-        times.extend(ends[over:])
+        # agent.quiet is oldest first, and a buyer who wrote last holds the latest end
+        ends = [max(quiet + timeout, now) for quiet in agent.quiet.values()]
+        ends += [now + timeout] * agent.pending
+        times += ends[over:] if over else ends
     times.sort()
     return times
+
+
+def _online(shop: ShopEngine, agent_id: str) -> AgentState | None:
+    agent = shop.agents.get(agent_id)
+    return agent if agent is not None and agent.status is AgentStatus.ONLINE else None
 
 
 def rivals(shop: ShopEngine, cand: Candidate) -> list[tuple[Candidate, float]]:

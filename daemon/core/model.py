@@ -60,6 +60,10 @@ class AgentState:
     status: AgentStatus = AgentStatus.OFFLINE
     sessions: dict[str, None] = field(default_factory=dict)  # buyer ids, ordered set
     pending: int = 0  # sessions whose last message came from the buyer
+    # buyer id -> last_agent_at of the other sessions, oldest first (the shop's clock only
+    # moves forward, so a session re-inserted at each agent message keeps the order): when
+    # each will time out. An index for the wait estimate, derived from the sessions.
+    quiet: dict[str, int] = field(default_factory=dict)
     shift_assignments: int = 0
     last_assigned_at: int = -1
     online_since: int | None = None

@@ -337,6 +337,7 @@ class ShopEngine:
         buyer.session = Session(inquiry_id, agent_id, cand.key, group, self.now, self.now)
         self.buyers[buyer.id] = buyer
         agent.sessions[buyer.id] = None
+        agent.quiet[buyer.id] = self.now
         busy = agent.pending > self.config.busy_threshold
         agent.count_assignment(reason, self.now, busy=busy, mode=mode, group=group)
         for c in self.agent_cands.get(agent_id, ()):
@@ -377,6 +378,8 @@ class ShopEngine:
         del agent.sessions[buyer_id]
         if s.buyer_waiting:
             agent.pending -= 1
+        else:
+            del agent.quiet[buyer_id]
         cand = self.candidate(s.cand)
         if cand is not None:
             cand.observe_session(self.now - s.started_at)
@@ -492,10 +495,13 @@ class ShopEngine:
         if ev.sender == "buyer":
             if not s.buyer_waiting:
                 s.buyer_waiting = True
+                del agent.quiet[ev.buyer_id]
                 agent.pending += 1
                 if agent.pending == threshold + 1:
                     self._agent_changed(agent)  # became busy
             return
+        agent.quiet.pop(ev.buyer_id, None)
+        agent.quiet[ev.buyer_id] = self.now  # now the newest
         s.last_agent_at = self.now
         self.timers.arm(SESSION_TIMER, ev.buyer_id, self.now + self._session_timeout)
         for cand in self.agent_cands.get(s.agent_id, ()):

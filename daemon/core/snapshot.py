@@ -133,10 +133,9 @@ def load_shop(
     for row in data["buyers"].values():
         buyer = _load_buyer(row)
         shop.buyers[buyer.id] = buyer
-        if buyer.session is not None and buyer.session.buyer_waiting:
-            shop.agents[buyer.session.agent_id].pending += 1
         if buyer.last is not None:
             ends.append((buyer.last.ended_at, buyer.id))
+    _index_sessions(shop)
     rebuild(shop, data["candidates"])
     for buyer in shop.buyers.values():
         entry = buyer.queued
@@ -153,6 +152,21 @@ def load_shop(
     if shop.changes is not None:
         shop.changes = type(shop.changes)()  # a restored shop equals its store
     return shop
+
+
+def _index_sessions(shop: ShopEngine) -> None:
+    """Give every agent the session indexes derived from the sessions (pending, quiet)."""
+    quiet: list[tuple[int, str, AgentState]] = []
+    for buyer in shop.buyers.values():
+        if (session := buyer.session) is None:
+            continue
+        agent = shop.agents[session.agent_id]
+        if session.buyer_waiting:
+            agent.pending += 1
+        else:
+            quiet.append((session.last_agent_at, buyer.id, agent))
+    for last_agent_at, buyer_id, agent in sorted(quiet, key=lambda q: q[:2]):
+        agent.quiet[buyer_id] = last_agent_at  # oldest first
 
 
 def _dump_agent(agent: AgentState) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def on_transfer(shop: ShopEngine, ev: SessionTransferred) -> None:
     assert new is not None
     if old.buyer_waiting:
         new.buyer_waiting = True
+        del shop.agents[agent_id].quiet[buyer.id]
         shop.agents[agent_id].pending += 1
         shop._agent_changed(shop.agents[agent_id])
     drain(shop, shop.agent_cands.get(old.agent_id, ()))
