@@ -350,3 +350,30 @@ def test_estimate_counts_older_buyers_of_queues_that_share_the_agents() -> None:
     sc.at("4m")
     assert sc.assigned("px") == ("a1", "dequeued")
     assert sc.assignment("px").waited_ms == 220_000
+
+
+def test_a_line_sharing_the_agents_emptying_brings_the_estimate_forward() -> None:
+    cfg = shop(
+        ["a1", "a2", "a3"],
+        groups=[
+            group("pre", ["a1"], match={"intents": ["presale"]}),
+            group("after", ["a1", "a2", "a3"], match={"intents": ["aftersale"]}),
+        ],
+        queue=_q(avg_handle_time="2m", session_timeout="2m", update_interval="10s"),
+    )
+    sc = Scenario(cfg)
+    sc.at("0s").online("a1", "a2", "a3")
+    sc.inquiry("s1", intent="presale")
+    sc.inquiry("s2", intent="aftersale")
+    sc.inquiry("s3", intent="aftersale")
+    sc.at("10s")
+    sc.inquiry("ax1", intent="aftersale")
+    sc.inquiry("ax2", intent="aftersale")
+    sc.at("20s").inquiry("px", intent="presale")
+    assert sc.updates("px")[0].estimated_wait_s == 220
+    sc.at("30s")
+    sc.leave("ax1")
+    sc.leave("ax2")  # nobody older waits for a1 now: px is next when s1 ends at 2m
+    sc.at("40s")
+    update = sc.updates("px")[-1]
+    assert (update.status.value, update.position, update.estimated_wait_s) == ("waiting", 1, 90)

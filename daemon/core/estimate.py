@@ -93,10 +93,10 @@ def rivals(shop: ShopEngine, cand: Candidate) -> list[tuple[Candidate, float]]:
     """Other candidates with buyers in line that share online agents with `cand`, each with
     the share of its online capacity those agents hold."""
     mine = {a for a in cand.caps if _online(shop, a) is not None}
-    found = {r.key: r for a in mine for r in shop.agent_cands.get(a, ()) if r.queue}
-    found.pop(cand.key, None)
     out: list[tuple[Candidate, float]] = []
-    for rival in found.values():
+    for rival in shop.neighbours[cand.key]:
+        if not rival.queue:
+            continue
         total = shared = 0
         for agent_id, cap in rival.caps.items():
             if _online(shop, agent_id) is None:

@@ -5,6 +5,7 @@ shop.py imports them at module level (this module imports the engine for type ch
 only, so there is no cycle). What lives here:
 
 - `enqueue`, `unqueue`, `forget_if_idle`: a buyer joins or leaves its candidate's queue;
+- `line_changed`: waiting updates fall due in that queue and the queues sharing its agents;
 - `publish`: the `queue_update` for one buyer (position and wait for queued / waiting);
 - `drain`: serve queued buyers while agents have room, oldest eligible head first;
 - `flush_updates`: the periodic waiting updates of one candidate (TICK timer);
@@ -39,7 +40,16 @@ def enqueue(shop: ShopEngine, buyer: Buyer, ev: BuyerInquired, cand: Candidate) 
     cand.queue.add(cand.item(entry, buyer.id))
     publish(shop, buyer.id, entry, cand, QueueStatus.QUEUED)
     shop.arm_buyer_timers(buyer)
+    line_changed(shop, cand)
+
+
+def line_changed(shop: ShopEngine, cand: Candidate) -> None:
+    """A buyer joined or left `cand`'s line: its waiting buyers' updates are due, and so
+    are those of the lines sharing its agents (their estimates count its older buyers)."""
     shop._mark_dirty(cand)
+    for other in shop.neighbours[cand.key]:
+        if other.queue:
+            shop._mark_dirty(other)
 
 
 def publish(
@@ -89,7 +99,7 @@ def unqueue(
     if trigger is not None:
         buyer.move(trigger)
     buyer.queued = None
-    shop._mark_dirty(cand)
+    line_changed(shop, cand)
     return entry, cand
 
 
@@ -161,5 +171,5 @@ def expire(shop: ShopEngine, buyer: Buyer) -> None:
     target.queue.add(target.item(entry, buyer.id))
     publish(shop, buyer.id, entry, target, QueueStatus.QUEUED)
     shop.arm_buyer_timers(buyer)
-    shop._mark_dirty(target)
+    line_changed(shop, target)
     drain(shop, [target])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from daemon.core.candidate import Candidate, runtime_of, set_runtime
 from daemon.core.config import ShopConfig
 from daemon.core.model import AgentState, QueueEntry
-from daemon.core.queueing import publish
+from daemon.core.queueing import line_changed, publish
 from topics.events import QueueStatus
 
 TICK_TIMER = 2  # daemon.core.shop.TICK_TIMER (imported there, not here: no cycle)
@@ -89,7 +89,7 @@ def _rehome(shop: ShopEngine, buyer_id: str, entry: QueueEntry) -> None:
     target.queue.add(target.item(entry, buyer_id))
     if moved:
         publish(shop, buyer_id, entry, target, QueueStatus.QUEUED)
-    shop._mark_dirty(target)
+    line_changed(shop, target)
 
 
 def config_first_group(config: ShopConfig) -> str:

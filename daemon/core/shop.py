@@ -99,6 +99,7 @@ class ShopEngine:
         self.cands: dict[str, Candidate] = {}
         self.pool: Candidate | None = None
         self.agent_cands: dict[str, list[Candidate]] = {}
+        self.neighbours: dict[str, list[Candidate]] = {}  # candidates sharing an agent
         self._match: list[dict[str, int]] = []
         self.configured_agents: frozenset[str] = frozenset()
         self._keep_ms = 0
@@ -194,6 +195,12 @@ class ShopEngine:
         for cand in self.all_candidates():
             for agent_id in cand.caps:
                 self.agent_cands.setdefault(agent_id, []).append(cand)
+        self.neighbours = {
+            cand.key: list(
+                {o.key: o for a in cand.caps for o in self.agent_cands[a] if o is not cand}.values()
+            )
+            for cand in self.all_candidates()
+        }
         self._match = [{}, {}, {}, {}]
         for i, group in enumerate(self.config.groups):
             m = group.match
