@@ -322,14 +322,16 @@ def test_estimate_expects_buyers_ahead_to_give_up_as_often_as_they_have() -> Non
     assert [sc.updates(f"q{n}")[0].estimated_wait_s for n in range(3)] == [100, 100, 400]
 
 
-def test_estimate_counts_older_buyers_of_queues_that_share_the_agents() -> None:
+def _px_behind_a_line_sharing_its_agent() -> Scenario:
+    """pre = [a1] and after = [a1, a2, a3], every agent busy until 2m; at 10 s two buyers
+    join after's line, at 20 s px joins pre's."""
     cfg = shop(
         ["a1", "a2", "a3"],
         groups=[
             group("pre", ["a1"], match={"intents": ["presale"]}),
             group("after", ["a1", "a2", "a3"], match={"intents": ["aftersale"]}),
         ],
-        queue=_q(avg_handle_time="2m", session_timeout="2m"),
+        queue=_q(avg_handle_time="2m", session_timeout="2m", update_interval="10s"),
     )
     sc = Scenario(cfg)
     sc.at("0s").online("a1", "a2", "a3")
@@ -340,6 +342,11 @@ def test_estimate_counts_older_buyers_of_queues_that_share_the_agents() -> None:
     sc.inquiry("ax1", intent="aftersale")
     sc.inquiry("ax2", intent="aftersale")
     sc.at("20s").inquiry("px", intent="presale")
+    return sc
+
+
+def test_estimate_counts_older_buyers_of_queues_that_share_the_agents() -> None:
+    sc = _px_behind_a_line_sharing_its_agent()
     # a1, px's only agent, is a third of after's capacity: of after's two older buyers,
     # 2/3 ≈ 1 is expected to take a1's slot at 2m first; px gets the one after, 2m later
     assert sc.updates("px")[0].estimated_wait_s == 220
@@ -353,23 +360,7 @@ def test_estimate_counts_older_buyers_of_queues_that_share_the_agents() -> None:
 
 
 def test_a_line_sharing_the_agents_emptying_brings_the_estimate_forward() -> None:
-    cfg = shop(
-        ["a1", "a2", "a3"],
-        groups=[
-            group("pre", ["a1"], match={"intents": ["presale"]}),
-            group("after", ["a1", "a2", "a3"], match={"intents": ["aftersale"]}),
-        ],
-        queue=_q(avg_handle_time="2m", session_timeout="2m", update_interval="10s"),
-    )
-    sc = Scenario(cfg)
-    sc.at("0s").online("a1", "a2", "a3")
-    sc.inquiry("s1", intent="presale")
-    sc.inquiry("s2", intent="aftersale")
-    sc.inquiry("s3", intent="aftersale")
-    sc.at("10s")
-    sc.inquiry("ax1", intent="aftersale")
-    sc.inquiry("ax2", intent="aftersale")
-    sc.at("20s").inquiry("px", intent="presale")
+    sc = _px_behind_a_line_sharing_its_agent()
     assert sc.updates("px")[0].estimated_wait_s == 220
     sc.at("30s")
     sc.leave("ax1")
