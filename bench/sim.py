@@ -119,7 +119,8 @@ def _presale_variant(shop: ShopConfig, **update: object) -> ShopConfig:
 
 
 def presale_question(shop: ShopConfig, seed: int) -> None:
-    """Section 2: conversion priority in the presale group, more than 5 agents and 5."""
+    """Section 2: conversion priority in the presale group: as configured, without the
+    unmatched pool, and cut to 5 agents."""
     presale = next(g for g in shop.groups if g.name == "presale")
     variants = (
         (f"{len(presale.agents)}", shop),
