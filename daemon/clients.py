@@ -14,6 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from daemon.config import KafkaConfig, RedisConfig
@@ -21,7 +22,6 @@ from daemon.kafka import CoPartitionAssignor
 from daemon.topics_admin import partition_counts
 
 FETCH_MAX_WAIT_MS = 10  # some brokers (Tansu) hold a fetch this long even when data is there
-SESSION_TIMEOUT_MS = 6000  # group membership: a dead instance's shops move after this
 CLOSE_TIMEOUT_S = 1.5  # per client closed at the end (SIGTERM to exit within 10 s)
 
 
@@ -59,10 +59,18 @@ def make_consumer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaConsu
         auto_offset_reset="earliest",
         partition_assignment_strategy=(CoPartitionAssignor,),
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        session_timeout_ms=SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=SESSION_TIMEOUT_MS // 3,
+        session_timeout_ms=kafka.session_timeout,
+        heartbeat_interval_ms=kafka.session_timeout // 3,
+        group_instance_id=kafka.group_instance_id,
         **security,
     )
+
+
+def request_rejoin(consumer: AIOKafkaConsumer) -> None:
+    """Ask the group coordinator for a rebalance (aiokafka has no public call for it)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None:
+        coordinator.request_rejoin()
 
 
 def make_producer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaProducer:
@@ -76,8 +84,11 @@ def make_producer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaProdu
     )
 
 
-def make_redis(config: RedisConfig) -> aioredis.Redis:
-    """A client that gives up quickly, so an outage is noticed and retried by the service."""
+def make_redis(config: RedisConfig) -> aioredis.Redis | RedisCluster:
+    """A client that gives up quickly, so an outage is noticed and retried by the service;
+    with `cluster`, redis-py's cluster client (it follows slots, MOVED and ASK)."""
+    if config.cluster:
+        return RedisCluster.from_url(config.url, socket_timeout=2, socket_connect_timeout=1)
     return aioredis.Redis.from_url(config.url, socket_timeout=2, socket_connect_timeout=1)
 
 

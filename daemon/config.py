@@ -11,6 +11,8 @@ TOML and words pydantic's errors for people. Secrets (`kafka.sasl_password`, a p
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from pydantic import (
 from daemon.config_problems import FILE_KEY, ConfigError, ConfigProblem, validate
 from daemon.core.config import (
     AgentConfig,
+    DurationMs,
     GroupConfig,
     QueueConfig,
     ShopConfig,
@@ -73,6 +76,21 @@ def _topic(name: str) -> str:
 TopicName = Annotated[str, AfterValidator(_topic)]
 
 
+def _expand_env(text: str | None) -> str | None:
+    """`${NAME}` (or `$NAME`) replaced by the environment's value; empty means None."""
+    if text is None:
+        return None
+    missing = [m.group(1) or m.group(2) for m in _ENV_VAR.finditer(text)]
+    missing = [name for name in missing if name not in os.environ]
+    if missing:
+        raise ValueError(f"uses environment variable {missing[0]}, which is not set")
+    expanded = os.path.expandvars(text)
+    return expanded or None
+
+
+_ENV_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
@@ -99,6 +117,10 @@ class KafkaConfig(_Frozen):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None  # relative to fenliu.toml's folder; absolute once loaded
+    # group membership: a dead instance's partitions move after `session_timeout`; a
+    # non-empty `group_instance_id` is static membership (KIP-345), "${VAR}" expanded
+    session_timeout: Annotated[DurationMs, Field(ge=1000, le=300_000)] = 6000
+    group_instance_id: Annotated[str | None, AfterValidator(_expand_env)] = None
     topics: TopicsConfig = TopicsConfig()
 
 
@@ -127,6 +149,7 @@ class RedisConfig(_Frozen):
 
     url: str = Field(repr=False)
     key_prefix: str = Field(default="fenliu", min_length=1)
+    cluster: bool = False  # `url` names one node of a Redis Cluster
 
     @field_validator("url")
     @classmethod

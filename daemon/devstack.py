@@ -394,7 +394,8 @@ class RedisServer(_ManagedProcess):
     By default nothing is persisted: a restart forgets everything. With `appendfsync` it keeps
     an append-only file in its folder (`--appendonly yes --appendfsync X`), which a restart on
     the same port and folder replays; "always" fsyncs every write, so even `kill()` loses no
-    acknowledged write.
+    acknowledged write. With `cluster` it is a Redis Cluster node (tests/redis_cluster.py
+    joins three into a cluster; the node keeps its cluster layout in `nodes.conf`).
     """
 
     name = "redis"
@@ -404,11 +405,13 @@ class RedisServer(_ManagedProcess):
         port: int | None = None,
         *,
         appendfsync: AppendFsync | None = None,
+        cluster: bool = False,
         log_dir: Path | None = None,
         startup_timeout: float = 15.0,
     ) -> None:
         super().__init__(port, log_dir=log_dir, startup_timeout=startup_timeout)
         self._appendfsync = appendfsync
+        self._cluster = cluster
 
     @property
     def appendfsync(self) -> AppendFsync | None:
@@ -436,6 +439,8 @@ class RedisServer(_ManagedProcess):
             persistence = ["--appendonly", "no"]
         else:
             persistence = ["--appendonly", "yes", "--appendfsync", self.appendfsync]
+        if self._cluster:  # a node of a Redis Cluster (joined by `redis-cli --cluster create`)
+            persistence += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         # fmt: off
         return [
             binary,
@@ -465,11 +470,14 @@ def write_daemon_config(
     topics: TopicsConfig | None = None,
     group_id: str = "fenliu-dev",
     key_prefix: str = "fenliu",
+    redis_cluster: bool = False,
+    kafka_extra: str = "",
 ) -> Path:
     """A fenliu.toml (HTTP on a free loopback port) and shops/<name>.toml files in `folder`.
 
-    `shops` maps a file name to the shop file's TOML text. Used by `fenliu dev`, the
-    end-to-end tests and bench/e2e.py; returns the fenliu.toml path.
+    `shops` maps a file name to the shop file's TOML text; `kafka_extra` is added to the
+    `[kafka]` table as it is (e.g. `session_timeout = "3s"`). Used by `fenliu dev`, the
+    end-to-end tests and the benches; returns the fenliu.toml path.
     """
     (folder / "shops").mkdir(parents=True, exist_ok=True)
     for name, text in shops.items():
@@ -480,8 +488,10 @@ def write_daemon_config(
         topic_table = f"\n[kafka.topics]\n{lines}\n"
     path = folder / "fenliu.toml"
     path.write_text(
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{group_id}"\n{topic_table}\n'
-        f'[redis]\nurl = "{redis_url}"\nkey_prefix = "{key_prefix}"\n\n'
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{group_id}"\n{kafka_extra}\n'
+        f"{topic_table}\n"
+        f'[redis]\nurl = "{redis_url}"\nkey_prefix = "{key_prefix}"\n'
+        f"cluster = {'true' if redis_cluster else 'false'}\n\n"
         f'[http]\nlisten = "127.0.0.1:{free_port()}"\n\n'
         '[shops]\ndir = "shops"\n'
     )

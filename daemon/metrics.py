@@ -7,7 +7,7 @@ collector, so the hot path pays nothing for them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -59,6 +59,27 @@ class Metrics:
             "Restores of owned shops from Redis (start, rebalance, outage)",
             registry=r,
         )
+        self.restore_seconds = Histogram(
+            "fenliu_restore_seconds",
+            "Time from a partition assignment (or outage) to consuming again: claim, load, "
+            "re-send outboxes, seek",
+            buckets=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.fenced = Counter(
+            "fenliu_partitions_fenced",
+            "Partitions found claimed by another instance at checkpoint (their batch was dropped)",
+            registry=r,
+        )
+        self.misrouted = Counter(
+            "fenliu_misrouted",
+            "Input records found on another partition than murmur2(key) mod partitions",
+            ["topic"],
+            registry=r,
+        )
+        self.quarantines = Counter(
+            "fenliu_quarantines", "Shops set aside after an engine failure or bad state", registry=r
+        )
 
     def decided(self, outputs: list[OutputEvent]) -> None:
         """Count what the engine decided."""
@@ -70,9 +91,14 @@ class Metrics:
                 continue
             self.outputs.labels(type(out).__name__).inc()
 
-    def watch(self, engine: Callable[[], Engine], lag: Callable[[], dict[str, int]]) -> None:
-        """Export the engine's state and consumer lag at every scrape."""
-        self.registry.register(_StateCollector(engine, lag))
+    def watch(
+        self,
+        engine: Callable[[], Engine],
+        lag: Callable[[], dict[str, int]],
+        quarantined: Callable[[], Iterable[str]],
+    ) -> None:
+        """Export the engine's state, consumer lag and quarantined shops at every scrape."""
+        self.registry.register(_StateCollector(engine, lag, quarantined))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -80,9 +106,15 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    def __init__(self, engine: Callable[[], Engine], lag: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        engine: Callable[[], Engine],
+        lag: Callable[[], dict[str, int]],
+        quarantined: Callable[[], Iterable[str]],
+    ) -> None:
         self._engine = engine
         self._lag = lag
+        self._quarantined = quarantined
 
     def collect(self) -> Iterator[Metric]:
         now = None
@@ -119,4 +151,11 @@ class _StateCollector(Collector):
         )
         for partition, value in self._lag().items():
             lag.add_metric([partition], value)
-        yield from (queue_len, oldest, sessions, pending, status, lag)
+        quarantined = GaugeMetricFamily(
+            "fenliu_shop_quarantined",
+            "1 for each shop set aside (not served, records held); see the error log",
+            labels=["shop"],
+        )
+        for shop_id in self._quarantined():
+            quarantined.add_metric([shop_id], 1)
+        yield from (queue_len, oldest, sessions, pending, status, lag, quarantined)

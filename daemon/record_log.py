@@ -15,8 +15,11 @@ from topics.codec import rejected_for
 from topics.events import Assignment, OutputEvent, QueueUpdate, SessionClosed
 
 
-def dead_letter(record: ConsumerRecord[Any, Any], reason: str, now: int, log: Any) -> OutputEvent:
-    """The dead-letter record for a refused input record, logged as `event_rejected`."""
+def dead_letter(
+    record: ConsumerRecord[Any, Any], reason: str, now: int, log: Any | None
+) -> OutputEvent:
+    """The dead-letter record for a refused input record, logged as `event_rejected`
+    (unless `log` is None: the caller logs the pattern once instead)."""
     rejected = rejected_for(
         reason,
         source_topic=record.topic,
@@ -26,6 +29,8 @@ def dead_letter(record: ConsumerRecord[Any, Any], reason: str, now: int, log: An
         key=record.key,
         now_ms=now,
     )
+    if log is None:
+        return rejected
     log.warning(
         "event_rejected",
         reason=reason,

@@ -1,9 +1,11 @@
 """Bringing owned shops back from Redis: on every partition assignment and after an outage.
 
-`restore_partitions` forgets nothing by itself (the service drops ownership first); it loads
-the shops whose last checkpoint came from the given partitions, produces their outboxes again
-(same ids, same contents), waits for the acknowledgements and seeks each input partition to
-its watermark — or, if Redis has none, to the group's committed offset, or the beginning.
+`restore_partitions` forgets nothing by itself (the service drops ownership first); it claims
+the given partitions and the shops whose home they are (daemon.store: claiming fences the
+previous owner), loads the shops — quarantining any whose stored state fails its check —,
+produces their outboxes again (same ids, same contents), waits for the acknowledgements and
+seeks each input partition to its watermark — or, if Redis has none, to the group's
+committed offset, or the beginning.
 Any failure raises (StoreError from Redis, KafkaError from Kafka) and the service retries.
 
 `Rebalance` hands aiokafka's partition moves to the service, which takes its lock for them.
@@ -25,6 +27,10 @@ from daemon.metrics import Metrics
 
 RESEND_TIMEOUT_S = 30.0  # re-sending outboxes after a restore
 RESEND_CHECK_S = 1.0  # while waiting for those acknowledgements, look at `stopping` this often
+RELEASE_HINT = (
+    "its records are held, not lost: fix the cause (a daemon bug: upgrade; bad stored "
+    "state: repair or delete its Redis keys), then restart or reload (SIGHUP) to serve it again"
+)
 
 PartitionsMoved = Callable[[list[TopicPartition]], Awaitable[None]]
 
@@ -39,13 +45,17 @@ async def restore_partitions(
     metrics: Metrics,
     log: Any,
 ) -> set[TopicPartition]:
-    """Load the shops of `assigned` from Redis, send their outboxes again, seek every
-    partition to its watermark; the partitions now owned (StoreError/KafkaError when Redis
-    or Kafka fails)."""
+    """Claim the partitions of `assigned` and their shops in Redis, load the shops, send
+    their outboxes again, seek every partition to its watermark; the partitions now owned
+    (StoreError/KafkaError when Redis or Kafka fails)."""
     started = time.perf_counter()
     tps = sorted(assigned)
-    resend, shops = await checkpoint.restore({tp.partition for tp in tps})
-    futures = [await producer.send(r.topic, r.value, r.key) for r in resend]
+    count = max((len(consumer.partitions_for_topic(tp.topic) or ()) for tp in tps), default=0)
+    restored = await checkpoint.restore({tp.partition for tp in tps}, count or 1)
+    for shop_id, problem in restored.quarantined.items():
+        metrics.quarantines.inc()
+        log.error("shop_quarantined", shop_id=shop_id, cause=problem, release=RELEASE_HINT)
+    futures = [await producer.send(r.topic, r.value, r.key) for r in restored.resend]
     waited = 0.0
     while futures and not all(f.done() for f in futures):
         if stopping() or waited >= RESEND_TIMEOUT_S:
@@ -57,9 +67,8 @@ async def restore_partitions(
     for future in futures:
         future.result()  # a refused record raises (KafkaError): the restore is retried
     await checkpoint.acknowledged()
-    marks = await checkpoint.store.watermarks((tp.topic, tp.partition) for tp in tps)
     for tp in tps:
-        mark = marks.get((tp.topic, tp.partition))
+        mark = restored.marks.get((tp.topic, tp.partition))
         if mark is not None:
             consumer.seek(tp, mark)
         elif (committed := await consumer.committed(tp)) is not None:
@@ -67,12 +76,15 @@ async def restore_partitions(
         else:
             await consumer.seek_to_beginning(tp)
     metrics.restores.inc()
+    seconds = time.perf_counter() - started
+    metrics.restore_seconds.observe(seconds)
     log.info(
         "restored",
         partitions=sorted({tp.partition for tp in tps}),
-        shops=shops,
-        resent=len(resend),
-        seconds=round(time.perf_counter() - started, 3),
+        shops=restored.shops,
+        resent=len(restored.resend),
+        quarantined=len(restored.quarantined),
+        seconds=round(seconds, 3),
     )
     return set(tps)
 

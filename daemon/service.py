@@ -48,6 +48,7 @@ from daemon.clients import (
     make_consumer,
     make_producer,
     make_redis,
+    request_rejoin,
 )
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.control_plane import apply_reload, routes
@@ -58,7 +59,7 @@ from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.readiness import consumer_lag, partitions_fresh, redis_answers
 from daemon.record_log import dead_letter, log_decision
-from daemon.restore import Rebalance, restore_partitions, retrieve
+from daemon.restore import RELEASE_HINT, Rebalance, restore_partitions, retrieve
 from daemon.store import OutboxRecord, Store, StoreError
 from daemon.topics_admin import kafka_client_kwargs
 from topics.codec import DecodeError, decode, encode, type_name
@@ -94,7 +95,11 @@ class Service:
         self.clock = clock
         self.install_signals = install_signals
         self.engine = Engine(config.shop_configs, track=True)
-        self.store: Store | None = None
+        self.redis = make_redis(config.redis)
+        self.store = Store(
+            self.redis, config.redis.key_prefix, dedup_capacity=self.engine.dedup_capacity
+        )
+        self.checkpoint = Checkpoint(self.engine, self.store)
         self.metrics = Metrics()
         self.topics = TopicMap(config.kafka.topics)
         self.log = get_logger()
@@ -104,14 +109,18 @@ class Service:
         self._reloads: list[asyncio.Future[str]] = []
         self._redis_ok = False
         self._broken: str | None = None  # what failed; cleared once the state is restored
+        self._restore_next = False  # a reload asked for the owned shops to be restored
         self._lock = asyncio.Lock()  # a batch, a settle, a restore or a rebalance at a time
         self._owned: set[TopicPartition] = set()  # assigned and restored
         self._unacked: list[asyncio.Future[Any]] = []
         self._positions: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._counts = {"in": 0, "out": 0, "rejected": 0}
+        self._misrouted_logged: set[tuple[str, str, int]] = set()
         self.metrics.watch(
-            lambda: self.engine, lambda: consumer_lag(self._consumer, self._positions)
+            lambda: self.engine,
+            lambda: consumer_lag(self._consumer, self._positions),
+            lambda: self.checkpoint.quarantined,
         )
 
     # ------------------------------------------------------------------ control (flags)
@@ -140,11 +149,7 @@ class Service:
             return EXIT_CONFIG
         consumer = make_consumer(kafka, security)
         producer = make_producer(kafka, security)
-        client = make_redis(self.config.redis)
-        self.store = Store(
-            client, self.config.redis.key_prefix, dedup_capacity=self.engine.dedup_capacity
-        )
-        self.checkpoint = Checkpoint(self.engine, self.store)
+        client = self.redis
         http = HttpServer(routes(self), self.config.http.host, self.config.http.port)
         await http.start()
         self.http_port = http.port
@@ -159,7 +164,7 @@ class Service:
         self._install_signals()
         self.log.info(
             "service_started",
-            shops=sorted(self.engine.shops),
+            shops=len(self.engine.shops),
             topics=inputs,
             group_id=kafka.group_id,
             http_port=self.http_port,
@@ -199,6 +204,10 @@ class Service:
         while not self._stopping:
             if self._broken is not None:
                 await self._recover(consumer, producer)
+                continue
+            if self._restore_next:
+                self._restore_next = False
+                self._broken = "reload"  # not a failure: `_recover` restores the partitions
                 continue
             reload_outputs = self._reload() if self._reloads else []
             deadline = self.engine.next_deadline()
@@ -241,24 +250,58 @@ class Service:
             self._add_output(work, event, None)
         owned = {tp: records for tp, records in batch.items() if tp in self._owned}
         self._apply(work, owned, now)
-        for event in self.engine.on_timer(now):
-            self._add_output(work, event, None)
+        self._fire_timers(work, now)
         started = time.perf_counter()
         try:
-            await self.checkpoint.save(work)
+            saved = await self.checkpoint.save(work)
         except StoreError as exc:
             self.metrics.checkpoints.labels("failed").inc()
             self._break("redis", exc)
             return
         self.metrics.checkpoints.labels("ok").inc()
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
-        self._unacked += await self._send(producer, work.sends)
+        if saved.lost:
+            self._lost(saved.lost)
+        self._unacked += await self._send(producer, saved.sends)
+
+    def _fire_timers(self, work: Batch, now: int) -> None:
+        """Fire the due timers of every shop; a shop whose engine fails is quarantined."""
+        engine = self.engine
+        for shop_id in engine.due(now):
+            try:
+                outputs = engine.fire(shop_id, now)
+            except Exception as exc:  # noqa: BLE001 - the shop's supervisor: quarantine it
+                self._quarantine(work, shop_id, exc)
+                continue
+            for event in outputs:
+                self._add_output(work, event, None)
+
+    def _quarantine(self, work: Batch, shop_id: str, exc: BaseException) -> None:
+        """Set a shop aside after its engine failed (daemon.checkpoint): the others go on."""
+        cause = f"engine failed: {type(exc).__name__}: {exc}"
+        self.checkpoint.quarantine(shop_id, cause, work)
+        self.metrics.quarantines.inc()
+        self.log.error(
+            "shop_quarantined", shop_id=shop_id, cause=cause, release=RELEASE_HINT,
+            exc_info=exc,
+        )  # fmt: skip
+
+    def _lost(self, partitions: set[int]) -> None:
+        """Another instance claimed these partitions: stop consuming them and ask for a
+        rebalance. Usually this instance missed one and the group has moved on; if instead
+        the other claimed late from an assignment the group has since replaced, the
+        rebalance has the rightful owner claim them again."""
+        self._owned = {tp for tp in self._owned if tp.partition not in partitions}
+        self.metrics.fenced.inc(len(partitions))
+        self.log.warning("partitions_fenced", partitions=sorted(partitions))
+        if self._consumer is not None:
+            request_rejoin(self._consumer)
 
     def _apply(
         self, work: Batch, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], now: int
     ) -> None:
         engine, observe = self.engine, self.metrics.decision_seconds.observe
-        checkpoint = self.checkpoint
+        checkpoint, quarantined = self.checkpoint, self.checkpoint.quarantined
         for _, items in ordered_batch(batch, list(self.topics.inputs), self._decode):
             for item in items:
                 record = item.record
@@ -266,6 +309,11 @@ class Service:
                 self._positions[TopicPartition(topic, part)] = offset + 1
                 event = item.event
                 shop_id = event.shop_id if event is not None else _key_text(record.key)
+                if shop_id in engine.shops and checkpoint.home(shop_id) != part:
+                    checkpoint.consumed(work, None, topic, part, offset)
+                    self._counts["in"] += 1
+                    self._add_output(work, self._misrouted(record, shop_id, now), part)
+                    continue
                 if checkpoint.seen_before(shop_id, topic, offset):
                     checkpoint.consumed(work, None, topic, part, offset)
                     continue  # already in the restored state
@@ -275,6 +323,8 @@ class Service:
                     assert item.error is not None
                     self._add_output(work, self._reject(record, item.error, now, "invalid"), part)
                     continue
+                if shop_id in quarantined:
+                    continue  # held: read again once the shop is released
                 self.metrics.events_in.labels(topic, type_name(event)).inc()
                 started = time.perf_counter()
                 try:
@@ -283,14 +333,37 @@ class Service:
                     outputs = rejected.outputs
                     kind = "unknown_shop" if event.shop_id not in engine.shops else "refused"
                     outputs.append(self._reject(record, rejected.reason, now, kind))
+                except Exception as exc:  # noqa: BLE001 - the shop's supervisor: quarantine it
+                    self._quarantine(work, event.shop_id, exc)
+                    continue
                 observe(time.perf_counter() - started)
                 for output in outputs:
                     self._add_output(work, output, part)
 
+    def _misrouted(self, record: ConsumerRecord[Any, Any], shop_id: str, now: int) -> OutputEvent:
+        """The dead letter of a record on another partition than its shop's (CONTRACT 1);
+        logged once per topic, shop and partition found, counted every time."""
+        home = self.checkpoint.home(shop_id)
+        reason = (
+            f"shop {shop_id!r} belongs on partition {home} of {record.topic}, found on "
+            f"{record.partition}: the producer is not using the murmur2 partitioner "
+            "(librdkafka: partitioner=murmur2_random)"
+        )
+        self.metrics.misrouted.labels(record.topic).inc()
+        pattern = (record.topic, shop_id, record.partition)
+        if pattern not in self._misrouted_logged:
+            self._misrouted_logged.add(pattern)
+            self.log.error(
+                "records_misrouted", shop_id=shop_id, topic=record.topic,
+                partition=record.partition, belongs_on=home, reason=reason,
+            )  # fmt: skip
+        return self._reject(record, reason, now, "misrouted", logged=False)
+
     def _add_output(self, work: Batch, event: OutputEvent, part: int | None) -> None:
         key = event.shop_id.encode() if event.shop_id is not None else None
         record = OutboxRecord(self.topics.output_topic(event), key, encode(event))
-        self.checkpoint.output(work, event.shop_id, part, record)
+        checkpoint = self.checkpoint
+        checkpoint.output(work, checkpoint.owner_of(event.shop_id, part), record)
         self.metrics.decided([event])
         log_decision(self.log, event)
 
@@ -427,11 +500,17 @@ class Service:
         return Decoded(record, event, None)
 
     def _reject(
-        self, record: ConsumerRecord[Any, Any], reason: str, now: int, kind: str
+        self,
+        record: ConsumerRecord[Any, Any],
+        reason: str,
+        now: int,
+        kind: str,
+        *,
+        logged: bool = True,
     ) -> OutputEvent:
         self._counts["rejected"] += 1
         self.metrics.rejects.labels(kind).inc()
-        return dead_letter(record, reason, now, self.log)
+        return dead_letter(record, reason, now, self.log if logged else None)
 
     async def _send(
         self, producer: AIOKafkaProducer, records: list[OutboxRecord]
@@ -443,10 +522,16 @@ class Service:
     # -------------------------------------------------------------------------- reload
 
     def _reload(self) -> list[OutputEvent]:
+        """Apply a reload. New or removed shops, and quarantined ones (released by a
+        reload), need the owned partitions claimed and restored again: done after the
+        batch that checkpoints the reload's own outputs."""
         waiting, self._reloads = self._reloads, []
+        before = set(self.engine.shops)
         self.config, outputs = apply_reload(
             self.config, self.engine, self.clock, waiting, metrics=self.metrics, log=self.log
         )
+        if set(self.engine.shops) != before or self.checkpoint.quarantined:
+            self._restore_next = True
         return outputs
 
 

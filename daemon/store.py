@@ -1,39 +1,104 @@
-"""Routing state in Redis: per-shop checkpoints with an outbox, and input watermarks.
+"""Routing state in Redis: per-shop checkpoints with an outbox, per-partition watermarks, and
+the owner epochs that fence an instance which lost a partition (CONTRACT 6 and 7).
 
-Layout (P = `redis.key_prefix`, S = shop id; every key of a shop carries the hash tag
-`{S}`, so a Redis Cluster keeps a shop on one slot and one MULTI/EXEC covers it):
+Layout (P = `redis.key_prefix`, S = shop id, N = input partition number). Every key of a
+shop carries the hash tag `{S}` and every key of a partition the tag `{N}`, so on a Redis
+Cluster each lives on one slot and one script covers it:
 
-    P:{S}:meta      hash   state -> the snapshot's meta part (JSON), partition -> input
-                           partition number, offset:<topic> -> next input offset reflected
-    P:{S}:agents    hash   agent id -> row (JSON)
-    P:{S}:buyers    hash   buyer id -> row (JSON)
-    P:{S}:seen      list   recent event ids, oldest first (trimmed to the dedup capacity)
-    P:{S}:outbox    list   outputs decided but not yet acknowledged by Kafka
-    P:p<N>:outbox   list   outputs of partition N that belong to no configured shop
-                           (dead letters of unknown shops and undecodable records)
-    P:watermarks    hash   <topic>:<partition> -> every record below it is reflected
+    P:{S}:meta              hash   epoch, ckseq (the owner, see below), state -> the
+                                   snapshot's meta part (JSON), partition -> N,
+                                   offset:<topic> -> next input offset reflected
+    P:{S}:agents            hash   agent id -> row (JSON)
+    P:{S}:buyers            hash   buyer id -> row (JSON)
+    P:{S}:seen              list   recent event ids, oldest first (trimmed to the dedup capacity)
+    P:{S}:outbox            list   outputs decided but not yet acknowledged by Kafka
+    P:partition:{N}:mark    hash   epoch, ckseq, <topic> -> every record of partition N of
+                                   that topic below it is reflected (the watermark)
+    P:partition:{N}:outbox  list   outputs of partition N that belong to no configured shop
+                                   (dead letters of unknown shops, undecodable records)
 
-One checkpoint is one round trip: a MULTI/EXEC per changed shop (its changed rows, new
-event ids, offsets and outbox), then the watermarks of the batch. A watermark is written
-after its shops' transactions in the same ordered pipeline, so whatever Redis kept (AOF
-replays in order), a watermark never runs ahead of the shops it covers.
+**Owners.** Taking a shop or a partition (`claim`) increments its `epoch` and reads its state
+in one script: whoever claimed last owns it. Every write (`write`) is one script that runs
+only if the stored epoch is still the writer's, so an instance that lost a partition without
+noticing (a long pause, a rebalance it missed) changes nothing once the new owner has
+claimed: its writes come back `FENCED`. Each write also carries the owner's checkpoint
+number (`ckseq`); a write whose number is not above the stored one is `AGAIN` and changes
+nothing, so a client that re-sends a script after a lost reply (the cluster client does)
+cannot append an outbox or the seen ids twice.
+
+A checkpoint writes the shops first and, in a second round trip, the watermarks of the
+partitions whose shops all succeeded, so a watermark never runs ahead of a shop it covers,
+whichever nodes hold them. A new owner claims the partitions before their shops, so a
+fenced shop write is always followed by a fenced watermark write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from daemon.core.snapshot import META_FIELDS, ShopDelta
+
+_WRITE = """
+local owner = redis.call('HMGET', KEYS[1], 'epoch', 'ckseq')
+if owner[1] ~= ARGV[1] then return 'fenced' end
+local numbered = ARGV[2] ~= '-'
+if numbered and tonumber(owner[2] or '0') >= tonumber(ARGV[2]) then return 'again' end
+local i = 3
+while i <= #ARGV do
+  local op, key, n = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  i = i + 3
+  if n == 0 then redis.call(op, key) end
+  local j = 0
+  while j < n do
+    local m = math.min(n - j, 1000)
+    redis.call(op, key, unpack(ARGV, i + j, i + j + m - 1))
+    j = j + m
+  end
+  i = i + n
+end
+if numbered then redis.call('HSET', KEYS[1], 'ckseq', ARGV[2]) end
+return 'ok'
+"""
+"""Fenced write. KEYS[1]: the owner hash. ARGV: epoch, ckseq ('-': not numbered, e.g. an
+outbox clear, which is harmless to repeat), then operations, each as
+command, key index, argument count, arguments (variadic commands are split in chunks of
+1,000 arguments, so pairs of HSET stay together)."""
+
+_CLAIM = """
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'ckseq', 0)
+local out = {epoch, redis.call('HGETALL', KEYS[1])}
+for k = 2, #KEYS do
+  if ARGV[k - 1] == 'hash' then
+    out[#out + 1] = redis.call('HGETALL', KEYS[k])
+  else
+    out[#out + 1] = redis.call('LRANGE', KEYS[k], 0, -1)
+  end
+end
+return out
+"""
+"""Claim. KEYS[1]: the owner hash; KEYS[2..]: keys to read, ARGV[k-1] says 'hash' or
+'list' for KEYS[k]. Returns the new epoch, the owner hash, then each key's content."""
+
+CHUNK = 1000  # arguments per variadic command inside the write script
 
 
 class StoreError(RuntimeError):
     """Redis did not take (or give back) a checkpoint; the message says what failed."""
+
+
+class Outcome(StrEnum):
+    """What one fenced write did."""
+
+    OK = "ok"
+    AGAIN = "again"  # already written (a re-sent script): nothing changed
+    FENCED = "fenced"  # another instance owns it now: nothing changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,152 +129,156 @@ class ShopCheckpoint:
     delta: ShopDelta | None = None
     offsets: dict[str, int] = field(default_factory=dict)  # topic -> next offset
     outbox: list[OutboxRecord] = field(default_factory=list)
+    first: dict[str, int] = field(default_factory=dict)  # topic -> first offset consumed
+
+
+@dataclass(slots=True)
+class PartitionCheckpoint:
+    """What one batch changed in one partition: watermarks and shop-less outputs."""
+
+    marks: dict[str, int] = field(default_factory=dict)  # topic -> watermark
+    outbox: list[OutboxRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """The owner's token for a write: its epoch and the number of this checkpoint."""
+
+    epoch: int
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
 class StoredShop:
     """A shop as Redis has it: the snapshot (`dump_shop` form) and its bookkeeping."""
 
-    snapshot: dict[str, Any] | None  # None: only an outbox or offsets were ever written
+    epoch: int
+    snapshot: dict[str, Any] | None  # None: no state was ever written
     partition: int | None
     offsets: dict[str, int]
     outbox: list[OutboxRecord]
 
 
-class Store:
-    """Checkpoints of a set of shops in one Redis (see the module docstring)."""
+@dataclass(frozen=True, slots=True)
+class StoredPartition:
+    """A partition as Redis has it: the owner epoch, watermarks and shop-less outbox."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, *, dedup_capacity: int) -> None:
+    epoch: int
+    marks: dict[str, int]  # topic -> watermark
+    outbox: list[OutboxRecord]
+
+
+class Store:
+    """Checkpoints of a set of shops and partitions in one Redis or Redis Cluster (see the
+    module docstring). `client` is a `redis.asyncio.Redis` or `RedisCluster`."""
+
+    def __init__(self, client: Any, prefix: str, *, dedup_capacity: int) -> None:
         self.client = client
         self.prefix = prefix
         self.dedup_capacity = dedup_capacity
+        self._shas: dict[str, str] = {}
 
     def key(self, shop_id: str, part: str) -> str:
         """The key of one part of a shop's state."""
         return f"{self.prefix}:{{{shop_id}}}:{part}"
 
-    def partition_outbox(self, partition: int) -> str:
-        """The outbox of outputs of `partition` that belong to no configured shop."""
-        return f"{self.prefix}:p{partition}:outbox"
+    def partition_key(self, partition: int, part: str) -> str:
+        """The key of one part of a partition's state (`mark` or `outbox`)."""
+        return f"{self.prefix}:partition:{{{partition}}}:{part}"
 
-    @property
-    def watermarks_key(self) -> str:
-        """The hash of input watermarks."""
-        return f"{self.prefix}:watermarks"
+    def _shop_keys(self, shop_id: str) -> list[str]:
+        return [self.key(shop_id, p) for p in ("meta", "agents", "buyers", "seen", "outbox")]
+
+    def _partition_keys(self, partition: int) -> list[str]:
+        return [self.partition_key(partition, "mark"), self.partition_key(partition, "outbox")]
+
+    # -------------------------------------------------------------------------- claims
+
+    async def claim_partitions(self, partitions: Iterable[int]) -> dict[int, StoredPartition]:
+        """Become the owner of these partitions; their watermarks and shop-less outboxes."""
+        wanted = sorted(partitions)
+        calls = [(_CLAIM, self._partition_keys(p), ["list"]) for p in wanted]
+        replies = await self._scripts(calls, "partitions not claimed")
+        claimed = {}
+        for partition, (epoch, mark, outbox) in zip(wanted, replies, strict=True):
+            fields = _pairs(mark)
+            marks = {k: int(v) for k, v in fields.items() if k not in ("epoch", "ckseq")}
+            claimed[partition] = StoredPartition(int(epoch), marks, _records(outbox))
+        return claimed
+
+    async def claim_shops(self, shop_ids: Iterable[str]) -> dict[str, StoredShop]:
+        """Become the owner of these shops; every stored part of each."""
+        wanted = list(shop_ids)
+        kinds = ["hash", "hash", "list", "list"]
+        calls = [(_CLAIM, self._shop_keys(s), kinds) for s in wanted]
+        replies = await self._scripts(calls, "shops not claimed")
+        return {s: _stored(*reply) for s, reply in zip(wanted, replies, strict=True)}
 
     # ------------------------------------------------------------------------- writing
 
-    async def save(
-        self,
-        shops: Mapping[str, ShopCheckpoint],
-        orphans: Mapping[int, list[OutboxRecord]],
-        watermarks: Mapping[tuple[str, int], int],
-    ) -> None:
-        """Write one batch's checkpoint in one round trip; StoreError if any part failed."""
-        pipe = self.client.pipeline(transaction=False)
-        execs: list[int] = []
-        for shop_id, checkpoint in shops.items():
-            pipe.execute_command("MULTI")
-            self._queue_shop(pipe, shop_id, checkpoint)
-            pipe.execute_command("EXEC")
-            execs.append(len(pipe.command_stack) - 1)
-        for partition, records in orphans.items():
-            if records:
-                pipe.rpush(self.partition_outbox(partition), *(r.dump() for r in records))
-        if watermarks:
-            marks = {f"{topic}:{p}": offset for (topic, p), offset in watermarks.items()}
-            pipe.hset(self.watermarks_key, mapping=marks)  # type: ignore[arg-type]
-        if not pipe.command_stack:
-            return
-        try:
-            replies = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"checkpoint not written: {exc}") from exc
-        failed = [r for r in replies if isinstance(r, Exception)]
-        failed += [replies[i] for i in execs if not isinstance(replies[i], list)]
-        if failed:
-            raise StoreError(f"checkpoint not written: {failed[0]!r}")
+    async def save_shops(
+        self, shops: Mapping[str, tuple[Owned, ShopCheckpoint]]
+    ) -> dict[str, Outcome | StoreError]:
+        """Write each shop's checkpoint (one script per shop, one round trip in all)."""
+        order = list(shops)
+        calls = []
+        for shop_id in order:
+            owned, checkpoint = shops[shop_id]
+            calls.append((_WRITE, self._shop_keys(shop_id), self._shop_ops(owned, checkpoint)))
+        return dict(zip(order, await self._writes(calls), strict=True))
 
-    def _queue_shop(self, pipe: Any, shop_id: str, checkpoint: ShopCheckpoint) -> None:
-        meta: dict[str, Any] = {}
+    async def save_partitions(
+        self, partitions: Mapping[int, tuple[Owned, PartitionCheckpoint]]
+    ) -> dict[int, Outcome | StoreError]:
+        """Write each partition's watermarks and shop-less outputs."""
+        order = list(partitions)
+        calls = []
+        for partition in order:
+            owned, checkpoint = partitions[partition]
+            ops = _op("HSET", 1, [x for t, o in checkpoint.marks.items() for x in (t, o)])
+            ops += _op("RPUSH", 2, [r.dump() for r in checkpoint.outbox])
+            args = [owned.epoch, owned.seq, *ops]
+            calls.append((_WRITE, self._partition_keys(partition), args))
+        return dict(zip(order, await self._writes(calls), strict=True))
+
+    def _shop_ops(self, owned: Owned, checkpoint: ShopCheckpoint) -> list[Any]:
+        meta: list[Any] = []
         if checkpoint.partition is not None:
-            meta["partition"] = checkpoint.partition
-        meta.update({f"offset:{t}": o for t, o in checkpoint.offsets.items()})
+            meta += ["partition", checkpoint.partition]
+        for topic, offset in checkpoint.offsets.items():
+            meta += [f"offset:{topic}", offset]
+        ops: list[Any] = [owned.epoch, owned.seq]
         delta = checkpoint.delta
         if delta is not None:
-            meta["state"] = orjson.dumps(delta.meta)
-            for part, rows in (("agents", delta.agents), ("buyers", delta.buyers)):
-                written = {i: orjson.dumps(row) for i, row in rows.items() if row is not None}
-                gone = [i for i, row in rows.items() if row is None]
-                if written:
-                    pipe.hset(self.key(shop_id, part), mapping=written)
-                if gone:
-                    pipe.hdel(self.key(shop_id, part), *gone)
+            meta += ["state", orjson.dumps(delta.meta)]
+            for index, rows in ((2, delta.agents), (3, delta.buyers)):
+                written = [
+                    x for i, r in rows.items() if r is not None for x in (i, orjson.dumps(r))
+                ]
+                ops += _op("HSET", index, written)
+                ops += _op("HDEL", index, [i for i, r in rows.items() if r is None])
+            ops += _op("RPUSH", 4, delta.seen)
             if delta.seen:
-                seen = self.key(shop_id, "seen")
-                pipe.rpush(seen, *delta.seen)
-                pipe.ltrim(seen, -self.dedup_capacity, -1)
-        pipe.hset(self.key(shop_id, "meta"), mapping=meta)
-        if checkpoint.outbox:
-            pipe.rpush(self.key(shop_id, "outbox"), *(r.dump() for r in checkpoint.outbox))
+                ops += _op("LTRIM", 4, [-self.dedup_capacity, -1], always=True)
+        ops += _op("HSET", 1, meta)
+        ops += _op("RPUSH", 5, [r.dump() for r in checkpoint.outbox])
+        return ops
 
-    async def clear_outboxes(self, shop_ids: Iterable[str], partitions: Iterable[int]) -> None:
-        """Forget outboxes whose every record Kafka has acknowledged."""
-        keys = [self.key(s, "outbox") for s in shop_ids]
-        keys += [self.partition_outbox(p) for p in partitions]
-        if keys:
-            try:
-                await self.client.delete(*keys)
-            except (RedisError, OSError) as exc:
-                raise StoreError(f"outboxes not cleared: {exc}") from exc
+    async def clear_outboxes(
+        self, shops: Mapping[str, int], partitions: Mapping[int, int]
+    ) -> dict[str | int, Outcome | StoreError]:
+        """Forget outboxes whose every record Kafka has acknowledged (owner -> epoch)."""
+        owners: list[str | int] = [*shops, *partitions]
+        calls = [
+            (_WRITE, self._shop_keys(s)[:1] + self._shop_keys(s)[4:], [e, "-", "DEL", 2, 0])
+            for s, e in shops.items()
+        ]
+        calls += [
+            (_WRITE, self._partition_keys(p), [e, "-", "DEL", 2, 0]) for p, e in partitions.items()
+        ]
+        return dict(zip(owners, await self._writes(calls), strict=True))
 
     # ------------------------------------------------------------------------- reading
-
-    async def partitions_of(self, shop_ids: list[str]) -> dict[str, int]:
-        """The input partition each shop was last checkpointed from (shops never seen: absent)."""
-        pipe = self.client.pipeline(transaction=False)
-        for shop_id in shop_ids:
-            pipe.hget(self.key(shop_id, "meta"), "partition")
-        replies = await self._run(pipe, "partitions not read")
-        return {s: int(p) for s, p in zip(shop_ids, replies, strict=True) if p is not None}
-
-    async def load(self, shop_ids: list[str]) -> dict[str, StoredShop]:
-        """Every stored part of these shops, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for shop_id in shop_ids:
-            pipe.hgetall(self.key(shop_id, "meta"))
-            pipe.hgetall(self.key(shop_id, "agents"))
-            pipe.hgetall(self.key(shop_id, "buyers"))
-            pipe.lrange(self.key(shop_id, "seen"), 0, -1)
-            pipe.lrange(self.key(shop_id, "outbox"), 0, -1)
-        replies = await self._run(pipe, "shops not read")
-        loaded = {}
-        for i, shop_id in enumerate(shop_ids):
-            meta, agents, buyers, seen, outbox = replies[5 * i : 5 * i + 5]
-            loaded[shop_id] = _stored(meta, agents, buyers, seen, outbox)
-        return loaded
-
-    async def orphans(self, partitions: list[int]) -> dict[int, list[OutboxRecord]]:
-        """The shop-less outboxes of these partitions."""
-        pipe = self.client.pipeline(transaction=False)
-        for partition in partitions:
-            pipe.lrange(self.partition_outbox(partition), 0, -1)
-        replies = await self._run(pipe, "outboxes not read")
-        return {
-            p: [OutboxRecord.load(raw) for raw in reply]
-            for p, reply in zip(partitions, replies, strict=True)
-        }
-
-    async def watermarks(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """The stored watermarks of these topic-partitions (absent: never checkpointed)."""
-        wanted = list(partitions)
-        if not wanted:
-            return {}
-        try:
-            values = await self.client.hmget(self.watermarks_key, [f"{t}:{p}" for t, p in wanted])
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"watermarks not read: {exc}") from exc
-        return {tp: int(v) for tp, v in zip(wanted, values, strict=True) if v is not None}
 
     async def ping(self) -> None:
         """StoreError unless Redis answers."""
@@ -218,32 +287,96 @@ class Store:
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis unreachable: {exc}") from exc
 
-    async def _run(self, pipe: Any, what: str) -> list[Any]:
-        try:
-            return list(await pipe.execute())
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"{what}: {exc}") from exc
+    # ------------------------------------------------------------------------ scripts
+
+    async def _writes(
+        self, calls: list[tuple[str, list[str], list[Any]]]
+    ) -> list[Outcome | StoreError]:
+        """Run fenced writes; each one's outcome, or the error that stopped it."""
+        if not calls:
+            return []
+        replies = await self._scripts(calls, "checkpoint not written", per_call=True)
+        out: list[Outcome | StoreError] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                out.append(StoreError(f"checkpoint not written: {reply!r}"))
+            else:
+                out.append(Outcome(reply.decode() if isinstance(reply, bytes) else reply))
+        return out
+
+    async def _scripts(
+        self,
+        calls: Sequence[tuple[str, list[str], list[Any]]],
+        what: str,
+        *,
+        per_call: bool = False,
+    ) -> list[Any]:
+        """Run scripts in one pipeline (loading them first where Redis lost its script cache,
+        e.g. after a restart). With `per_call`, a failed call's error is its reply; without,
+        any failure raises StoreError."""
+        if not calls:
+            return []
+        for attempt in (1, 2):
+            await self._load_scripts({source for source, _, _ in calls}, force=attempt > 1)
+            pipe = self.client.pipeline(transaction=False)
+            for source, keys, args in calls:
+                pipe.execute_command("EVALSHA", self._shas[source], len(keys), *keys, *args)
+            try:
+                replies = list(await pipe.execute(raise_on_error=False))
+            except (RedisError, OSError) as exc:
+                raise StoreError(f"{what}: {exc}") from exc
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                continue  # every script is harmless to run again (fenced and numbered)
+            failed = [r for r in replies if isinstance(r, Exception)]
+            if failed and not per_call:
+                raise StoreError(f"{what}: {failed[0]!r}")
+            return replies
+        raise AssertionError("unreachable")
+
+    async def _load_scripts(self, sources: set[str], *, force: bool) -> None:
+        missing = [s for s in sources if force or s not in self._shas]
+        for source in missing:
+            try:
+                sha = await self.client.script_load(source)
+            except (RedisError, OSError) as exc:
+                raise StoreError(f"scripts not loaded: {exc}") from exc
+            self._shas[source] = sha.decode() if isinstance(sha, bytes) else str(sha)
+
+
+def _op(command: str, key_index: int, args: Sequence[Any], *, always: bool = False) -> list[Any]:
+    """One operation of the write script (nothing when it has no arguments)."""
+    if not args and not always:
+        return []
+    return [command, key_index, len(args), *args]
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[str, bytes]:
+    """A script's HGETALL reply (a flat list) as a dict with text keys."""
+    return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _records(raw: Sequence[bytes]) -> list[OutboxRecord]:
+    return [OutboxRecord.load(r) for r in raw]
 
 
 def _stored(
-    meta: dict[bytes, bytes],
-    agents: dict[bytes, bytes],
-    buyers: dict[bytes, bytes],
+    epoch: int,
+    meta_flat: list[bytes],
+    agents: list[bytes],
+    buyers: list[bytes],
     seen: list[bytes],
     outbox: list[bytes],
 ) -> StoredShop:
-    partition = int(meta[b"partition"]) if b"partition" in meta else None
+    meta = _pairs(meta_flat)
+    partition = int(meta["partition"]) if "partition" in meta else None
     offsets = {
-        k.decode().removeprefix("offset:"): int(v)
-        for k, v in meta.items()
-        if k.startswith(b"offset:")
+        k.removeprefix("offset:"): int(v) for k, v in meta.items() if k.startswith("offset:")
     }
     snapshot = None
-    if b"state" in meta:
-        state = orjson.loads(meta[b"state"])
+    if "state" in meta:
+        state = orjson.loads(meta["state"])
         snapshot = {name: state[name] for name in META_FIELDS}
-        snapshot["agents"] = {k.decode(): orjson.loads(v) for k, v in agents.items()}
-        snapshot["buyers"] = {k.decode(): orjson.loads(v) for k, v in buyers.items()}
+        snapshot["agents"] = {k: orjson.loads(v) for k, v in _pairs(agents).items()}
+        snapshot["buyers"] = {k: orjson.loads(v) for k, v in _pairs(buyers).items()}
         snapshot["seen"] = [s.decode() for s in seen]
-    records = [OutboxRecord.load(raw) for raw in outbox]
-    return StoredShop(snapshot, partition, offsets, records)
+    return StoredShop(int(epoch), snapshot, partition, offsets, _records(outbox))

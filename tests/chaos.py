@@ -1,14 +1,16 @@
-"""The chaos suite: a real `fenliu run` SIGKILLed at random moments under a continuous stream.
+"""The chaos suite: real `fenliu run` instances killed at random moments under a continuous stream.
 
 Used by `tests/test_chaos.py` (a few kills) and `bench/chaos.py --kills N` (many).
 
-- `SHOP_FILES` / `SHOP_CONFIGS`: three shops with queueing on, caps of 1–2, 3 s sessions and
+- `SHOP_FILES` / `SHOP_CONFIGS`: four shops with queueing on, caps of 1–2, 3 s sessions and
   an 8 s `max_wait`, so queues form, drain and expire within seconds.
 - `Driver`: a seeded (`random.Random(seed)`) producer of valid input events for all shops —
   inquiries (some with priority), buyer and agent messages, leaves, orders, agent status
   flips — with real-time `ts`; it keeps every event it produced, in order.
-- `run_chaos(plan, ...)`: starts the daemon, drives for `plan.seconds` while SIGKILLing it at
-  seeded moments and restarting it, then puts every agent online, has an agent answer every
+- `run_chaos(plan, ...)`: starts the daemon (or a fleet of them in one consumer group), drives
+  for `plan.seconds` while stopping instances (SIGKILL or SIGTERM) at seeded moments and
+  restarting them — a watcher restarts, and reports as `crashed`, any that dies on its own —
+  then puts every agent online, has an agent answer every
   buyer, stops producing, waits until nothing is open or queued (or nothing moves), reads
   every output topic from the beginning and returns `check(...)`'s `Verdict` with the run's
   figures (kills, restarts, recovery times) added.
@@ -95,6 +97,11 @@ SHOP_FILES: dict[str, str] = {
     '[[groups]]\nname = "vip"\nagents = ["c1"]\naccept_unmatched = false\n'
     '[groups.match]\ncrowd = ["vip"]\n'
     '[[groups]]\nname = "general"\nagents = ["c2", "c3"]\n',
+    # efficiency, cap 2, repeat entry and stickiness on
+    "chaos-d": 'id = "chaos-d"\nmode = "efficiency"\n'
+    + _QUEUE.format(cap=2, repeat="5s")
+    + '[[agents]]\nid = "d1"\n[[agents]]\nid = "d2"\n[[agents]]\nid = "d3"\n'
+    '[[groups]]\nname = "all"\nagents = ["d1", "d2", "d3"]\n',
 }
 SHOP_CONFIGS: dict[str, ShopConfig] = {
     shop: ShopConfig.model_validate(tomllib.loads(text)) for shop, text in SHOP_FILES.items()
@@ -302,9 +309,11 @@ async def read_outputs(bootstrap: str, topics: TopicsConfig) -> list[Event]:
 
 @dataclass(frozen=True)
 class ChaosPlan:
-    """What to do: drive at least `seconds`, SIGKILLing the daemon `kills` times, each after a
-    seeded random uptime (`uptime_s`, counted from start or from the last recovery); the
-    stream goes on `tail_s` after the last recovery."""
+    """What to do: run `instances` daemons in one consumer group over `partitions` partitions
+    and drive at least `seconds`, stopping an instance `kills` times, each after a seeded
+    random uptime (`uptime_s`, counted from start or from the last recovery) with a signal
+    drawn from `signals` (with several instances, now and then two at once); the stream goes
+    on `tail_s` after the last recovery."""
 
     seed: int = 1
     seconds: float = 30.0
@@ -313,6 +322,10 @@ class ChaosPlan:
     warmup_s: float = 2.0  # added to the first uptime
     tail_s: float = 3.0
     settle_s: float = 30.0  # longest wait for quiescence after the stream stops
+    instances: int = 1
+    partitions: int = 4
+    signals: tuple[signal.Signals, ...] = (signal.SIGKILL,)
+    pair_chance: float = 0.25  # with 3+ instances: chance that a stop hits two at once
 
     def uptimes(self) -> list[float]:
         """The seconds the daemon runs before each kill."""
@@ -323,39 +336,96 @@ class ChaosPlan:
 
 @dataclass
 class RunFacts:
-    """What the run did to the daemon."""
+    """What the run did to the daemons, and what they did by themselves."""
 
     kills: int = 0
     restarts: int = 0
     recoveries_s: list[float] = field(default_factory=list)  # restart -> ready again
-    downtimes_s: list[float] = field(default_factory=list)  # kill -> ready again
+    downtimes_s: list[float] = field(default_factory=list)  # stop -> ready again
+    unclean_stops: list[str] = field(default_factory=list)  # SIGTERM not ending in exit 0
+    crashes: list[str] = field(default_factory=list)  # exits nobody asked for, with the log
 
 
 Progress = Callable[[str], None]
+MAX_CRASHES = 10  # a fleet crashing this often is hopeless: stop the run
 
 
-async def _killer(plan: ChaosPlan, daemon: DaemonProcess, facts: RunFacts, say: Progress) -> None:
-    """SIGKILL the daemon after each of the plan's uptimes; restart it after a random pause
-    of up to 1 s and wait until it is ready (/readyz) again."""
+class Fleet:
+    """The daemon instances of a run; a watcher restarts (and reports) any that dies on its
+    own, so a crash shows in the verdict instead of hanging the run."""
+
+    def __init__(self, daemons: list[DaemonProcess], facts: RunFacts, say: Progress) -> None:
+        self.daemons, self.facts, self.say = daemons, facts, say
+        self.stopping: set[int] = set()  # indexes the killer is stopping or restarting
+        self.closed = False
+
+    async def watch(self) -> None:
+        """Until closed: restart any instance that exited without being asked to."""
+        while not self.closed:
+            await asyncio.sleep(0.2)
+            for i, daemon in enumerate(self.daemons):
+                if i in self.stopping or daemon.proc is None or daemon.proc.poll() is None:
+                    continue
+                tail = daemon.log_tail(30)
+                self.facts.crashes.append(f"instance {i} exited {daemon.proc.returncode}: {tail}")
+                self.say(f"  instance {i} CRASHED (exit {daemon.proc.returncode}); restarting")
+                self.stopping.add(i)
+                try:
+                    await self.restart(i)
+                finally:
+                    self.stopping.discard(i)
+
+    async def restart(self, i: int) -> None:
+        """Start instance `i` and wait until ready; one that dies while starting is a crash
+        (after MAX_CRASHES of them the run gives up)."""
+        try:
+            await asyncio.to_thread(self.daemons[i].start, 60.0)
+        except AssertionError as exc:
+            self.facts.crashes.append(f"instance {i} did not come back: {exc}")
+            self.say(f"  instance {i} did not come back: {str(exc).splitlines()[-1]}")
+            if len(self.facts.crashes) >= MAX_CRASHES:
+                raise
+
+
+async def _stop_one(daemon: DaemonProcess, sig: signal.Signals, facts: RunFacts) -> None:
+    """Send `sig` and wait for the exit; SIGTERM must end in exit 0 within 10 s."""
+    assert daemon.proc is not None
+    daemon.signal(sig)
+    if sig == signal.SIGKILL:
+        await asyncio.to_thread(daemon.proc.wait)
+        return
+    code, took = await asyncio.to_thread(daemon.stop, 15.0)
+    if code != 0 or took > 10.0:
+        facts.unclean_stops.append(f"{sig.name}: exit {code} after {took:.1f}s")
+
+
+async def _killer(plan: ChaosPlan, fleet: Fleet, say: Progress) -> None:
+    """Stop one instance (or two) after each of the plan's uptimes with a seeded signal;
+    restart after a random pause of up to 1 s and wait until ready (/readyz) again."""
     rng = random.Random(plan.seed * 31 + 7)
-    started = time.monotonic()
+    facts, started = fleet.facts, time.monotonic()
     for uptime in plan.uptimes():
         await asyncio.sleep(uptime)
-        assert daemon.proc is not None
-        pid = daemon.proc.pid
-        daemon.signal(signal.SIGKILL)
+        two = plan.instances >= 3 and rng.random() < plan.pair_chance
+        victims = rng.sample(range(plan.instances), 2 if two else 1)
+        sig = rng.choice(plan.signals)
+        while fleet.stopping & set(victims):  # noqa: ASYNC110 - the watcher restarts one
+            await asyncio.sleep(0.2)
+        fleet.stopping.update(victims)
+        pids = [fleet.daemons[i].proc.pid for i in victims if fleet.daemons[i].proc]
         killed = time.monotonic()
-        await asyncio.to_thread(daemon.proc.wait)
-        facts.kills += 1
+        await asyncio.gather(*(_stop_one(fleet.daemons[i], sig, facts) for i in victims))
+        facts.kills += len(victims)
         await asyncio.sleep(rng.uniform(0.0, 1.0))
         restarted = time.monotonic()
-        await asyncio.to_thread(daemon.start, 60.0)
-        facts.restarts += 1
+        await asyncio.gather(*(fleet.restart(i) for i in victims))
+        fleet.stopping.difference_update(victims)
+        facts.restarts += len(victims)
         facts.recoveries_s.append(time.monotonic() - restarted)
         facts.downtimes_s.append(time.monotonic() - killed)
         say(
-            f"  t={killed - started:5.1f}s SIGKILL pid {pid}; restarted after "
-            f"{restarted - killed:.1f}s, ready {facts.recoveries_s[-1]:.1f}s later"
+            f"  t={killed - started:5.1f}s {sig.name} instance(s) {victims} (pid {pids}); "
+            f"restarted after {restarted - killed:.1f}s, ready {facts.recoveries_s[-1]:.1f}s later"
         )
 
 
@@ -383,32 +453,43 @@ async def run_chaos(
     redis_url: str,
     folder: Path,
     progress: Progress | None = None,
+    redis_cluster: bool = False,
 ) -> Verdict:
-    """The whole chaos run (see the module docstring); the verdict with the run's figures."""
+    """The whole chaos run (see the module docstring); the verdict with the run's figures.
+    `redis_cluster`: `redis_url` names a node of a Redis Cluster."""
     say = progress or (lambda _: None)
     prefix = f"chaos{plan.seed}-{uuid.uuid4().hex[:8]}"
     topics = TopicsConfig(**{f: f"{prefix}.{f}" for f in TopicsConfig.model_fields})
-    await create_topics(bootstrap, topics, partitions=4)
-    config = write_config(
-        folder,
-        bootstrap=bootstrap,
-        redis_url=redis_url,
-        topics=topics,
-        shops=SHOP_FILES,
-        group_id=f"{prefix}.fenliu",
+    await create_topics(bootstrap, topics, partitions=plan.partitions)
+    daemons = []
+    for i in range(plan.instances):
+        (folder / f"i{i}").mkdir()
+        config = write_config(
+            folder / f"i{i}",
+            bootstrap=bootstrap,
+            redis_url=redis_url,
+            topics=topics,
+            shops=SHOP_FILES,
+            group_id=f"{prefix}.fenliu",
+            redis_cluster=redis_cluster,
+        )
+        daemons.append(DaemonProcess(config))
+    await asyncio.gather(*(asyncio.to_thread(d.start, 60.0) for d in daemons))
+    say(
+        f"{plan.instances} daemon(s) ready (logs: {folder}/i*/daemon.log); "
+        f"driving ≥{plan.seconds:g}s, {plan.kills} stops"
     )
-    daemon = DaemonProcess(config)
-    await asyncio.to_thread(daemon.start, 60.0)
-    say(f"daemon ready (log: {daemon.log_path}); driving ≥{plan.seconds:g}s, {plan.kills} kills")
     started = time.monotonic()
     driver = Driver(plan.seed, bootstrap, topics, SHOP_CONFIGS)
     facts = RunFacts()
+    fleet = Fleet(daemons, facts, say)
+    watching = asyncio.create_task(fleet.watch())
     await driver.start()
     driving: asyncio.Task[None] | None = None
     try:
         await driver.wind_down()  # every agent online to begin with
         driving = asyncio.create_task(driver.drive())
-        await _killer(plan, daemon, facts, say)
+        await _killer(plan, fleet, say)
         await asyncio.sleep(max(plan.tail_s, plan.seconds - (time.monotonic() - started)))
         driver.stopping = True
         await driving
@@ -424,18 +505,27 @@ async def run_chaos(
         if driving is not None:
             await asyncio.gather(driving, return_exceptions=True)
         await driver.stop()
-        code, _ = await asyncio.to_thread(daemon.stop)
+        fleet.closed = True
+        await watching
+        fleet.stopping.update(range(len(daemons)))
+        codes = await asyncio.gather(*(asyncio.to_thread(d.stop) for d in daemons))
     verdict = check(driver.inputs, outputs, SHOP_CONFIGS, end_ms=end_ms)
+    for crash in facts.crashes:
+        verdict.add("crashed", crash)
+    for stop in facts.unclean_stops:
+        verdict.add("crashed", f"unclean stop: {stop}")
     verdict.figures.update(
         {
+            "instances": plan.instances,
             "kills": facts.kills,
             "restarts": facts.restarts,
+            "crashes": len(facts.crashes),
             "max_recovery_s": max(facts.recoveries_s, default=0.0),
             "mean_recovery_s": sum(facts.recoveries_s) / max(len(facts.recoveries_s), 1),
             "max_downtime_s": max(facts.downtimes_s, default=0.0),
             "drive_s": drive_s,
             "settle_s": settle_s,
-            "final_exit_code": code,
+            "final_exit_code": max(code for code, _ in codes),
         }
     )
     return verdict

@@ -30,6 +30,8 @@ ids, keeping the first):
                           waits in its queue (decided strictly between its queued and exit ts)
     unclosed              a session still open at the end although its timeout passed with the
                           agent having written last (state the daemon forgot)
+    crashed               (added by the runner, not judged here) a daemon that exited without
+                          being asked to, or a SIGTERM that did not end in exit 0 within 10 s
 
 Timing facts come from the daemon's own `ts` (decision time) and the producer's `ts` (input
 time), both wall clock on one machine: an input is decided no earlier than its `ts`.
@@ -57,6 +59,7 @@ KINDS = (
     "cap_exceeded",
     "queue_order",
     "unclosed",
+    "crashed",
 )
 SESSION_TYPES = ("assignment", "session_closed")  # the assignments topic
 EXITS = ("dequeued", "left", "expired")

@@ -27,6 +27,7 @@ from daemon.config import TopicsConfig
 from daemon.devstack import Broker, RedisServer
 from daemon.topics_admin import create_topics
 from tests.faultproxy import ProxiedBroker
+from tests.redis_cluster import RedisCluster
 
 T = TypeVar("T")
 
@@ -74,6 +75,25 @@ def redis_server() -> Iterator[RedisServer]:
         _STARTED["redis_server"] = process
         yield process
     _STARTED.pop("redis_server", None)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A three-master Redis Cluster (tests/redis_cluster.py) for the whole session."""
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        _STARTED["redis_cluster"] = cluster.nodes[0]
+        yield cluster
+    _STARTED.pop("redis_cluster", None)
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """The session cluster's first node, every node running and empty at the start of the test."""
+    for node in redis_cluster.nodes:
+        node.start()  # a no-op unless an earlier test left it stopped
+    redis_cluster.wait_ok()
+    redis_cluster.flush()
+    return redis_cluster.url
 
 
 @pytest.fixture

@@ -31,6 +31,8 @@ def write_config(
     topics: TopicsConfig,
     shops: dict[str, str],
     group_id: str = "fenliu-e2e",
+    redis_cluster: bool = False,
+    kafka_extra: str = "",
 ) -> Path:
     """A fenliu.toml and shop files (name -> TOML text) in `folder`; returns the toml path.
 
@@ -40,6 +42,7 @@ def write_config(
     return write_daemon_config(
         folder, bootstrap=bootstrap, redis_url=redis_url, shops=shops, topics=topics,
         group_id=group_id, key_prefix=topics.inquiries.split(".")[0],
+        redis_cluster=redis_cluster, kafka_extra=kafka_extra,
     )  # fmt: skip
 
 
@@ -53,8 +56,9 @@ class DaemonProcess:
         self.http = text.split('listen = "', 1)[1].split('"', 1)[0]
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_within: float = 30.0) -> DaemonProcess:
-        """Start and wait until /readyz answers 200."""
+    def start(self, ready_within: float = 30.0, *, ready: str = "/readyz") -> DaemonProcess:
+        """Start and wait until `ready` (/readyz; /healthz for an instance that may own
+        nothing) answers 200."""
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config)],
@@ -67,7 +71,7 @@ class DaemonProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited early:\n{self.log_tail()}")
-            if self.get("/readyz")[0] == 200:
+            if self.get(ready)[0] == 200:
                 return self
             time.sleep(0.2)
         raise AssertionError(f"daemon not ready in {ready_within}s:\n{self.log_tail()}")
@@ -132,6 +136,7 @@ class Wire:
             auto_offset_reset="earliest",
         )
         self.seen: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []  # every event produced, in order
         self._n = 0
 
     async def __aenter__(self) -> Wire:
@@ -155,6 +160,7 @@ class Wire:
             }
             value = orjson.dumps(body)
             event_id = str(body["id"])
+            self.sent.append(body)
         else:
             value, event_id = body, ""
         record_key = (key if key is not None else self.shop).encode()

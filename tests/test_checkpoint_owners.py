@@ -1,0 +1,132 @@
+"""Two live owners of one shop (daemon.checkpoint over a real Redis): the way the fleet's
+KeyError came about, and the fencing and quarantine that end it.
+
+The scenario of issue 10, without Kafka: instance A owns the shop; instance B claims it
+(a rebalance A has not noticed yet: Tansu completes a rebalance without waiting for a
+member that is slow to rejoin, and a paused process misses it entirely) and decides on;
+A, still believing it owns the shop, checkpoints a batch decided on its stale state.
+Before fencing, A's rows and B's rows mixed in Redis — a buyer in session with an agent
+whose row does not list the session — and every later owner died restoring that shop.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from daemon.checkpoint import Batch, Checkpoint, Saved
+from daemon.core.config import ShopConfig
+from daemon.core.consistency import consistency_problems
+from daemon.core.engine import Engine
+from daemon.store import OutboxRecord, Store
+from topics.codec import encode
+from topics.events import (
+    AgentStatus,
+    AgentStatusChanged,
+    BuyerInquired,
+    InputEvent,
+    MessageSent,
+)
+
+SHOP = "s1"
+CONFIG = ShopConfig.model_validate(
+    tomllib.loads(
+        'id = "s1"\n[queue]\nenabled = true\ndefault_cap = 2\nsession_timeout = "60s"\n'
+        '[[agents]]\nid = "a1"\n[[agents]]\nid = "a2"\n'
+        '[[groups]]\nname = "all"\nagents = ["a1", "a2"]\n'
+    )
+)
+TOPIC = "in"
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    redis_client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield redis_client
+    finally:
+        await redis_client.aclose()
+
+
+def _instance(client: aioredis.Redis) -> Checkpoint:
+    engine = Engine({SHOP: CONFIG}, track=True)
+    return Checkpoint(engine, Store(client, "t", dedup_capacity=1000))
+
+
+async def _step(cp: Checkpoint, offset: int, events: list[InputEvent], now: int) -> Saved:
+    """What the service does with one batch of partition 0 (one topic)."""
+    batch = Batch()
+    for i, event in enumerate(events):
+        cp.consumed(batch, event.shop_id, TOPIC, 0, offset + i)
+        for out in cp.engine.handle(event, now):
+            record = OutboxRecord("out", SHOP.encode(), encode(out))
+            cp.output(batch, cp.owner_of(out.shop_id, 0), record)
+    return await cp.save(batch)
+
+
+def _online(n: int, agent: str) -> AgentStatusChanged:
+    return AgentStatusChanged(f"e{n}", SHOP, 1000 + n, agent, AgentStatus.ONLINE)
+
+
+async def test_a_stale_owner_is_fenced_and_redis_stays_consistent(
+    client: aioredis.Redis,
+) -> None:
+    a, b = _instance(client), _instance(client)
+    await a.restore([0], 1)
+    saved = await _step(
+        a, 0, [_online(1, "a1"), _online(2, "a2"), BuyerInquired("e3", SHOP, 1003, "b1")], 1003
+    )
+    assert saved.lost == set() and len(saved.sends) == 1, "b1 assigned by A"
+
+    restored = await b.restore([0], 1)  # B takes over; A does not know yet
+    assert restored.shops == 1 and restored.quarantined == {}
+    agent = b.engine.shop(SHOP).buyers["b1"].session
+    assert agent is not None
+    offline = AgentStatusChanged("e4", SHOP, 1004, agent.agent_id, AgentStatus.OFFLINE)
+    saved = await _step(b, 3, [offline, BuyerInquired("e5", SHOP, 1005, "b2")], 1005)
+    assert saved.lost == set() and saved.sends, "B closes b1's session and routes b2"
+
+    # A's late batch, decided on A's stale state (b1 still in session there)
+    late = [MessageSent("e6", SHOP, 1006, "b1", "buyer"), BuyerInquired("e7", SHOP, 1007, "b3")]
+    saved = await _step(a, 5, late, 1007)
+    assert saved.lost == {0}, "A learns it lost the partition"
+    assert saved.sends == [], "nothing A decided is published"
+    assert a.partition_of == {} and a.engine.shop(SHOP).buyers == {}, "A dropped the shop"
+
+    c = _instance(client)
+    await c.restore([0], 1)
+    shop = c.engine.shop(SHOP)
+    assert consistency_problems(shop) == []
+    assert "b3" not in shop.buyers, "A's late decision never reached Redis"
+    assert shop.buyers["b1"].session is None, "B's close of b1 stands"
+    assert b.engine.snapshot_shop(SHOP) == c.engine.snapshot_shop(SHOP), "Redis is B's state"
+
+
+async def test_inconsistent_stored_state_is_quarantined_and_holds_the_watermark(
+    client: aioredis.Redis,
+) -> None:
+    """A shop whose rows disagree (the fleet bug's leftovers) is not served; its records from
+    the last consistent offset on are held; other shops are untouched."""
+    a = _instance(client)
+    await a.restore([0], 1)
+    await _step(a, 0, [_online(1, "a1"), BuyerInquired("e2", SHOP, 1002, "b1")], 1002)
+    store = a.store
+    await client.hset(store.key(SHOP, "agents"), "a1", b'{"id":"a1","ordinal":0,"status":'
+                      b'"online","sessions":[]}')  # fmt: skip  # a1 forgot b1
+
+    b = _instance(client)
+    restored = await b.restore([0], 1)
+    assert list(restored.quarantined) == [SHOP]
+    assert "which does not list the session" in restored.quarantined[SHOP]
+    assert SHOP in b.quarantined and b.engine.shop(SHOP).buyers == {}
+    assert b.quarantined[SHOP].holds == {TOPIC: 2}, "held where the stored state ends"
+
+    batch = Batch()
+    b.consumed(batch, SHOP, TOPIC, 0, 2)  # a later record of the shop: skipped, not lost
+    b.consumed(batch, "other", TOPIC, 0, 3)
+    await b.save(batch)
+    marks = (await b.store.claim_partitions([0]))[0].marks
+    assert marks == {TOPIC: 2}, "the watermark stays at the quarantined shop's first record"
