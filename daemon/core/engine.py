@@ -4,6 +4,8 @@
     outputs = engine.handle(event, now)    # fires due timers, applies one event
     outputs = engine.on_timer(now)         # fires due timers only
     engine.next_deadline()                 # when on_timer next has work, or None
+    for shop_id in engine.due(now):        # the same as on_timer, one shop at a time
+        outputs = engine.fire(shop_id, now)
 
 `now` is epoch milliseconds supplied by the caller (the daemon's clock, or virtual time in
 the simulator and tests); the engine never reads a clock and never does I/O. Time never runs
@@ -15,11 +17,16 @@ Shops are snapshot and restored one at a time (`snapshot_shop`, `restore_shop`),
 Kafka partition — the unit a daemon instance owns — carries whole shops. An engine created
 with `track=True` also remembers what changed, and `take_deltas()` hands the changes since
 the previous call to whoever checkpoints them.
+
+The cost of an event does not grow with the number of shops (CONTRACT 7): the engine keeps
+each shop's next deadline in one heap and the shops touched since the last look in a set,
+so `next_deadline`, `due` and `take_deltas` visit only the shops that changed or are due.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Mapping
 from typing import Any
 
 from daemon.core.config import ShopConfig
@@ -48,6 +55,10 @@ class Engine:
         self.shops: dict[str, ShopEngine] = {
             shop_id: self._new_shop(config) for shop_id, config in self.configs.items()
         }
+        self._deadlines: list[tuple[int, str]] = []  # (deadline, shop), stale ones skipped
+        self._armed: dict[str, int] = {}  # shop -> its deadline in the heap
+        self._touched: set[str] = set(self.shops)  # shops whose deadline may have moved
+        self._unsaved: set[str] = set(self.shops)  # shops that may have changes to take
 
     def _new_shop(self, config: ShopConfig) -> ShopEngine:
         return ShopEngine(config, dedup_capacity=self.dedup_capacity, track=self.track)
@@ -58,32 +69,60 @@ class Engine:
 
     def handle(self, event: InputEvent, now: int) -> list[OutputEvent]:
         """Apply one decoded input event at time `now`; return the decisions."""
-        shop = self.shops.get(event.shop_id)
+        shop_id = event.shop_id
+        shop = self.shops.get(shop_id)
         if shop is None:
-            raise EventRejected(f"shop_id {event.shop_id!r} is not configured")
+            raise EventRejected(f"shop_id {shop_id!r} is not configured")
+        self._touch(shop_id)
         return shop.handle(event, now)
 
-    def handle_batch(self, events: Iterable[InputEvent], now: int) -> list[OutputEvent]:
-        """Apply several events at `now`; rejected ones are skipped (see `handle`)."""
-        out: list[OutputEvent] = []
-        for event in events:
-            try:
-                out.extend(self.handle(event, now))
-            except EventRejected as rejected:
-                out.extend(rejected.outputs)
-        return out
+    def _touch(self, shop_id: str) -> None:
+        self._touched.add(shop_id)
+        self._unsaved.add(shop_id)
+
+    def _rearm(self) -> None:
+        """Bring the deadline heap up to date with the shops touched since the last look."""
+        armed, heap = self._armed, self._deadlines
+        for shop_id in self._touched:
+            shop = self.shops.get(shop_id)
+            deadline = shop.next_deadline() if shop is not None else None
+            if deadline is None:
+                armed.pop(shop_id, None)
+            elif armed.get(shop_id) != deadline:
+                armed[shop_id] = deadline
+                heapq.heappush(heap, (deadline, shop_id))
+        self._touched.clear()
+        while heap and armed.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # superseded by a later push, or the shop has none now
+
+    def due(self, now: int) -> list[str]:
+        """The shops with a timer due at or before `now` (fire each with `fire`)."""
+        self._rearm()
+        heap, armed, found = self._deadlines, self._armed, []
+        while heap and heap[0][0] <= now:
+            deadline, shop_id = heapq.heappop(heap)
+            if armed.get(shop_id) == deadline:
+                del armed[shop_id]
+                self._touched.add(shop_id)  # re-armed after it fires
+                found.append(shop_id)
+        return found
+
+    def fire(self, shop_id: str, now: int) -> list[OutputEvent]:
+        """Fire one shop's timers due at or before `now`."""
+        self._touch(shop_id)
+        return self.shops[shop_id].on_timer(now)
 
     def on_timer(self, now: int) -> list[OutputEvent]:
         """Fire every timer due at or before `now`, shop by shop."""
         out: list[OutputEvent] = []
-        for shop in self.shops.values():
-            out.extend(shop.on_timer(now))
+        for shop_id in self.due(now):
+            out.extend(self.fire(shop_id, now))
         return out
 
     def next_deadline(self) -> int | None:
         """The earliest time any shop has a timer due, or None."""
-        deadlines = [d for s in self.shops.values() if (d := s.next_deadline()) is not None]
-        return min(deadlines, default=None)
+        self._rearm()
+        return self._deadlines[0][0] if self._deadlines else None
 
     def reconfigure(self, shops: Mapping[str, ShopConfig], now: int) -> list[OutputEvent]:
         """Apply reloaded configuration: new shops start empty, removed shops are dropped."""
@@ -91,7 +130,10 @@ class Engine:
         for shop_id in list(self.shops):
             if shop_id not in shops:
                 del self.shops[shop_id]
+                self._armed.pop(shop_id, None)
+                self._unsaved.discard(shop_id)
         for shop_id, config in shops.items():
+            self._touch(shop_id)
             if shop_id in self.shops:
                 out.extend(self.shops[shop_id].reconfigure(config, now))
             else:
@@ -108,18 +150,22 @@ class Engine:
         self.shops[shop_id] = load_shop(
             self.configs[shop_id], data, dedup_capacity=self.dedup_capacity, track=self.track
         )
+        self._touched.add(shop_id)
 
     def reset_shop(self, shop_id: str) -> None:
         """Forget one shop's state (it starts empty), e.g. when its partition is revoked."""
         self.shops[shop_id] = self._new_shop(self.configs[shop_id])
+        self._touch(shop_id)  # a new shop's agents are changes to write
 
     def take_deltas(self) -> dict[str, ShopDelta]:
         """Per shop that changed since the previous call, what changed (`track=True` only)."""
         deltas = {}
-        for shop_id, shop in self.shops.items():
-            delta = take_delta(shop)
+        for shop_id in self._unsaved:
+            shop = self.shops.get(shop_id)
+            delta = take_delta(shop) if shop is not None else None
             if delta is not None:
                 deltas[shop_id] = delta
+        self._unsaved.clear()
         return deltas
 
     def snapshot(self) -> dict[str, Any]:
