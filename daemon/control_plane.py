@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ def apply_reload(
 ) -> tuple[FenliuConfig, list[OutputEvent]]:
     """Read `config`'s files again and apply its shops to `engine`, settling `waiting`;
     the configuration now in force and the engine's outputs."""
+    started = time.perf_counter()
     try:
         new = load_config(config.config_path)
     except ConfigError as exc:
@@ -54,11 +56,19 @@ def apply_reload(
         log.error("reload_failed", problems=problems)
         _settle(waiting, "reload refused; nothing changed:\n" + "\n".join(problems), ok=False)
         return config, []
+    changed = [s for s, c in new.shop_configs.items() if engine.configs.get(s) != c]
+    changed += [s for s in engine.configs if s not in new.shop_configs]
     outputs = engine.reconfigure(new.shop_configs, clock())
     restart = [k for k in ("kafka", "redis", "http") if getattr(new, k) != getattr(config, k)]
     config = config.model_copy(update={"shop_configs": new.shop_configs})
     metrics.reloads.labels("ok").inc()
-    log.info("reload_ok", shops=sorted(new.shop_configs), needs_restart=restart)
+    log.info(
+        "reload_ok",
+        shops=len(new.shop_configs),
+        changed=len(changed),
+        needs_restart=restart,
+        seconds=round(time.perf_counter() - started, 3),
+    )
     note = f" ({', '.join(restart)} changes need a restart)" if restart else ""
     _settle(waiting, f"reloaded {len(new.shop_configs)} shop(s){note}", ok=True)
     return config, outputs

@@ -66,6 +66,13 @@ class Metrics:
             buckets=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
             registry=r,
         )
+        self.handoff_seconds = Histogram(
+            "fenliu_handoff_seconds",
+            "The daemon's share of a partition hand-off: from the assignment until the first "
+            "records of an owned partition arrive (restore and first fetch)",
+            buckets=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
+            registry=r,
+        )
         self.fenced = Counter(
             "fenliu_partitions_fenced",
             "Partitions found claimed by another instance at checkpoint (their batch was dropped)",

@@ -110,6 +110,7 @@ class Service:
         self._redis_ok = False
         self._broken: str | None = None  # what failed; cleared once the state is restored
         self._restore_next = False  # a reload asked for the owned shops to be restored
+        self._assigned_at: float | None = None  # the last assignment, until records came
         self._lock = asyncio.Lock()  # a batch, a settle, a restore or a rebalance at a time
         self._owned: set[TopicPartition] = set()  # assigned and restored
         self._unacked: list[asyncio.Future[Any]] = []
@@ -215,6 +216,8 @@ class Service:
             batch = await consumer.getmany(
                 timeout_ms=max(0, min(MAX_WAIT_MS, wait)), max_records=MAX_RECORDS
             )
+            if self._assigned_at is not None and any(tp in self._owned for tp in batch):
+                self._consuming()
             async with self._lock:
                 await self._step(producer, batch, reload_outputs)
                 if self._unacked and time.monotonic() - last_settle >= COMMIT_EVERY_S:
@@ -480,11 +483,21 @@ class Service:
         assigned: list[TopicPartition],
     ) -> None:
         """Rebalance: restore the shops of the new partitions before consuming them."""
+        self._assigned_at = time.monotonic()
         async with self._lock:
             try:
                 await self._restore(consumer, producer, assigned)
             except (StoreError, KafkaError, OSError) as exc:
                 self._break("restore", exc)
+
+    def _consuming(self) -> None:
+        """The first records after an assignment: the daemon's own share of a hand-off
+        (restore, then the first fetch) is over."""
+        assert self._assigned_at is not None
+        took = time.monotonic() - self._assigned_at
+        self._assigned_at = None
+        self.metrics.handoff_seconds.observe(took)
+        self.log.info("consuming", since_assigned_s=round(took, 3))
 
     def _is_ready(self, consumer: AIOKafkaConsumer) -> bool:
         """Consuming, with Redis answering and every owned partition fetched recently."""

@@ -58,7 +58,11 @@ class Engine:
         self._deadlines: list[tuple[int, str]] = []  # (deadline, shop), stale ones skipped
         self._armed: dict[str, int] = {}  # shop -> its deadline in the heap
         self._touched: set[str] = set(self.shops)  # shops whose deadline may have moved
-        self._unsaved: set[str] = set(self.shops)  # shops that may have changes to take
+        # shops that events, timers or a reload changed since the last take_deltas; a new
+        # or reset shop is not among them until something happens to it (its first delta
+        # then carries its initial rows), so thousands of idle shops cost no writes
+        self._unsaved: set[str] = set()
+        self._pristine: set[str] = set(self.shops)  # as created: resetting them is a no-op
 
     def _new_shop(self, config: ShopConfig) -> ShopEngine:
         return ShopEngine(config, dedup_capacity=self.dedup_capacity, track=self.track)
@@ -79,6 +83,7 @@ class Engine:
     def _touch(self, shop_id: str) -> None:
         self._touched.add(shop_id)
         self._unsaved.add(shop_id)
+        self._pristine.discard(shop_id)
 
     def _rearm(self) -> None:
         """Bring the deadline heap up to date with the shops touched since the last look."""
@@ -132,12 +137,18 @@ class Engine:
                 del self.shops[shop_id]
                 self._armed.pop(shop_id, None)
                 self._unsaved.discard(shop_id)
+                self._pristine.discard(shop_id)
         for shop_id, config in shops.items():
-            self._touch(shop_id)
+            if self.configs.get(shop_id) == config:
+                continue  # an unchanged shop file changes nothing (thousands are common)
+            self._touched.add(shop_id)
             if shop_id in self.shops:
+                self._unsaved.add(shop_id)
+                self._pristine.discard(shop_id)
                 out.extend(self.shops[shop_id].reconfigure(config, now))
             else:
                 self.shops[shop_id] = self._new_shop(config)
+                self._pristine.add(shop_id)
         self.configs = dict(shops)
         return out
 
@@ -151,11 +162,15 @@ class Engine:
             self.configs[shop_id], data, dedup_capacity=self.dedup_capacity, track=self.track
         )
         self._touched.add(shop_id)
+        self._pristine.discard(shop_id)
 
     def reset_shop(self, shop_id: str) -> None:
         """Forget one shop's state (it starts empty), e.g. when its partition is revoked."""
+        if shop_id in self._pristine:
+            return  # nothing happened to it since it was created (thousands of idle shops)
         self.shops[shop_id] = self._new_shop(self.configs[shop_id])
-        self._touch(shop_id)  # a new shop's agents are changes to write
+        self._touched.add(shop_id)
+        self._pristine.add(shop_id)
 
     def take_deltas(self) -> dict[str, ShopDelta]:
         """Per shop that changed since the previous call, what changed (`track=True` only)."""
