@@ -9,15 +9,16 @@ is measured. It is built by driving a tracking engine with inquiries: every grou
 own inquiries until one queues (every agent at cap: 10,000 sessions), then 5,000 more buyers
 queue. In one run:
 
-1. restore — the state is checkpointed with `Store.save` (as the delta of a tracking engine),
-   then timed: the same reads on a bare socket (Redis alone) and through redis-py,
-   `Store.load`, `Engine.restore_shop`, and the whole `Checkpoint.restore` path (target
+1. restore — the state is checkpointed with `Store.save_shops` (as the delta of a tracking
+   engine), then timed: the same reads on a bare socket (Redis alone) and through redis-py,
+   `Store.claim_shops`, `Engine.restore_shop`, and the whole `Checkpoint.restore` path (target
    ≤ 2 s). Every restored shop's snapshot must equal the original's, or the bench fails.
 2. memory — tracemalloc: what the engine allocates per open session and per queued buyer.
 3. per batch — batches of 100, 500 and 2,000 events of a made-up mix (in-session chat 80%,
    new inquiries 9% that queue, queued buyers leaving 9%, orders, agent stats, suspensions
    and shifts ending; 1,000 events per virtual second) are applied in turn; each batch's
-   checkpoint (`take_deltas` + `Store.save` with its outbox) is timed, and so is saving its
+   checkpoint (`take_deltas` + `Store.save_shops` with its outbox + the partition's
+   watermark, as the daemon writes them) is timed, and so is saving its
    outbox alone; they compare with a full dump (`dump_shop` + `orjson.dumps` + one SET) of
    the same shop. Batches in which a queue tick fired (every 10 s of virtual time) rewrite
    the row of every queued buyer whose position moved; they make the p99.
@@ -57,7 +58,7 @@ from daemon.core.engine import Engine, EventRejected, ShopDelta
 from daemon.core.snapshot import dump_shop
 from daemon.devstack import RedisServer
 from daemon.kafka import TopicMap
-from daemon.store import OutboxRecord, ShopCheckpoint, Store
+from daemon.store import OutboxRecord, Owned, PartitionCheckpoint, ShopCheckpoint, Store
 from topics.codec import encode
 from topics.events import (
     AgentStatsReported,
@@ -289,8 +290,39 @@ def started() -> float:
     return time.perf_counter()
 
 
+class Writer:
+    """Writes checkpoints as the daemon does: as the claimed owner of the shop and of its
+    partition, the shop first, then the partition's watermark (two round trips)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.shops: dict[str, Owned] = {}
+        self.partition = Owned(0, 0)
+
+    async def claim(self, *shops: str) -> None:
+        """Own these shops and partition 0 again (a restore in between fenced us)."""
+        for shop_id, stored in (await self.store.claim_shops(shops)).items():
+            assert not isinstance(stored, Exception), stored
+            self.shops[shop_id] = Owned(stored.epoch, 0)
+        claimed = (await self.store.claim_partitions([0]))[0]
+        assert not isinstance(claimed, Exception), claimed
+        self.partition = Owned(claimed.epoch, 0)
+
+    async def save(self, shop_id: str, cp: ShopCheckpoint, offset: int | None) -> None:
+        owned = self.shops[shop_id] = Owned(self.shops[shop_id].epoch, self.shops[shop_id].seq + 1)
+        outcome = await self.store.save_shops({shop_id: (owned, cp)})
+        assert outcome[shop_id] == "ok", outcome
+        if offset is not None:
+            self.partition = Owned(self.partition.epoch, self.partition.seq + 1)
+            mark = PartitionCheckpoint({TOPIC: offset}, [], {TOPIC: offset})
+            assert (await self.store.save_partitions({0: (self.partition, mark)}))[0] == "ok"
+
+    async def acknowledged(self, shop_id: str) -> None:
+        await self.store.clear_outboxes({shop_id: self.shops[shop_id].epoch}, {})
+
+
 async def raw_fetch(store: Store) -> list[Any]:
-    """The reads of `Store.load` without decoding anything."""
+    """The reads of a shop's claim without decoding anything."""
     pipe = store.client.pipeline(transaction=False)
     for part in ("meta", "agents", "buyers"):
         pipe.hgetall(store.key(SHOP, part))
@@ -334,8 +366,10 @@ async def restore_once(
     await raw_fetch(store)
     laps["fetch"] = time.perf_counter() - start
     start = started()
-    snapshot = (await store.load([SHOP]))[SHOP].snapshot
+    stored = (await store.claim_shops([SHOP]))[SHOP]
     laps["load"] = time.perf_counter() - start
+    assert not isinstance(stored, Exception), stored
+    snapshot = stored.snapshot
     assert snapshot is not None, "Redis holds no snapshot of the shop"
     engine = Engine({SHOP: config}, track=True)
     start = started()
@@ -344,9 +378,9 @@ async def restore_once(
     assert engine.snapshot_shop(SHOP) == original, "restore_shop changed the shop"
     checkpoint = Checkpoint(Engine({SHOP: config}, track=True), store)
     start = started()
-    _, restored = await checkpoint.restore([0])
+    restored = await checkpoint.restore([0], 1)
     laps["total"] = time.perf_counter() - start
-    assert restored == 1, "Checkpoint.restore found no shop"
+    assert restored.shops == 1, "Checkpoint.restore found no shop"
     assert checkpoint.engine.snapshot_shop(SHOP) == original, "Checkpoint.restore differs"
     return laps
 
@@ -363,7 +397,7 @@ async def bench_restore(
     rows = (
         ("socket", "the 5 reads on a bare socket, unparsed"),
         ("fetch", "the 5 reads through redis-py, no orjson"),
-        ("load", "Store.load (fetch + orjson of rows)"),
+        ("load", "Store.claim_shops (fetch + orjson of rows)"),
         ("restore_shop", "Engine.restore_shop (load_shop)"),
         ("total", "Checkpoint.restore, the whole path"),
     )
@@ -463,16 +497,18 @@ def apply_batch(mix: Mix, size: int) -> tuple[list[Timed], list[OutputEvent], fl
     return events, outputs, time.perf_counter() - start
 
 
-async def outbox_alone(store: Store, outbox: list[OutboxRecord]) -> float:
+async def outbox_alone(writer: Writer, outbox: list[OutboxRecord]) -> float:
     """Milliseconds to save only this outbox (under a scratch shop), for comparison."""
+    await writer.claim(PROBE)
     start = started()
-    await store.save({PROBE: ShopCheckpoint(0, None, {}, outbox)}, {}, {})
+    await writer.save(PROBE, ShopCheckpoint(0, None, {}, outbox), None)
     seconds = time.perf_counter() - start
+    store = writer.store
     await store.client.delete(store.key(PROBE, "meta"), store.key(PROBE, "outbox"))
     return seconds * 1000
 
 
-async def one_batch(mix: Mix, store: Store, runs: BatchRuns, offset: int) -> int:
+async def one_batch(mix: Mix, writer: Writer, runs: BatchRuns, offset: int) -> int:
     """Apply one batch, then time its checkpoint; return the new input offset."""
     events, outputs, handle_s = apply_batch(mix, runs.size)
     runs.handle_ms.append(handle_s * 1000)
@@ -482,12 +518,12 @@ async def one_batch(mix: Mix, store: Store, runs: BatchRuns, offset: int) -> int
     delta = mix.driver.engine.take_deltas().get(SHOP)
     taken = time.perf_counter()
     shop = ShopCheckpoint(0, delta, {TOPIC: offset}, outbox)
-    await store.save({SHOP: shop}, {}, {(TOPIC, 0): offset})
+    await writer.save(SHOP, shop, offset)
     end = time.perf_counter()
-    await store.clear_outboxes([SHOP], [])  # Kafka acknowledged them
+    await writer.acknowledged(SHOP)  # Kafka acknowledged them
     runs.take_ms.append((taken - start) * 1000)
     runs.save_ms.append((end - start) * 1000)
-    runs.outbox_ms.append(await outbox_alone(store, outbox))
+    runs.outbox_ms.append(await outbox_alone(writer, outbox))
     rows, size = delta_size(delta)
     runs.rows.append(rows)
     runs.row_bytes.append(size)
@@ -513,7 +549,10 @@ async def full_dump(engine: Engine, store: Store, repeats: int) -> tuple[list[fl
 
 def report_batches(all_runs: list[BatchRuns]) -> None:
     """Two tables: what each batch size's checkpoint costs, and what it writes."""
-    say("  checkpoint = take_deltas + Store.save (changed rows, new ids, offsets, outbox)")
+    say(
+        "  checkpoint = take_deltas + Store.save_shops (changed rows, new ids, offsets, "
+        "outbox) + Store.save_partitions (watermark)"
+    )
     say("  events  p50 ms  p99 ms  max ms  µs/event  take_deltas  outbox alone  engine µs/event")
     for r in all_runs:
         p50 = pct(r.save_ms, 50)
@@ -535,10 +574,12 @@ def report_batches(all_runs: list[BatchRuns]) -> None:
 async def bench_batches(driver: Driver, store: Store, offset: int, rounds: int) -> list[BatchRuns]:
     """Part 3: per-batch checkpoint cost by batch size (sizes take turns)."""
     mix = Mix(driver)
+    writer = Writer(store)
+    await writer.claim(SHOP)
     all_runs = [BatchRuns(size) for size in BATCH_SIZES]
     for _ in range(rounds):
         for runs in all_runs:
-            offset = await one_batch(mix, store, runs, offset)
+            offset = await one_batch(mix, writer, runs, offset)
     sessions, queued, rows = counts(driver.engine)
     say(
         f"  {rounds} batches per size; shop afterwards: {sessions:,} sessions, "
@@ -568,7 +609,9 @@ async def build_and_save(store: Store, config: ShopConfig) -> tuple[Driver, int]
     offset = driver.ids
     start = started()
     delta = driver.engine.take_deltas()[SHOP]
-    await store.save({SHOP: ShopCheckpoint(0, delta, {TOPIC: offset})}, {}, {(TOPIC, 0): offset})
+    writer = Writer(store)
+    await writer.claim(SHOP)
+    await writer.save(SHOP, ShopCheckpoint(0, delta, {TOPIC: offset}), offset)
     seconds = time.perf_counter() - start
     say(f"  first checkpoint (every row, as one delta): {seconds * 1000:.0f} ms")
     return driver, offset

@@ -5,14 +5,17 @@ The service owns the I/O order — apply a batch, `Checkpoint.save`, then produc
 returns — and this module owns the facts: each shop's home partition (`murmur2(key) mod
 partitions`, CONTRACT 1), the owner epochs and checkpoint numbers that fence this instance
 once another has claimed a shop or partition (daemon.store), the offsets each shop's stored
-state reflects (records below them are skipped after a restore), which outboxes hold
-records Kafka has not acknowledged yet, and the quarantined shops.
+state reflects and each partition's consumed position (records below them are skipped when
+read again), which outboxes hold records Kafka has not acknowledged yet, and the shops and
+partitions set aside.
 
-**Quarantine.** A shop whose engine failed unexpectedly, or whose stored state failed its
-consistency check on restore, is set aside: its in-memory state is dropped, the outputs of
-its unsaved batch are not sent, its later records are skipped, and the watermark of its
-partition is held at its first record not reflected in its stored state. Nothing of it is
-lost: a restore (a restart, a reload, or the partition moving) reads those records again.
+**Set aside.** A shop is set aside when its engine failed unexpectedly or its stored state
+failed its consistency check (*quarantined*: released by a restart or a reload), or when
+the Redis node holding it did not answer (*waiting*: retried by itself). Its in-memory state
+is dropped, the outputs of its unsaved batch are not sent, its later records are skipped,
+and the watermark of its partition is held at its first record not reflected in its stored
+state. `readmit` claims and loads it again and says where to read its partition again from:
+nothing is lost. A partition whose own bookkeeping did not answer waits as a whole.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ from daemon.store import (
     PartitionCheckpoint,
     ShopCheckpoint,
     Store,
+    StoredShop,
     StoreError,
 )
 
 Owner = str | int  # a shop id, or the partition number of shop-less outputs
+Position = tuple[str, int]  # (topic, partition)
 _NO_HOLD = 2**63
 
 
@@ -60,29 +65,35 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Saved:
-    """What a checkpoint wrote: the records to produce, and the partitions found taken by
-    another instance (their shops are dropped here; the service stops consuming them)."""
+    """What a checkpoint wrote: the records to produce; the partitions found taken by
+    another instance (`lost`) or whose bookkeeping did not answer (`waiting`) — their
+    shops are dropped here and the service stops consuming them."""
 
     sends: list[OutboxRecord]
     lost: set[int]
+    waiting: set[int]
 
 
 @dataclass(slots=True)
-class Quarantine:
-    """Why a shop is set aside, and where its partition's watermarks are held per topic."""
+class SetAside:
+    """Why a shop is set aside, whether it is retried by itself (Redis did not answer), and
+    where its partition's watermark is held per topic."""
 
     cause: str
+    retry: bool = False
     holds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Restored:
-    """What a restore brought back."""
+    """What a claim of partitions (or a readmission of shops) brought back."""
 
     resend: list[OutboxRecord]  # outbox records to produce again, then `acknowledged`
     shops: int  # shops that had state
-    marks: dict[tuple[str, int], int]  # (topic, partition) -> watermark to seek to
-    quarantined: dict[str, str]  # shop -> why its stored state was not served
+    seeks: dict[Position, int]  # where to read from: watermarks, or a held position
+    set_aside: dict[str, str]  # shop -> why it is not served
+    owned: set[int]  # the partitions claimed
+    waiting: dict[int, str]  # partitions whose claim failed -> why
 
 
 class Checkpoint:
@@ -96,7 +107,9 @@ class Checkpoint:
         self.shop_owner: dict[str, Owned] = {}  # epoch and last checkpoint number
         self.partition_owner: dict[int, Owned] = {}
         self.floors: dict[tuple[str, str], int] = {}  # (shop, topic) -> first new offset
-        self.quarantined: dict[str, Quarantine] = {}
+        self.part_floors: dict[tuple[int, str], int] = {}  # shop-less records: the same
+        self.set_aside: dict[str, SetAside] = {}
+        self.waiting_partitions: dict[int, str] = {}  # assigned, not claimed: why
         self.unacked_shops: set[str] = set()
         self.unacked_partitions: set[int] = set()
         self.abandoned = False  # deliveries given up on: outboxes keep them until a restore
@@ -109,24 +122,38 @@ class Checkpoint:
             home = self._homes[shop_id] = home_partition(shop_id.encode(), self.partitions)
         return home
 
+    @property
+    def quarantined(self) -> dict[str, SetAside]:
+        """Shops set aside until a restart or reload (engine failure, bad stored state)."""
+        return {s: a for s, a in self.set_aside.items() if not a.retry}
+
+    @property
+    def waiting(self) -> dict[str, SetAside]:
+        """Shops set aside until their Redis node answers again (retried by themselves)."""
+        return {s: a for s, a in self.set_aside.items() if a.retry}
+
     # --------------------------------------------------------------------------- batches
 
-    def seen_before(self, shop_id: str | None, topic: str, offset: int) -> bool:
-        """Whether a record is already reflected in its shop's restored state."""
-        floor = self.floors.get((shop_id or "", topic))
+    def seen_before(self, shop_id: str | None, topic: str, part: int, offset: int) -> bool:
+        """Whether a record read again is already reflected: in its owned shop's stored
+        state, or (a record of no owned shop) consumed before."""
+        if shop_id is not None and shop_id in self.partition_of:
+            floor = self.floors.get((shop_id, topic))
+        else:
+            floor = self.part_floors.get((part, topic))
         return floor is not None and offset < floor
 
     def consumed(
         self, batch: Batch, shop_id: str | None, topic: str, part: int, offset: int
     ) -> None:
         """Note a consumed record (applied, rejected, skipped or set aside)."""
-        self._partition(batch, part).marks[topic] = offset + 1
+        self._partition(batch, part).done[topic] = offset + 1
         if shop_id is None or shop_id not in self.partition_of:
             return
-        quarantine = self.quarantined.get(shop_id)
-        if quarantine is not None:
-            if topic not in quarantine.holds:
-                quarantine.holds[topic] = min(self.floors.get((shop_id, topic), offset), offset)
+        aside = self.set_aside.get(shop_id)
+        if aside is not None:
+            if topic not in aside.holds:
+                aside.holds[topic] = min(self.floors.get((shop_id, topic), offset), offset)
             return
         cp = self._shop(batch, shop_id)
         cp.first.setdefault(topic, offset)
@@ -162,88 +189,111 @@ class Checkpoint:
             cp = batch.partitions[part] = PartitionCheckpoint()
         return cp
 
-    def quarantine(self, shop_id: str, cause: str, batch: Batch | None = None) -> None:
+    def put_aside(
+        self, shop_id: str, cause: str, batch: Batch | None = None, *, retry: bool = False
+    ) -> None:
         """Set a shop aside (see the module docstring): drop its state and the unsaved part
         of `batch`, and hold its partition's watermarks at its first unsaved record."""
         self.engine.reset_shop(shop_id)
-        quarantine = self.quarantined.setdefault(shop_id, Quarantine(cause))
+        aside = self.set_aside.setdefault(shop_id, SetAside(cause, retry))
         if batch is None:
             return
         cp = batch.shops.pop(shop_id, None)
         if cp is not None:
-            for topic, first in cp.first.items():
-                floor = self.floors.get((shop_id, topic), first)
-                quarantine.holds.setdefault(topic, min(floor, first))
+            self._hold(shop_id, aside, cp)
         batch.sends = [(o, r) for o, r in batch.sends if o != shop_id]
 
+    def _hold(self, shop_id: str, aside: SetAside, cp: ShopCheckpoint) -> None:
+        for topic, first in cp.first.items():
+            floor = self.floors.get((shop_id, topic), first)
+            aside.holds.setdefault(topic, min(floor, first))
+
     async def save(self, batch: Batch) -> Saved:
-        """Write the engine's changes with the batch's offsets and outboxes (StoreError);
-        a shop or partition another instance has claimed is fenced and comes back lost."""
+        """Write the engine's changes with the batch's offsets and outboxes. A shop or
+        partition another instance has claimed comes back lost; one whose Redis node did
+        not answer is set aside to wait. StoreError when Redis as a whole did not answer."""
         for shop_id, delta in self.engine.take_deltas().items():
-            if shop_id in self.partition_of and shop_id not in self.quarantined:
+            if shop_id in self.partition_of and shop_id not in self.set_aside:
                 self._shop(batch, shop_id).delta = delta
         lost = await self._save_shops(batch.shops)
-        lost |= await self._save_partitions(
-            {p: cp for p, cp in batch.partitions.items() if p not in lost}
-        )
-        if lost:
-            self.release(lost)
-        sends = [  # a lost partition's shops were released: neither is sent
+        parts = {p: cp for p, cp in batch.partitions.items() if p not in lost}
+        more_lost, waiting = await self._save_partitions(parts)
+        lost |= more_lost
+        self.release(lost | waiting)
+        for part in waiting:
+            self.waiting_partitions[part] = "its bookkeeping in Redis did not answer"
+        sends = [  # a released partition's shops are no longer in partition_of
             record
             for owner, record in batch.sends
-            if (owner in self.partition_of if isinstance(owner, str) else owner not in lost)
+            if (
+                owner in self.partition_of and owner not in self.set_aside
+                if isinstance(owner, str)
+                else owner not in lost | waiting
+            )
         ]
-        return Saved(sends, lost)
+        return Saved(sends, lost, waiting)
 
     async def _save_shops(self, shops: dict[str, ShopCheckpoint]) -> set[int]:
-        """Write the shops' checkpoints; the partitions of those found fenced."""
+        """Write the shops' checkpoints; the partitions of those found fenced. A shop whose
+        write failed is set aside to wait (its outputs are not sent)."""
         writes = {s: (_bump(self.shop_owner[s]), cp) for s, cp in shops.items()}
         lost: set[int] = set()
         for shop_id, outcome in (await self.store.save_shops(writes)).items():
+            cp = shops[shop_id]
             if isinstance(outcome, StoreError):
-                raise outcome
+                self.put_aside(shop_id, str(outcome), retry=True)
+                self._hold(shop_id, self.set_aside[shop_id], cp)
+                continue
             if outcome is Outcome.FENCED:
                 lost.add(self.partition_of[shop_id])
                 continue
             self.shop_owner[shop_id] = writes[shop_id][0]
-            cp = shops[shop_id]
             self.floors.update({(shop_id, t): o for t, o in cp.offsets.items()})
             if cp.outbox:
                 self.unacked_shops.add(shop_id)
         return lost
 
-    async def _save_partitions(self, partitions: dict[int, PartitionCheckpoint]) -> set[int]:
-        """Write the partitions' watermarks (held for quarantined shops) and shop-less
-        outboxes; the partitions found fenced."""
+    async def _save_partitions(
+        self, partitions: dict[int, PartitionCheckpoint]
+    ) -> tuple[set[int], set[int]]:
+        """Write the partitions' watermarks (held for shops set aside), consumed positions
+        and shop-less outboxes; the partitions found fenced, and those that failed."""
         writes = {}
         for part, cp in partitions.items():
-            if part in self.partition_owner:
-                cp.marks = {t: min(m, self._held(part, t)) for t, m in cp.marks.items()}
+            if part in self.partition_owner:  # records read again never move `done` back
+                cp.done = {
+                    t: max(o, self.part_floors.get((part, t), 0)) for t, o in cp.done.items()
+                }
+                cp.marks = {t: min(o, self._held(part, t)) for t, o in cp.done.items()}
                 writes[part] = (_bump(self.partition_owner[part]), cp)
         lost: set[int] = set()
+        failed: set[int] = set()
         for part, outcome in (await self.store.save_partitions(writes)).items():
             if isinstance(outcome, StoreError):
-                raise outcome
-            if outcome is Outcome.FENCED:
+                failed.add(part)
+            elif outcome is Outcome.FENCED:
                 lost.add(part)
-                continue
-            self.partition_owner[part] = writes[part][0]
-            if partitions[part].outbox:
-                self.unacked_partitions.add(part)
-        return lost
+            else:
+                self.partition_owner[part] = writes[part][0]
+                cp = partitions[part]
+                self.part_floors.update({(part, t): o for t, o in cp.done.items()})
+                if cp.outbox:
+                    self.unacked_partitions.add(part)
+        return lost, failed
 
     def _held(self, part: int, topic: str) -> int:
-        """The lowest watermark hold of a quarantined shop of `part` on `topic` (or a value
+        """The lowest watermark hold of a shop of `part` set aside, on `topic` (or a value
         above any offset when there is none)."""
         holds = [
-            q.holds[topic]
-            for shop_id, q in self.quarantined.items()
-            if topic in q.holds and self.partition_of.get(shop_id) == part
+            a.holds[topic]
+            for shop_id, a in self.set_aside.items()
+            if topic in a.holds and self.partition_of.get(shop_id) == part
         ]
         return min(holds, default=_NO_HOLD)
 
     async def acknowledged(self) -> None:
-        """Kafka acknowledged every record sent so far: empty their outboxes."""
+        """Kafka acknowledged every record sent so far: empty their outboxes. An outbox
+        whose node did not answer is emptied next time (or sent again by a restore)."""
         if self.abandoned:
             return
         shops = {s: self.shop_owner[s].epoch for s in self.unacked_shops if s in self.shop_owner}
@@ -252,62 +302,84 @@ class Checkpoint:
             for p in self.unacked_partitions
             if p in self.partition_owner
         }
-        for outcome in (await self.store.clear_outboxes(shops, parts)).values():
-            if isinstance(outcome, StoreError):
-                raise outcome  # a fenced clear changed nothing: the new owner sends them
-        self.unacked_shops.clear()
-        self.unacked_partitions.clear()
+        outcomes = await self.store.clear_outboxes(shops, parts)
+        failed = {o for o, outcome in outcomes.items() if isinstance(outcome, StoreError)}
+        self.unacked_shops = {s for s in self.unacked_shops if s in failed}
+        self.unacked_partitions = {p for p in self.unacked_partitions if p in failed}
 
     # -------------------------------------------------------------------------- restore
 
     async def restore(self, partitions: Iterable[int], partition_count: int) -> Restored:
-        """Claim `partitions` and their shops and load them into a reset engine (StoreError).
-
-        Partitions are claimed before their shops (daemon.store says why). A shop whose
-        stored state does not load or fails its consistency check is quarantined.
-        """
-        owned = sorted(set(partitions))
-        engine = self.engine
-        for shop_id in list(engine.shops):
-            engine.reset_shop(shop_id)
+        """Forget everything, then claim `partitions` (StoreError when Redis as a whole did
+        not answer)."""
+        for shop_id in list(self.engine.shops):
+            self.engine.reset_shop(shop_id)
         if partition_count != self.partitions:
             self.partitions, self._homes = partition_count, {}
         for bookkeeping in (self.partition_of, self.shop_owner, self.partition_owner):
             bookkeeping.clear()
         self.floors.clear()
-        self.quarantined.clear()
+        self.part_floors.clear()
+        self.set_aside.clear()
+        self.waiting_partitions.clear()
         self.unacked_shops.clear()
         self.unacked_partitions.clear()
         self.abandoned = False
-        stored_parts = await self.store.claim_partitions(owned)
-        mine = [s for s in engine.shops if self.home(s) in set(owned)]
-        stored_shops = await self.store.claim_shops(mine)
+        return await self.claim(partitions)
+
+    async def claim(self, partitions: Iterable[int]) -> Restored:
+        """Claim `partitions` and then the shops whose home they are, and load the shops.
+
+        Partitions are claimed before their shops (daemon.store says why). A partition whose
+        claim fails waits (`waiting_partitions`); a shop whose claim fails waits too; a shop
+        whose stored state does not load or fails its consistency check is quarantined.
+        """
+        wanted = sorted(set(partitions))
         resend: list[OutboxRecord] = []
-        marks: dict[tuple[str, int], int] = {}
-        for part, stored_part in stored_parts.items():
-            self.partition_owner[part] = Owned(stored_part.epoch, 0)
-            marks.update({(topic, part): mark for topic, mark in stored_part.marks.items()})
-            if stored_part.outbox:
-                resend.extend(stored_part.outbox)
+        seeks: dict[Position, int] = {}
+        waiting: dict[int, str] = {}
+        for part, stored in (await self.store.claim_partitions(wanted)).items():
+            if isinstance(stored, StoreError):
+                waiting[part] = self.waiting_partitions[part] = str(stored)
+                continue
+            self.waiting_partitions.pop(part, None)
+            self.partition_owner[part] = Owned(stored.epoch, 0)
+            seeks.update({(topic, part): mark for topic, mark in stored.marks.items()})
+            self.part_floors.update({(part, t): o for t, o in stored.done.items()})
+            if stored.outbox:
+                resend.extend(stored.outbox)
                 self.unacked_partitions.add(part)
+        owned = set(wanted) - set(waiting)
+        mine = [s for s in self.engine.shops if self.home(s) in owned]
         restored, problems = 0, {}
-        for shop_id, shop in stored_shops.items():
+        for shop_id, shop in (await self.store.claim_shops(mine)).items():
             self.partition_of[shop_id] = self.home(shop_id)
-            self.shop_owner[shop_id] = Owned(shop.epoch, 0)
-            self.floors.update({(shop_id, t): o for t, o in shop.offsets.items()})
-            if shop.outbox:
-                resend.extend(shop.outbox)
-                self.unacked_shops.add(shop_id)
-            if shop.snapshot is None:
+            if isinstance(shop, StoreError):
+                problems[shop_id] = str(shop)
+                self.put_aside(shop_id, str(shop), retry=True)
                 continue
-            problem = self._load(shop_id, shop.snapshot)
-            if problem is None:
+            problem = self._take(shop_id, shop, resend)
+            if problem is not None:
+                problems[shop_id] = problem
+            elif shop.snapshot is not None:
                 restored += 1
-                continue
-            problems[shop_id] = problem
-            self.quarantine(shop_id, problem)
-            self.quarantined[shop_id].holds.update(shop.offsets)
-        return Restored(resend, restored, marks, problems)
+        return Restored(resend, restored, seeks, problems, owned, waiting)
+
+    def _take(self, shop_id: str, shop: StoredShop, resend: list[OutboxRecord]) -> str | None:
+        """Own a claimed shop: its epoch, offsets, outbox and state; what is wrong with the
+        state, if anything (the shop is then quarantined)."""
+        self.shop_owner[shop_id] = Owned(shop.epoch, 0)
+        self.floors.update({(shop_id, t): o for t, o in shop.offsets.items()})
+        if shop.outbox:
+            resend.extend(shop.outbox)
+            self.unacked_shops.add(shop_id)
+        if shop.snapshot is None:
+            return None
+        problem = self._load(shop_id, shop.snapshot)
+        if problem is not None:
+            self.put_aside(shop_id, problem)
+            self.set_aside[shop_id].holds.update(shop.offsets)
+        return problem
 
     def _load(self, shop_id: str, snapshot: dict[str, object]) -> str | None:
         """Load a stored shop into the engine; what is wrong with it, if anything."""
@@ -321,18 +393,45 @@ class Checkpoint:
             return "stored state is inconsistent: " + "; ".join(found[:3]) + more
         return None
 
+    async def readmit(self, shop_ids: Iterable[str]) -> Restored:
+        """Claim and load shops set aside again; where to read their partitions again from
+        (their holds). A shop that fails again stays (or is again) set aside."""
+        wanted = [s for s in shop_ids if s in self.set_aside and s in self.partition_of]
+        seeks: dict[Position, int] = {}
+        resend: list[OutboxRecord] = []
+        restored, problems = 0, {}
+        for shop_id, shop in (await self.store.claim_shops(wanted)).items():
+            if isinstance(shop, StoreError):
+                problems[shop_id] = str(shop)
+                continue
+            aside = self.set_aside.pop(shop_id)
+            problem = self._take(shop_id, shop, resend)
+            if problem is not None:
+                problems[shop_id] = problem
+                self.set_aside[shop_id].holds = aside.holds | self.set_aside[shop_id].holds
+                continue
+            restored += shop.snapshot is not None
+            part = self.partition_of[shop_id]
+            for topic, hold in aside.holds.items():
+                seeks[(topic, part)] = min(hold, seeks.get((topic, part), hold))
+        return Restored(resend, restored, seeks, problems, set(), {})
+
     def release(self, partitions: Iterable[int]) -> None:
-        """Forget the shops of `partitions` (another instance owns them now)."""
+        """Forget the shops of `partitions` (another instance owns them now, or they wait)."""
         gone = set(partitions)
+        if not gone:
+            return
         for shop_id, part in list(self.partition_of.items()):
             if part in gone:
                 if shop_id in self.engine.shops:
                     self.engine.reset_shop(shop_id)
                 del self.partition_of[shop_id]
                 self.shop_owner.pop(shop_id, None)
-                self.quarantined.pop(shop_id, None)
+                self.set_aside.pop(shop_id, None)
                 self.unacked_shops.discard(shop_id)
         for part in gone:
             self.partition_owner.pop(part, None)
             self.unacked_partitions.discard(part)
+            self.waiting_partitions.pop(part, None)
         self.floors = {k: v for k, v in self.floors.items() if k[0] in self.partition_of}
+        self.part_floors = {k: v for k, v in self.part_floors.items() if k[0] not in gone}

@@ -439,8 +439,10 @@ class RedisServer(_ManagedProcess):
             persistence = ["--appendonly", "no"]
         else:
             persistence = ["--appendonly", "yes", "--appendfsync", self.appendfsync]
-        if self._cluster:  # a node of a Redis Cluster (joined by `redis-cli --cluster create`)
-            persistence += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        if self._cluster:  # a node of a Redis Cluster (joined by `redis-cli --cluster create`);
+            # the other masters keep serving their slots while one is down
+            persistence += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                            "--cluster-require-full-coverage", "no"]  # fmt: skip
         # fmt: off
         return [
             binary,

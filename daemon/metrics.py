@@ -7,7 +7,7 @@ collector, so the hot path pays nothing for them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -84,9 +84,6 @@ class Metrics:
             ["topic"],
             registry=r,
         )
-        self.quarantines = Counter(
-            "fenliu_quarantines", "Shops set aside after an engine failure or bad state", registry=r
-        )
 
     def decided(self, outputs: list[OutputEvent]) -> None:
         """Count what the engine decided."""
@@ -102,10 +99,11 @@ class Metrics:
         self,
         engine: Callable[[], Engine],
         lag: Callable[[], dict[str, int]],
-        quarantined: Callable[[], Iterable[str]],
+        set_aside: Callable[[], Mapping[str, bool]],
     ) -> None:
-        """Export the engine's state, consumer lag and quarantined shops at every scrape."""
-        self.registry.register(_StateCollector(engine, lag, quarantined))
+        """Export the engine's state, consumer lag and the shops set aside (shop -> whether
+        it waits for Redis, else it is quarantined) at every scrape."""
+        self.registry.register(_StateCollector(engine, lag, set_aside))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -117,11 +115,11 @@ class _StateCollector(Collector):
         self,
         engine: Callable[[], Engine],
         lag: Callable[[], dict[str, int]],
-        quarantined: Callable[[], Iterable[str]],
+        set_aside: Callable[[], Mapping[str, bool]],
     ) -> None:
         self._engine = engine
         self._lag = lag
-        self._quarantined = quarantined
+        self._set_aside = set_aside
 
     def collect(self) -> Iterator[Metric]:
         now = None
@@ -163,6 +161,11 @@ class _StateCollector(Collector):
             "1 for each shop set aside (not served, records held); see the error log",
             labels=["shop"],
         )
-        for shop_id in self._quarantined():
-            quarantined.add_metric([shop_id], 1)
-        yield from (queue_len, oldest, sessions, pending, status, lag, quarantined)
+        waiting = GaugeMetricFamily(
+            "fenliu_shop_waiting",
+            "1 for each shop waiting for its Redis node (retried every second; records held)",
+            labels=["shop"],
+        )
+        for shop_id, retry in self._set_aside().items():
+            (waiting if retry else quarantined).add_metric([shop_id], 1)
+        yield from (queue_len, oldest, sessions, pending, status, lag, quarantined, waiting)

@@ -1,11 +1,12 @@
 """Bringing owned shops back from Redis: on every partition assignment and after an outage.
 
-`restore_partitions` forgets nothing by itself (the service drops ownership first); it claims
-the given partitions and the shops whose home they are (daemon.store: claiming fences the
-previous owner), loads the shops — quarantining any whose stored state fails its check —,
-produces their outboxes again (same ids, same contents), waits for the acknowledgements and
-seeks each input partition to its watermark — or, if Redis has none, to the group's
-committed offset, or the beginning.
+`restore_partitions` forgets every shop, claims the given partitions and the shops whose
+home they are (daemon.store: claiming fences the previous owner), loads the shops —
+quarantining any whose stored state fails its check, setting aside any whose Redis node
+does not answer —, and `resume`s: produces their outboxes again (same ids, same contents),
+waits for the acknowledgements and seeks each input partition to its watermark — or, if
+Redis has none, to the group's committed offset, or the beginning. The service `resume`s
+the same way after readmitting shops that were set aside (daemon.checkpoint).
 Any failure raises (StoreError from Redis, KafkaError from Kafka) and the service retries.
 
 `Rebalance` hands aiokafka's partition moves to the service, which takes its lock for them.
@@ -22,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
-from daemon.checkpoint import Checkpoint
+from daemon.checkpoint import Checkpoint, Restored
 from daemon.metrics import Metrics
 
 RESEND_TIMEOUT_S = 30.0  # re-sending outboxes after a restore
@@ -33,6 +34,7 @@ RELEASE_HINT = (
 )
 
 PartitionsMoved = Callable[[list[TopicPartition]], Awaitable[None]]
+Stopping = Callable[[], bool]
 
 
 async def restore_partitions(
@@ -45,16 +47,57 @@ async def restore_partitions(
     metrics: Metrics,
     log: Any,
 ) -> set[TopicPartition]:
-    """Claim the partitions of `assigned` and their shops in Redis, load the shops, send
-    their outboxes again, seek every partition to its watermark; the partitions now owned
-    (StoreError/KafkaError when Redis or Kafka fails)."""
+    """Forget every shop, claim the partitions of `assigned` and their shops in Redis, load
+    the shops, send their outboxes again, seek every partition to its watermark; the
+    partitions now owned (StoreError/KafkaError when Redis or Kafka fails)."""
     started = time.perf_counter()
     tps = sorted(assigned)
     count = max((len(consumer.partitions_for_topic(tp.topic) or ()) for tp in tps), default=0)
     restored = await checkpoint.restore({tp.partition for tp in tps}, count or 1)
-    for shop_id, problem in restored.quarantined.items():
-        metrics.quarantines.inc()
-        log.error("shop_quarantined", shop_id=shop_id, cause=problem, release=RELEASE_HINT)
+    owned = {tp for tp in tps if tp.partition in restored.owned}
+    await resume(checkpoint, consumer, producer, restored, owned, stopping=stopping, log=log)
+    metrics.restores.inc()
+    seconds = time.perf_counter() - started
+    metrics.restore_seconds.observe(seconds)
+    log.info(
+        "restored",
+        partitions=sorted({tp.partition for tp in tps}),
+        shops=restored.shops,
+        resent=len(restored.resend),
+        set_aside=len(restored.set_aside),
+        waiting_partitions=sorted(restored.waiting),
+        seconds=round(seconds, 3),
+    )
+    return owned
+
+
+async def resume(
+    checkpoint: Checkpoint,
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    restored: Restored,
+    fresh: Iterable[TopicPartition],
+    *,
+    stopping: Stopping,
+    log: Any,
+) -> None:
+    """After a claim or a readmission: log what was set aside, send the outboxes again and
+    wait for Kafka, then seek — each of `fresh` (newly owned) to its watermark, or the
+    group's committed offset, or the beginning; any other position in `restored.seeks`
+    back to where a readmitted shop's records were held (never forward)."""
+    for shop_id, problem in restored.set_aside.items():
+        aside = checkpoint.set_aside.get(shop_id)
+        if aside is not None and aside.retry:
+            log.warning("shop_waiting", shop_id=shop_id, cause=problem)
+        elif aside is not None:
+            log.error("shop_quarantined", shop_id=shop_id, cause=problem, release=RELEASE_HINT)
+    await _resend(producer, restored, stopping)
+    await checkpoint.acknowledged()
+    await _seek(consumer, restored, set(fresh))
+
+
+async def _resend(producer: AIOKafkaProducer, restored: Restored, stopping: Stopping) -> None:
+    """Produce the outboxes again and wait for every acknowledgement (KafkaError)."""
     futures = [await producer.send(r.topic, r.value, r.key) for r in restored.resend]
     waited = 0.0
     while futures and not all(f.done() for f in futures):
@@ -66,27 +109,23 @@ async def restore_partitions(
         waited += RESEND_CHECK_S
     for future in futures:
         future.result()  # a refused record raises (KafkaError): the restore is retried
-    await checkpoint.acknowledged()
-    for tp in tps:
-        mark = restored.marks.get((tp.topic, tp.partition))
+
+
+async def _seek(consumer: AIOKafkaConsumer, restored: Restored, fresh: set[TopicPartition]) -> None:
+    for tp in fresh:
+        mark = restored.seeks.get((tp.topic, tp.partition))
         if mark is not None:
             consumer.seek(tp, mark)
         elif (committed := await consumer.committed(tp)) is not None:
             consumer.seek(tp, committed)
         else:
             await consumer.seek_to_beginning(tp)
-    metrics.restores.inc()
-    seconds = time.perf_counter() - started
-    metrics.restore_seconds.observe(seconds)
-    log.info(
-        "restored",
-        partitions=sorted({tp.partition for tp in tps}),
-        shops=restored.shops,
-        resent=len(restored.resend),
-        quarantined=len(restored.quarantined),
-        seconds=round(seconds, 3),
-    )
-    return set(tps)
+    for (topic, part), offset in restored.seeks.items():
+        tp = TopicPartition(topic, part)
+        if tp in fresh or tp not in consumer.assignment():
+            continue
+        if offset < await consumer.position(tp):
+            consumer.seek(tp, offset)
 
 
 def retrieve(future: asyncio.Future[Any]) -> None:

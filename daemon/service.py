@@ -59,16 +59,17 @@ from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.readiness import consumer_lag, partitions_fresh, redis_answers
 from daemon.record_log import dead_letter, log_decision
-from daemon.restore import RELEASE_HINT, Rebalance, restore_partitions, retrieve
+from daemon.restore import RELEASE_HINT, Rebalance, restore_partitions, resume, retrieve
 from daemon.store import OutboxRecord, Store, StoreError
 from daemon.topics_admin import kafka_client_kwargs
 from topics.codec import DecodeError, decode, encode, type_name
-from topics.events import OutputEvent
+from topics.events import InputEvent, OutputEvent
 
 MAX_RECORDS = 5000  # records per poll
 COMMIT_EVERY_S = 0.2  # acknowledgements are awaited and offsets committed this often
 MAX_WAIT_MS = 1000  # longest poll wait, so flags are seen within a second
 REDIS_PING_EVERY_S = 2.0
+RETRY_WAITING_S = 1.0  # shops and partitions waiting for their Redis node: retried this often
 ACK_PATIENCE_S = 1.0  # acknowledgements later than this: report not ready while waiting
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0  # retrying after an outage
 COMMIT_TIMEOUT_S = 2.0  # the group commit (informational; it hangs while Kafka is away)
@@ -110,6 +111,7 @@ class Service:
         self._redis_ok = False
         self._broken: str | None = None  # what failed; cleared once the state is restored
         self._restore_next = False  # a reload asked for the owned shops to be restored
+        self._readmit_next = False  # a reload asked for the quarantined shops to be served
         self._assigned_at: float | None = None  # the last assignment, until records came
         self._lock = asyncio.Lock()  # a batch, a settle, a restore or a rebalance at a time
         self._owned: set[TopicPartition] = set()  # assigned and restored
@@ -121,7 +123,7 @@ class Service:
         self.metrics.watch(
             lambda: self.engine,
             lambda: consumer_lag(self._consumer, self._positions),
-            lambda: self.checkpoint.quarantined,
+            lambda: {s: a.retry for s, a in self.checkpoint.set_aside.items()},
         )
 
     # ------------------------------------------------------------------ control (flags)
@@ -201,7 +203,7 @@ class Service:
     # ------------------------------------------------------------------------ the loop
 
     async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
-        last_ping = last_settle = 0.0
+        last_ping = last_settle = last_retry = 0.0
         while not self._stopping:
             if self._broken is not None:
                 await self._recover(consumer, producer)
@@ -210,6 +212,12 @@ class Service:
                 self._restore_next = False
                 self._broken = "reload"  # not a failure: `_recover` restores the partitions
                 continue
+            if self._readmit_next or (
+                self._has_waiting() and time.monotonic() - last_retry >= RETRY_WAITING_S
+            ):
+                last_retry = time.monotonic()
+                async with self._lock:
+                    await self._readmit(consumer, producer)
             reload_outputs = self._reload() if self._reloads else []
             deadline = self.engine.next_deadline()
             wait = MAX_WAIT_MS if deadline is None else deadline - self.clock()
@@ -265,7 +273,45 @@ class Service:
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
         if saved.lost:
             self._lost(saved.lost)
+        if saved.waiting:
+            self._owned = {tp for tp in self._owned if tp.partition not in saved.waiting}
+            self.log.warning("partitions_waiting", partitions=sorted(saved.waiting))
         self._unacked += await self._send(producer, saved.sends)
+
+    def _has_waiting(self) -> bool:
+        checkpoint = self.checkpoint
+        return bool(checkpoint.waiting_partitions) or any(
+            a.retry for a in checkpoint.set_aside.values()
+        )
+
+    async def _readmit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """Serve again what was set aside: shops and partitions whose Redis node did not
+        answer (tried every RETRY_WAITING_S), and after a reload the quarantined shops.
+        Their records are read again from where they were held; nothing was lost."""
+        checkpoint, released = self.checkpoint, self._readmit_next
+        self._readmit_next = False
+        shops = [s for s, a in checkpoint.set_aside.items() if a.retry or released]
+        try:
+            readmitted = await checkpoint.readmit(shops)
+            await resume(checkpoint, consumer, producer, readmitted, (), stopping=self._stop_flag,
+                         log=self.log)  # fmt: skip
+            parts = [p for p in checkpoint.waiting_partitions if p in _partitions(consumer)]
+            claimed = await checkpoint.claim(parts)
+            fresh = {tp for tp in consumer.assignment() if tp.partition in claimed.owned}
+            await resume(checkpoint, consumer, producer, claimed, fresh, stopping=self._stop_flag,
+                         log=self.log)  # fmt: skip
+        except StoreError:
+            return  # still unreachable: tried again in RETRY_WAITING_S
+        except (KafkaError, OSError) as exc:
+            self._break("kafka", exc)
+            return
+        self._owned |= fresh
+        back = [s for s in shops if s not in checkpoint.set_aside]
+        if back or claimed.owned:
+            self.log.info("readmitted", shops=len(back), partitions=sorted(claimed.owned))
+
+    def _stop_flag(self) -> bool:
+        return self._stopping
 
     def _fire_timers(self, work: Batch, now: int) -> None:
         """Fire the due timers of every shop; a shop whose engine fails is quarantined."""
@@ -282,8 +328,7 @@ class Service:
     def _quarantine(self, work: Batch, shop_id: str, exc: BaseException) -> None:
         """Set a shop aside after its engine failed (daemon.checkpoint): the others go on."""
         cause = f"engine failed: {type(exc).__name__}: {exc}"
-        self.checkpoint.quarantine(shop_id, cause, work)
-        self.metrics.quarantines.inc()
+        self.checkpoint.put_aside(shop_id, cause, work)
         self.log.error(
             "shop_quarantined", shop_id=shop_id, cause=cause, release=RELEASE_HINT,
             exc_info=exc,
@@ -303,8 +348,7 @@ class Service:
     def _apply(
         self, work: Batch, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], now: int
     ) -> None:
-        engine, observe = self.engine, self.metrics.decision_seconds.observe
-        checkpoint, quarantined = self.checkpoint, self.checkpoint.quarantined
+        engine, checkpoint = self.engine, self.checkpoint
         for _, items in ordered_batch(batch, list(self.topics.inputs), self._decode):
             for item in items:
                 record = item.record
@@ -312,36 +356,42 @@ class Service:
                 self._positions[TopicPartition(topic, part)] = offset + 1
                 event = item.event
                 shop_id = event.shop_id if event is not None else _key_text(record.key)
-                if shop_id in engine.shops and checkpoint.home(shop_id) != part:
+                home = configured = None  # the shop if configured; and if on its partition
+                if shop_id is not None and shop_id in engine.shops:
+                    configured = shop_id
+                    home = shop_id if checkpoint.home(shop_id) == part else None
+                if checkpoint.seen_before(home, topic, part, offset):
                     checkpoint.consumed(work, None, topic, part, offset)
-                    self._counts["in"] += 1
-                    self._add_output(work, self._misrouted(record, shop_id, now), part)
-                    continue
-                if checkpoint.seen_before(shop_id, topic, offset):
-                    checkpoint.consumed(work, None, topic, part, offset)
-                    continue  # already in the restored state
-                checkpoint.consumed(work, shop_id, topic, part, offset)
+                    continue  # already in the restored state, or rejected before
+                checkpoint.consumed(work, home, topic, part, offset)
                 self._counts["in"] += 1
                 if event is None:
                     assert item.error is not None
                     self._add_output(work, self._reject(record, item.error, now, "invalid"), part)
-                    continue
-                if shop_id in quarantined:
-                    continue  # held: read again once the shop is released
-                self.metrics.events_in.labels(topic, type_name(event)).inc()
-                started = time.perf_counter()
-                try:
-                    outputs = engine.handle(event, now)
-                except EventRejected as rejected:
-                    outputs = rejected.outputs
-                    kind = "unknown_shop" if event.shop_id not in engine.shops else "refused"
-                    outputs.append(self._reject(record, rejected.reason, now, kind))
-                except Exception as exc:  # noqa: BLE001 - the shop's supervisor: quarantine it
-                    self._quarantine(work, event.shop_id, exc)
-                    continue
-                observe(time.perf_counter() - started)
-                for output in outputs:
-                    self._add_output(work, output, part)
+                elif configured is not None and home is None:
+                    self._add_output(work, self._misrouted(record, event.shop_id, now), part)
+                elif home not in checkpoint.set_aside:  # else held: read again on readmission
+                    self._handle(work, record, event, part, now)
+
+    def _handle(
+        self, work: Batch, record: ConsumerRecord[Any, Any], event: InputEvent, part: int, now: int
+    ) -> None:
+        """Feed one event to the engine; a shop whose engine fails is quarantined."""
+        engine = self.engine
+        self.metrics.events_in.labels(record.topic, type_name(event)).inc()
+        started = time.perf_counter()
+        try:
+            outputs = engine.handle(event, now)
+        except EventRejected as rejected:
+            outputs = rejected.outputs
+            kind = "unknown_shop" if event.shop_id not in engine.shops else "refused"
+            outputs.append(self._reject(record, rejected.reason, now, kind))
+        except Exception as exc:  # noqa: BLE001 - the shop's supervisor: quarantine it
+            self._quarantine(work, event.shop_id, exc)
+            return
+        self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        for output in outputs:
+            self._add_output(work, output, part)
 
     def _misrouted(self, record: ConsumerRecord[Any, Any], shop_id: str, now: int) -> OutputEvent:
         """The dead letter of a record on another partition than its shop's (CONTRACT 1);
@@ -535,17 +585,24 @@ class Service:
     # -------------------------------------------------------------------------- reload
 
     def _reload(self) -> list[OutputEvent]:
-        """Apply a reload. New or removed shops, and quarantined ones (released by a
-        reload), need the owned partitions claimed and restored again: done after the
-        batch that checkpoints the reload's own outputs."""
+        """Apply a reload. New or removed shops need the owned partitions claimed and
+        restored again, quarantined shops are readmitted (a reload releases them): both
+        after the batch that checkpoints the reload's own outputs."""
         waiting, self._reloads = self._reloads, []
         before = set(self.engine.shops)
         self.config, outputs = apply_reload(
             self.config, self.engine, self.clock, waiting, metrics=self.metrics, log=self.log
         )
-        if set(self.engine.shops) != before or self.checkpoint.quarantined:
+        if set(self.engine.shops) != before:
             self._restore_next = True
+        elif self.checkpoint.quarantined:
+            self._readmit_next = True
         return outputs
+
+
+def _partitions(consumer: AIOKafkaConsumer) -> set[int]:
+    """The partition numbers assigned to this instance."""
+    return {tp.partition for tp in consumer.assignment()}
 
 
 def _key_text(key: bytes | None) -> str | None:

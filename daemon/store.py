@@ -13,7 +13,11 @@ Cluster each lives on one slot and one script covers it:
     P:{S}:seen              list   recent event ids, oldest first (trimmed to the dedup capacity)
     P:{S}:outbox            list   outputs decided but not yet acknowledged by Kafka
     P:partition:{N}:mark    hash   epoch, ckseq, <topic> -> every record of partition N of
-                                   that topic below it is reflected (the watermark)
+                                   that topic below it is reflected (the watermark: where
+                                   a new owner starts reading), done:<topic> -> the first
+                                   record not yet consumed (above the watermark while a
+                                   shop is set aside; records of no owned shop below it
+                                   are not rejected again)
     P:partition:{N}:outbox  list   outputs of partition N that belong to no configured shop
                                    (dead letters of unknown shops, undecodable records)
 
@@ -34,6 +38,7 @@ fenced shop write is always followed by a fenced watermark write.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -138,6 +143,7 @@ class PartitionCheckpoint:
 
     marks: dict[str, int] = field(default_factory=dict)  # topic -> watermark
     outbox: list[OutboxRecord] = field(default_factory=list)
+    done: dict[str, int] = field(default_factory=dict)  # topic -> next offset consumed
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +172,7 @@ class StoredPartition:
     epoch: int
     marks: dict[str, int]  # topic -> watermark
     outbox: list[OutboxRecord]
+    done: dict[str, int]  # topic -> next offset consumed
 
 
 class Store:
@@ -176,7 +183,6 @@ class Store:
         self.client = client
         self.prefix = prefix
         self.dedup_capacity = dedup_capacity
-        self._shas: dict[str, str] = {}
 
     def key(self, shop_id: str, part: str) -> str:
         """The key of one part of a shop's state."""
@@ -194,25 +200,38 @@ class Store:
 
     # -------------------------------------------------------------------------- claims
 
-    async def claim_partitions(self, partitions: Iterable[int]) -> dict[int, StoredPartition]:
-        """Become the owner of these partitions; their watermarks and shop-less outboxes."""
+    async def claim_partitions(
+        self, partitions: Iterable[int]
+    ) -> dict[int, StoredPartition | StoreError]:
+        """Become the owner of these partitions; their watermarks and shop-less outboxes
+        (or, where the node holding one did not answer, the error)."""
         wanted = sorted(partitions)
         calls = [(_CLAIM, self._partition_keys(p), ["list"]) for p in wanted]
-        replies = await self._scripts(calls, "partitions not claimed")
-        claimed = {}
-        for partition, (epoch, mark, outbox) in zip(wanted, replies, strict=True):
-            fields = _pairs(mark)
-            marks = {k: int(v) for k, v in fields.items() if k not in ("epoch", "ckseq")}
-            claimed[partition] = StoredPartition(int(epoch), marks, _records(outbox))
+        replies = await self._scripts(calls, "partitions not claimed", per_call=True)
+        claimed: dict[int, StoredPartition | StoreError] = {}
+        for partition, reply in zip(wanted, replies, strict=True):
+            if isinstance(reply, Exception):
+                claimed[partition] = StoreError(f"partition not claimed: {reply!r}")
+                continue
+            epoch, mark, outbox = reply
+            fields = {k: int(v) for k, v in _pairs(mark).items() if k not in ("epoch", "ckseq")}
+            marks = {k: v for k, v in fields.items() if not k.startswith("done:")}
+            done = {k[5:]: v for k, v in fields.items() if k.startswith("done:")}
+            claimed[partition] = StoredPartition(int(epoch), marks, _records(outbox), done)
         return claimed
 
-    async def claim_shops(self, shop_ids: Iterable[str]) -> dict[str, StoredShop]:
-        """Become the owner of these shops; every stored part of each."""
+    async def claim_shops(self, shop_ids: Iterable[str]) -> dict[str, StoredShop | StoreError]:
+        """Become the owner of these shops; every stored part of each (or the error)."""
         wanted = list(shop_ids)
         kinds = ["hash", "hash", "list", "list"]
         calls = [(_CLAIM, self._shop_keys(s), kinds) for s in wanted]
-        replies = await self._scripts(calls, "shops not claimed")
-        return {s: _stored(*reply) for s, reply in zip(wanted, replies, strict=True)}
+        replies = await self._scripts(calls, "shops not claimed", per_call=True)
+        return {
+            s: StoreError(f"shop not claimed: {reply!r}")
+            if isinstance(reply, Exception)
+            else _stored(*reply)
+            for s, reply in zip(wanted, replies, strict=True)
+        }
 
     # ------------------------------------------------------------------------- writing
 
@@ -235,7 +254,11 @@ class Store:
         calls = []
         for partition in order:
             owned, checkpoint = partitions[partition]
-            ops = _op("HSET", 1, [x for t, o in checkpoint.marks.items() for x in (t, o)])
+            marks = [
+                *checkpoint.marks.items(),
+                *((f"done:{t}", o) for t, o in checkpoint.done.items()),
+            ]
+            ops = _op("HSET", 1, [x for t, o in marks for x in (t, o)])
             ops += _op("RPUSH", 2, [r.dump() for r in checkpoint.outbox])
             args = [owned.epoch, owned.seq, *ops]
             calls.append((_WRITE, self._partition_keys(partition), args))
@@ -311,36 +334,55 @@ class Store:
         *,
         per_call: bool = False,
     ) -> list[Any]:
-        """Run scripts in one pipeline (loading them first where Redis lost its script cache,
-        e.g. after a restart). With `per_call`, a failed call's error is its reply; without,
-        any failure raises StoreError."""
+        """Run scripts in one pipeline, by digest; a node that does not know a script yet
+        (new, or restarted: the cache is not kept) runs it from its text, which caches it.
+        With `per_call`, a call that failed has its error as its reply (a Redis Cluster
+        node down); StoreError when every call failed, or any did without `per_call`."""
         if not calls:
             return []
-        for attempt in (1, 2):
-            await self._load_scripts({source for source, _, _ in calls}, force=attempt > 1)
-            pipe = self.client.pipeline(transaction=False)
-            for source, keys, args in calls:
-                pipe.execute_command("EVALSHA", self._shas[source], len(keys), *keys, *args)
-            try:
-                replies = list(await pipe.execute(raise_on_error=False))
-            except (RedisError, OSError) as exc:
-                raise StoreError(f"{what}: {exc}") from exc
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                continue  # every script is harmless to run again (fenced and numbered)
-            failed = [r for r in replies if isinstance(r, Exception)]
-            if failed and not per_call:
-                raise StoreError(f"{what}: {failed[0]!r}")
-            return replies
-        raise AssertionError("unreachable")
+        replies = await self._pipeline([("EVALSHA", _sha(src), k, a) for src, k, a in calls], what)
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if again:
+            texts = [("EVAL", calls[i][0], calls[i][1], calls[i][2]) for i in again]
+            for i, reply in zip(again, await self._pipeline(texts, what), strict=True):
+                replies[i] = reply
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if failed and (not per_call or len(failed) == len(replies)):
+            raise StoreError(f"{what}: {failed[0]!r}")
+        return replies
 
-    async def _load_scripts(self, sources: set[str], *, force: bool) -> None:
-        missing = [s for s in sources if force or s not in self._shas]
-        for source in missing:
+    async def _pipeline(
+        self, commands: list[tuple[str, str, list[str], list[Any]]], what: str
+    ) -> list[Any]:
+        """One pipeline of EVAL/EVALSHA commands; if the client gives up on the whole
+        pipeline (a cluster node it cannot reach), the commands one by one."""
+        pipe = self.client.pipeline(transaction=False)
+        for command, script, keys, args in commands:
+            pipe.execute_command(command, script, len(keys), *keys, *args)
+        try:
+            return list(await pipe.execute(raise_on_error=False))
+        except (RedisError, OSError) as exc:
+            if len(commands) == 1:
+                raise StoreError(f"{what}: {exc}") from exc
+        replies: list[Any] = []
+        for command, script, keys, args in commands:
             try:
-                sha = await self.client.script_load(source)
+                replies.append(
+                    await self.client.execute_command(command, script, len(keys), *keys, *args)
+                )
             except (RedisError, OSError) as exc:
-                raise StoreError(f"scripts not loaded: {exc}") from exc
-            self._shas[source] = sha.decode() if isinstance(sha, bytes) else str(sha)
+                replies.append(exc)
+        return replies
+
+
+def _sha(source: str) -> str:
+    """A script's digest, as EVALSHA names it."""
+    return _SHAS.setdefault(
+        source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    )
+
+
+_SHAS: dict[str, str] = {}
 
 
 def _op(command: str, key_index: int, args: Sequence[Any], *, always: bool = False) -> list[Any]:

@@ -82,7 +82,7 @@ async def test_a_stale_owner_is_fenced_and_redis_stays_consistent(
     assert saved.lost == set() and len(saved.sends) == 1, "b1 assigned by A"
 
     restored = await b.restore([0], 1)  # B takes over; A does not know yet
-    assert restored.shops == 1 and restored.quarantined == {}
+    assert restored.shops == 1 and restored.set_aside == {}
     agent = b.engine.shop(SHOP).buyers["b1"].session
     assert agent is not None
     offline = AgentStatusChanged("e4", SHOP, 1004, agent.agent_id, AgentStatus.OFFLINE)
@@ -119,8 +119,8 @@ async def test_inconsistent_stored_state_is_quarantined_and_holds_the_watermark(
 
     b = _instance(client)
     restored = await b.restore([0], 1)
-    assert list(restored.quarantined) == [SHOP]
-    assert "which does not list the session" in restored.quarantined[SHOP]
+    assert list(restored.set_aside) == [SHOP]
+    assert "which does not list the session" in restored.set_aside[SHOP]
     assert SHOP in b.quarantined and b.engine.shop(SHOP).buyers == {}
     assert b.quarantined[SHOP].holds == {TOPIC: 2}, "held where the stored state ends"
 

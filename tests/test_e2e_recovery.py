@@ -42,14 +42,18 @@ def by_id(events: list[dict]) -> dict[str, list[dict]]:
     return seen
 
 
+@pytest.mark.parametrize("redis_kind", ["single", "cluster"])
 async def test_sigkill_and_restart_keep_sessions_queue_places_and_outputs(
-    broker: Broker, redis_url: str, tmp_path: Path
+    broker: Broker, redis_kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    """On a lone Redis and on a Redis Cluster (`[redis] cluster = true`)."""
+    cluster = redis_kind == "cluster"
+    url = request.getfixturevalue("cluster_url" if cluster else "redis_url")
     topics = unique_topics()
     await create_topics(broker.bootstrap, topics, partitions=2)
     config = write_config(
-        tmp_path, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
-        shops={"crash": CRASH},
+        tmp_path, bootstrap=broker.bootstrap, redis_url=url, topics=topics,
+        shops={"crash": CRASH}, redis_cluster=cluster,
     )  # fmt: skip
     processes = [DaemonProcess(config).start()]
     try:
