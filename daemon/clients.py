@@ -73,6 +73,19 @@ def request_rejoin(consumer: AIOKafkaConsumer) -> None:
         coordinator.request_rejoin()
 
 
+def skip_leave_group(consumer: AIOKafkaConsumer) -> None:
+    """Stop without LeaveGroup (`[kafka] leave_group = false`): the group drops this member
+    after its session timeout instead. aiokafka has no public switch for it."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None:
+        return
+
+    async def stay() -> None:
+        coordinator.reset_generation()
+
+    coordinator._maybe_leave_group = stay
+
+
 def make_producer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaProducer:
     """Linger 5 ms, `acks=all`, no idempotence (which Tansu lacks)."""
     return AIOKafkaProducer(

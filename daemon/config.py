@@ -121,6 +121,10 @@ class KafkaConfig(_Frozen):
     # non-empty `group_instance_id` is static membership (KIP-345), "${VAR}" expanded
     session_timeout: Annotated[DurationMs, Field(ge=1000, le=300_000)] = 6000
     group_instance_id: Annotated[str | None, AfterValidator(_expand_env)] = None
+    # send LeaveGroup when stopping, so the group rebalances at once (false: the group
+    # notices after session_timeout; for brokers where a leave during a rebalance can
+    # stall the group, such as Tansu 0.6 — docs/daemon.md, "Running a fleet")
+    leave_group: bool = True
     topics: TopicsConfig = TopicsConfig()
 
 

@@ -478,8 +478,9 @@ def write_daemon_config(
     """A fenliu.toml (HTTP on a free loopback port) and shops/<name>.toml files in `folder`.
 
     `shops` maps a file name to the shop file's TOML text; `kafka_extra` is added to the
-    `[kafka]` table as it is (e.g. `session_timeout = "3s"`). Used by `fenliu dev`, the
-    end-to-end tests and the benches; returns the fenliu.toml path.
+    `[kafka]` table as it is (e.g. `session_timeout = "3s"`). The broker here is Tansu, so
+    `leave_group = false` (a leave during a rebalance can stall its groups). Used by
+    `fenliu dev`, the end-to-end tests and the benches; returns the fenliu.toml path.
     """
     (folder / "shops").mkdir(parents=True, exist_ok=True)
     for name, text in shops.items():
@@ -490,7 +491,8 @@ def write_daemon_config(
         topic_table = f"\n[kafka.topics]\n{lines}\n"
     path = folder / "fenliu.toml"
     path.write_text(
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{group_id}"\n{kafka_extra}\n'
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{group_id}"\n'
+        f"leave_group = false\n{kafka_extra}\n"
         f"{topic_table}\n"
         f'[redis]\nurl = "{redis_url}"\nkey_prefix = "{key_prefix}"\n'
         f"cluster = {'true' if redis_cluster else 'false'}\n\n"

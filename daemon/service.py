@@ -49,6 +49,7 @@ from daemon.clients import (
     make_producer,
     make_redis,
     request_rejoin,
+    skip_leave_group,
 )
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.control_plane import apply_reload, routes
@@ -68,6 +69,7 @@ from topics.events import InputEvent, OutputEvent
 MAX_RECORDS = 5000  # records per poll
 COMMIT_EVERY_S = 0.2  # acknowledgements are awaited and offsets committed this often
 MAX_WAIT_MS = 1000  # longest poll wait, so flags are seen within a second
+POLL_GUARD_S = 2.0  # a poll that waits longer is waiting for a rebalance: stop waiting
 REDIS_PING_EVERY_S = 2.0
 RETRY_WAITING_S = 1.0  # shops and partitions waiting for their Redis node: retried this often
 ACK_PATIENCE_S = 1.0  # acknowledgements later than this: report not ready while waiting
@@ -178,6 +180,8 @@ class Service:
         finally:
             self.ready = False
             self._remove_signals()
+            if not kafka.leave_group:
+                skip_leave_group(consumer)
             await close_within(consumer.stop(), "consumer", self.log)
             await close_within(producer.stop(), "producer", self.log)
             await close_within(client.aclose(), "redis", self.log)
@@ -221,9 +225,16 @@ class Service:
             reload_outputs = self._reload() if self._reloads else []
             deadline = self.engine.next_deadline()
             wait = MAX_WAIT_MS if deadline is None else deadline - self.clock()
-            batch = await consumer.getmany(
-                timeout_ms=max(0, min(MAX_WAIT_MS, wait)), max_records=MAX_RECORDS
-            )
+            try:  # getmany waits without limit for the assignment while the group rebalances
+                batch = await asyncio.wait_for(
+                    consumer.getmany(
+                        timeout_ms=max(0, min(MAX_WAIT_MS, wait)), max_records=MAX_RECORDS
+                    ),
+                    timeout=POLL_GUARD_S,
+                )
+            except TimeoutError:
+                batch = {}  # still rebalancing: look at the flags (SIGTERM) and timers
+
             if self._assigned_at is not None and any(tp in self._owned for tp in batch):
                 self._consuming()
             async with self._lock:

@@ -295,6 +295,42 @@ def test_kafka_settings_are_checked(tmp_path: Path, extra: str, message: str) ->
     assert problems(path)[0].startswith(f"{path}: {message}")
 
 
+def test_fleet_settings_load_with_environment_expansion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[kafka] session_timeout, group_instance_id ("${VAR}" from the environment),
+    leave_group and [redis] cluster (CONTRACT 5, 7)."""
+    monkeypatch.setenv("FENLIU_TEST_HOST", "pod-7")
+    daemon = DAEMON.replace(
+        "[redis]",
+        'session_timeout = "15s"\ngroup_instance_id = "fenliu-${FENLIU_TEST_HOST}"\n'
+        "leave_group = false\n\n[redis]\ncluster = true",
+    )
+    config = load_config(write(tmp_path, daemon, s1=SHOP))
+    assert config.kafka.session_timeout == 15_000
+    assert config.kafka.group_instance_id == "fenliu-pod-7"
+    assert config.kafka.leave_group is False and config.redis.cluster is True
+    (tmp_path / "d").mkdir()
+    defaults = load_config(write(tmp_path / "d", DAEMON, s1=SHOP))
+    assert (defaults.kafka.session_timeout, defaults.kafka.group_instance_id) == (6000, None)
+    assert defaults.kafka.leave_group is True and defaults.redis.cluster is False
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('group_instance_id = "f-${FENLIU_UNSET_VAR}"', "kafka.group_instance_id: uses "
+         "environment variable FENLIU_UNSET_VAR, which is not set"),
+        ('session_timeout = "500ms"', "kafka.session_timeout:"),
+        ('session_timeout = "10m"', "kafka.session_timeout:"),
+    ],
+)  # fmt: skip
+def test_fleet_settings_are_checked(tmp_path: Path, extra: str, message: str) -> None:
+    daemon = DAEMON.replace("[redis]", f"{extra}\n\n[redis]")
+    path = write(tmp_path, daemon, s1=SHOP)
+    assert problems(path)[0].startswith(f"{path}: {message}")
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [

@@ -6,9 +6,9 @@
   heartbeat tells it the news is a race it mostly wins (then the batch is fenced: the log
   shows `partitions_fenced`); tests/test_checkpoint_owners.py plays that case without the
   race.
-- A shop whose stored state is inconsistent is quarantined; the instance stays ready and
-  serves the other shops; after the state is repaired, a reload serves it again and the
-  records it held are decided, none lost.
+- A shop whose stored state is inconsistent, or whose engine fails, is quarantined; the
+  instance stays ready and serves the other shops; after the state is repaired (or the
+  code fixed), a reload serves it again and the records it held are decided, none lost.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from pathlib import Path
 import pytest
 import redis
 
+from daemon.config import load_config
 from daemon.core.config import ShopConfig
 from daemon.devstack import Broker
+from daemon.service import Service
 from daemon.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics
 from tests.e2e import DaemonProcess, Wire, write_config
+from topics.events import InputEvent, OutputEvent
 
 pytestmark = pytest.mark.e2e
 
@@ -169,3 +172,57 @@ async def test_a_shop_with_inconsistent_state_is_quarantined_then_released_by_re
         client.close()
         code, _ = daemon.stop()
     assert code == 0, daemon.log_tail()
+
+
+@pytest.mark.timeout(90)
+async def test_a_shop_whose_engine_fails_is_quarantined_and_resumed_after_a_reload(
+    broker: Broker, redis_url: str, tmp_path: Path
+) -> None:
+    """A bug in one shop's engine (injected: its `handle` raises) sets that shop aside; the
+    process and the other shop go on; the failed event and those after it are held, not
+    lost, and a reload (the fixed code) decides them."""
+    topics = unique_topics()
+    await create_topics(broker.bootstrap, topics, partitions=1)
+    shops = {"bad": SHOP.format(id="bad"), "good": SHOP.format(id="good")}
+    path = write_config(
+        tmp_path, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics, shops=shops
+    )
+    service = Service(load_config(path), install_signals=False)
+    running = asyncio.create_task(service.run())
+    try:
+        await _until(lambda: service.ready, 30, "ready")
+        async with (
+            Wire(broker.bootstrap, topics, "bad") as bad,
+            Wire(broker.bootstrap, topics, "good") as good,
+        ):
+            await bad.status("a1", "online")
+            await bad.inquiry("b1")
+            await bad.assignment("b1")
+            shop = service.engine.shop("bad")
+            real = shop.handle
+
+            def broken(event: InputEvent, now: int) -> list[OutputEvent]:
+                if getattr(event, "buyer_id", None) == "b2":
+                    raise RuntimeError("a bug")
+                return real(event, now)
+
+            shop.handle = broken  # type: ignore[method-assign]
+            await bad.inquiry("b2")
+            await bad.inquiry("b3")
+            await _until(lambda: "bad" in service.checkpoint.quarantined, 15, "quarantined")
+            metrics = service.metrics.render().decode()
+            assert 'fenliu_shop_quarantined{shop="bad"} 1.0' in metrics
+            await good.status("a1", "online")
+            await good.inquiry("g1")
+            await good.assignment("g1")
+            assert service.ready, "the other shops keep the instance ready"
+            assert not [e for e in bad.seen if e.get("buyer_id") in ("b2", "b3")]
+
+            assert "reloaded" in await service.request_reload()  # the fix: a fresh engine
+            assert (await bad.assignment("b2", timeout=20))["agent_id"] == "a1"
+            queued = await bad.wait_for(lambda e: e.get("buyer_id") == "b3")
+            assert queued[0]["status"] == "queued", "a1 is at its cap of 2: b3 waits in line"
+            assert "bad" not in service.checkpoint.set_aside
+    finally:
+        service.request_stop()
+        assert await running == 0
