@@ -21,6 +21,12 @@ its watermark — records a shop already reflects are skipped by offset. Kafka g
 are kept for lag tooling only. A rebalance listener takes the same lock as a batch, so a
 revoke waits for the batch in hand.
 
+A fleet: loading a partition claims it in Redis, so an instance that missed a rebalance
+finds its next checkpoint fenced, publishes nothing of it and lets the partition go
+(`_lost`). One shop's trouble stays that shop's: an engine failure quarantines it, a Redis
+Cluster node that does not answer makes it wait, and either way its records are held and
+read again when it is readmitted (daemon.checkpoint, "Set aside").
+
 Around it: daemon.clients (the Kafka and Redis clients, the startup check), daemon.restore
 (the restore itself and the rebalance listener), daemon.control_plane (HTTP routes, reload),
 daemon.readiness (what /readyz and the lag metric read) and daemon.record_log (rejections and
@@ -154,7 +160,6 @@ class Service:
             return EXIT_CONFIG
         consumer = make_consumer(kafka, security)
         producer = make_producer(kafka, security)
-        client = self.redis
         http = HttpServer(routes(self), self.config.http.host, self.config.http.port)
         await http.start()
         self.http_port = http.port
@@ -184,7 +189,7 @@ class Service:
                 skip_leave_group(consumer)
             await close_within(consumer.stop(), "consumer", self.log)
             await close_within(producer.stop(), "producer", self.log)
-            await close_within(client.aclose(), "redis", self.log)
+            await close_within(self.redis.aclose(), "redis", self.log)
             await close_within(http.close(), "http", self.log)
             self.log.info("service_stopped", **self._counts)
         return EXIT_OK
@@ -234,7 +239,6 @@ class Service:
                 )
             except TimeoutError:
                 batch = {}  # still rebalancing: look at the flags (SIGTERM) and timers
-
             if self._assigned_at is not None and any(tp in self._owned for tp in batch):
                 self._consuming()
             async with self._lock:
