@@ -19,9 +19,11 @@ import time
 import tomllib
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
+from daemon.checkpoint import home_partition
 from daemon.config import load_config
 from daemon.core.config import ShopConfig
 from daemon.devstack import Broker
@@ -226,3 +228,42 @@ async def test_a_shop_whose_engine_fails_is_quarantined_and_resumed_after_a_relo
     finally:
         service.request_stop()
         assert await running == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_record_on_another_partition_than_its_shop_is_dead_lettered(
+    broker: Broker, redis_url: str, tmp_path: Path
+) -> None:
+    """CONTRACT 1: a shop lives on partition murmur2(key) mod partitions of every input topic;
+    a record found elsewhere (a producer without the murmur2 partitioner) is not applied:
+    it goes to the dead-letter topic saying where it belongs, and is counted."""
+    topics = unique_topics()
+    await create_topics(broker.bootstrap, topics, partitions=4)
+    path = write_config(
+        tmp_path, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
+        shops={"s": SHOP.format(id="s")},
+    )  # fmt: skip
+    daemon = DaemonProcess(path).start()
+    home = home_partition(b"s", 4)
+    wrong = (home + 1) % 4
+    try:
+        async with Wire(broker.bootstrap, topics, "s") as w:
+            await w.status("a1", "online")
+            value = orjson.dumps(
+                {"type": "inquiry", "id": "lost-1", "shop_id": "s", "ts": 1, "buyer_id": "b1"}
+            )
+            await (await w.producer.send(topics.inquiries, value, key=b"s", partition=wrong))
+            dead = await w.wait_for(lambda e: e["type"] == "rejected")
+            assert (
+                f"belongs on partition {home} of {topics.inquiries}, found on {wrong}"
+                in (dead[0]["error"])
+            )
+            assert "murmur2" in dead[0]["error"]
+            await w.inquiry("b2")  # its own partition: routed as usual
+            await w.assignment("b2")
+            assert not [e for e in w.seen if e.get("buyer_id") == "b1" and e["type"] != "rejected"]
+            metrics = daemon.get("/metrics")[1]
+            assert f'fenliu_misrouted_total{{topic="{topics.inquiries}"}} 1.0' in metrics
+    finally:
+        code, _ = daemon.stop()
+    assert code == 0
