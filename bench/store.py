@@ -501,7 +501,7 @@ async def outbox_alone(writer: Writer, outbox: list[OutboxRecord]) -> float:
     """Milliseconds to save only this outbox (under a scratch shop), for comparison."""
     await writer.claim(PROBE)
     start = started()
-    await writer.save(PROBE, ShopCheckpoint(0, None, {}, outbox), None)
+    await writer.save(PROBE, ShopCheckpoint(None, {}, outbox), None)
     seconds = time.perf_counter() - start
     store = writer.store
     await store.client.delete(store.key(PROBE, "meta"), store.key(PROBE, "outbox"))
@@ -517,7 +517,7 @@ async def one_batch(mix: Mix, writer: Writer, runs: BatchRuns, offset: int) -> i
     start = started()
     delta = mix.driver.engine.take_deltas().get(SHOP)
     taken = time.perf_counter()
-    shop = ShopCheckpoint(0, delta, {TOPIC: offset}, outbox)
+    shop = ShopCheckpoint(delta, {TOPIC: offset}, outbox)
     await writer.save(SHOP, shop, offset)
     end = time.perf_counter()
     await writer.acknowledged(SHOP)  # Kafka acknowledged them
@@ -611,7 +611,7 @@ async def build_and_save(store: Store, config: ShopConfig) -> tuple[Driver, int]
     delta = driver.engine.take_deltas()[SHOP]
     writer = Writer(store)
     await writer.claim(SHOP)
-    await writer.save(SHOP, ShopCheckpoint(0, delta, {TOPIC: offset}), offset)
+    await writer.save(SHOP, ShopCheckpoint(delta, {TOPIC: offset}), offset)
     seconds = time.perf_counter() - start
     say(f"  first checkpoint (every row, as one delta): {seconds * 1000:.0f} ms")
     return driver, offset

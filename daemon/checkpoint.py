@@ -179,7 +179,7 @@ class Checkpoint:
     def _shop(self, batch: Batch, shop_id: str) -> ShopCheckpoint:
         cp = batch.shops.get(shop_id)
         if cp is None:
-            cp = batch.shops[shop_id] = ShopCheckpoint(self.partition_of[shop_id])
+            cp = batch.shops[shop_id] = ShopCheckpoint()
         return cp
 
     @staticmethod

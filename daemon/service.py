@@ -295,9 +295,7 @@ class Service:
 
     def _has_waiting(self) -> bool:
         checkpoint = self.checkpoint
-        return bool(checkpoint.waiting_partitions) or any(
-            a.retry for a in checkpoint.set_aside.values()
-        )
+        return bool(checkpoint.waiting_partitions or checkpoint.waiting)
 
     async def _readmit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """Serve again what was set aside: shops and partitions whose Redis node did not
@@ -305,7 +303,7 @@ class Service:
         Their records are read again from where they were held; nothing was lost."""
         checkpoint, released = self.checkpoint, self._readmit_next
         self._readmit_next = False
-        shops = [s for s, a in checkpoint.set_aside.items() if a.retry or released]
+        shops = list(checkpoint.set_aside if released else checkpoint.waiting)
         try:
             readmitted = await checkpoint.readmit(shops)
             await resume(checkpoint, consumer, producer, readmitted, (), stopping=self._stop_flag,

@@ -6,8 +6,8 @@ shop carries the hash tag `{S}` and every key of a partition the tag `{N}`, so o
 Cluster each lives on one slot and one script covers it:
 
     P:{S}:meta              hash   epoch, ckseq (the owner, see below), state -> the
-                                   snapshot's meta part (JSON), partition -> N,
-                                   offset:<topic> -> next input offset reflected
+                                   snapshot's meta part (JSON), offset:<topic> -> next
+                                   input offset reflected (on the shop's home partition)
     P:{S}:agents            hash   agent id -> row (JSON)
     P:{S}:buyers            hash   buyer id -> row (JSON)
     P:{S}:seen              list   recent event ids, oldest first (trimmed to the dedup capacity)
@@ -130,7 +130,6 @@ class OutboxRecord:
 class ShopCheckpoint:
     """What one batch changed in one shop."""
 
-    partition: int | None
     delta: ShopDelta | None = None
     offsets: dict[str, int] = field(default_factory=dict)  # topic -> next offset
     outbox: list[OutboxRecord] = field(default_factory=list)
@@ -160,7 +159,6 @@ class StoredShop:
 
     epoch: int
     snapshot: dict[str, Any] | None  # None: no state was ever written
-    partition: int | None
     offsets: dict[str, int]
     outbox: list[OutboxRecord]
 
@@ -266,8 +264,6 @@ class Store:
 
     def _shop_ops(self, owned: Owned, checkpoint: ShopCheckpoint) -> list[Any]:
         meta: list[Any] = []
-        if checkpoint.partition is not None:
-            meta += ["partition", checkpoint.partition]
         for topic, offset in checkpoint.offsets.items():
             meta += [f"offset:{topic}", offset]
         ops: list[Any] = [owned.epoch, owned.seq]
@@ -410,7 +406,6 @@ def _stored(
     outbox: list[bytes],
 ) -> StoredShop:
     meta = _pairs(meta_flat)
-    partition = int(meta["partition"]) if "partition" in meta else None
     offsets = {
         k.removeprefix("offset:"): int(v) for k, v in meta.items() if k.startswith("offset:")
     }
@@ -421,4 +416,4 @@ def _stored(
         snapshot["agents"] = {k: orjson.loads(v) for k, v in _pairs(agents).items()}
         snapshot["buyers"] = {k: orjson.loads(v) for k, v in _pairs(buyers).items()}
         snapshot["seen"] = [s.decode() for s in seen]
-    return StoredShop(int(epoch), snapshot, partition, offsets, _records(outbox))
+    return StoredShop(int(epoch), snapshot, offsets, _records(outbox))

@@ -47,7 +47,7 @@ def _store(client: Any) -> Store:
 def _checkpoint(buyer: str, offset: int, out: str) -> ShopCheckpoint:
     delta = ShopDelta(meta=META, agents={}, buyers={buyer: {"id": buyer}}, seen=[f"e{offset}"])
     record = OutboxRecord("assignments", SHOP.encode(), out.encode())
-    return ShopCheckpoint(0, delta, {"inquiries": offset}, [record])
+    return ShopCheckpoint(delta, {"inquiries": offset}, [record])
 
 
 async def test_a_claim_fences_the_previous_owner(client: Any) -> None:
@@ -111,12 +111,12 @@ async def test_large_writes_are_split_inside_the_script(client: Any) -> None:
     epoch = (await store.claim_shops([SHOP]))[SHOP].epoch
     buyers: dict[str, dict[str, Any] | None] = {f"b{i}": {"id": f"b{i}"} for i in range(2500)}
     delta = ShopDelta(meta=META, agents={}, buyers=buyers, seen=[])
-    cp = ShopCheckpoint(0, delta, {}, [])
+    cp = ShopCheckpoint(delta, {}, [])
     assert await store.save_shops({SHOP: (Owned(epoch, 1), cp)}) == {SHOP: Outcome.OK}
     assert await client.hlen(store.key(SHOP, "buyers")) == 2500
     gone: dict[str, dict[str, Any] | None] = {f"b{i}": None for i in range(1, 2500)}
     delta = ShopDelta(meta=META, agents={}, buyers=gone, seen=[])
-    cp = ShopCheckpoint(0, delta, {}, [])
+    cp = ShopCheckpoint(delta, {}, [])
     assert await store.save_shops({SHOP: (Owned(epoch, 2), cp)}) == {SHOP: Outcome.OK}
     assert await client.hkeys(store.key(SHOP, "buyers")) == [b"b0"]
 
