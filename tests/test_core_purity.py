@@ -38,3 +38,46 @@ def test_core_calls_no_open_or_print() -> None:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         }
         assert not calls & {"open", "print", "input"}, path.name
+
+
+def _core_imports(path: Path) -> set[str]:
+    """The daemon.core modules `path` imports, TYPE_CHECKING blocks and function bodies too."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
+        if module.startswith("daemon.core."):
+            found.add(module.removeprefix("daemon.core."))
+    return found
+
+
+def test_core_modules_import_each_other_without_a_cycle() -> None:
+    graph = {f.stem: _core_imports(f) for f in CORE.glob("*.py")}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        if module in path:
+            cycle = " -> ".join((*path[path.index(module) :], module))
+            raise AssertionError(f"import cycle in daemon/core: {cycle}")
+        if module in done:
+            return
+        for imported in sorted(graph.get(module, ())):
+            visit(imported, (*path, module))
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
+    assert {"shop", "rules", "queues", "sessions", "routing"} <= done
+
+
+def test_core_modules_reach_into_no_other_modules_private_members() -> None:
+    """Parts talk through their public methods: `x._y` only on `self` (or `cls`)."""
+    offenders = [
+        f"{path.name}:{node.lineno} .{node.attr}"
+        for path in sorted(CORE.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"})
+    ]
+    assert offenders == []

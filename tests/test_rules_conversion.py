@@ -95,7 +95,7 @@ def test_agent_stats_override_the_observed_rate() -> None:
         sc.inquiry(f"x{n}")
         if sc.assignment(f"x{n}").agent_id == "a2":
             sc.order(f"x{n}")
-    cand = sc.engine.shop("shop").cands["presale"]
+    cand = sc.engine.shop("shop").candidate("presale")
     agents = sc.engine.shop("shop").agents
     assert cand.rate(agents["a2"]) > cand.rate(agents["a3"])
     sc.stats("a2", 0.0)

@@ -30,7 +30,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from daemon.core.config import ShopConfig
-from daemon.core.shop import EventRejected, ShopEngine
+from daemon.core.model import EventRejected
+from daemon.core.shop import ShopEngine
 from daemon.core.snapshot import ShopDelta, dump_shop, load_shop, take_delta
 from topics.events import InputEvent, OutputEvent
 

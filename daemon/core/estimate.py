@@ -20,7 +20,7 @@ average rate:
     rivals = the other candidates with buyers in line that share online agents with this
              one; share(R) = the part of R's online capacity (Σ caps) those agents hold.
              A freed slot goes to the oldest head among the queues of its agent's
-             candidates (`queueing.drain`), so R's older buyers take some of our slots
+             candidates (`Queues.drain`), so R's older buyers take some of our slots
     ahead  = round((k − 1) · stay + Σ_R older(R) · share(R) · stay(R))
              for the buyer at 1-based position k; older(R) = R's buyers served before
              it in that order (higher priority, or equal and earlier)
@@ -40,6 +40,7 @@ shift). `fenliu simulate` measures its error against two baselines (BENCHMARKS.m
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,26 +49,40 @@ from topics.events import AgentStatus
 if TYPE_CHECKING:
     from daemon.core.candidate import Candidate, QueueItem
     from daemon.core.model import AgentState
-    from daemon.core.shop import ShopEngine
 
 
 @dataclass(slots=True)
 class Outlook:
-    """What a candidate's estimates read, computed once for all its queued buyers."""
+    """What a candidate's estimates read, taken once for all its queued buyers."""
 
+    now: int  # epoch ms
+    seed_ms: int  # `queue.avg_handle_time`: the handle time before sessions are observed
     times: list[int]  # when the candidate's next slots free (epoch ms, earliest first)
     rivals: list[tuple[Candidate, float]]  # queues sharing online agents, with that share
 
 
-def outlook(shop: ShopEngine, cand: Candidate) -> Outlook:
-    """The slot times and rival queues of `cand` now; see the module docstring."""
-    return Outlook(slot_times(shop, cand), rivals(shop, cand))
+def outlook(
+    cand: Candidate,
+    neighbours: Sequence[Candidate],
+    agents: Mapping[str, AgentState],
+    now: int,
+    timeout_ms: int,
+    seed_ms: int,
+) -> Outlook:
+    """The slot times and rival queues of `cand` now; see the module docstring.
+
+    `neighbours` are the candidates sharing agents with `cand`, `timeout_ms` the session
+    timeout."""
+    return Outlook(
+        now, seed_ms, slot_times(cand, agents, now, timeout_ms), rivals(cand, neighbours, agents)
+    )
 
 
-def slot_times(shop: ShopEngine, cand: Candidate) -> list[int]:
+def slot_times(
+    cand: Candidate, agents: Mapping[str, AgentState], now: int, timeout_ms: int
+) -> list[int]:
     """When the candidate's next slots free (epoch ms, earliest first); see the docstring."""
-    now, timeout = shop.now, shop.config.queue.session_timeout
-    agents, online = shop.agents, AgentStatus.ONLINE
+    online = AgentStatus.ONLINE
     times: list[int] = []
     for agent_id, cap in cand.caps.items():
         agent = agents.get(agent_id)
@@ -77,29 +92,31 @@ def slot_times(shop: ShopEngine, cand: Candidate) -> list[int]:
         if over < 0:
             continue
         # agent.quiet is oldest first, and a buyer who wrote last holds the latest end
-        ends = [max(quiet + timeout, now) for quiet in agent.quiet.values()]
-        ends += [now + timeout] * agent.pending
+        ends = [max(quiet + timeout_ms, now) for quiet in agent.quiet.values()]
+        ends += [now + timeout_ms] * agent.pending
         times += ends[over:] if over else ends
     times.sort()
     return times
 
 
-def _online(shop: ShopEngine, agent_id: str) -> AgentState | None:
-    agent = shop.agents.get(agent_id)
-    return agent if agent is not None and agent.status is AgentStatus.ONLINE else None
+def _online(agents: Mapping[str, AgentState], agent_id: str) -> bool:
+    agent = agents.get(agent_id)
+    return agent is not None and agent.status is AgentStatus.ONLINE
 
 
-def rivals(shop: ShopEngine, cand: Candidate) -> list[tuple[Candidate, float]]:
+def rivals(
+    cand: Candidate, neighbours: Sequence[Candidate], agents: Mapping[str, AgentState]
+) -> list[tuple[Candidate, float]]:
     """Other candidates with buyers in line that share online agents with `cand`, each with
     the share of its online capacity those agents hold."""
-    mine = {a for a in cand.caps if _online(shop, a) is not None}
+    mine = {a for a in cand.caps if _online(agents, a)}
     out: list[tuple[Candidate, float]] = []
-    for rival in shop.neighbours[cand.key]:
+    for rival in neighbours:
         if not rival.queue:
             continue
         total = shared = 0
         for agent_id, cap in rival.caps.items():
-            if _online(shop, agent_id) is None:
+            if not _online(agents, agent_id):
                 continue
             weight = 1 if cap is None else cap
             total += weight
@@ -119,23 +136,15 @@ def ahead(
     return round(expected)
 
 
-def estimate_s(
-    shop: ShopEngine,
-    cand: Candidate,
-    position: int,
-    item: QueueItem,
-    view: Outlook | None = None,
-) -> int:
+def estimate_s(cand: Candidate, position: int, item: QueueItem, view: Outlook) -> int:
     """Seconds until the buyer at `position` (queue item `item`) is served."""
-    if view is None:
-        view = outlook(shop, cand)
     before = ahead(cand, position, item, view.rivals)
     need = before + 1 - cand.free_slots
     if need <= 0:
         return 0
     times = view.times
     if not times:
-        return cand.estimate_s(before + 1, shop.config.queue.avg_handle_time)
+        return cand.estimate_s(before + 1, view.seed_ms)
     rounds, index = divmod(need - 1, len(times))
-    handle = cand.handle_time_ms(shop.config.queue.avg_handle_time)
-    return max(0, round((times[index] + rounds * handle - shop.now) / 1000))
+    handle = cand.handle_time_ms(view.seed_ms)
+    return max(0, round((times[index] + rounds * handle - view.now) / 1000))

@@ -91,7 +91,7 @@ def explain_shop(shop: ShopEngine, now: int) -> dict[str, Any]:
 def _groups(shop: ShopEngine) -> list[dict[str, Any]]:
     out = []
     for group in shop.config.groups:
-        cand = shop.cands.get(group.name)
+        cand = shop.routing.cands.get(group.name)
         states = [shop.agents[a] for a in group.agents if a in shop.agents]
         sessions = sum(a.sessions_total for a in states)
         mode = cand.mode if cand is not None else (group.mode or shop.config.mode)
@@ -119,7 +119,7 @@ def _agent_row(
     n_agents: int,
 ) -> dict[str, Any]:
     conf = shop.config.agent(agent.id)
-    cands = shop.agent_cands.get(agent.id, [])
+    cands = shop.routing.of_agent(agent.id)
     share = n / total if total else 0.0
     online_share = _ratio(online, online_total)
     by_rule = {

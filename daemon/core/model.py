@@ -4,7 +4,7 @@ State changes are data, as in h11's transition tables: `AGENT_TRANSITIONS` says 
 status change does, `BUYER_TRANSITIONS` which buyer phase follows which trigger. Anything
 not in `BUYER_TRANSITIONS` is an impossible transition and raises `ImpossibleTransition`
 naming the state and the trigger — a bug in the engine, never a consequence of bad input
-(bad input is rejected before any state changes).
+(bad input raises `EventRejected` before any state changes).
 """
 
 from __future__ import annotations
@@ -13,11 +13,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from topics.events import AgentStatus, AssignReason, InquiryContext, Mode
+from topics.events import AgentStatus, AssignReason, InquiryContext, Mode, OutputEvent
 
 
 class ImpossibleTransition(RuntimeError):
     """The engine tried a state change its transition table does not allow."""
+
+
+class EventRejected(ValueError):
+    """An input event the shop refuses; `reason` is a sentence for the dead-letter topic."""
+
+    def __init__(self, reason: str, outputs: list[OutputEvent] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.outputs: list[OutputEvent] = outputs or []
 
 
 # ------------------------------------------------------------------------------- agents

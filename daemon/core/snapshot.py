@@ -19,7 +19,6 @@ from typing import Any
 from daemon.core.candidate import runtime_of
 from daemon.core.config import ShopConfig
 from daemon.core.model import AgentState, Buyer, BuyerPhase, LastContact, QueueEntry, Session
-from daemon.core.reload import rebuild
 from daemon.core.shop import ShopEngine
 from topics.events import AgentStatus, InquiryContext
 
@@ -84,9 +83,8 @@ def dump_shop(shop: ShopEngine) -> dict[str, Any]:
 
 def take_delta(shop: ShopEngine) -> ShopDelta | None:
     """The changes since the last call (None if nothing changed); requires a tracking shop."""
-    changes = shop.changes
-    assert changes is not None, "take_delta needs a ShopEngine created with track=True"
-    if not changes:
+    changes = shop.effects.take_changes()
+    if changes is None:
         return None
     agents, buyers = shop.agents, shop.buyers
     delta = ShopDelta(
@@ -95,7 +93,6 @@ def take_delta(shop: ShopEngine) -> ShopDelta | None:
         buyers={i: _dump_buyer(buyers[i]) if i in buyers else None for i in changes.buyers},
         seen=changes.seen,
     )
-    shop.changes = type(changes)()
     return delta
 
 
@@ -125,10 +122,11 @@ def load_shop(
         )
     shop = ShopEngine(config, dedup_capacity=dedup_capacity, track=track)
     shop.now, shop.seq = data["now"], data["seq"]
-    shop.agents = {}
+    agents: dict[str, AgentState] = {}
+    shop.state.agents = agents
     for row in sorted(data["agents"].values(), key=lambda row: int(row["ordinal"])):
         agent = _load_agent(row)
-        shop.agents[agent.id] = agent
+        agents[agent.id] = agent
     ends: list[tuple[int, str]] = []
     for row in data["buyers"].values():
         buyer = _load_buyer(row)
@@ -136,7 +134,7 @@ def load_shop(
         if buyer.last is not None:
             ends.append((buyer.last.ended_at, buyer.id))
     _index_sessions(shop)
-    rebuild(shop, data["candidates"])
+    shop.rebuild(data["candidates"])
     for buyer in shop.buyers.values():
         entry = buyer.queued
         if entry is not None:
@@ -146,11 +144,10 @@ def load_shop(
             cand.queue.add(cand.item(entry, buyer.id))
         shop.arm_buyer_timers(buyer)
     # Only each buyer's latest end matters: older entries of the same buyer delete nothing.
-    shop.recent_ends.extend(sorted(ends))
+    shop.sessions.recent_ends.extend(sorted(ends))
     for event_id in data["seen"]:
         shop.seen.add(event_id)
-    if shop.changes is not None:
-        shop.changes = type(shop.changes)()  # a restored shop equals its store
+    shop.effects.forget_changes()  # a restored shop equals its store
     return shop
 
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
+SESSION_TIMER, EXPIRY_TIMER, TICK_TIMER = 0, 1, 2
+"""The kinds of a shop's timers: a session's timeout and a queued buyer's max_wait (keyed by
+buyer id), and a candidate's periodic `waiting` updates (keyed by candidate key)."""
+
 TimerKey = tuple[int, str]  # (kind, key)
 Resolver = Callable[[int, str], int | None]
 

@@ -1,0 +1,166 @@
+"""Where a buyer can go: a shop's candidates, the match index, and who may take a buyer now.
+
+`Routing` owns the candidates built from the shop file (one per group, plus the pool of the
+groups with `accept_unmatched` when there are several), which agents sit in which candidates,
+which candidates share agents, and the index of CONTRACT 3 rule 4 (group matching by crowd,
+item, intent, order status). Each candidate keeps its own sorted index of eligible agents
+(`daemon/core/candidate.py`), so choosing an agent is O(log n).
+
+Whenever anything about an agent changes, `agent_changed` re-ranks it in its candidates; a
+candidate with buyers in line is then marked for a `waiting` update (`mark_dirty`), which
+the shop's TICK timer delivers every `queue.update_interval`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from daemon.core.candidate import Candidate, build_candidates, set_runtime
+from daemon.core.effects import Effects
+from daemon.core.model import AgentState, EventRejected
+from daemon.core.state import ShopState
+from daemon.core.timers import TICK_TIMER
+from topics.events import InquiryContext
+
+
+class Routing:
+    """Candidates of one shop and what indexes them; see the module docstring."""
+
+    __slots__ = (
+        "_effects",
+        "_match",
+        "_state",
+        "agent_cands",
+        "cands",
+        "configured",
+        "neighbours",
+        "pool",
+    )
+
+    def __init__(self, state: ShopState, effects: Effects) -> None:
+        self._state = state
+        self._effects = effects
+        self.cands: dict[str, Candidate] = {}  # by group name
+        self.pool: Candidate | None = None
+        self.agent_cands: dict[str, list[Candidate]] = {}
+        self.neighbours: dict[str, list[Candidate]] = {}  # candidates sharing an agent
+        self.configured: frozenset[str] = frozenset()  # agent ids in the shop file
+        self._match: list[dict[str, int]] = []
+
+    # --------------------------------------------------------------------------- building
+
+    def build(self) -> None:
+        """(Re)build candidates, the match index and every agent's place in them."""
+        state = self._state
+        config = state.config
+        self.cands, self.pool = build_candidates(config, state.agents)
+        self.configured = frozenset(a.id for a in config.agents)
+        self.agent_cands = {}
+        for cand in self.all():
+            for agent_id in cand.caps:
+                self.agent_cands.setdefault(agent_id, []).append(cand)
+        self.neighbours = {
+            cand.key: list(
+                {o.key: o for a in cand.caps for o in self.agent_cands[a] if o is not cand}.values()
+            )
+            for cand in self.all()
+        }
+        self._match = [{}, {}, {}, {}]
+        for i, group in enumerate(config.groups):
+            m = group.match
+            for dim, values in enumerate((m.crowd, m.items, m.intents, m.order_status)):
+                for value in values:
+                    self._match[dim].setdefault(value, i)
+        for agent in state.agents.values():
+            self.agent_changed(agent)
+
+    def rebuild(self, learned: dict[str, dict[str, object]]) -> None:
+        """Build anew, give candidates what they had learned (by key), re-rank every agent."""
+        self.build()
+        agents = self._state.agents
+        for cand in self.all():
+            if cand.key in learned:
+                set_runtime(cand, learned[cand.key])
+            cand.sessions_sum = sum(agents[a].sessions_total for a in cand.caps)
+            cand.converted_sum = sum(agents[a].converted_sessions for a in cand.caps)
+            cand.index.clear()
+            cand.eff_index.clear()
+            cand.keys.clear()
+            cand.eff_keys.clear()
+        for agent in agents.values():
+            for cand in self.of_agent(agent.id):
+                cand.refresh(agent)
+        interval = self._state.config.queue.update_interval
+        for cand in self.all():
+            if cand.dirty:
+                self._state.timers.arm(TICK_TIMER, cand.key, cand.last_tick + interval)
+
+    # --------------------------------------------------------------------------- looking up
+
+    def all(self) -> list[Candidate]:
+        """Every group's candidate, then the pool when it is not a single group."""
+        cands = list(self.cands.values())
+        if self.pool is not None and self.pool.key not in self.cands:
+            cands.append(self.pool)
+        return cands
+
+    def candidate(self, key: str) -> Candidate | None:
+        """A candidate by key (group name, or "" for a pool of several groups)."""
+        if self.pool is not None and key == self.pool.key:
+            return self.pool
+        return self.cands.get(key)
+
+    def of_agent(self, agent_id: str) -> Sequence[Candidate]:
+        """The candidates the agent is a member of."""
+        return self.agent_cands.get(agent_id, ())
+
+    def candidate_for(self, ctx: InquiryContext) -> Candidate | None:
+        """Group matching (CONTRACT 3 rule 4): crowd, item, intent, order status, pool."""
+        dims = (ctx.crowd, (ctx.item_id,), (ctx.intent,), (ctx.order_status,))
+        for index, values in zip(self._match, dims, strict=True):
+            found = [index[v] for v in values if v is not None and v in index]
+            if found:
+                return self.cands[self._state.config.groups[min(found)].name]
+        return self.pool
+
+    def check_agent(self, agent_id: str | None) -> None:
+        """EventRejected unless `agent_id` is None or configured in the shop."""
+        if agent_id is not None and agent_id not in self.configured:
+            raise EventRejected(
+                f"agent_id {agent_id!r} is not configured in shop {self._state.config.id!r}"
+            )
+
+    # --------------------------------------------------------------------------- changes
+
+    def agent_changed(self, agent: AgentState) -> None:
+        """Re-rank the agent everywhere it is a member; lines it serves get an update."""
+        self._effects.agent_changed(agent.id)
+        for cand in self.agent_cands.get(agent.id, ()):
+            cand.refresh(agent)
+            if cand.queue:
+                self.mark_dirty(cand)
+
+    def mark_dirty(self, cand: Candidate) -> None:
+        """The candidate's line needs a `waiting` update at its next tick."""
+        self._effects.other_changed()
+        if not cand.dirty:
+            state = self._state
+            interval = state.config.queue.update_interval
+            cand.dirty = True
+            cand.last_tick = max(cand.last_tick, state.now - interval)
+            state.timers.arm(TICK_TIMER, cand.key, cand.last_tick + interval)
+
+    def line_changed(self, cand: Candidate) -> None:
+        """A buyer joined or left `cand`'s line: its waiting buyers' updates are due, and so
+        are those of the lines sharing its agents (their estimates count its older buyers)."""
+        self.mark_dirty(cand)
+        for other in self.neighbours[cand.key]:
+            if other.queue:
+                self.mark_dirty(other)
+
+    def tick_deadline(self, key: str) -> int | None:
+        """When the candidate's next `waiting` update is due, or None if none is."""
+        cand = self.candidate(key)
+        if cand is None or not cand.dirty:
+            return None
+        return cand.last_tick + self._state.config.queue.update_interval

@@ -1,0 +1,293 @@
+"""Sessions of one shop: opening, closing and handing over; what is said and bought in them.
+
+A session runs from an `assignment` to a `session_closed` (CONTRACT 3.2). `Sessions` opens
+one with `start` (the agent's counters, its place in its candidates and the timeout timer
+follow), closes one with `close` (timeout, agent offline) and hands one over with `transfer`
+(CONTRACT 1.2 `transfer`; docs/routing.md, Transfers). `on_message` and `on_order` apply
+what happens inside a session: who owes a reply (busyness, CONTRACT 3.4), when it times out,
+which agent an order credits. Ended sessions are remembered as the buyer's `last` contact for
+the longest of the sticky, conversion and repeat-entry windows (`recent_ends`, `purge`).
+
+Freeing capacity does not serve the queues here: the caller drains them (`Queues.drain`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from daemon.core.candidate import Candidate
+from daemon.core.effects import Effects
+from daemon.core.model import (
+    AgentState,
+    Buyer,
+    BuyerPhase,
+    EventRejected,
+    LastContact,
+    Session,
+    Trigger,
+)
+from daemon.core.routing import Routing
+from daemon.core.state import ShopState
+from daemon.core.timers import SESSION_TIMER
+from topics.events import (
+    AgentStatus,
+    AssignReason,
+    CloseReason,
+    MessageSent,
+    Mode,
+    OrderPlaced,
+    SessionTransferred,
+)
+
+
+class Sessions:
+    """Open sessions and recently ended ones; see the module docstring."""
+
+    __slots__ = (
+        "_busy_threshold",
+        "_effects",
+        "_routing",
+        "_state",
+        "_timeout",
+        "keep_ms",
+        "recent_ends",
+    )
+
+    def __init__(self, state: ShopState, effects: Effects, routing: Routing) -> None:
+        self._state = state
+        self._effects = effects
+        self._routing = routing
+        self.recent_ends: deque[tuple[int, str]] = deque()  # (ended at, buyer id), oldest first
+        self.keep_ms = 0  # how long an ended session matters to any rule
+        self._busy_threshold = 0
+        self._timeout = 0
+        self.configure()
+
+    def configure(self) -> None:
+        """Take the settings of the shop file (again, after a reload)."""
+        c = self._state.config
+        self.keep_ms = max(c.sticky_window, c.conversion_window, c.queue.repeat_entry_window)
+        self._busy_threshold = c.busy_threshold
+        self._timeout = c.queue.session_timeout
+
+    # ------------------------------------------------------------------ opening, closing
+
+    def start(
+        self,
+        buyer: Buyer,
+        inquiry_id: str,
+        cand: Candidate,
+        agent_id: str,
+        reason: AssignReason,
+        trigger: Trigger,
+        mode: Mode | None = None,
+        waited_ms: int = 0,
+    ) -> None:
+        """Open a session of `buyer` with `agent_id`, chosen in `cand`; emit the assignment."""
+        state = self._state
+        now = state.now
+        agent = state.agents[agent_id]
+        self._effects.buyer_changed(buyer.id)
+        buyer.move(trigger)
+        group = cand.member_groups.get(agent_id, cand.group)
+        buyer.session = Session(inquiry_id, agent_id, cand.key, group, now, now)
+        state.buyers[buyer.id] = buyer
+        agent.sessions[buyer.id] = None
+        agent.quiet[buyer.id] = now
+        busy = agent.pending > self._busy_threshold
+        agent.count_assignment(reason, now, busy=busy, mode=mode, group=group)
+        for c in self._routing.of_agent(agent_id):
+            c.sessions_sum += 1
+            c.rerank_if_prior_drifted()
+        if mode is not None:
+            cand.chosen(agent_id)
+        self._routing.agent_changed(agent)
+        state.timers.arm(SESSION_TIMER, buyer.id, now + self._timeout)
+        self._effects.assignment(
+            now, inquiry_id, buyer.id, agent_id, group, reason, mode, waited_ms
+        )
+
+    def close(self, buyer: Buyer, reason: CloseReason) -> None:
+        """End the buyer's session; it becomes the buyer's last contact."""
+        s = buyer.session
+        assert s is not None
+        now = self._state.now
+        self._effects.buyer_changed(buyer.id)
+        buyer.move("close")
+        buyer.session = None
+        buyer.last = LastContact(s.agent_id, s.cand, now, s.converted)
+        self.recent_ends.append((now, buyer.id))
+        self._detach(buyer.id, s)
+        self._effects.session_closed(now, s.inquiry_id, buyer.id, s.agent_id, reason)
+
+    def close_all(self, agent: AgentState, reason: CloseReason) -> None:
+        """End every session of the agent."""
+        for buyer_id in list(agent.sessions):
+            self.close(self._state.buyers[buyer_id], reason)
+
+    def _detach(self, buyer_id: str, s: Session) -> None:
+        state = self._state
+        agent = state.agents[s.agent_id]
+        del agent.sessions[buyer_id]
+        if s.buyer_waiting:
+            agent.pending -= 1
+        else:
+            del agent.quiet[buyer_id]
+        cand = self._routing.candidate(s.cand)
+        if cand is not None:
+            cand.observe_session(state.now - s.started_at)
+        self._routing.agent_changed(agent)
+
+    def timeout_deadline(self, buyer: Buyer) -> int | None:
+        """When the buyer's session times out if nothing more is said, or None."""
+        s = buyer.session
+        if s is None or s.buyer_waiting:
+            return None
+        return s.last_agent_at + self._state.config.queue.session_timeout
+
+    def purge(self) -> None:
+        """Forget ended sessions past every window that reads them (`keep_ms`)."""
+        state = self._state
+        keep = self.keep_ms
+        ends = self.recent_ends
+        while ends and ends[0][0] <= state.now - keep:
+            ended_at, buyer_id = ends.popleft()
+            buyer = state.buyers.get(buyer_id)
+            last = buyer.last if buyer else None
+            if buyer is None or last is None or last.ended_at != ended_at:
+                continue  # a later session of the buyer ended since
+            self._effects.buyer_changed(buyer_id)
+            if buyer.phase is BuyerPhase.IDLE:
+                del state.buyers[buyer_id]
+            else:  # queued or in a session: past every window, so no rule reads it now
+                buyer.last = None
+
+    # ---------------------------------------------------------------- inside a session
+
+    def on_message(self, ev: MessageSent) -> None:
+        """A chat message: who owes a reply, and when the session times out."""
+        # The hot path (most events are messages): kept flat on purpose.
+        if ev.agent_id is not None:
+            self._routing.check_agent(ev.agent_id)
+        state = self._state
+        buyer = state.buyers.get(ev.buyer_id)
+        s = buyer.session if buyer is not None else None
+        if s is None:
+            return  # no open session: a late message after a close changes nothing
+        agent = state.agents[s.agent_id]
+        threshold = self._busy_threshold
+        if ev.sender == "buyer":
+            if not s.buyer_waiting:
+                s.buyer_waiting = True
+                del agent.quiet[ev.buyer_id]
+                agent.pending += 1
+                if agent.pending == threshold + 1:
+                    self._routing.agent_changed(agent)  # became busy
+            return
+        now = state.now
+        agent.quiet.pop(ev.buyer_id, None)
+        agent.quiet[ev.buyer_id] = now  # now the newest
+        s.last_agent_at = now
+        state.timers.arm(SESSION_TIMER, ev.buyer_id, now + self._timeout)
+        routing = self._routing
+        for cand in routing.of_agent(s.agent_id):
+            if cand.queue:  # the session ends later now: estimates in line may move
+                routing.mark_dirty(cand)
+        if s.buyer_waiting:
+            s.buyer_waiting = False
+            agent.pending -= 1
+            if agent.pending == threshold:
+                routing.agent_changed(agent)  # no longer busy
+
+    def on_order(self, ev: OrderPlaced) -> None:
+        """Credit an order to the agent of the buyer's session or recent contact."""
+        state = self._state
+        buyer = state.buyers.get(ev.buyer_id)
+        if buyer is None:
+            return
+        if buyer.session is not None:
+            agent_id, already = buyer.session.agent_id, buyer.session.converted
+            buyer.session.converted = True
+        elif (
+            buyer.last is not None
+            and state.now - buyer.last.ended_at < state.config.conversion_window
+        ):
+            agent_id, already = buyer.last.agent_id, buyer.last.converted
+            buyer.last.converted = True
+        else:
+            return  # no session to credit (CONTRACT 1.2 order)
+        agent = state.agents[agent_id]
+        self._effects.agent_changed(agent_id)
+        agent.orders += 1
+        agent.order_amount += ev.amount or 0.0
+        if not already:
+            agent.converted_sessions += 1
+            for cand in self._routing.of_agent(agent_id):
+                cand.converted_sum += 1
+                cand.rerank_if_prior_drifted()
+            self._routing.agent_changed(agent)
+
+    # ------------------------------------------------------------------------- transfers
+
+    def transfer(self, ev: SessionTransferred) -> str:
+        """Hand the buyer's session over (or EventRejected before any change); return the
+        agent it left, whose queues the caller serves. The buyer's pending question moves
+        along."""
+        cand, agent_id = self._transfer_target(ev)
+        state = self._state
+        buyer = state.buyers[ev.buyer_id]
+        old = buyer.session
+        assert old is not None
+        self._detach(buyer.id, old)
+        self._effects.session_closed(
+            state.now, old.inquiry_id, buyer.id, old.agent_id, CloseReason.TRANSFERRED
+        )
+        buyer.session = None
+        self.start(buyer, ev.id, cand, agent_id, AssignReason.TRANSFER, "transfer")
+        new = buyer.session
+        assert new is not None
+        if old.buyer_waiting:
+            target = state.agents[agent_id]
+            new.buyer_waiting = True
+            del target.quiet[buyer.id]
+            target.pending += 1
+            self._routing.agent_changed(target)
+        return old.agent_id
+
+    def _transfer_target(self, ev: SessionTransferred) -> tuple[Candidate, str]:
+        """Where a transfer goes, or EventRejected saying why it cannot."""
+        buyer = self._state.buyers.get(ev.buyer_id)
+        s = buyer.session if buyer else None
+        if s is None:
+            raise EventRejected(f"buyer {ev.buyer_id!r} has no open session to transfer")
+        if ev.to_agent is not None:
+            return self._transfer_to_agent(ev.to_agent, s)
+        assert ev.to_group is not None
+        cand = self._routing.cands.get(ev.to_group)
+        if cand is None:
+            raise EventRejected(
+                f"to_group {ev.to_group!r} is not a group of shop {self._state.config.id!r}"
+            )
+        pick = cand.choose(exclude=s.agent_id)
+        if pick is None:
+            raise EventRejected(f"no agent of group {ev.to_group!r} can take the transfer now")
+        return cand, pick[0]
+
+    def _transfer_to_agent(self, agent_id: str, s: Session) -> tuple[Candidate, str]:
+        state, routing = self._state, self._routing
+        agent = state.agents.get(agent_id)
+        if agent is None or agent_id not in routing.configured:
+            raise EventRejected(
+                f"to_agent {agent_id!r} is not configured in shop {state.config.id!r}"
+            )
+        if agent_id == s.agent_id:
+            raise EventRejected(f"the buyer is already in a session with agent {agent_id!r}")
+        cands = routing.of_agent(agent_id)
+        if not cands:
+            raise EventRejected(f"to_agent {agent_id!r} is listed in no group")
+        if agent.status is not AgentStatus.ONLINE:
+            raise EventRejected(f"to_agent {agent_id!r} is {agent.status.value}, not online")
+        current = routing.candidate(s.cand)
+        if current is not None and current.is_member(agent_id):
+            return current, agent_id
+        return cands[0], agent_id

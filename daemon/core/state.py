@@ -1,0 +1,34 @@
+"""The facts of one shop that every part reads: its configuration, clock, agents and buyers.
+
+Each part keeps its own state besides (routing its candidates and indexes, sessions the
+recent session ends, queues the arrival counter, effects the outputs and change marks) and
+reaches the others only through their methods. docs/architecture.md draws the parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from daemon.core.config import ShopConfig
+from daemon.core.model import AgentState, Buyer
+from daemon.core.timers import TimerHeap
+
+
+@dataclass(slots=True, eq=False)
+class ShopState:
+    """One shop's configuration, clock (epoch ms, never backwards), agents and buyers."""
+
+    config: ShopConfig
+    agents: dict[str, AgentState]
+    buyers: dict[str, Buyer] = field(default_factory=dict)
+    timers: TimerHeap = field(default_factory=TimerHeap)
+    now: int = 0
+
+    @classmethod
+    def fresh(cls, config: ShopConfig) -> ShopState:
+        """A shop with its configured agents, all offline, and no buyers."""
+        return cls(config, {a.id: AgentState(a.id, i) for i, a in enumerate(config.agents)})
+
+    def advance(self, now: int) -> None:
+        """Move the clock to `now` unless it is already later."""
+        self.now = max(self.now, now)
