@@ -7,7 +7,7 @@ import orjson
 
 from daemon.core.engine import Engine
 from tests.scenario import SHOP, Scenario, group, shop
-from topics.events import AgentStatus, AgentStatusChanged, BuyerInquired
+from topics.events import AgentStatus, AgentStatusChanged, BuyerInquired, MessageSent
 
 CAP1 = {"enabled": True, "default_cap": 1}
 
@@ -323,3 +323,21 @@ def test_output_ids_are_deterministic() -> None:
         return [o.id for o in sc.outputs]
 
     assert run() == run() == ["asg:i1", "q:i2:1", "end:i1", "q:i2:2", "asg:i2"]
+
+
+# ------------------------------------------------------------------------------ time
+
+
+def test_a_late_event_takes_the_latest_time_the_engine_saw_even_from_a_timer_call() -> None:
+    # Found by the timing property: a timer call at t=100 ms touched no shop (nothing due),
+    # then an agent's message came with an older `now`. Its session must time out counting
+    # from 100 ms, the latest time the engine was told, not from the shop's own older clock.
+    config = Scenario(shop(["a1"], queue={"enabled": True, "session_timeout": "60s"})).config
+    engine, t0 = Engine({SHOP: config}), 1_700_000_000_000
+    engine.handle(AgentStatusChanged("e1", SHOP, t0, "a1", AgentStatus.ONLINE), t0)
+    engine.handle(BuyerInquired("e2", SHOP, t0, "b1"), t0)
+    assert engine.on_timer(t0 + 100) == []
+    engine.handle(MessageSent("e3", SHOP, t0 - 6900, "b1", "agent", "a1"), t0 - 6900)
+    assert engine.on_timer(t0 + 60_099) == []
+    [closed] = engine.on_timer(t0 + 60_100)
+    assert (type(closed).__name__, closed.ts) == ("SessionClosed", t0 + 60_100)

@@ -9,7 +9,8 @@
 
 `now` is epoch milliseconds supplied by the caller (the daemon's clock, or virtual time in
 the simulator and tests); the engine never reads a clock and never does I/O. Time never runs
-backwards inside a shop: an earlier `now` is treated as the latest one seen.
+backwards: an earlier `now` is treated as the latest one the engine has seen, in any call and
+for any shop (a late event cannot time a session out earlier than a timer call already saw).
 
 Bad input raises `EventRejected` (a sentence for the dead-letter topic) and changes
 nothing; outputs of timers that fired first ride on the exception as `.outputs`.
@@ -64,6 +65,7 @@ class Engine:
         # then carries its initial rows), so thousands of idle shops cost no writes
         self._unsaved: set[str] = set()
         self._pristine: set[str] = set(self.shops)  # as created: resetting them is a no-op
+        self.now = 0  # the latest `now` any call has passed
 
     def _new_shop(self, config: ShopConfig) -> ShopEngine:
         return ShopEngine(config, dedup_capacity=self.dedup_capacity, track=self.track)
@@ -79,7 +81,8 @@ class Engine:
         if shop is None:
             raise EventRejected(f"shop_id {shop_id!r} is not configured")
         self._touch(shop_id)
-        return shop.handle(event, now)
+        self.now = max(self.now, now)
+        return shop.handle(event, self.now)
 
     def _touch(self, shop_id: str) -> None:
         self._touched.add(shop_id)
@@ -104,6 +107,7 @@ class Engine:
     def due(self, now: int) -> list[str]:
         """The shops with a timer due at or before `now` (fire each with `fire`)."""
         self._rearm()
+        self.now = max(self.now, now)
         heap, armed, found = self._deadlines, self._armed, []
         while heap and heap[0][0] <= now:
             deadline, shop_id = heapq.heappop(heap)
@@ -116,7 +120,8 @@ class Engine:
     def fire(self, shop_id: str, now: int) -> list[OutputEvent]:
         """Fire one shop's timers due at or before `now`."""
         self._touch(shop_id)
-        return self.shops[shop_id].on_timer(now)
+        self.now = max(self.now, now)
+        return self.shops[shop_id].on_timer(self.now)
 
     def on_timer(self, now: int) -> list[OutputEvent]:
         """Fire every timer due at or before `now`, shop by shop."""
@@ -132,6 +137,7 @@ class Engine:
 
     def reconfigure(self, shops: Mapping[str, ShopConfig], now: int) -> list[OutputEvent]:
         """Apply reloaded configuration: new shops start empty, removed shops are dropped."""
+        self.now = max(self.now, now)
         out: list[OutputEvent] = []
         for shop_id in list(self.shops):
             if shop_id not in shops:
@@ -146,7 +152,7 @@ class Engine:
             if shop_id in self.shops:
                 self._unsaved.add(shop_id)
                 self._pristine.discard(shop_id)
-                out.extend(self.shops[shop_id].reconfigure(config, now))
+                out.extend(self.shops[shop_id].reconfigure(config, self.now))
             else:
                 self.shops[shop_id] = self._new_shop(config)
                 self._pristine.add(shop_id)
