@@ -1,12 +1,18 @@
 """Configuration problems and how they are worded for people (file: key: problem).
 
 `validate` runs a pydantic model over one file's TOML data and turns its errors into
-`ConfigProblem`s with dotted TOML keys (``agents[3].weight``) and plain sentences.
+`ConfigProblem`s with dotted TOML keys (``agents[3].weight``) and plain sentences. A problem
+with a value says what was given, quoted and cut to 40 characters
+(``mode: must be one of 'average', 'weighted', 'efficiency' or 'conversion' (got
+'fastest')``), unless the key or the value may hold a secret (a password, token or secret
+key, a URL with credentials): those values are never repeated.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +79,60 @@ _HINTS = {  # (key without list indices, error type) -> message
 }
 
 
+# Problems that are not about a value: a key missing, a key unknown (it is named already,
+# and a value under a misspelled key may well be a secret), a list or string too short.
+_NOT_ABOUT_THE_VALUE = {"missing", "extra_forbidden", "too_short", "string_too_short"}
+_SECRET_KEY = re.compile(r"pass(word|wd|phrase)?|token|secret|credential|private|api_?key", re.I)
+_SHOWN = 40  # characters of a value echoed in a problem
+
+
+def _secret(loc: Sequence[int | str], value: object) -> bool:
+    """Whether a value must not be echoed: its key names a secret, or it is (or is under a
+    key named like) a URL that may carry credentials: user info or query arguments
+    (`redis://:pw@h`, `?password=`)."""
+    names = [part.lower() for part in loc if isinstance(part, str)]
+    if any(_SECRET_KEY.search(name) for name in names):
+        return True
+    if not isinstance(value, str):
+        return False
+    url = "://" in value or any("url" in name for name in names)
+    return url and ("@" in value or "?" in value)
+
+
+def _shown(value: object) -> str:
+    """A value as a problem quotes it: repr (TOML's spelling for booleans and dates), cut
+    to `_SHOWN` characters with an ellipsis."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, dt.date | dt.time):
+        text = value.isoformat()
+    else:
+        text = repr(value)
+    if len(text) <= _SHOWN:
+        return text
+    if isinstance(value, str):  # keep the closing quote
+        return text[: _SHOWN - 2] + "…" + text[-1]
+    return text[: _SHOWN - 1] + "…"
+
+
+def _with_value(message: str, err: ErrorDetails) -> str:
+    """`message` with the value that caused it, ``(got 'ten')``, where that helps: not for a
+    problem about no value or a whole table, a secret, or a value the validator's sentence
+    quotes already."""
+    loc, value = err["loc"], err.get("input")
+    if err["type"] in _NOT_ABOUT_THE_VALUE or "input" not in err or not loc:
+        return message
+    if isinstance(value, dict) and err["type"] in ("value_error", "assertion_error"):
+        return message  # a table's own validator: the problem is in its sentence
+    if _secret(loc, value):
+        return message
+    shown = _shown(value)
+    own_sentence = err["type"] in ("value_error", "assertion_error")
+    if own_sentence and re.search(rf"(?<![\w.']){re.escape(shown)}(?![\w.'])", message):
+        return message  # the validator quotes the value already ('3days' is not a duration)
+    return f"{message} (got {shown})"
+
+
 def _key(loc: Sequence[int | str]) -> str:
     key = ""
     for part in loc:
@@ -105,7 +165,8 @@ def _message(err: ErrorDetails, model: type[BaseModel]) -> str:
         suggestion = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown key (not part of the configuration){suggestion}"
     ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in err.get("ctx", {}).items()}
-    return _WORDING[kind].format(**ctx) if kind in _WORDING else err["msg"]
+    message = _WORDING[kind].format(**ctx) if kind in _WORDING else err["msg"]
+    return _with_value(message, err)
 
 
 M = TypeVar("M", bound=BaseModel)

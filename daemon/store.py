@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 from redis.exceptions import NoScriptError, RedisError
 
-from daemon.core.snapshot import META_FIELDS, ShopDelta
+from daemon.core.snapshot import ROW_PARTS, ShopDelta, delta_ops, stored_snapshot
 
 _WRITE = """
 local owner = redis.call('HMGET', KEYS[1], 'epoch', 'ckseq')
@@ -267,18 +267,18 @@ class Store:
         for topic, offset in checkpoint.offsets.items():
             meta += [f"offset:{topic}", offset]
         ops: list[Any] = [owned.epoch, owned.seq]
-        delta = checkpoint.delta
-        if delta is not None:
-            meta += ["state", orjson.dumps(delta.meta)]
-            for index, rows in ((2, delta.agents), (3, delta.buyers)):
-                written = [
-                    x for i, r in rows.items() if r is not None for x in (i, orjson.dumps(r))
-                ]
-                ops += _op("HSET", index, written)
-                ops += _op("HDEL", index, [i for i, r in rows.items() if r is None])
-            ops += _op("RPUSH", 4, delta.seen)
-            if delta.seen:
-                ops += _op("LTRIM", 4, [-self.dedup_capacity, -1], always=True)
+        if checkpoint.delta is not None:  # the operations of delta_ops, for the script
+            write = delta_ops(checkpoint.delta, dedup_capacity=self.dedup_capacity)
+            meta += ["state", orjson.dumps(write.meta)]
+            for index, part in enumerate(ROW_PARTS, start=2):  # the keys of _shop_keys
+                rows = write.set_rows[part]
+                ops += _op(
+                    "HSET", index, [x for i, r in rows.items() for x in (i, orjson.dumps(r))]
+                )
+                ops += _op("HDEL", index, write.delete_rows[part])
+            ops += _op("RPUSH", 4, write.append_seen)
+            if write.keep_seen is not None:
+                ops += _op("LTRIM", 4, [-write.keep_seen, -1], always=True)
         ops += _op("HSET", 1, meta)
         ops += _op("RPUSH", 5, [r.dump() for r in checkpoint.outbox])
         return ops
@@ -411,9 +411,10 @@ def _stored(
     }
     snapshot = None
     if "state" in meta:
-        state = orjson.loads(meta["state"])
-        snapshot = {name: state[name] for name in META_FIELDS}
-        snapshot["agents"] = {k: orjson.loads(v) for k, v in _pairs(agents).items()}
-        snapshot["buyers"] = {k: orjson.loads(v) for k, v in _pairs(buyers).items()}
-        snapshot["seen"] = [s.decode() for s in seen]
+        snapshot = stored_snapshot(
+            orjson.loads(meta["state"]),
+            {k: orjson.loads(v) for k, v in _pairs(agents).items()},
+            {k: orjson.loads(v) for k, v in _pairs(buyers).items()},
+            [s.decode() for s in seen],
+        )
     return StoredShop(int(epoch), snapshot, offsets, _records(outbox))

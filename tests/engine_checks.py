@@ -24,6 +24,21 @@ from topics.events import (
     SessionTransferred,
 )
 
+CHECKS = frozenset({
+    "caps", "fates", "fields", "ids", "matching", "one_agent", "online", "order",
+    "precedence", "rejections", "selection", "stuck", "timing", "updates",
+})  # fmt: skip
+"""Every check name `fail` reports under; a test selects its invariants among these."""
+
+
+def known_checks(names: set[str]) -> set[str]:
+    """`names`, or ValueError naming the unknown ones and the valid ones (a misspelled
+    name would otherwise select nothing, and its invariant would go unchecked)."""
+    unknown = names - CHECKS
+    if unknown:
+        raise ValueError(f"unknown checks {sorted(unknown)}; the checks are {sorted(CHECKS)}")
+    return names
+
 
 class Checks:
     """Reporting and the invariants; `Observer` supplies the state declared here."""
@@ -48,6 +63,7 @@ class Checks:
     # -------------------------------------------------------------------- reporting
 
     def fail(self, check: str, message: str) -> None:
+        known_checks({check})
         if check in self.checks:
             raise AssertionError(f"[{check}] {message}\n--- trace ---\n" + "\n".join(self.log))
 

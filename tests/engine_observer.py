@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
-from tests.engine_checks import Checks
+from tests.engine_checks import Checks, known_checks
 from tests.engine_model import NO_MATCH, TERMINAL, Ended, Entry, Key, Open, Rules, StepResult
 from tests.strategies import T0
 from topics.events import (
@@ -73,6 +73,7 @@ class Observer(Checks):
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        known_checks(self.checks)
         self.rules = Rules(self.config)
         self.status = {a.id: "offline" for a in self.config.agents}
         for agent in self.config.agents:

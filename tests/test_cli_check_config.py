@@ -52,11 +52,11 @@ def test_broken_config_prints_file_and_key_lines_and_exits_1(
     shops = broken.parent / "shops"
     assert out == ""
     assert err.splitlines() == [
-        f"{shops / 'big.toml'}: agents[8].weight: must be greater than 0",
+        f"{shops / 'big.toml'}: agents[8].weight: must be greater than 0 (got 0)",
         f"{shops / 'big.toml'}: groups[3].agents[4]: agent 'gen-99' is not configured in "
         "[[agents]]",
         f"{shops / 'small.toml'}: mode: must be one of 'average', 'weighted', 'efficiency' or "
-        "'conversion'",
+        "'conversion' (got 'fair')",
     ]
 
 
@@ -94,6 +94,7 @@ def test_real_process_exits_1_with_problem_lines_for_a_broken_copy(broken: Path)
     assert len(lines) == 3
     assert (
         lines[0]
-        == f"{broken.parent / 'shops' / 'big.toml'}: agents[8].weight: must be greater than 0"
+        == f"{broken.parent / 'shops' / 'big.toml'}: agents[8].weight: must be greater than 0 "
+        "(got 0)"
     )
     assert "Traceback" not in result.stderr

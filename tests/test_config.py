@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
 from daemon.config import (
     ConfigError,
@@ -16,6 +17,7 @@ from daemon.config import (
     load_config,
     load_shop_file,
 )
+from daemon.config_problems import validate
 from daemon.core.config import parse_duration_ms
 from topics.events import Mode
 
@@ -115,7 +117,9 @@ def test_durations_are_stored_as_milliseconds(tmp_path: Path) -> None:
 
 def test_zero_session_timeout_is_refused_under_its_own_key(tmp_path: Path) -> None:
     text = SHOP.replace('id = "s1"', 'id = "s1"\n[queue]\nsession_timeout = 0')
-    assert shop_problems(tmp_path, text) == ["queue.session_timeout: must be longer than 0s"]
+    assert shop_problems(tmp_path, text) == [
+        "queue.session_timeout: must be longer than 0s (got 0)"
+    ]
 
 
 # --- one problem of each kind -------------------------------------------------------------
@@ -145,34 +149,34 @@ def test_unknown_key_in_fenliu_toml_is_an_error(tmp_path: Path) -> None:
 def test_wrong_type_says_what_type_is_expected(tmp_path: Path) -> None:
     text = SHOP + '\n[queue]\ndefault_cap = "five"\nenabled = "yes please"\n'
     assert shop_problems(tmp_path, text) == [
-        "queue.enabled: must be true or false",
-        "queue.default_cap: must be an integer",
+        "queue.enabled: must be true or false (got 'yes please')",
+        "queue.default_cap: must be an integer (got 'five')",
     ]
 
 
 def test_string_where_a_list_is_expected_is_refused(tmp_path: Path) -> None:
     text = SHOP + '[groups.match]\ncrowd = "vip"\n'
     assert shop_problems(tmp_path, text) == [
-        'groups[0].match.crowd: must be a list, such as ["a", "b"]'
+        'groups[0].match.crowd: must be a list, such as ["a", "b"] (got \'vip\')'
     ]
 
 
 def test_unknown_mode_lists_the_allowed_modes(tmp_path: Path) -> None:
     text = SHOP.replace('id = "s1"', 'id = "s1"\nmode = "fastest"')
     assert shop_problems(tmp_path, text) == [
-        "mode: must be one of 'average', 'weighted', 'efficiency' or 'conversion'"
+        "mode: must be one of 'average', 'weighted', 'efficiency' or 'conversion' (got 'fastest')"
     ]
 
 
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("weight = 0", "agents[1].weight: must be greater than 0"),
-        ("weight = -1.5", "agents[1].weight: must be greater than 0"),
-        ("weight = inf", "agents[1].weight: must be a finite number"),
-        ("level = 0", "agents[1].level: must be at least 1"),
-        ("level = 6", "agents[1].level: must be at most 5"),
-        ("cap = 0", "agents[1].cap: must be at least 1"),
+        ("weight = 0", "agents[1].weight: must be greater than 0 (got 0)"),
+        ("weight = -1.5", "agents[1].weight: must be greater than 0 (got -1.5)"),
+        ("weight = inf", "agents[1].weight: must be a finite number (got inf)"),
+        ("level = 0", "agents[1].level: must be at least 1 (got 0)"),
+        ("level = 6", "agents[1].level: must be at most 5 (got 6)"),
+        ("cap = 0", "agents[1].cap: must be at least 1 (got 0)"),
     ],
 )
 def test_out_of_range_agent_setting_names_agent_index_and_bound(
@@ -184,7 +188,7 @@ def test_out_of_range_agent_setting_names_agent_index_and_bound(
 
 def test_out_of_range_default_cap_is_refused(tmp_path: Path) -> None:
     text = SHOP + "\n[queue]\ndefault_cap = 0\n"
-    assert shop_problems(tmp_path, text) == ["queue.default_cap: must be at least 1"]
+    assert shop_problems(tmp_path, text) == ["queue.default_cap: must be at least 1 (got 0)"]
 
 
 def test_group_listing_an_unconfigured_agent_is_refused(tmp_path: Path) -> None:
@@ -367,11 +371,11 @@ def test_all_problems_of_all_files_are_reported_at_once(tmp_path: Path) -> None:
     shops = tmp_path / "shops"
     found = problems(path)
     assert found[:4] == [
-        f"{path}: kafka.group_id: must be a string (in quotes)",
-        f"{shops / 'a.toml'}: agents[1].level: must be at most 5",
+        f"{path}: kafka.group_id: must be a string (in quotes) (got 5)",
+        f"{shops / 'a.toml'}: agents[1].level: must be at most 5 (got 9)",
         f"{shops / 'a.toml'}: groups[0].agents[1]: agent 'zz' is not configured in [[agents]]",
         f"{shops / 'b.toml'}: mode: must be one of 'average', 'weighted', 'efficiency' or "
-        "'conversion'",
+        "'conversion' (got 'fast')",
     ]
     assert found[4].startswith(f"{shops / 'c.toml'}: (file): TOML syntax error:")
     assert len(found) == 5
@@ -389,8 +393,8 @@ def test_shop_files_are_checked_when_fenliu_toml_has_a_syntax_error(tmp_path: Pa
 def test_wrong_list_items_are_reported_once_not_also_as_an_empty_list(tmp_path: Path) -> None:
     text = SHOP.replace('agents = ["a1", "a2"]', "agents = [1, 2]")
     assert shop_problems(tmp_path, text) == [
-        "groups[0].agents[0]: must be a string (in quotes)",
-        "groups[0].agents[1]: must be a string (in quotes)",
+        "groups[0].agents[0]: must be a string (in quotes) (got 1)",
+        "groups[0].agents[1]: must be a string (in quotes) (got 2)",
     ]
 
 
@@ -533,3 +537,108 @@ def test_missing_ssl_cafile_is_reported(tmp_path: Path) -> None:
     daemon = DAEMON.replace("[redis]", 'security_protocol = "SSL"\nssl_cafile = "ca.pem"\n[redis]')
     path = write(tmp_path, daemon, s1=SHOP)
     assert problems(path) == [f"{path}: kafka.ssl_cafile: no such file: {tmp_path / 'ca.pem'}"]
+
+
+# --- the value a problem is about -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('mode = "fastest"', "mode: must be one of 'average', 'weighted', 'efficiency' or "
+         "'conversion' (got 'fastest')"),
+        ('[queue]\ndefault_cap = "ten"', "queue.default_cap: must be an integer (got 'ten')"),
+        ("[queue]\ndefault_cap = 2.5", "queue.default_cap: must be a whole number (got 2.5)"),
+        ("[queue]\nenabled = 3", "queue.enabled: must be true or false (got 3)"),
+        ("sticky_window = true", "sticky_window: a duration is an integer number of seconds or a "
+         "string like '10m' (got true)"),
+        ('[queue]\nsession_timeout = "0s"', "queue.session_timeout: must be longer than 0s "
+         "(got '0s')"),
+        ('[queue]\nscope = "everywhere"', "queue.scope: must be one of 'shop' or 'groups' "
+         "(got 'everywhere')"),
+        ("[queue]\ngroups = 7", 'queue.groups: must be a list, such as ["a", "b"] (got 7)'),
+        ("queue = 5", "queue: must be a table (got 5)"),
+        ("id = true", "id: must be a string (in quotes) (got true)"),
+    ],
+)  # fmt: skip
+def test_a_problem_with_a_value_echoes_the_value(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    if setting.startswith("["):
+        text = f"{SHOP}\n{setting}\n"
+    elif setting.startswith("id ="):
+        text = SHOP.replace('id = "s1"', setting)
+    else:
+        text = SHOP.replace('id = "s1"', f'id = "s1"\n{setting}')
+    assert shop_problems(tmp_path, text)[0] == message
+
+
+def test_a_duration_problem_echoes_the_duration_as_written(tmp_path: Path) -> None:
+    daemon = DAEMON.replace("[redis]", 'session_timeout = "500ms"\n\n[redis]')
+    path = write(tmp_path, daemon, s1=SHOP)
+    assert problems(path) == [f"{path}: kafka.session_timeout: must be at least 1000 (got '500ms')"]
+
+
+def test_a_value_the_sentence_quotes_is_not_echoed_twice(tmp_path: Path) -> None:
+    text = SHOP.replace('id = "s1"', 'id = "s1"\nsticky_window = "3days"')
+    assert shop_problems(tmp_path, text)[0].count("'3days'") == 1
+
+
+def test_a_long_value_is_cut_to_40_characters(tmp_path: Path) -> None:
+    text = SHOP.replace('id = "a2"', f'id = "a2"\nlevel = "{"x" * 100}"')
+    assert shop_problems(tmp_path, text) == [
+        f"agents[1].level: must be an integer (got '{'x' * 37}…')"
+    ]
+    assert len(f"'{'x' * 37}…'") == 40
+
+
+def test_secret_values_are_never_echoed(tmp_path: Path) -> None:
+    """A key named like a password, token or secret, and a URL with credentials: the problem
+    is worded as before, without the value; an unknown key never echoes its value."""
+    daemon = SECRET_DAEMON.replace('"kafka-hunter2"', "12345678")
+    daemon = daemon.replace("redis://", "http://") + '\n[http]\nauth_token = "tok-hunter2"\n'
+    path = write(tmp_path, daemon, s1=SHOP.replace('id = "s1"', 'id = "s1"\npassword = "hunter2"'))
+    found = problems(path)
+    assert f"{path}: kafka.sasl_password: must be a string (in quotes)" in found
+    assert f"{path}: redis.url: must start with redis://, rediss:// or unix://" in found
+    assert f"{path}: http.auth_token: unknown key (not part of the configuration)" in found
+    assert "password: unknown key (not part of the configuration)" in found[-1]
+    assert not any("hunter2" in p or "12345678" in p or "(got" in p for p in found)
+
+
+def test_a_url_without_credentials_is_echoed(tmp_path: Path) -> None:
+    daemon = DAEMON.replace("redis://127.0.0.1:6379/0", "http://127.0.0.1:6379/0")
+    path = write(tmp_path, daemon, s1=SHOP)
+    assert problems(path) == [
+        f"{path}: redis.url: must start with redis://, rediss:// or unix:// "
+        "(got 'http://127.0.0.1:6379/0')"
+    ]
+
+
+def test_keys_named_like_secrets_never_echo_in_any_model() -> None:
+    class Creds(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        api_token: int
+        db_password: int
+        client_secret: int
+        endpoint_url: str
+        port: int
+
+    found = validate(
+        Creds,
+        {"api_token": "t0k", "db_password": "pw", "client_secret": "s3", "endpoint_url": 5,
+         "port": "p0rt"},
+        Path("creds.toml"),
+    )  # fmt: skip
+    assert isinstance(found, list)
+    assert [str(p) for p in found] == [
+        "creds.toml: api_token: must be an integer",
+        "creds.toml: db_password: must be an integer",
+        "creds.toml: client_secret: must be an integer",
+        "creds.toml: endpoint_url: must be a string (in quotes) (got 5)",
+        "creds.toml: port: must be an integer (got 'p0rt')",
+    ]
+    shady = validate(Creds, {"api_token": 1, "db_password": 1, "client_secret": 1,
+                             "endpoint_url": "h:pw@x?k=v", "port": "redis://u:pw@h"},
+                     Path("creds.toml"))  # fmt: skip
+    assert [str(p) for p in shady] == ["creds.toml: port: must be an integer"]

@@ -217,7 +217,9 @@ def test_checkpoint_deltas_rebuild_the_shop_and_continue_exactly(
 ) -> None:
     """Deltas taken after every step and applied to a stored image (through JSON, rows in
     any order, as Redis hashes give them) always equal a full snapshot; a shop restored
-    from that image continues exactly like the uninterrupted run."""
+    from that image continues exactly like the uninterrupted run. `apply_delta` is the
+    store's own definition (`delta_ops`, `stored_snapshot`; tests/test_store_deltas.py
+    holds Redis to it)."""
     n = len(case.steps)
     restarts = data.draw(st.sets(st.integers(0, n), max_size=3), label="restart before steps")
     straight = Driver(case.config)

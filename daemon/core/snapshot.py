@@ -7,13 +7,20 @@ exactly like the original: the same events at the same times give the same outpu
 
 A snapshot is a small `meta` part plus one row per agent and per buyer and the list of
 recent event ids, so a checkpoint can write only what changed: `take_delta` gives the rows
-changed since the last call (None for a deleted row) and the ids remembered since, and
-`apply_delta` applies one to a stored snapshot.
+changed since the last call (None for a deleted row) and the ids remembered since.
+
+What writing a delta means is defined once, here, for the store and the tests alike:
+`delta_ops` turns a delta into operations on the stored parts (the meta part, the agent and
+buyer rows, the seen list; `daemon/store.py` encodes them for its write script),
+`apply_ops` is what those operations do to the parts, and `stored_snapshot` reads the parts
+back as a snapshot (what a claim gives the restore). `apply_delta` chains the three on a
+snapshot in `dump_shop` form.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.core.candidate import runtime_of
@@ -24,6 +31,7 @@ from topics.events import AgentStatus, InquiryContext
 
 FORMAT = 2
 META_FIELDS = ("format", "shop_id", "now", "seq", "candidates")
+ROW_PARTS = ("agents", "buyers")  # the parts of a snapshot kept as one row per id
 
 _AGENT_FIELDS = (
     "shift_assignments",
@@ -96,19 +104,92 @@ def take_delta(shop: ShopEngine) -> ShopDelta | None:
     return delta
 
 
+@dataclass(frozen=True, slots=True)
+class RowOps:
+    """A delta as operations on the stored parts of a shop, in the order they are done.
+
+    `meta` replaces the stored meta part whole; per part of `ROW_PARTS`, each row of
+    `set_rows[part]` replaces the row of that id, then each id of `delete_rows[part]` is
+    removed (an id is never in both); `append_seen` goes at the end of the seen list, then,
+    unless `keep_seen` is None, only the last `keep_seen` ids stay (Redis `LTRIM -n -1`, so
+    0 keeps them all). Never two operations on the same row: their order within a part is
+    free.
+    """
+
+    meta: dict[str, Any]
+    set_rows: dict[str, dict[str, Row]]  # part -> row id -> row
+    delete_rows: dict[str, list[str]]  # part -> row ids
+    append_seen: list[str]
+    keep_seen: int | None
+
+
+@dataclass(slots=True)
+class StoredParts:
+    """The parts of a shop as a store keeps them (`apply_ops` writes, `stored_snapshot`
+    reads): the meta part (None until a first write), rows by id, recent event ids."""
+
+    meta: dict[str, Any] | None = None
+    agents: dict[str, Row] = field(default_factory=dict)
+    buyers: dict[str, Row] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+
+
+def delta_ops(delta: ShopDelta, *, dedup_capacity: int) -> RowOps:
+    """What writing `delta` does to the stored parts: the rows to set and to delete, the
+    ids to append and, when any are appended, the seen list trimmed to `dedup_capacity`."""
+    parts: dict[str, dict[str, Row | None]] = {p: getattr(delta, p) for p in ROW_PARTS}
+    return RowOps(
+        meta=delta.meta,
+        set_rows={p: {i: r for i, r in rows.items() if r is not None} for p, rows in parts.items()},
+        delete_rows={p: [i for i, r in rows.items() if r is None] for p, rows in parts.items()},
+        append_seen=delta.seen,
+        keep_seen=dedup_capacity if delta.seen else None,
+    )
+
+
+def apply_ops(parts: StoredParts, ops: RowOps) -> None:
+    """Do `ops` to `parts` (changed in place) exactly as the store's write script does."""
+    parts.meta = ops.meta
+    for part in ROW_PARTS:
+        rows: dict[str, Row] = getattr(parts, part)
+        rows.update(ops.set_rows.get(part, {}))
+        for row_id in ops.delete_rows.get(part, ()):
+            rows.pop(row_id, None)
+    parts.seen.extend(ops.append_seen)
+    if ops.keep_seen is not None:
+        parts.seen[:] = parts.seen[-ops.keep_seen :]  # [-0:] keeps all, as LTRIM -0 -1 does
+
+
+def stored_snapshot(
+    meta: Mapping[str, Any],
+    agents: dict[str, Row],
+    buyers: dict[str, Row],
+    seen: list[str],
+) -> dict[str, Any]:
+    """The snapshot (`dump_shop` form) that stored parts hold; the rows and the seen list
+    are used as they are, not copied. KeyError if `meta` lacks a field of `META_FIELDS`."""
+    snapshot = {name: meta[name] for name in META_FIELDS}
+    snapshot["agents"] = agents
+    snapshot["buyers"] = buyers
+    snapshot["seen"] = seen
+    return snapshot
+
+
 def apply_delta(data: dict[str, Any], delta: ShopDelta, *, dedup_capacity: int) -> None:
-    """Bring a snapshot (`dump_shop` form, changed in place) up to date with `delta`."""
-    data.update(delta.meta)
-    for key in ("agents", "buyers"):
-        rows = data.setdefault(key, {})
-        for row_id, row in getattr(delta, key).items():
-            if row is None:
-                rows.pop(row_id, None)
-            else:
-                rows[row_id] = row
-    seen = data.setdefault("seen", [])
-    seen.extend(delta.seen)
-    del seen[: max(0, len(seen) - dedup_capacity)]
+    """Bring a snapshot (`dump_shop` form, changed in place; empty: nothing stored yet) up
+    to date with `delta`, as a store does: `delta_ops` applied by `apply_ops` to the
+    snapshot's parts, read back by `stored_snapshot`."""
+    parts = StoredParts(
+        meta={name: data[name] for name in META_FIELDS} if data else None,
+        agents=data.get("agents", {}),
+        buyers=data.get("buyers", {}),
+        seen=list(data.get("seen", [])),
+    )
+    apply_ops(parts, delta_ops(delta, dedup_capacity=dedup_capacity))
+    assert parts.meta is not None
+    snapshot = stored_snapshot(parts.meta, parts.agents, parts.buyers, parts.seen)
+    data.clear()
+    data.update(snapshot)
 
 
 def load_shop(
