@@ -129,8 +129,11 @@ class Driver:
         return orjson.loads(orjson.dumps(self.engine.snapshot()))
 
     def restart(self) -> None:
-        """Snapshot through JSON and continue on a freshly restored engine."""
+        """Snapshot through JSON and continue on a freshly restored engine (whose clock
+        is the old one's: the restarted daemon's clock is not earlier)."""
+        latest = self.engine.now
         self.engine = Engine.restore({SHOP: self.config}, self.snapshot())
+        self.engine.now = latest
 
     def restart_from(self, data: dict[str, Any]) -> None:
         """Continue on a tracking engine restored from `data` (e.g. checkpoint deltas).
@@ -138,9 +141,10 @@ class Driver:
         A checkpoint's clock may lag (time passing alone is not a change worth writing);
         the restarted daemon's own clock is later, which is what taking `now` over means.
         """
-        now = self.engine.shop(SHOP).now
+        now, latest = self.engine.shop(SHOP).now, self.engine.now
         self.engine = Engine({SHOP: self.config}, track=True)
         self.engine.restore_shop(SHOP, data)
+        self.engine.now = latest
         shop = self.engine.shop(SHOP)
         shop.now = max(shop.now, now)
 

@@ -107,7 +107,7 @@ class Engine:
     def due(self, now: int) -> list[str]:
         """The shops with a timer due at or before `now` (fire each with `fire`)."""
         self._rearm()
-        self.now = max(self.now, now)
+        now = self.now = max(self.now, now)
         heap, armed, found = self._deadlines, self._armed, []
         while heap and heap[0][0] <= now:
             deadline, shop_id = heapq.heappop(heap)
