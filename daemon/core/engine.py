@@ -81,8 +81,11 @@ class Engine:
         if shop is None:
             raise EventRejected(f"shop_id {shop_id!r} is not configured")
         self._touch(shop_id)
-        self.now = max(self.now, now)
-        return shop.handle(event, self.now)
+        if now < self.now:
+            now = self.now
+        else:
+            self.now = now
+        return shop.handle(event, now)
 
     def _touch(self, shop_id: str) -> None:
         self._touched.add(shop_id)

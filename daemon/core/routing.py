@@ -134,7 +134,9 @@ class Routing:
 
     def agent_changed(self, agent: AgentState) -> None:
         """Re-rank the agent everywhere it is a member; lines it serves get an update."""
-        self._effects.agent_changed(agent.id)
+        changes = self._effects.changes  # inline: this runs for every session start and end
+        if changes is not None:
+            changes.agents.add(agent.id)
         for cand in self.agent_cands.get(agent.id, ()):
             cand.refresh(agent)
             if cand.queue:
@@ -142,7 +144,9 @@ class Routing:
 
     def mark_dirty(self, cand: Candidate) -> None:
         """The candidate's line needs a `waiting` update at its next tick."""
-        self._effects.other_changed()
+        changes = self._effects.changes
+        if changes is not None:
+            changes.other = True
         if not cand.dirty:
             state = self._state
             interval = state.config.queue.update_interval

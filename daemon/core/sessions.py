@@ -96,7 +96,7 @@ class Sessions:
         agent.quiet[buyer.id] = now
         busy = agent.pending > self._busy_threshold
         agent.count_assignment(reason, now, busy=busy, mode=mode, group=group)
-        for c in self._routing.of_agent(agent_id):
+        for c in self._routing.agent_cands.get(agent_id, ()):
             c.sessions_sum += 1
             c.rerank_if_prior_drifted()
         if mode is not None:
@@ -190,7 +190,7 @@ class Sessions:
         s.last_agent_at = now
         state.timers.arm(SESSION_TIMER, ev.buyer_id, now + self._timeout)
         routing = self._routing
-        for cand in routing.of_agent(s.agent_id):
+        for cand in routing.agent_cands.get(s.agent_id, ()):
             if cand.queue:  # the session ends later now: estimates in line may move
                 routing.mark_dirty(cand)
         if s.buyer_waiting:

@@ -100,10 +100,13 @@ class ShopEngine:
         seen.add(event.id)
         if effects.changes is not None:
             effects.handled(event)
-        ends = self.sessions.recent_ends
-        if ends and ends[0][0] <= state.now - self.sessions.keep_ms:
-            self.sessions.purge()
-        return effects.take()
+        sessions = self.sessions
+        ends = sessions.recent_ends
+        if ends and ends[0][0] <= state.now - sessions.keep_ms:
+            sessions.purge()
+        out = effects.out
+        effects.out = []
+        return out
 
     def on_timer(self, now: int) -> list[OutputEvent]:
         """Fire every timer due at or before `now`."""
