@@ -20,15 +20,15 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from daemon.demo import DEFAULT_SHOP
-    from daemon.dev import DevOptions, dev_command
+    from daemon.dev.command import DevOptions, dev_command
+    from daemon.dev.demo import DEFAULT_SHOP
 
     shop = Path(args.shop) if args.shop else DEFAULT_SHOP
     return dev_command(DevOptions(shop, args.duration, args.rate, args.seed))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from daemon.demo import run_demo
+    from daemon.dev.demo import run_demo
 
     return run_demo(shop_path=Path(args.shop) if args.shop else None)
 
@@ -68,14 +68,14 @@ def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from daemon.explain import ExplainOptions, explain_command
+    from daemon.tools.explain import ExplainOptions, explain_command
 
     file = Path(args.file) if args.file else None
     return explain_command(ExplainOptions(file, args.url, args.shop, args.policy, args.json))
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from daemon.sim.command import simulate_command
+    from daemon.lab.command import simulate_command
 
     return simulate_command(
         Path(args.shop), args.scenario, args.mode or [], seed=args.seed,
@@ -86,7 +86,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from daemon.sim.scenarios import SCENARIOS
+    from daemon.lab.scenarios import SCENARIOS
 
     simulate = sub.add_parser(
         "simulate",
@@ -137,19 +137,19 @@ def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _run(args: argparse.Namespace) -> int:
-    from daemon.service import run_command
+    from daemon.service.run import run_command
 
     return run_command(Path(args.config), log_level=args.log_level)
 
 
 def _reload(args: argparse.Namespace) -> int:
-    from daemon.control import reload_command
+    from daemon.tools.control import reload_command
 
     return reload_command(Path(args.config))
 
 
 def _topics_create(args: argparse.Namespace) -> int:
-    from daemon.topics_admin import topics_create_command
+    from daemon.tools.topics_admin import topics_create_command
 
     return topics_create_command(
         Path(args.config), partitions=args.partitions, replication_factor=args.replication_factor

@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from daemon.config import TopicsConfig
-from daemon.devstack import write_daemon_config
+from daemon.dev.stack import write_daemon_config
 
 REPO = Path(__file__).resolve().parents[1]
 

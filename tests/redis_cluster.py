@@ -19,7 +19,7 @@ from typing import Self
 
 import redis
 
-from daemon.devstack import HOST, DevStackError, RedisServer, free_port
+from daemon.dev.stack import HOST, DevStackError, RedisServer, free_port
 
 MASTERS = 3
 BUS_OFFSET = 10000

@@ -1,7 +1,8 @@
 """The daemon's side of its control plane: what its HTTP routes answer, and reloading.
 
 `routes(service)` answers /metrics, /healthz, /readyz, /shops/{id}/explain and
-POST /-/reload (daemon/http.py serves them; daemon/control.py is the `fenliu reload` client).
+POST /-/reload (daemon/service/http.py serves them; daemon/tools/control.py is the
+`fenliu reload` client).
 A reload — SIGHUP or POST /-/reload — is queued by `Service.request_reload` as a future and
 applied by the loop between batches with `apply_reload`: every file is read again, only shop
 files are applied, and changes to `[kafka]`, `[redis]` or `[http]` are reported as needing a
@@ -22,12 +23,12 @@ import orjson
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine
 from daemon.core.explain import explain_shop
-from daemon.http import Routes
-from daemon.metrics import Metrics
+from daemon.service.http import Routes
+from daemon.service.metrics import Metrics
 from topics.events import OutputEvent
 
 if TYPE_CHECKING:
-    from daemon.service import Service
+    from daemon.service.run import Service
 
 RELOAD_WAIT_S = 10  # POST /-/reload: how long to wait for the loop to apply it
 

@@ -2,7 +2,7 @@
 report and `fenliu explain`.
 
 Times are virtual epoch milliseconds. A trace holds facts only (what happened when, what
-the engine announced); every figure is computed from it by `daemon.sim.measures`, so the
+the engine announced); every figure is computed from it by `daemon.lab.measures`, so the
 same trace can be measured again, and the baseline estimators see exactly the history the
 engine saw.
 """

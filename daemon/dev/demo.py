@@ -51,7 +51,7 @@ from topics.events import (
     SessionTransferred,
 )
 
-DEFAULT_SHOP = Path(__file__).resolve().parents[1] / "config" / "shops" / "big.toml"
+DEFAULT_SHOP = Path(__file__).resolve().parents[2] / "config" / "shops" / "big.toml"
 TZ = timezone(timedelta(hours=8), "UTC+8")
 START = datetime(2025, 6, 18, 20, 0, tzinfo=TZ)  # the 618 evening rush
 T0 = int(START.timestamp() * 1000)

@@ -24,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt
 
-from daemon.sim.trace import Trace
+from daemon.lab.trace import Trace
 
 HOUR_MS = 3_600_000
 DPI = 110

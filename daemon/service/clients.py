@@ -18,8 +18,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from daemon.config import KafkaConfig, RedisConfig
-from daemon.kafka import CoPartitionAssignor
-from daemon.topics_admin import partition_counts
+from daemon.service.kafka import CoPartitionAssignor
+from daemon.tools.topics_admin import partition_counts
 
 FETCH_MAX_WAIT_MS = 10  # some brokers (Tansu) hold a fetch this long even when data is there
 CLOSE_TIMEOUT_S = 1.5  # per client closed at the end (SIGTERM to exit within 10 s)
