@@ -18,7 +18,8 @@ from aiokafka.structs import ConsumerRecord
 
 from daemon.config import TopicsConfig
 from daemon.dev.stack import Broker, DevStackError, RedisServer, _kafka_metadata, free_port
-from daemon.tools.topics_admin import create_topics, partition_counts
+from daemon.service.clients import partition_counts
+from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
 
 REPO = Path(__file__).resolve().parent.parent

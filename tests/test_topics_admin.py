@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from daemon.config import KafkaConfig, TopicsConfig
 from daemon.dev.stack import Broker, free_port
-from daemon.tools.topics_admin import KafkaUnreachableError, kafka_client_kwargs, partition_counts
+from daemon.service.clients import KafkaUnreachableError, kafka_client_kwargs, partition_counts
 from tests.conftest import unique_topics
 
 REPO = Path(__file__).resolve().parent.parent

@@ -53,6 +53,7 @@ from daemon.service.clients import (
     StartupError,
     check_partitions,
     close_within,
+    kafka_client_kwargs,
     make_consumer,
     make_producer,
     make_redis,
@@ -69,7 +70,6 @@ from daemon.service.readiness import consumer_lag, partitions_fresh, redis_answe
 from daemon.service.record_log import dead_letter, log_decision
 from daemon.service.restore import RELEASE_HINT, Rebalance, restore_partitions, resume, retrieve
 from daemon.service.store import OutboxRecord, Store, StoreError
-from daemon.tools.topics_admin import kafka_client_kwargs
 from topics.codec import DecodeError, decode, encode, type_name
 from topics.events import InputEvent, OutputEvent
 
