@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from daemon.core.config import ShopConfig
-from daemon.core.engine import Engine
-from daemon.dev.demo import UNMATCHED, matching_contexts
+from daemon.dev.kinds import UNMATCHED, contexts_by_kind
 from topics.codec import TopicKind
 from topics.events import (
     AgentStatsReported,
@@ -117,7 +116,7 @@ class Traffic:
         self.end_ms = (
             None if settings.duration_s is None else start_ms + round(settings.duration_s * 1000)
         )
-        self.contexts = matching_contexts(Engine({shop.id: shop}), shop)
+        self.contexts = contexts_by_kind(shop)
         self.kinds = list(self.contexts)
         self.weights = [MIX.get(kind, 2.0) for kind in self.kinds]
         self.agent_status = {agent.id: AgentStatus.OFFLINE for agent in shop.agents}
