@@ -25,9 +25,10 @@ from daemon.core.config import ShopConfig
 from daemon.core.explain import explain_shop, render_table
 from daemon.lab.measures import estimate_points, measure
 from daemon.lab.policy import AS_CONFIGURED, Policy, parse_policy
-from daemon.lab.report import HEADLINE, PolicyResult, headline_rows, write_report
+from daemon.lab.report import HEADLINE, headline_rows, write_report
 from daemon.lab.runner import simulate
 from daemon.lab.scenarios import SCENARIOS
+from daemon.lab.trace import PolicyResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -9,6 +9,7 @@ engine saw.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -102,3 +103,13 @@ class Trace:
     def to_json(self) -> dict[str, Any]:
         """Plain data (for tests and debugging; the report uses the measures)."""
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    """One policy's run as the report needs it."""
+
+    trace: Trace
+    measures: dict[str, Any]
+    explain: dict[str, Any]
+    estimates: Sequence[tuple[float, float, float, float]]  # real, fenliu, asterisk, rocket (s)
