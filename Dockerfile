@@ -7,7 +7,7 @@
 # outside the container, set `[http] listen = "0.0.0.0:9464"` there; the HEALTHCHECK below
 # asks 127.0.0.1:9464, so keep the port 9464 (or override HEALTHCHECK when changing it).
 
-# --- build: the package and its runtime dependencies in a virtualenv (no dev extras) -------
+# --- build: the package and its runtime dependencies in a virtualenv (no extras) ----------
 FROM python:3.11-slim AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

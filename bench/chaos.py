@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon.devstack import Broker, RedisServer
+from daemon.dev.stack import Broker, RedisServer
 from tests.chaos import ChaosPlan, run_chaos
 from tests.redis_cluster import RedisCluster
 

@@ -40,8 +40,8 @@ from core import SHOP, mix_shop, record_mix
 
 from daemon.config import TopicsConfig
 from daemon.core.config import ShopConfig
-from daemon.devstack import Broker, RedisServer, write_daemon_config
-from daemon.topics_admin import create_topics
+from daemon.dev.stack import Broker, RedisServer, write_daemon_config
+from daemon.tools.topics_admin import create_topics
 from topics.codec import encode
 from topics.events import (
     AgentStatsReported,

@@ -45,8 +45,8 @@ from aiokafka.structs import TopicPartition
 from e2e import Record, produce_all, topic_field
 
 from daemon.config import TopicsConfig
-from daemon.devstack import Broker, RedisServer
-from daemon.topics_admin import create_topics
+from daemon.dev.stack import Broker, RedisServer
+from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
 from tests.e2e import DaemonProcess, write_config
 from topics.codec import encode

@@ -44,10 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fleet import shop_files
 
-from daemon.checkpoint import home_partition
 from daemon.config import TopicsConfig
-from daemon.devstack import Broker, RedisServer
-from daemon.topics_admin import create_topics
+from daemon.dev.stack import Broker, RedisServer
+from daemon.service.checkpoint import home_partition
+from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
 from tests.e2e import DaemonProcess, write_config
 

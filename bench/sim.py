@@ -15,7 +15,7 @@ question, the wait-estimate error, and the simulator's speed.
 3. Wait-estimate error of Fenliu's estimator against the better of the Asterisk and
    Rocket.Chat baselines, on `steady`, `double11` and `uneven_shifts`, three seeds each:
    MARE, the MARE of waits of 30 s or more, and the mean absolute error in seconds
-   (`daemon/sim/measures.py` says why all three). Target: at most half.
+   (`daemon/lab/measures.py` says why all three). Target: at most half.
 4. Speed: a `steady` day of a 50-agent shop (about 20k inquiries). Target: under a minute
    on one core.
 
@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemon.config import load_shop_file
 from daemon.core.config import ShopConfig
-from daemon.sim.measures import ESTIMATORS, measure
-from daemon.sim.policy import parse_policy
-from daemon.sim.runner import simulate
+from daemon.lab.measures import ESTIMATORS, measure
+from daemon.lab.policy import parse_policy
+from daemon.lab.runner import simulate
 
 BIG = Path(__file__).resolve().parents[1] / "config" / "shops" / "big.toml"
 POLICIES = ("efficiency", "conversion:low", "conversion:mid", "conversion:high")

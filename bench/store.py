@@ -50,15 +50,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from core import CONTEXTS, SEED, SHOP, T0, machine, mix_shop
 
-from daemon.checkpoint import Checkpoint
 from daemon.config import TopicsConfig
 from daemon.core.config import ShopConfig
 from daemon.core.dedup import RecentIds
 from daemon.core.engine import Engine, EventRejected, ShopDelta
 from daemon.core.snapshot import dump_shop
-from daemon.devstack import RedisServer
-from daemon.kafka import TopicMap
-from daemon.store import OutboxRecord, Owned, PartitionCheckpoint, ShopCheckpoint, Store
+from daemon.dev.stack import RedisServer
+from daemon.service.checkpoint import Checkpoint
+from daemon.service.kafka import TopicMap
+from daemon.service.store import OutboxRecord, Owned, PartitionCheckpoint, ShopCheckpoint, Store
 from topics.codec import encode
 from topics.events import (
     AgentStatsReported,

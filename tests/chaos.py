@@ -37,7 +37,7 @@ from aiokafka.structs import TopicPartition
 
 from daemon.config import TopicsConfig
 from daemon.core.config import ShopConfig
-from daemon.topics_admin import create_topics
+from daemon.tools.topics_admin import create_topics
 from tests.chaos_check import KINDS, Event, Verdict, check, open_state
 from tests.e2e import DaemonProcess, write_config
 from topics.codec import encode

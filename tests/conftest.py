@@ -24,8 +24,8 @@ import pytest
 import redis
 
 from daemon.config import TopicsConfig
-from daemon.devstack import Broker, RedisServer
-from daemon.topics_admin import create_topics
+from daemon.dev.stack import Broker, RedisServer
+from daemon.tools.topics_admin import create_topics
 from tests.faultproxy import ProxiedBroker
 from tests.redis_cluster import RedisCluster
 

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from daemon.config import TopicsConfig
-from daemon.devstack import write_daemon_config
+from daemon.dev.stack import write_daemon_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,10 +47,15 @@ def write_config(
 
 
 class DaemonProcess:
-    """`fenliu run --config PATH` as a child process."""
+    """`fenliu run --config PATH` as a child process: this checkout's (`python -m daemon.cli`)
+    unless `command` names another `fenliu`, such as a runtime-only install's."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(
+        self, config: Path, *, command: Sequence[str] | None = None, cwd: Path = REPO
+    ) -> None:
         self.config = config
+        self.command = list(command or [sys.executable, "-m", "daemon.cli"])
+        self.cwd = cwd
         self.log_path = config.parent / "daemon.log"
         text = config.read_text()
         self.http = text.split('listen = "', 1)[1].split('"', 1)[0]
@@ -61,8 +66,8 @@ class DaemonProcess:
         nothing) answers 200."""
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config)],
-                cwd=REPO,
+                [*self.command, "run", "--config", str(self.config)],
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

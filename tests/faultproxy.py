@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from daemon.devstack import HOST, Broker, free_port
+from daemon.dev.stack import HOST, Broker, free_port
 
 __all__ = ["FaultProxy", "ProxiedBroker"]
 

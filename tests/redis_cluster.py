@@ -1,6 +1,6 @@
 """A three-master Redis Cluster on free loopback ports, for tests and benches.
 
-Three `redis-server --cluster-enabled yes` processes (devstack.RedisServer with `cluster=True`,
+Three `redis-server --cluster-enabled yes` processes (daemon.dev.stack.RedisServer, cluster=True,
 append-only file on, so a stopped master comes back with its data), joined by
 `redis-cli --cluster create ... --cluster-replicas 0`. A node's cluster bus listens on its
 port + 10000, so ports are picked with that one free too. `url` names the first node, as
@@ -19,7 +19,7 @@ from typing import Self
 
 import redis
 
-from daemon.devstack import HOST, DevStackError, RedisServer, free_port
+from daemon.dev.stack import HOST, DevStackError, RedisServer, free_port
 
 MASTERS = 3
 BUS_OFFSET = 10000

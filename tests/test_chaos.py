@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.devstack import Broker
+from daemon.dev.stack import Broker
 from tests.chaos import ChaosPlan, run_chaos
 from tests.redis_cluster import RedisCluster
 

@@ -1,4 +1,4 @@
-"""Two live owners of one shop (daemon.checkpoint over a real Redis): the way the fleet's
+"""Two live owners of one shop (daemon.service.checkpoint over a real Redis): the way the fleet's
 KeyError came about, and the fencing and quarantine that end it.
 
 The scenario of issue 10, without Kafka: instance A owns the shop; instance B claims it
@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from daemon.checkpoint import Batch, Checkpoint, Saved
 from daemon.core.config import ShopConfig
 from daemon.core.consistency import consistency_problems
 from daemon.core.engine import Engine
-from daemon.store import OutboxRecord, Store
+from daemon.service.checkpoint import Batch, Checkpoint, Saved
+from daemon.service.store import OutboxRecord, Store
 from topics.codec import encode
 from topics.events import (
     AgentStatus,

@@ -1,4 +1,4 @@
-"""`fenliu dev` (daemon/demo.py): the scripted scenario runs and shows the routing rules."""
+"""`fenliu demo` (daemon/dev/demo.py): the scripted scenario runs and shows the routing rules."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from daemon.demo import DEFAULT_SHOP, run_demo
+from daemon.dev.demo import DEFAULT_SHOP, run_demo
 
 SMALL_SHOP = Path(__file__).resolve().parents[1] / "config" / "shops" / "small.toml"
 DECISION = re.compile(r"^\d\d:\d\d:\d\d (\S+)\s+(\S+)\s+(\S+)", re.MULTILINE)

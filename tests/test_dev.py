@@ -1,4 +1,4 @@
-"""`fenliu dev` (daemon/dev.py) and its simulated shop floor (daemon/traffic.py).
+"""`fenliu dev` (daemon/dev/command.py) and its simulated shop floor (daemon/dev/traffic.py).
 
 The traffic is checked against the real routing engine in virtual time (no broker, no
 clock): deterministic, valid on the wire, bounded by its duration. One end-to-end test runs
@@ -22,10 +22,10 @@ from rich.console import Console
 
 from daemon.config import load_shop_file
 from daemon.core.engine import Engine, EventRejected
-from daemon.demo import DEFAULT_SHOP
-from daemon.dev_view import Monitor, decode_output
-from daemon.metrics import Metrics
-from daemon.traffic import Traffic, TrafficSettings, topic_kind
+from daemon.dev.demo import DEFAULT_SHOP
+from daemon.dev.traffic import Traffic, TrafficSettings, topic_kind
+from daemon.dev.view import Monitor, decode_output
+from daemon.service.metrics import Metrics
 from topics.codec import decode, encode
 from topics.events import (
     Assignment,

@@ -1,4 +1,4 @@
-"""daemon.devstack: a real broker and a real Redis start, serve, restart, stop, and never linger."""
+"""daemon.dev.stack: a real broker and a real Redis start, serve, restart, stop, never linger."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from daemon.config import TopicsConfig
-from daemon.devstack import Broker, DevStackError, RedisServer, _kafka_metadata, free_port
-from daemon.topics_admin import create_topics, partition_counts
+from daemon.dev.stack import Broker, DevStackError, RedisServer, _kafka_metadata, free_port
+from daemon.service.clients import partition_counts
+from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -196,7 +197,7 @@ def test_kill_stops_at_once_and_start_comes_back_on_the_same_port(
 _PARENT = """
 import sys, time
 from pathlib import Path
-from daemon.devstack import Broker, RedisServer
+from daemon.dev.stack import Broker, RedisServer
 logs = Path(sys.argv[2])
 processes = [Broker(log_dir=logs / "broker").start(), RedisServer(log_dir=logs / "redis").start()]
 print(*(p.pid for p in processes), flush=True)

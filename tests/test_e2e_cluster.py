@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from daemon.core.config import ShopConfig
-from daemon.devstack import Broker
-from daemon.topics_admin import create_topics
+from daemon.dev.stack import Broker
+from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics

@@ -23,12 +23,12 @@ import orjson
 import pytest
 import redis
 
-from daemon.checkpoint import home_partition
 from daemon.config import load_config
 from daemon.core.config import ShopConfig
-from daemon.devstack import Broker
-from daemon.service import Service
-from daemon.topics_admin import create_topics
+from daemon.dev.stack import Broker
+from daemon.service.checkpoint import home_partition
+from daemon.service.run import Service
+from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from daemon.devstack import Broker, RedisServer
-from daemon.topics_admin import create_topics
+from daemon.dev.stack import Broker, RedisServer
+from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
 from tests.e2e import DaemonProcess, Wire, write_config
 from tests.faultproxy import ProxiedBroker

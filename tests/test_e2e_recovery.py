@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.devstack import Broker
-from daemon.topics_admin import create_topics
+from daemon.dev.stack import Broker
+from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
 from tests.e2e import DaemonProcess, Wire, write_config
 

@@ -20,12 +20,12 @@ import pytest
 
 from daemon.cli import main
 from daemon.config import FenliuConfig, KafkaConfig, RedisConfig
-from daemon.control_plane import routes
 from daemon.core.explain import explain_shop, render_table
 from daemon.core.snapshot import dump_shop, load_shop
-from daemon.explain import ExplainError, fetch
-from daemon.http import HttpServer
-from daemon.service import Service
+from daemon.service.control_plane import routes
+from daemon.service.http import HttpServer
+from daemon.service.run import Service
+from daemon.tools.explain import ExplainError, fetch
 from tests.scenario import SHOP, T0, Scenario, group, shop
 
 AGENTS = ["a1", "a2", "a3", "a4"]

@@ -15,8 +15,8 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from daemon.devstack import RedisServer, free_port
-from daemon.topics_admin import create_topics
+from daemon.dev.stack import RedisServer, free_port
+from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
 from tests.faultproxy import FaultProxy, ProxiedBroker
 

@@ -13,8 +13,8 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from daemon.config import TopicsConfig
-from daemon.devstack import Broker, RedisServer, write_daemon_config
-from daemon.kafka import CoPartitionAssignor, Decoded, TopicMap, ordered_batch
+from daemon.dev.stack import Broker, RedisServer, write_daemon_config
+from daemon.service.kafka import CoPartitionAssignor, Decoded, TopicMap, ordered_batch
 from tests.conftest import run_sync, unique_topics
 from topics.codec import DecodeError, decode
 
@@ -108,7 +108,7 @@ def test_batch_is_merged_by_ts_per_partition_keeping_each_topics_offset_order() 
 def test_daemon_refuses_to_start_when_input_partition_counts_differ(
     broker: Broker, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    from daemon.topics_admin import create_topics
+    from daemon.tools.topics_admin import create_topics
 
     topics = unique_topics()
     run_sync(create_topics(broker.bootstrap, topics, partitions=2))

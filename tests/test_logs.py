@@ -7,7 +7,7 @@ import logging
 
 import orjson
 
-from daemon.logs import LibraryHandler, configure_logging
+from daemon.service.logs import LibraryHandler, configure_logging
 
 
 def test_library_warnings_are_json_lines_and_repeats_are_counted() -> None:

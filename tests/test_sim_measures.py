@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daemon.sim.measures import (
+from daemon.lab.measures import (
     asterisk_estimates,
     estimate_points,
     gini,
@@ -17,8 +17,8 @@ from daemon.sim.measures import (
     percentile,
     rocketchat_estimates,
 )
-from daemon.sim.trace import AgentRecord, InquiryRecord, Trace
-from daemon.sim.world import INTENT_MEAN
+from daemon.lab.trace import AgentRecord, InquiryRecord, Trace
+from daemon.lab.world import INTENT_MEAN
 
 S = 1000  # ms
 H = 3_600_000  # ms

@@ -13,10 +13,10 @@ import pytest
 from daemon.config import load_shop_file
 from daemon.core.config import ShopConfig
 from daemon.core.shop import ShopEngine
-from daemon.sim.policy import ModeChoice, Policy, parse_policy
-from daemon.sim.runner import SimRun, simulate
-from daemon.sim.scenarios import HOUR_MS, SCENARIOS
-from daemon.sim.trace import Trace
+from daemon.lab.policy import ModeChoice, Policy, parse_policy
+from daemon.lab.runner import SimRun, simulate
+from daemon.lab.scenarios import HOUR_MS, SCENARIOS
+from daemon.lab.trace import Trace
 from topics.events import BuyerInquired, InputEvent, Mode, OutputEvent
 
 SHOPS = Path(__file__).resolve().parents[1] / "config" / "shops"

@@ -1,6 +1,6 @@
-"""Owner epochs in Redis (daemon.store): a claim fences the previous owner, a re-sent write is
-harmless, and the scripts survive Redis losing its script cache. Every test runs against a
-real redis-server and against a real three-master Redis Cluster."""
+"""Owner epochs in Redis (daemon.service.store): a claim fences the previous owner, a re-sent
+write is harmless, and the scripts survive Redis losing its script cache. Every test runs
+against a real redis-server and against a real three-master Redis Cluster."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from daemon.core.snapshot import ShopDelta
-from daemon.store import (
+from daemon.service.store import (
     OutboxRecord,
     Outcome,
     Owned,

@@ -14,8 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 
 from daemon.config import KafkaConfig, TopicsConfig
-from daemon.devstack import Broker, free_port
-from daemon.topics_admin import KafkaUnreachableError, kafka_client_kwargs, partition_counts
+from daemon.dev.stack import Broker, free_port
+from daemon.service.clients import KafkaUnreachableError, kafka_client_kwargs, partition_counts
 from tests.conftest import unique_topics
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,7 +1,8 @@
 """The daemon's side of its control plane: what its HTTP routes answer, and reloading.
 
 `routes(service)` answers /metrics, /healthz, /readyz, /shops/{id}/explain and
-POST /-/reload (daemon/http.py serves them; daemon/control.py is the `fenliu reload` client).
+POST /-/reload (daemon/service/http.py serves them; daemon/tools/control.py is the
+`fenliu reload` client).
 A reload — SIGHUP or POST /-/reload — is queued by `Service.request_reload` as a future and
 applied by the loop between batches with `apply_reload`: every file is read again, only shop
 files are applied, and changes to `[kafka]`, `[redis]` or `[http]` are reported as needing a
@@ -15,25 +16,39 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine
 from daemon.core.explain import explain_shop
-from daemon.http import Routes
-from daemon.metrics import Metrics
+from daemon.service.checkpoint import Checkpoint
+from daemon.service.http import Routes
+from daemon.service.metrics import Metrics
 from topics.events import OutputEvent
-
-if TYPE_CHECKING:
-    from daemon.service import Service
 
 RELOAD_WAIT_S = 10  # POST /-/reload: how long to wait for the loop to apply it
 
 
 class ReloadRefused(ValueError):
     """A reload whose configuration did not validate."""
+
+
+class Served(Protocol):
+    """What the routes read of the running service (`daemon.service.run.Service` is one)."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def checkpoint(self) -> Checkpoint: ...
+    @property
+    def clock(self) -> Callable[[], int]: ...
+    @property
+    def ready(self) -> bool: ...
+    def request_reload(self) -> asyncio.Future[str]: ...
 
 
 def apply_reload(
@@ -86,7 +101,7 @@ def _settle(futures: list[asyncio.Future[str]], text: str, *, ok: bool) -> None:
                 future.exception()  # mark retrieved: a SIGHUP reload has no listener
 
 
-def routes(service: Service) -> Routes:
+def routes(service: Served) -> Routes:
     """The HTTP routes of a running `service` (each reads its state when asked)."""
 
     async def metrics() -> tuple[int, str, bytes]:

@@ -1,10 +1,10 @@
 """`fenliu dev`: a complete local stack with no setup (CONTRACT 8), and a live view of it.
 
-    Tansu broker + redis-server   child processes on free loopback ports (daemon.devstack)
-    the six topics                4 partitions each (daemon.topics_admin)
+    Tansu broker + redis-server   child processes on free loopback ports (daemon.dev.stack)
+    the six topics                4 partitions each (daemon.tools.topics_admin)
     the daemon                    `Service` as an asyncio task of this process, logging to
                                   daemon.log in the run's folder, not to the terminal
-    simulated buyers and agents   daemon.traffic, produced to the input topics
+    simulated buyers and agents   daemon.dev.traffic, produced to the input topics
     the view                      `Monitor`, fed by the output topics and the daemon's /metrics
 
 Everything lives in one temporary folder (fenliu.toml, shops/, and the logs), printed at
@@ -36,13 +36,14 @@ from rich.live import Live
 
 from daemon.config import ConfigError, FenliuConfig, load_config, load_shop_file
 from daemon.core.config import ShopConfig
-from daemon.demo import DEFAULT_SHOP
-from daemon.dev_view import Monitor, decode_output, http_get
-from daemon.devstack import Broker, DevStackError, RedisServer, write_daemon_config
-from daemon.logs import configure_logging
-from daemon.service import Service, wall_ms
-from daemon.topics_admin import TopicsAdminError, create_topics
-from daemon.traffic import DEFAULT_RATE, DEFAULT_SEED, Traffic, TrafficSettings, topic_kind
+from daemon.dev.demo import DEFAULT_SHOP
+from daemon.dev.stack import Broker, DevStackError, RedisServer, write_daemon_config
+from daemon.dev.traffic import DEFAULT_RATE, DEFAULT_SEED, Traffic, TrafficSettings, topic_kind
+from daemon.dev.view import Monitor, decode_output, http_get
+from daemon.service.clock import wall_ms
+from daemon.service.logs import configure_logging
+from daemon.service.run import Service
+from daemon.tools.topics_admin import TopicsAdminError, create_topics
 from topics.codec import TopicKind, encode
 
 READY_TIMEOUT_S = 60.0  # the daemon's consumer joins its group (Tansu: about 5 s)

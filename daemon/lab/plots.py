@@ -1,4 +1,4 @@
-"""The report of `fenliu simulate --report DIR`: one HTML page with PNG plots.
+"""The PNG plots of `fenliu simulate --report DIR` (matplotlib, the `lab` extra).
 
     queue.png      queue length and waits over the day, one line per policy
     shares.png     each agent's buyers per online hour, per policy (who gets how much)
@@ -12,10 +12,7 @@ Everything is drawn from the traces and the measures; nothing here decides anyth
 
 from __future__ import annotations
 
-import html
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,101 +21,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt
 
-from daemon.sim.trace import Trace
+from daemon.lab.trace import PolicyResult
 
 HOUR_MS = 3_600_000
 DPI = 110
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyResult:
-    """One policy's run as the report needs it."""
-
-    trace: Trace
-    measures: dict[str, Any]
-    explain: dict[str, Any]
-    estimates: Sequence[tuple[float, float, float, float]]  # real, fenliu, asterisk, rocket (s)
-
-
-def write_report(
-    folder: Path, *, shop_id: str, scenario: str, seed: int, results: Mapping[str, PolicyResult]
-) -> Path:
-    """Write index.html and its PNGs into `folder`; the page's path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    plots = [
-        ("queue.png", "Queue length and waits over the run", _queue_plot),
-        ("shares.png", "Buyers per online hour, per agent", _share_plot),
-        ("tradeoff.png", "Conversion against fairness and waiting", _tradeoff_plot),
-        ("estimates.png", "Announced wait against real wait", _estimate_plot),
-        ("explain.png", "What made each agent's share", _explain_plot),
-    ]
-    figures = []
-    for name, title, draw in plots:
-        draw(results, folder / name)
-        figures.append(f'<h2>{html.escape(title)}</h2>\n<img src="{name}" alt="{title}">')
-    page = folder / "index.html"
-    page.write_text(
-        "<!doctype html>\n<meta charset='utf-8'>\n"
-        f"<title>Fenliu policy lab: {html.escape(shop_id)}, {html.escape(scenario)}</title>\n"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "text-align:right}th:first-child,td:first-child{text-align:left}"
-        "img{max-width:100%}</style>\n"
-        f"<h1>Policy lab — shop {html.escape(shop_id)}, scenario {html.escape(scenario)}, "
-        f"seed {seed}</h1>\n"
-        "<p>Every policy saw the same buyers and agents (common random numbers); only the "
-        "routing differs.</p>\n" + _table(results) + "\n" + "\n".join(figures) + "\n"
-    )
-    return page
-
-
-# ----------------------------------------------------------------------------- table
-
-HEADLINE = (
-    ("conversion", "conversion", "{:.1%}"),
-    ("expected_conversion", "conversion expected", "{:.1%}"),
-    ("orders", "orders", "{:,}"),
-    ("wait_p50_s", "wait p50 (s)", "{:.0f}"),
-    ("wait_p95_s", "wait p95 (s)", "{:.0f}"),
-    ("wait_max_s", "wait max (s)", "{:.0f}"),
-    ("abandonment", "abandonment", "{:.1%}"),
-    ("jain", "Jain", "{:.3f}"),
-    ("gini", "Gini", "{:.3f}"),
-    ("max_min_share", "max/min share", "{:.2f}"),
-    ("fenliu_mare", "estimate MARE Fenliu", "{:.2f}"),
-    ("asterisk_mare", "Asterisk", "{:.2f}"),
-    ("rocketchat_mare", "Rocket.Chat", "{:.2f}"),
-    ("fenliu_mae_s", "estimate MAE Fenliu (s)", "{:.0f}"),
-    ("asterisk_mae_s", "Asterisk (s)", "{:.0f}"),
-    ("rocketchat_mae_s", "Rocket.Chat (s)", "{:.0f}"),
-)
-
-
-def headline_rows(results: Mapping[str, PolicyResult]) -> list[list[str]]:
-    """The side-by-side policy table: a header row, then one row per policy."""
-    rows = [["policy", *(label for _, label, _ in HEADLINE)]]
-    for name, result in results.items():
-        head = result.measures.get("headline", {})
-        rows.append([name, *(_fmt(head.get(key), fmt) for key, _, fmt in HEADLINE)])
-    return rows
-
-
-def _fmt(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return fmt.format(value)
-
-
-def _table(results: Mapping[str, PolicyResult]) -> str:
-    rows = headline_rows(results)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:]
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-# ----------------------------------------------------------------------------- plots
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -240,3 +146,13 @@ def _explain_plot(results: Mapping[str, PolicyResult], path: Path) -> None:
 
 def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else 0.0
+
+
+Plot = Callable[[Mapping[str, PolicyResult], Path], None]
+PLOTS: list[tuple[str, str, Plot]] = [  # file, title, how it is drawn
+    ("queue.png", "Queue length and waits over the run", _queue_plot),
+    ("shares.png", "Buyers per online hour, per agent", _share_plot),
+    ("tradeoff.png", "Conversion against fairness and waiting", _tradeoff_plot),
+    ("estimates.png", "Announced wait against real wait", _estimate_plot),
+    ("explain.png", "What made each agent's share", _explain_plot),
+]

@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
 )
 
-from daemon.config_problems import FILE_KEY, ConfigError, ConfigProblem, validate
+from daemon.config.problems import FILE_KEY, ConfigError, ConfigProblem, validate
 from daemon.core.config import (
     AgentConfig,
     DurationMs,

@@ -2,13 +2,14 @@
 report and `fenliu explain`.
 
 Times are virtual epoch milliseconds. A trace holds facts only (what happened when, what
-the engine announced); every figure is computed from it by `daemon.sim.measures`, so the
+the engine announced); every figure is computed from it by `daemon.lab.measures`, so the
 same trace can be measured again, and the baseline estimators see exactly the history the
 engine saw.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -102,3 +103,13 @@ class Trace:
     def to_json(self) -> dict[str, Any]:
         """Plain data (for tests and debugging; the report uses the measures)."""
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    """One policy's run as the report needs it."""
+
+    trace: Trace
+    measures: dict[str, Any]
+    explain: dict[str, Any]
+    estimates: Sequence[tuple[float, float, float, float]]  # real, fenliu, asterisk, rocket (s)

@@ -1,7 +1,7 @@
 """The discrete-event loop: simulated buyers and agents around the routing core.
 
     run = simulate(shop, "steady", seed=1, policy=parse_policy("conversion:high"))
-    run.trace     # what happened (daemon.sim.trace), for the measures and the report
+    run.trace     # what happened (daemon.lab.trace), for the measures and the report
     run.engine    # the engine at the end, for `fenliu explain`
 
 No Kafka and no clock: a heap of (virtual time, sequence, action) drives one
@@ -10,7 +10,7 @@ its own deadline (`next_deadline` / `on_timer`), so session timeouts, queue upda
 max-wait expiries happen when the engine says. The runner reacts to the engine's outputs
 as a chat front end would: an assignment starts the chat, a queued buyer's patience starts
 running, a closed session may lead to an order and a return. Buyers and agents come from
-`daemon.sim.world` with common random numbers, so policies are compared on the same
+`daemon.lab.world` with common random numbers, so policies are compared on the same
 buyers; the same seed gives the same trace.
 """
 
@@ -26,10 +26,10 @@ from typing import Any
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine, EventRejected
 from daemon.core.shop import ShopEngine
-from daemon.sim.policy import AS_CONFIGURED, ModeChoice, Policy, parse_policy
-from daemon.sim.scenarios import MINUTE_MS, Scenario, daily_volume, find_scenario
-from daemon.sim.trace import AgentRecord, InquiryRecord, QueueSample, Trace
-from daemon.sim.world import (
+from daemon.lab.policy import AS_CONFIGURED, ModeChoice, Policy, parse_policy
+from daemon.lab.scenarios import MINUTE_MS, Scenario, daily_volume, find_scenario
+from daemon.lab.trace import AgentRecord, InquiryRecord, QueueSample, Trace
+from daemon.lab.world import (
     EXPECTED_CHAT_S,
     Agent,
     Buyer,

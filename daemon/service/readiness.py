@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from daemon.store import Store, StoreError
+from daemon.service.store import Store, StoreError
 
 KAFKA_STALE_MS = 3000  # an owned partition not fetched for this long: not ready
 

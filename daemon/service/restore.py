@@ -1,12 +1,12 @@
 """Bringing owned shops back from Redis: on every partition assignment and after an outage.
 
 `restore_partitions` forgets every shop, claims the given partitions and the shops whose
-home they are (daemon.store: claiming fences the previous owner), loads the shops —
+home they are (daemon.service.store: claiming fences the previous owner), loads the shops —
 quarantining any whose stored state fails its check, setting aside any whose Redis node
 does not answer —, and `resume`s: produces their outboxes again (same ids, same contents),
 waits for the acknowledgements and seeks each input partition to its watermark — or, if
 Redis has none, to the group's committed offset, or the beginning. The service `resume`s
-the same way after readmitting shops that were set aside (daemon.checkpoint).
+the same way after readmitting shops that were set aside (daemon.service.checkpoint).
 Any failure raises (StoreError from Redis, KafkaError from Kafka) and the service retries.
 
 `Rebalance` hands aiokafka's partition moves to the service, which takes its lock for them.
@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
-from daemon.checkpoint import Checkpoint, Restored
-from daemon.metrics import Metrics
+from daemon.service.checkpoint import Checkpoint, Restored
+from daemon.service.metrics import Metrics
 
 RESEND_TIMEOUT_S = 30.0  # re-sending outboxes after a restore
 RESEND_CHECK_S = 1.0  # while waiting for those acknowledgements, look at `stopping` this often

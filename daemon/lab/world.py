@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from daemon.core.config import GroupConfig, ShopConfig
 from daemon.core.engine import Engine
-from daemon.sim.scenarios import HOUR_MS, MINUTE_MS, Scenario, grouped_agents
+from daemon.lab.scenarios import HOUR_MS, MINUTE_MS, Scenario, grouped_agents
 from topics.events import AgentStatus, InquiryContext
 
 INTENT_A, INTENT_B = 2.0, 2.5

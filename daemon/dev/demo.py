@@ -1,9 +1,10 @@
-"""`fenliu dev`, for now: a scripted evening in a shop, run through the routing engine.
+"""`fenliu demo`: a scripted evening in a shop, run through the routing engine alone.
 
-Until the Kafka daemon exists, `fenliu dev` feeds a fixed scenario to the sans-I/O engine
-in virtual time (no broker, no Redis, no clock) and prints every decision as one line,
-then a summary of agents and queues. The scenario (seeded, so every run is the same) walks
-through the rules of CONTRACT.md section 3 on the example shop `config/shops/big.toml`:
+`fenliu demo` feeds a fixed scenario to the sans-I/O engine in virtual time (no broker, no
+Redis, no clock) and prints every decision as one line, then a summary of agents and queues
+(`fenliu dev` runs the real daemon with a broker and Redis instead). The scenario (seeded,
+so every run is the same) walks through the rules of CONTRACT.md section 3 on the example
+shop `config/shops/big.toml`:
 
     20:00  every agent comes online; conversion figures arrive for the presale team
     20:00  a burst of buyers (vip, presale, aftersale, unmatched) who chat with their agents
@@ -15,7 +16,7 @@ through the rules of CONTRACT.md section 3 on the example shop `config/shops/big
            slots, those still waiting at max_wait overflow to the next group
     20:30+ buyers return: repeat entry to the same agent, sticky recent contact an hour on
 
-Other shop files work too (`fenliu dev --shop FILE`): steps that need a group or agent the
+Other shop files work too (`fenliu demo --shop FILE`): steps that need a group or agent the
 shop does not have are skipped.
 """
 
@@ -34,6 +35,7 @@ from rich.text import Text
 from daemon.config import ConfigError, load_shop_file
 from daemon.core.config import GroupConfig, ShopConfig
 from daemon.core.engine import Engine, EventRejected
+from daemon.dev.kinds import UNMATCHED, contexts_by_kind
 from topics.events import (
     AgentStatsReported,
     AgentStatus,
@@ -51,12 +53,11 @@ from topics.events import (
     SessionTransferred,
 )
 
-DEFAULT_SHOP = Path(__file__).resolve().parents[1] / "config" / "shops" / "big.toml"
+DEFAULT_SHOP = Path(__file__).resolve().parents[2] / "config" / "shops" / "big.toml"
 TZ = timezone(timedelta(hours=8), "UTC+8")
 START = datetime(2025, 6, 18, 20, 0, tzinfo=TZ)  # the 618 evening rush
 T0 = int(START.timestamp() * 1000)
 SEED = 618
-UNMATCHED = "unmatched"
 
 _STYLE = {
     "routed": "green",
@@ -110,7 +111,7 @@ class Demo:
         self.agent_status: dict[str, AgentStatus] = {}
         self.assigned: Counter[str] = Counter()
         self.tally: Counter[str] = Counter()
-        self.contexts = matching_contexts(self.engine, config)
+        self.contexts = contexts_by_kind(config)
 
     # ------------------------------------------------------------------------ plumbing
 
@@ -180,7 +181,7 @@ class Demo:
         """A buyer clicks "contact us"; a known buyer keeps its context."""
         if kind is not None:
             self.kind_of[buyer] = kind
-        contexts = self.contexts.get(self.kind_of[buyer], [InquiryContext()])
+        contexts = self.contexts.get(self.kind_of[buyer], (InquiryContext(),))
         context = contexts[int(buyer.rsplit("-", 1)[-1]) % len(contexts)]
         event = BuyerInquired(
             self.next_id("inq"), self.config.id, self.now, buyer, context, priority
@@ -415,25 +416,6 @@ def describe(out: Assignment | SessionClosed | QueueUpdate) -> Text:
         f"{'left line' if out.status is QueueStatus.LEFT else out.status.value:<14} {group}",
         style="yellow",
     )
-
-
-def matching_contexts(engine: Engine, config: ShopConfig) -> dict[str, list[InquiryContext]]:
-    """For each group, the inquiry contexts its match rules catch; plus unmatched ones."""
-    shop = engine.shop(config.id)
-    found: dict[str, list[InquiryContext]] = {}
-    for group in config.groups:
-        m = group.match
-        candidates = [InquiryContext(crowd=(c,)) for c in m.crowd]
-        candidates += [InquiryContext(item_id=i) for i in m.items]
-        candidates += [InquiryContext(intent=i) for i in m.intents]
-        candidates += [InquiryContext(order_status=s) for s in m.order_status]
-        for context in candidates:
-            cand = shop.candidate_for(context)
-            if cand is not None and cand.group == group.name:
-                found.setdefault(group.name, []).append(context)
-    if shop.candidate_for(InquiryContext()) is not None:
-        found[UNMATCHED] = [InquiryContext()]
-    return found
 
 
 def rush_group(config: ShopConfig) -> GroupConfig | None:

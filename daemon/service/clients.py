@@ -1,32 +1,127 @@
 """The daemon's Kafka and Redis clients, as `fenliu run` configures, checks and closes them.
 
+`kafka_client_kwargs` turns `[kafka]` into the keyword arguments of aiokafka's consumer,
+producer and admin clients (the daemon passes the same ones to all three; so does `fenliu
+topics create`). `partition_counts` reads partition counts without ever creating a topic (a
+plain metadata request would auto-create it on brokers that allow that, Tansu included).
 `check_partitions` runs before any consumer connects: the three input topics must exist and
 share a partition count (a shop's events share a partition number on every topic), or the
 service refuses to start (`StartupError`). `close_within` gives each client at most
 CLOSE_TIMEOUT_S to close, so SIGTERM exits within 10 s even while Kafka or Redis is away.
+
+Errors of the metadata and admin calls (library errors are translated here, ``raise ... from
+exc``)::
+
+    TopicsAdminError          the broker refused something (names the topic and the error)
+     └── KafkaUnreachableError   no answer from the bootstrap servers in time
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
+from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.metadata import MetadataRequest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from daemon.config import KafkaConfig, RedisConfig
-from daemon.kafka import CoPartitionAssignor
-from daemon.topics_admin import partition_counts
+from daemon.service.kafka import CoPartitionAssignor
 
+TIMEOUT_S = 10.0  # each metadata or admin call gives up after this long without an answer
+REQUEST_TIMEOUT_MS = 5_000
 FETCH_MAX_WAIT_MS = 10  # some brokers (Tansu) hold a fetch this long even when data is there
 CLOSE_TIMEOUT_S = 1.5  # per client closed at the end (SIGTERM to exit within 10 s)
+_NO_ERROR = 0
+_UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
+_LEADER_NOT_AVAILABLE = 5  # a topic created a moment ago: its partitions are listed already
 
 
 class StartupError(RuntimeError):
     """The service cannot start; the message says why and what to do."""
+
+
+class TopicsAdminError(Exception):
+    """The broker refused a topic request."""
+
+
+class KafkaUnreachableError(TopicsAdminError):
+    """The bootstrap servers did not answer in time."""
+
+
+def kafka_client_kwargs(kafka: KafkaConfig) -> dict[str, object]:
+    """aiokafka keyword arguments for `[kafka]`'s client id, security protocol, SASL and TLS.
+
+    The result holds the SASL password in clear text (aiokafka needs it): never log it.
+    """
+    kwargs: dict[str, object] = {}
+    if kafka.client_id is not None:
+        kwargs["client_id"] = kafka.client_id
+    protocol = kafka.security_protocol or "PLAINTEXT"
+    kwargs["security_protocol"] = protocol
+    if protocol in {"SSL", "SASL_SSL"}:
+        cafile = str(kafka.ssl_cafile) if kafka.ssl_cafile is not None else None
+        kwargs["ssl_context"] = create_ssl_context(cafile=cafile)  # system CAs without one
+    if protocol.startswith("SASL_"):
+        kwargs["sasl_mechanism"] = kafka.sasl_mechanism
+        kwargs["sasl_plain_username"] = kafka.sasl_username
+        password = kafka.sasl_password
+        kwargs["sasl_plain_password"] = password.get_secret_value() if password else None
+    return kwargs
+
+
+def unreachable(bootstrap: str, exc: BaseException) -> KafkaUnreachableError:
+    """The error for bootstrap servers that timed out (`TimeoutError`) or refused to connect."""
+    if isinstance(exc, TimeoutError):
+        return KafkaUnreachableError(f"Kafka at {bootstrap} did not answer within {TIMEOUT_S:g} s")
+    return KafkaUnreachableError(f"cannot connect to Kafka at {bootstrap}")
+
+
+async def _metadata(client: AIOKafkaClient, names: list[str]) -> Any:
+    await client.bootstrap()
+    node = client.get_random_node()
+    if node is None:
+        raise KafkaConnectionError("the cluster metadata lists no broker")
+    return await client.send(node, MetadataRequest(names, allow_auto_topic_creation=False))
+
+
+async def partition_counts(
+    bootstrap: str,
+    names: Iterable[str],
+    security: Mapping[str, object] | None = None,
+) -> dict[str, int]:
+    """The partition count of each named topic that exists; missing topics are left out.
+
+    Never creates a topic: the metadata request says ``allow_auto_topic_creation=False``.
+    Gives up after `TIMEOUT_S`; wrap the call in `asyncio.timeout` for a shorter deadline.
+    """
+    wanted = list(names)
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS, **(security or {})
+    )
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            response = await _metadata(client, wanted)
+    except (TimeoutError, KafkaConnectionError) as exc:
+        raise unreachable(bootstrap, exc) from exc
+    except KafkaError as exc:
+        raise TopicsAdminError(f"reading topic metadata from {bootstrap}: {exc}") from exc
+    finally:
+        await client.close()
+    counts: dict[str, int] = {}
+    for topic in response.to_object()["topics"]:
+        name, code, parts = topic["topic"], topic["error_code"], topic["partitions"]
+        if code == _NO_ERROR or (code == _LEADER_NOT_AVAILABLE and parts):
+            counts[name] = len(parts)
+        elif code != _UNKNOWN_TOPIC:
+            raise TopicsAdminError(f"cannot describe topic {name!r}: {for_code(code).message}")
+    return {name: counts[name] for name in wanted if name in counts}
 
 
 async def check_partitions(

@@ -7,6 +7,7 @@
     policy.py     `--mode` policies: which modes a run overrides
     runner.py     the event loop around `daemon.core.engine.Engine`
     measures.py   conversion, waits, abandonment, fairness, wait-estimate errors
-    report.py     the HTML page with PNG plots
+    report.py     the policy table and the HTML page of `--report`
+    plots.py      its PNG plots (matplotlib: the `lab` extra, imported only for `--report`)
     command.py    `fenliu simulate`
 """

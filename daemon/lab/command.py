@@ -3,7 +3,7 @@
     fenliu simulate --shop config/shops/big.toml --scenario double11 \\
         --mode efficiency --mode conversion:high --json out.json --report out/ [--explain]
 
-Every policy runs on the same buyers and agents (common random numbers, `daemon.sim.world`),
+Every policy runs on the same buyers and agents (common random numbers, `daemon.lab.world`),
 so the table compares routing alone. The JSON holds every figure (`measures`) and the
 explanation of every agent's share (`explain`, what `fenliu explain FILE` prints) per policy.
 """
@@ -23,11 +23,12 @@ from rich.table import Table
 from daemon.config import ConfigError, load_shop_file
 from daemon.core.config import ShopConfig
 from daemon.core.explain import explain_shop, render_table
-from daemon.sim.measures import estimate_points, measure
-from daemon.sim.policy import AS_CONFIGURED, Policy, parse_policy
-from daemon.sim.report import HEADLINE, PolicyResult, headline_rows, write_report
-from daemon.sim.runner import simulate
-from daemon.sim.scenarios import SCENARIOS
+from daemon.lab.measures import estimate_points, measure
+from daemon.lab.policy import AS_CONFIGURED, Policy, parse_policy
+from daemon.lab.report import HEADLINE, headline_rows, write_report
+from daemon.lab.runner import simulate
+from daemon.lab.scenarios import SCENARIOS
+from daemon.lab.trace import PolicyResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -64,8 +64,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 from typing import Any
 
-from daemon.sim.trace import AgentRecord, InquiryRecord, Trace
-from daemon.sim.world import order_chance
+from daemon.lab.trace import AgentRecord, InquiryRecord, Trace
+from daemon.lab.world import order_chance
 
 HOUR_MS = 3_600_000
 NO_GROUP = "(none)"

@@ -4,7 +4,7 @@ One loop, nothing hidden in background tasks:
 
     poll a batch (getmany, waiting at most until the engine's next deadline)
     → decode → feed the engine partition by partition, the three topics merged by `ts`
-    → fire due timers → checkpoint to Redis: changed state, offsets, outbox (daemon.store)
+    → fire due timers → checkpoint to Redis: changed state, offsets, outbox (daemon.service.store)
     → hand every output to the producer (batched by its linger)
     → every COMMIT_EVERY_S: wait for the acknowledgements, empty the outboxes, commit
 
@@ -25,12 +25,12 @@ A fleet: loading a partition claims it in Redis, so an instance that missed a re
 finds its next checkpoint fenced, publishes nothing of it and lets the partition go
 (`_lost`). One shop's trouble stays that shop's: an engine failure quarantines it, a Redis
 Cluster node that does not answer makes it wait, and either way its records are held and
-read again when it is readmitted (daemon.checkpoint, "Set aside").
+read again when it is readmitted (daemon.service.checkpoint, "Set aside").
 
-Around it: daemon.clients (the Kafka and Redis clients, the startup check), daemon.restore
-(the restore itself and the rebalance listener), daemon.control_plane (HTTP routes, reload),
-daemon.readiness (what /readyz and the lag metric read) and daemon.record_log (rejections and
-decisions as log lines).
+Around it, in daemon.service: clients (the Kafka and Redis clients, the startup check),
+restore (the restore itself and the rebalance listener), control_plane (HTTP routes, reload),
+readiness (what /readyz and the lag metric read) and record_log (rejections and decisions as
+log lines).
 """
 
 from __future__ import annotations
@@ -46,29 +46,30 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from daemon.checkpoint import Batch, Checkpoint
-from daemon.clients import (
+from daemon.config import ConfigError, FenliuConfig, load_config
+from daemon.core.engine import Engine, EventRejected
+from daemon.service.checkpoint import Batch, Checkpoint
+from daemon.service.clients import (
     StartupError,
     check_partitions,
     close_within,
+    kafka_client_kwargs,
     make_consumer,
     make_producer,
     make_redis,
     request_rejoin,
     skip_leave_group,
 )
-from daemon.config import ConfigError, FenliuConfig, load_config
-from daemon.control_plane import apply_reload, routes
-from daemon.core.engine import Engine, EventRejected
-from daemon.http import HttpServer
-from daemon.kafka import Decoded, TopicMap, ordered_batch
-from daemon.logs import get_logger
-from daemon.metrics import Metrics
-from daemon.readiness import consumer_lag, partitions_fresh, redis_answers
-from daemon.record_log import dead_letter, log_decision
-from daemon.restore import RELEASE_HINT, Rebalance, restore_partitions, resume, retrieve
-from daemon.store import OutboxRecord, Store, StoreError
-from daemon.topics_admin import kafka_client_kwargs
+from daemon.service.clock import wall_ms
+from daemon.service.control_plane import apply_reload, routes
+from daemon.service.http import HttpServer
+from daemon.service.kafka import Decoded, TopicMap, ordered_batch
+from daemon.service.logs import get_logger
+from daemon.service.metrics import Metrics
+from daemon.service.readiness import consumer_lag, partitions_fresh, redis_answers
+from daemon.service.record_log import dead_letter, log_decision
+from daemon.service.restore import RELEASE_HINT, Rebalance, restore_partitions, resume, retrieve
+from daemon.service.store import OutboxRecord, Store, StoreError
 from topics.codec import DecodeError, decode, encode, type_name
 from topics.events import InputEvent, OutputEvent
 
@@ -83,11 +84,6 @@ BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0  # retrying after an outage
 COMMIT_TIMEOUT_S = 2.0  # the group commit (informational; it hangs while Kafka is away)
 STOP_ACK_WAIT_S = 3.0  # stopping: how long to wait for outstanding acknowledgements
 EXIT_OK, EXIT_CONFIG = 0, 2
-
-
-def wall_ms() -> int:
-    """The daemon's clock: epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 class Service:
@@ -339,7 +335,8 @@ class Service:
                 self._add_output(work, event, None)
 
     def _quarantine(self, work: Batch, shop_id: str, exc: BaseException) -> None:
-        """Set a shop aside after its engine failed (daemon.checkpoint): the others go on."""
+        """Set a shop aside after its engine failed (daemon.service.checkpoint): the others go
+        on."""
         cause = f"engine failed: {type(exc).__name__}: {exc}"
         self.checkpoint.put_aside(shop_id, cause, work)
         self.log.error(
@@ -518,7 +515,7 @@ class Service:
         producer: AIOKafkaProducer,
         assigned: Iterable[TopicPartition],
     ) -> None:
-        """Own `assigned` once their shops are back from Redis (daemon.restore)."""
+        """Own `assigned` once their shops are back from Redis (daemon.service.restore)."""
         self._owned = set()
         self._owned = await restore_partitions(
             self.checkpoint,
@@ -630,7 +627,7 @@ def _key_text(key: bytes | None) -> str | None:
 
 def run_command(config_path: Path, log_level: str = "info") -> int:
     """`fenliu run --config PATH`: validate the configuration, then serve until stopped."""
-    from daemon.logs import configure_logging  # noqa: PLC0415
+    from daemon.service.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(log_level)
     try:

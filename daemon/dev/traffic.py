@@ -1,7 +1,7 @@
 """Simulated buyers and agents for `fenliu dev`: what a shop's chat front end would publish.
 
 Sans-I/O, like the routing core: `Traffic` is told the time, answers with the input events
-that are due (`due`), and learns what the daemon decided (`observe`); `daemon.dev` owns the
+that are due (`due`), and learns what the daemon decided (`observe`); `daemon.dev.command` owns the
 Kafka producer and consumer. Every random choice comes from the seed: arrivals from one
 generator, each buyer's and each agent's behaviour from a generator of its own (seed + id),
 so a buyer behaves the same whatever the daemon's timing. Nothing is scheduled after the
@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from daemon.core.config import ShopConfig
-from daemon.core.engine import Engine
-from daemon.demo import UNMATCHED, matching_contexts
+from daemon.dev.kinds import UNMATCHED, contexts_by_kind
 from topics.codec import TopicKind
 from topics.events import (
     AgentStatsReported,
@@ -117,7 +116,7 @@ class Traffic:
         self.end_ms = (
             None if settings.duration_s is None else start_ms + round(settings.duration_s * 1000)
         )
-        self.contexts = matching_contexts(Engine({shop.id: shop}), shop)
+        self.contexts = contexts_by_kind(shop)
         self.kinds = list(self.contexts)
         self.weights = [MIX.get(kind, 2.0) for kind in self.kinds]
         self.agent_status = {agent.id: AgentStatus.OFFLINE for agent in shop.agents}

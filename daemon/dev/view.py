@@ -17,8 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from daemon.core.config import ShopConfig
-from daemon.service import wall_ms
-from daemon.traffic import Traffic
+from daemon.dev.traffic import Traffic
+from daemon.service.clock import wall_ms
 from topics.events import (
     AgentStatus,
     Assignment,

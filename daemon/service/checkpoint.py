@@ -4,7 +4,7 @@ brings back, which shops this instance owns and which it has set aside (CONTRACT
 The service owns the I/O order — apply a batch, `Checkpoint.save`, then produce what `save`
 returns — and this module owns the facts: each shop's home partition (`murmur2(key) mod
 partitions`, CONTRACT 1), the owner epochs and checkpoint numbers that fence this instance
-once another has claimed a shop or partition (daemon.store), the offsets each shop's stored
+once another has claimed a shop or partition (daemon.service.store), the offsets each shop's stored
 state reflects and each partition's consumed position (records below them are skipped when
 read again), which outboxes hold records Kafka has not acknowledged yet, and the shops and
 partitions set aside.
@@ -28,7 +28,7 @@ from aiokafka.partitioner import murmur2
 from daemon.core.consistency import consistency_problems
 from daemon.core.engine import Engine
 from daemon.core.snapshot import SnapshotError
-from daemon.store import (
+from daemon.service.store import (
     OutboxRecord,
     Outcome,
     Owned,
@@ -330,7 +330,7 @@ class Checkpoint:
     async def claim(self, partitions: Iterable[int]) -> Restored:
         """Claim `partitions` and then the shops whose home they are, and load the shops.
 
-        Partitions are claimed before their shops (daemon.store says why). A partition whose
+        Partitions are claimed before their shops (daemon.service.store says why). A partition whose
         claim fails waits (`waiting_partitions`); a shop whose claim fails waits too; a shop
         whose stored state does not load or fails its consistency check is quarantined.
         """
