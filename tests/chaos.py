@@ -1,6 +1,6 @@
 """The chaos suite: real `fenliu run` instances killed at random moments under a continuous stream.
 
-Used by `tests/test_chaos.py` (a few kills) and `bench/chaos.py --kills N` (many).
+Used by `tests/system/test_chaos.py` (a few kills) and `bench/chaos.py --kills N` (many).
 
 - `SHOP_FILES` / `SHOP_CONFIGS`: four shops with queueing on, caps of 1–2, 3 s sessions and
   an 8 s `max_wait`, so queues form, drain and expire within seconds.

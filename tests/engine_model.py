@@ -1,4 +1,4 @@
-"""The model behind `tests/test_engine_properties.py`: a driver and the shop's rules.
+"""The model behind `tests/core/test_engine_properties.py`: a driver and the shop's rules.
 
 `Driver` feeds a case's steps to an `Engine` in virtual time; `Rules` is what the shop file
 and the contract say, independently of the engine; the dataclasses after it are the

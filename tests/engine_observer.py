@@ -1,4 +1,4 @@
-"""The observer of `tests/test_engine_properties.py`: the world as the outputs describe it.
+"""The observer of `tests/core/test_engine_properties.py`: the world as the outputs describe it.
 
 `Observer` rebuilds agent statuses, open sessions, loads and pending replies, queues and the
 fate of every inquiry from the outputs, the input events and the shop file alone, and makes
@@ -37,7 +37,7 @@ from topics.events import (
 
 @dataclass
 class Observer(Checks):
-    """The world as the outputs describe it; see `tests/test_engine_properties.py`.
+    """The world as the outputs describe it; see `tests/core/test_engine_properties.py`.
 
     `checks` names the invariants that fail the test; the bookkeeping itself (a session
     closed that was never opened, say) always does, since every check relies on it.

@@ -11,7 +11,7 @@ and buyers (with their phase, session and queue entry). They must tell one story
 - an idle buyer has neither a session nor a queue entry.
 
 `consistency_problems` lists every violation as a sentence (empty: consistent). The daemon
-quarantines a shop that has any (daemon.checkpoint), rather than serve it and fail later.
+quarantines a shop that has any (daemon.service.checkpoint), rather than serve it and fail later.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 
 from daemon.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "fenliu.toml"
 
 BIG_LINE = (

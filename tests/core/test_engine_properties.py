@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +31,8 @@ from daemon.core.snapshot import ShopDelta, apply_delta
 from tests.engine_model import Driver
 from tests.engine_observer import Observer
 from tests.strategies import SHOP, BuyerSays, Case, Inquiry, Status, Step, cases
+
+pytestmark = pytest.mark.slow  # a minute or so; `pytest tests/core -m 'not slow'` leaves these out
 
 PROPERTY = settings(
     max_examples=250,
@@ -218,7 +221,7 @@ def test_checkpoint_deltas_rebuild_the_shop_and_continue_exactly(
     """Deltas taken after every step and applied to a stored image (through JSON, rows in
     any order, as Redis hashes give them) always equal a full snapshot; a shop restored
     from that image continues exactly like the uninterrupted run. `apply_delta` is the
-    store's own definition (`delta_ops`, `stored_snapshot`; tests/test_store_deltas.py
+    store's own definition (`delta_ops`, `stored_snapshot`; tests/integration/test_store_deltas.py
     holds Redis to it)."""
     n = len(case.steps)
     restarts = data.draw(st.sets(st.integers(0, n), max_size=3), label="restart before steps")

@@ -9,7 +9,7 @@ import pytest
 
 from daemon.cli import main
 
-BIG = Path(__file__).resolve().parents[1] / "config" / "shops" / "big.toml"
+BIG = Path(__file__).resolve().parents[2] / "config" / "shops" / "big.toml"
 
 
 def simulate(tmp: Path, name: str, *extra: str) -> dict:
@@ -36,7 +36,7 @@ def test_policies_share_buyers_and_the_document_has_every_part(tmp_path: Path) -
     assert (doc["shop"], doc["scenario"], doc["seed"]) == ("big", "steady", 1)
     policies = doc["policies"]
     assert list(policies) == ["efficiency", "conversion:high"]
-    # the same buyers arrive (tests/test_sim_runner.py checks them one by one); only the
+    # the same buyers arrive (tests/core/test_sim_runner.py checks them one by one); only the
     # returns of buyers whose chat went differently may differ
     counts = [policies[p]["inquiries"] for p in policies]
     assert min(counts) > 100 and max(counts) - min(counts) <= 0.02 * max(counts)

@@ -13,7 +13,7 @@ from tests.engine_checks import CHECKS
 from tests.engine_observer import Observer
 from tests.strategies import SHOP
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where the harness lives
 CONFIG = ShopConfig.model_validate(
     {"id": SHOP, "agents": [{"id": "a1"}], "groups": [{"name": "g", "agents": ["a1"]}]}
 )

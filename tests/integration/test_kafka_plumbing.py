@@ -18,7 +18,7 @@ from daemon.service.kafka import CoPartitionAssignor, Decoded, TopicMap, ordered
 from tests.conftest import run_sync, unique_topics
 from topics.codec import DecodeError, decode
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOPICS = TopicsConfig()
 INPUTS = [TOPICS.inquiries, TOPICS.messages, TOPICS.agent_status]
 

@@ -19,7 +19,7 @@ from daemon.lab.scenarios import HOUR_MS, SCENARIOS
 from daemon.lab.trace import Trace
 from topics.events import BuyerInquired, InputEvent, Mode, OutputEvent
 
-SHOPS = Path(__file__).resolve().parents[1] / "config" / "shops"
+SHOPS = Path(__file__).resolve().parents[2] / "config" / "shops"
 SCALE = 0.25  # a quarter of a day's buyers: each run well under a second
 
 

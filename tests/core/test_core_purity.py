@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-CORE = Path(__file__).resolve().parents[1] / "daemon" / "core"
+CORE = Path(__file__).resolve().parents[2] / "daemon" / "core"
 BANNED_MODULES = {
     "asyncio", "aiokafka", "redis", "prometheus_client", "socket", "time", "datetime",
     "threading", "subprocess", "structlog", "logging", "random", "os",

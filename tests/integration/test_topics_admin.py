@@ -18,7 +18,7 @@ from daemon.dev.stack import Broker, free_port
 from daemon.service.clients import KafkaUnreachableError, kafka_client_kwargs, partition_counts
 from tests.conftest import unique_topics
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _write_config(folder: Path, bootstrap: str, topics: TopicsConfig) -> Path:

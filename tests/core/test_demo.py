@@ -12,7 +12,7 @@ from rich.console import Console
 
 from daemon.dev.demo import DEFAULT_SHOP, run_demo
 
-SMALL_SHOP = Path(__file__).resolve().parents[1] / "config" / "shops" / "small.toml"
+SMALL_SHOP = Path(__file__).resolve().parents[2] / "config" / "shops" / "small.toml"
 DECISION = re.compile(r"^\d\d:\d\d:\d\d (\S+)\s+(\S+)\s+(\S+)", re.MULTILINE)
 
 

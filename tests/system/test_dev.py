@@ -40,7 +40,7 @@ from topics.events import (
     SessionClosed,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T0 = 1_750_000_000_000
 
 

@@ -4,8 +4,8 @@
   another; when it wakes (SIGCONT), nothing it decides on its stale state reaches Redis or
   Kafka (CONTRACT 6 over every output). Whether it applies a batch before its first
   heartbeat tells it the news is a race it mostly wins (then the batch is fenced: the log
-  shows `partitions_fenced`); tests/test_checkpoint_owners.py plays that case without the
-  race.
+  shows `partitions_fenced`); tests/integration/test_checkpoint_owners.py plays that case
+  without the race.
 - A shop whose stored state is inconsistent, or whose engine fails, is quarantined; the
   instance stays ready and serves the other shops; after the state is repaired (or the
   code fixed), a reload serves it again and the records it held are decided, none lost.

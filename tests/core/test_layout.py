@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-DAEMON = Path(__file__).resolve().parents[1] / "daemon"
+DAEMON = Path(__file__).resolve().parents[2] / "daemon"
 PRODUCTION = ("core", "config", "service")
 NOT_PRODUCTION = ("daemon.tools", "daemon.dev", "daemon.lab")
 

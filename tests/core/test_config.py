@@ -17,11 +17,11 @@ from daemon.config import (
     load_config,
     load_shop_file,
 )
-from daemon.config_problems import validate
+from daemon.config.problems import validate
 from daemon.core.config import parse_duration_ms
 from topics.events import Mode
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "fenliu.toml"
 
 DAEMON = """

@@ -22,7 +22,7 @@ from daemon.service.clients import partition_counts
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _gone(pid: int) -> bool:
