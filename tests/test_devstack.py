@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from daemon.config import TopicsConfig
-from daemon.dev.stack import Broker, DevStackError, RedisServer, _kafka_metadata, free_port
+from daemon.dev.broker import _kafka_metadata
+from daemon.dev.stack import Broker, DevStackError, RedisServer, free_port
 from daemon.service.clients import partition_counts
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
