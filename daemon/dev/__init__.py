@@ -9,6 +9,7 @@ rich). Tests and benchmarks start their brokers and Redis servers with it too.
     traffic.py       simulated buyers and agents producing real Kafka events
     view.py          the live view of `fenliu dev`
     demo.py          `fenliu demo`: a scripted evening through the routing engine alone
+    demo_text.py     how `fenliu demo` words decisions, times and its closing tables
 
 The dev stack may import the service; the service never imports the dev stack.
 """
