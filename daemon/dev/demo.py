@@ -67,14 +67,14 @@ def run_demo(
     try:
         config = load_shop_file(path)
     except ConfigError as exc:
-        out.print(Text(f"fenliu dev: cannot load the shop file:\n{exc}", style="red"))
+        out.print(Text(f"fenliu demo: cannot load the shop file:\n{exc}", style="red"))
         return 2
     demo = Demo(config, out)
-    out.print(Text(f"Fenliu dev: shop {config.id!r} from {path}", style="bold"))
+    out.print(Text(f"Fenliu demo: shop {config.id!r} from {path}", style="bold"))
     out.print(
         f"{plural(len(config.agents), 'agent')}, {plural(len(config.groups), 'group')}; "
-        f"the routing engine in virtual time from {START:%Y-%m-%d %H:%M} ({TZ}), "
-        "without Kafka or Redis for now.\n",
+        f"the routing engine alone in virtual time from {START:%Y-%m-%d %H:%M} ({TZ}), "
+        "without Kafka or Redis (`fenliu dev` runs the daemon with both).\n",
         soft_wrap=True,
     )
     header = f"{'time':<8} {'buyer':<8} {'asks for':<9} {'decision':<14} {'agent':<9} group/mode"
