@@ -1,24 +1,21 @@
 """The configuration: `fenliu.toml` and its shop files, read and validated once, up front.
 
-    files.py     the daemon file's models, reading TOML, `load_config`, `load_shop_file`,
-                 `fenliu check-config`
-    problems.py  problems named by file and key, pydantic's errors worded for people
+    daemon_file.py  the models of `fenliu.toml`'s tables, `FenliuConfig`, `[kafka]` cross-checks
+    files.py        reading TOML, `load_config`, `load_shop_file`, `fenliu check-config`
+    problems.py     problems named by file and key, pydantic's errors worded for people
 
 What a valid shop is lives in `daemon.core.config`.
 """
 
-from daemon.config.files import (
+from daemon.config.daemon_file import (
     FenliuConfig,
     HttpConfig,
     KafkaConfig,
     RedisConfig,
     ShopsConfig,
     TopicsConfig,
-    check_config_command,
-    describe_shop,
-    load_config,
-    load_shop_file,
 )
+from daemon.config.files import check_config_command, describe_shop, load_config, load_shop_file
 from daemon.config.problems import ConfigError, ConfigProblem
 
 __all__ = [

@@ -4,35 +4,30 @@
 `ConfigError` carrying every problem of every file at once, each a `ConfigProblem` printed
 as ``file: key: message`` (keys are dotted TOML paths: ``agents[3].weight``,
 ``kafka.topics.inquiries``). A caller gets a whole valid configuration or none. What a valid
-shop is lives in `daemon.core.config`; this module adds the daemon file's models, reads
-TOML and words pydantic's errors for people. Secrets (`kafka.sasl_password`, a password in
-`redis.url`) appear neither in the str/repr of the configuration nor in any message.
+shop is lives in `daemon.core.config`, what `fenliu.toml` may say in
+`daemon.config.daemon_file`; this module reads the TOML files, checks a shop's
+cross-references even when its names fail validation, and is `fenliu check-config`. Secrets
+(`kafka.sasl_password`, a password in `redis.url`) appear neither in the str/repr of the
+configuration nor in any message.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    field_validator,
+from daemon.config.daemon_file import (
+    DaemonFile,
+    FenliuConfig,
+    KafkaConfig,
+    ShopsConfig,
+    kafka_problems,
 )
-
 from daemon.config.problems import FILE_KEY, ConfigError, ConfigProblem, validate
 from daemon.core.config import (
     AgentConfig,
-    DurationMs,
     GroupConfig,
     QueueConfig,
     ShopConfig,
@@ -47,187 +42,6 @@ __all__ = [
     "load_config",
     "load_shop_file",
 ]
-
-# --- the daemon file's models ----------------------------------------------------------------
-
-
-def _host_port(text: str, *, lowest_port: int = 1) -> str:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not lowest_port <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not host:port, e.g. '127.0.0.1:9092' or '[::1]:9092'")
-    if ":" in host and not (host.startswith("[") and host.endswith("]")):
-        raise ValueError(f"{text!r}: an IPv6 address goes in brackets, e.g. '[::1]:9092'")
-    return text
-
-
-def _servers(text: str) -> str:
-    for server in text.split(","):
-        _host_port(server.strip())
-    return text
-
-
-def _topic(name: str) -> str:
-    legal = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-    if not name or len(name) > 249 or not set(name) <= legal or name in {".", ".."}:
-        raise ValueError(f"{name!r} is not a Kafka topic name: letters, digits, '.', '_', '-'")
-    return name
-
-
-TopicName = Annotated[str, AfterValidator(_topic)]
-
-
-def _expand_env(text: str | None) -> str | None:
-    """`${NAME}` (or `$NAME`) replaced by the environment's value; empty means None."""
-    if text is None:
-        return None
-    missing = [m.group(1) or m.group(2) for m in _ENV_VAR.finditer(text)]
-    missing = [name for name in missing if name not in os.environ]
-    if missing:
-        raise ValueError(f"uses environment variable {missing[0]}, which is not set")
-    expanded = os.path.expandvars(text)
-    return expanded or None
-
-
-_ENV_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-
-
-class TopicsConfig(_Frozen):
-    """`[kafka.topics]`: the six topic names (CONTRACT 1)."""
-
-    inquiries: TopicName = "fenliu.inquiries"
-    messages: TopicName = "fenliu.messages"
-    agent_status: TopicName = "fenliu.agent-status"
-    assignments: TopicName = "fenliu.assignments"
-    queue_updates: TopicName = "fenliu.queue-updates"
-    dead_letter: TopicName = "fenliu.dead-letter"
-
-
-class KafkaConfig(_Frozen):
-    """`[kafka]`: the brokers and how to reach them (cross-checked by `kafka_problems`)."""
-
-    bootstrap_servers: Annotated[str, AfterValidator(_servers)]  # "host:port,host:port"
-    group_id: str = Field(default="fenliu", min_length=1)
-    client_id: str | None = Field(default=None, min_length=1)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None  # relative to fenliu.toml's folder; absolute once loaded
-    # group membership: a dead instance's partitions move after `session_timeout`; a
-    # non-empty `group_instance_id` is static membership (KIP-345), "${VAR}" expanded
-    session_timeout: Annotated[DurationMs, Field(ge=1000, le=300_000)] = 6000
-    group_instance_id: Annotated[str | None, AfterValidator(_expand_env)] = None
-    # send LeaveGroup when stopping, so the group rebalances at once (false: the group
-    # notices after session_timeout; for brokers where a leave during a rebalance can
-    # stall the group, such as Tansu 0.6 — docs/daemon.md, "Running a fleet")
-    leave_group: bool = True
-    topics: TopicsConfig = TopicsConfig()
-
-
-def kafka_problems(kafka: KafkaConfig) -> list[tuple[str, str]]:
-    """Settings of `[kafka]` that contradict each other, as (key under kafka, problem)."""
-    problems: list[tuple[str, str]] = []
-    proto = kafka.security_protocol or "PLAINTEXT"
-    for name in ("sasl_mechanism", "sasl_username", "sasl_password"):
-        if proto.startswith("SASL_") and getattr(kafka, name) is None:
-            problems.append((name, f"is required with security_protocol = {proto!r}"))
-        elif not proto.startswith("SASL_") and getattr(kafka, name) is not None:
-            problems.append((name, "is only used with security_protocol SASL_PLAINTEXT/SASL_SSL"))
-    if kafka.ssl_cafile is not None and proto not in {"SSL", "SASL_SSL"}:
-        problems.append(("ssl_cafile", "is only used with security_protocol SSL or SASL_SSL"))
-    seen: dict[str, str] = {}
-    for name, topic in kafka.topics:
-        if topic in seen:
-            problems.append((f"topics.{name}", f"{topic!r} is already the {seen[topic]} topic"))
-        seen.setdefault(topic, name)
-    return problems
-
-
-class RedisConfig(_Frozen):
-    """`[redis]`: where routing state is checkpointed. `url` may hold a password: print
-    `redacted_url`, never `url`."""
-
-    url: str = Field(repr=False)
-    key_prefix: str = Field(default="fenliu", min_length=1)
-    cluster: bool = False  # `url` names one node of a Redis Cluster
-
-    @field_validator("url")
-    @classmethod
-    def _redis_url(cls, url: str) -> str:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        try:
-            urlsplit(url).port  # noqa: B018 - parses the port, raising on garbage
-        except ValueError:
-            raise ValueError("is not a valid URL (check the host and port)") from None
-        return url
-
-    @field_validator("key_prefix")
-    @classmethod
-    def _no_braces(cls, prefix: str) -> str:
-        if set(prefix) & set("{} \t\n"):
-            raise ValueError("must not contain spaces, '{' or '}' ({shop_id} is the hash tag)")
-        return prefix
-
-    @property
-    def redacted_url(self) -> str:
-        """The URL with any password replaced by ``***``: safe to log or print."""
-        # Text, not urlsplit: a password holding '/' or '#' must not end up in the host part.
-        scheme, _, rest = self.url.partition("://")
-        userinfo, at, rest = rest.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        rest, mark, query = rest.partition("?")
-        args = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(query, True)]
-        hidden = (f"{user}:***@" if colon else "***@") if at else ""
-        return f"{scheme}://{hidden}{rest}{mark}{urlencode(args, safe='*')}"
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        yield "url", self.redacted_url
-        yield from super().__repr_args__()
-
-
-class HttpConfig(_Frozen):
-    """`[http]`: where `/metrics`, `/healthz`, `/readyz` listen (port 0: any free port)."""
-
-    listen: Annotated[str, AfterValidator(lambda t: _host_port(t, lowest_port=0))] = (
-        "127.0.0.1:9464"
-    )
-
-    @property
-    def host(self) -> str:
-        """The address to bind, without IPv6 brackets."""
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        """The TCP port to bind."""
-        return int(self.listen.rpartition(":")[2])
-
-
-class ShopsConfig(_Frozen):
-    """`[shops]`: the folder whose every ``*.toml`` file is one shop."""
-
-    dir: Path = Path("shops")  # relative to fenliu.toml's folder; absolute once loaded
-
-
-class _DaemonFile(_Frozen):
-    kafka: KafkaConfig
-    redis: RedisConfig
-    http: HttpConfig = HttpConfig()
-    shops: ShopsConfig = ShopsConfig()
-
-
-class FenliuConfig(_DaemonFile):
-    """Everything the daemon runs with: `fenliu.toml` (paths absolute) and every shop."""
-
-    config_path: Path
-    shop_configs: dict[str, ShopConfig]  # by shop id, in shop file name order
-    shop_files: dict[str, Path]  # by shop id: the file it came from
-
 
 # --- reading files -------------------------------------------------------------------------------
 
@@ -313,7 +127,7 @@ def load_shop_file(path: Path) -> ShopConfig:
 
 def _load_daemon_file(
     path: Path, problems: list[ConfigProblem]
-) -> tuple[_DaemonFile | None, Path | None]:
+) -> tuple[DaemonFile | None, Path | None]:
     """The daemon file (None if invalid) and the shop folder to check (None if unknown)."""
     raw = _read_toml(path)
     if isinstance(raw, ConfigProblem):
@@ -322,7 +136,7 @@ def _load_daemon_file(
         return None, fallback if path.is_file() and fallback.is_dir() else None
     shops_dir = _table(raw.get("shops")).get("dir")
     folder = path.parent / (shops_dir if isinstance(shops_dir, str) else "shops")
-    result = validate(_DaemonFile, raw, path)
+    result = validate(DaemonFile, raw, path)
     if isinstance(result, list):  # if [kafka] alone is valid, cross-check it all the same
         problems.extend(result)
         kafka = validate(KafkaConfig, _table(raw.get("kafka")), path)
@@ -333,7 +147,7 @@ def _load_daemon_file(
         cafile = None if kafka.ssl_cafile is None else path.parent / kafka.ssl_cafile
         if cafile is not None and not cafile.is_file():
             problems.append(ConfigProblem(path, "kafka.ssl_cafile", f"no such file: {cafile}"))
-    return (result if isinstance(result, _DaemonFile) else None), folder
+    return (result if isinstance(result, DaemonFile) else None), folder
 
 
 def _load_shops(

