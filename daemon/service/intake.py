@@ -18,7 +18,8 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from daemon.core.engine import Engine, EventRejected
-from daemon.service.checkpoint import Batch, Checkpoint
+from daemon.service.checkpoint import Checkpoint
+from daemon.service.checkpoint_types import Batch
 from daemon.service.kafka import Decoded, TopicMap, ordered_batch
 from daemon.service.metrics import Metrics
 from daemon.service.record_log import dead_letter, log_decision

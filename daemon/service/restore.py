@@ -33,7 +33,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
-from daemon.service.checkpoint import Checkpoint, Restored
+from daemon.service.checkpoint import Checkpoint
+from daemon.service.checkpoint_types import Restored
 from daemon.service.delivery import retrieve
 from daemon.service.metrics import Metrics
 from daemon.service.store import StoreError

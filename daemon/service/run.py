@@ -42,7 +42,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine
-from daemon.service.checkpoint import Batch, Checkpoint
+from daemon.service.checkpoint import Checkpoint
+from daemon.service.checkpoint_types import Batch
 from daemon.service.clients import (
     StartupError,
     check_partitions,
