@@ -17,7 +17,7 @@ from daemon.config import (
     load_config,
     load_shop_file,
 )
-from daemon.config_problems import validate
+from daemon.config.problems import validate
 from daemon.core.config import parse_duration_ms
 from topics.events import Mode
 

@@ -19,7 +19,7 @@ from daemon.core.snapshot import (
     delta_ops,
     stored_snapshot,
 )
-from daemon.store import Owned, ShopCheckpoint, Store
+from daemon.service.store import Owned, ShopCheckpoint, Store
 
 SHOP = "s1"
 CAPACITY = 3
