@@ -46,7 +46,7 @@ from fleet import shop_files
 
 from daemon.config import TopicsConfig
 from daemon.dev.stack import Broker, RedisServer
-from daemon.service.checkpoint import home_partition
+from daemon.service.kafka import home_partition
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
 from tests.e2e import DaemonProcess, write_config

@@ -2,12 +2,13 @@
 brings back, which shops this instance owns and which it has set aside (CONTRACT 6 and 7).
 
 The service owns the I/O order — apply a batch, `Checkpoint.save`, then produce what `save`
-returns — and this module owns the facts: each shop's home partition (`murmur2(key) mod
-partitions`, CONTRACT 1), the owner epochs and checkpoint numbers that fence this instance
-once another has claimed a shop or partition (daemon.service.store), the offsets each shop's stored
-state reflects and each partition's consumed position (records below them are skipped when
-read again), which outboxes hold records Kafka has not acknowledged yet, and the shops and
-partitions set aside.
+returns — and this module owns the facts: each shop's home partition (CONTRACT 1,
+daemon.service.kafka.home_partition), the owner epochs and checkpoint numbers that fence this
+instance once another has claimed a shop or partition (daemon.service.store), the offsets
+each shop's stored state reflects and each partition's consumed position (records below them
+are skipped when read again), which outboxes hold records Kafka has not acknowledged yet, and
+the shops and partitions set aside. The values it exchanges with the service are in
+daemon.service.checkpoint_types.
 
 **Set aside.** A shop is set aside when its engine failed unexpectedly or its stored state
 failed its consistency check (*quarantined*: released by a restart or a reload), or when
@@ -21,13 +22,12 @@ nothing is lost. A partition whose own bookkeeping did not answer waits as a who
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-
-from aiokafka.partitioner import murmur2
 
 from daemon.core.consistency import consistency_problems
 from daemon.core.engine import Engine
 from daemon.core.snapshot import SnapshotError
+from daemon.service.checkpoint_types import Batch, Owner, Position, Restored, Saved, SetAside
+from daemon.service.kafka import home_partition
 from daemon.service.store import (
     OutboxRecord,
     Outcome,
@@ -39,61 +39,12 @@ from daemon.service.store import (
     StoreError,
 )
 
-Owner = str | int  # a shop id, or the partition number of shop-less outputs
-Position = tuple[str, int]  # (topic, partition)
 _NO_HOLD = 2**63
 
 
 def _bump(owned: Owned) -> Owned:
     """The owner's token for its next checkpoint."""
     return Owned(owned.epoch, owned.seq + 1)
-
-
-def home_partition(key: bytes, partitions: int) -> int:
-    """Where the Java client's default partitioner (and aiokafka's) puts a record key."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-@dataclass(slots=True)
-class Batch:
-    """One batch in the making: its outputs in decision order and what it consumed."""
-
-    sends: list[tuple[Owner, OutboxRecord]] = field(default_factory=list)
-    shops: dict[str, ShopCheckpoint] = field(default_factory=dict)
-    partitions: dict[int, PartitionCheckpoint] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Saved:
-    """What a checkpoint wrote: the records to produce; the partitions found taken by
-    another instance (`lost`) or whose bookkeeping did not answer (`waiting`) — their
-    shops are dropped here and the service stops consuming them."""
-
-    sends: list[OutboxRecord]
-    lost: set[int]
-    waiting: set[int]
-
-
-@dataclass(slots=True)
-class SetAside:
-    """Why a shop is set aside, whether it is retried by itself (Redis did not answer), and
-    where its partition's watermark is held per topic."""
-
-    cause: str
-    retry: bool = False
-    holds: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Restored:
-    """What a claim of partitions (or a readmission of shops) brought back."""
-
-    resend: list[OutboxRecord]  # outbox records to produce again, then `acknowledged`
-    shops: int  # shops that had state
-    seeks: dict[Position, int]  # where to read from: watermarks, or a held position
-    set_aside: dict[str, str]  # shop -> why it is not served
-    owned: set[int]  # the partitions claimed
-    waiting: dict[int, str]  # partitions whose claim failed -> why
 
 
 class Checkpoint:

@@ -1,8 +1,10 @@
-"""The daemon's side of its control plane: what its HTTP routes answer, and reloading.
+"""The daemon's side of its control plane: what its HTTP routes answer, its signals, and
+reloading.
 
 `routes(service)` answers /metrics, /healthz, /readyz, /shops/{id}/explain and
 POST /-/reload (daemon/service/http.py serves them; daemon/tools/control.py is the
-`fenliu reload` client).
+`fenliu reload` client). `install_signals` has SIGTERM and SIGINT ask the service to stop,
+SIGHUP to reload; the handlers only set flags.
 A reload — SIGHUP or POST /-/reload — is queued by `Service.request_reload` as a future and
 applied by the loop between batches with `apply_reload`: every file is read again, only shop
 files are applied, and changes to `[kafka]`, `[redis]` or `[http]` are reported as needing a
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -99,6 +102,21 @@ def _settle(futures: list[asyncio.Future[str]], text: str, *, ok: bool) -> None:
         with contextlib.suppress(asyncio.CancelledError, ReloadRefused):
             if future.done():
                 future.exception()  # mark retrieved: a SIGHUP reload has no listener
+
+
+def install_signals(stop: Callable[[], None], reload: Callable[[], object]) -> None:
+    """SIGTERM and SIGINT call `stop`, SIGHUP calls `reload` (each only sets a flag)."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    loop.add_signal_handler(signal.SIGINT, stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload() and None)
+
+
+def remove_signals() -> None:
+    """Undo `install_signals`."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
 
 
 def routes(service: Served) -> Routes:

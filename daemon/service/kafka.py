@@ -1,10 +1,11 @@
 """Kafka plumbing of the service: co-partitioned assignment, batch ordering, output routing.
 
 Every event of a shop is keyed by the shop id, so it lands on the same partition number of
-each input topic. `CoPartitionAssignor` gives partition p of *every* subscribed topic to the
-same member, so exactly one instance owns a shop (CONTRACT 1 and 7). `ordered_batch` turns a
-fetched batch into per-partition sequences in which the three topics are merged by event
-time (`ts`) while each topic keeps its own offset order.
+each input topic: the shop's home, `home_partition` (`murmur2(key) mod partitions`, the
+default partitioner's choice). `CoPartitionAssignor` gives partition p of *every* subscribed
+topic to the same member, so exactly one instance owns a shop (CONTRACT 1 and 7).
+`ordered_batch` turns a fetched batch into per-partition sequences in which the three topics
+are merged by event time (`ts`) while each topic keeps its own offset order.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from daemon.config import TopicsConfig
@@ -33,6 +35,11 @@ from topics.events import (
     Rejected,
     SessionClosed,
 )
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """Where the Java client's default partitioner (and aiokafka's) puts a record key."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class CoPartitionAssignor(AbstractPartitionAssignor):  # type: ignore[misc]  # aiokafka is untyped

@@ -9,6 +9,16 @@ Redis has none, to the group's committed offset, or the beginning. The service `
 the same way after readmitting shops that were set aside (daemon.service.checkpoint).
 Any failure raises (StoreError from Redis, KafkaError from Kafka) and the service retries.
 
+`Ownership` keeps the partitions this instance owns — assigned, claimed and restored — and
+makes the moves that change them: `restore` (an assignment, an outage), `readmit`, `revoke`,
+`lose` and `wait`. A fleet: restoring a partition claims it in Redis, so an instance that
+missed a rebalance finds its next checkpoint fenced, publishes nothing of it and lets the
+partition go (`lose`; the service then asks for a rebalance). One shop's trouble stays that
+shop's: an engine failure quarantines it, a Redis Cluster node that does not answer makes it
+wait, and either way its records are held and read again when it is readmitted
+(daemon.service.checkpoint, "Set aside"). Partitions whose own bookkeeping did not answer
+`wait` as a whole and are claimed again by `readmit`.
+
 `Rebalance` hands aiokafka's partition moves to the service, which takes its lock for them.
 """
 
@@ -23,8 +33,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
-from daemon.service.checkpoint import Checkpoint, Restored
+from daemon.service.checkpoint import Checkpoint
+from daemon.service.checkpoint_types import Restored
+from daemon.service.delivery import retrieve
 from daemon.service.metrics import Metrics
+from daemon.service.store import StoreError
 
 RESEND_TIMEOUT_S = 30.0  # re-sending outboxes after a restore
 RESEND_CHECK_S = 1.0  # while waiting for those acknowledgements, look at `stopping` this often
@@ -128,10 +141,102 @@ async def _seek(consumer: AIOKafkaConsumer, restored: Restored, fresh: set[Topic
             consumer.seek(tp, offset)
 
 
-def retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a dropped delivery future's outcome as seen (its record is re-sent anyway)."""
-    if not future.cancelled():
-        future.exception()
+class Ownership:
+    """The input partitions this instance owns — assigned, claimed in Redis and restored —
+    and the moves that change them. The service makes each move under its lock."""
+
+    def __init__(
+        self, checkpoint: Checkpoint, *, stopping: Stopping, metrics: Metrics, log: Any
+    ) -> None:
+        self._checkpoint = checkpoint
+        self._stopping = stopping
+        self._metrics = metrics
+        self._log = log
+        self.owned: set[TopicPartition] = set()
+        self._assigned_at: float | None = None  # the last assignment, until records came
+
+    @property
+    def waiting(self) -> bool:
+        """Whether shops or partitions wait for their Redis node (retried by `readmit`)."""
+        checkpoint = self._checkpoint
+        return bool(checkpoint.waiting_partitions or checkpoint.waiting)
+
+    def assigned(self) -> None:
+        """A rebalance assigned partitions: the hand-off is timed until records come."""
+        self._assigned_at = time.monotonic()
+
+    def consuming(self, polled: Iterable[TopicPartition]) -> None:
+        """The first records of an owned partition after an assignment: the daemon's own
+        share of a hand-off (restore, then the first fetch) is over."""
+        if self._assigned_at is None or not any(tp in self.owned for tp in polled):
+            return
+        took = time.monotonic() - self._assigned_at
+        self._assigned_at = None
+        self._metrics.handoff_seconds.observe(took)
+        self._log.info("consuming", since_assigned_s=round(took, 3))
+
+    async def restore(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        assigned: Iterable[TopicPartition],
+    ) -> None:
+        """Own `assigned` once their shops are back from Redis (`restore_partitions`)."""
+        self.owned = set()
+        self.owned = await restore_partitions(
+            self._checkpoint,
+            consumer,
+            producer,
+            assigned,
+            stopping=self._stopping,
+            metrics=self._metrics,
+            log=self._log,
+        )
+
+    async def readmit(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, *, released: bool
+    ) -> None:
+        """Serve again what was set aside: shops and partitions whose Redis node did not
+        answer, and (`released`, after a reload) the quarantined shops. Their records are
+        read again from where they were held; nothing was lost. Redis still unreachable:
+        nothing changes (tried again later); KafkaError when Kafka fails."""
+        checkpoint, log, stopping = self._checkpoint, self._log, self._stopping
+        shops = list(checkpoint.set_aside if released else checkpoint.waiting)
+        try:
+            readmitted = await checkpoint.readmit(shops)
+            await resume(checkpoint, consumer, producer, readmitted, (), stopping=stopping,
+                         log=log)  # fmt: skip
+            assignment = {tp.partition for tp in consumer.assignment()}
+            parts = [p for p in checkpoint.waiting_partitions if p in assignment]
+            claimed = await checkpoint.claim(parts)
+            fresh = {tp for tp in consumer.assignment() if tp.partition in claimed.owned}
+            await resume(checkpoint, consumer, producer, claimed, fresh, stopping=stopping,
+                         log=log)  # fmt: skip
+        except StoreError:
+            return
+        self.owned |= fresh
+        back = [s for s in shops if s not in checkpoint.set_aside]
+        if back or claimed.owned:
+            log.info("readmitted", shops=len(back), partitions=sorted(claimed.owned))
+
+    def revoke(self, revoked: list[TopicPartition]) -> None:
+        """A rebalance took these partitions: let them and their shops go."""
+        self.owned -= set(revoked)
+        self._checkpoint.release({tp.partition for tp in revoked})
+        self._log.info("partitions_revoked", partitions=sorted({tp.partition for tp in revoked}))
+
+    def lose(self, partitions: set[int]) -> None:
+        """Another instance claimed these partitions (a checkpoint found them fenced): stop
+        consuming them. The service then asks for a rebalance."""
+        self.owned = {tp for tp in self.owned if tp.partition not in partitions}
+        self._metrics.fenced.inc(len(partitions))
+        self._log.warning("partitions_fenced", partitions=sorted(partitions))
+
+    def wait(self, partitions: set[int]) -> None:
+        """These partitions' bookkeeping did not answer: stop consuming them until a
+        `readmit` claims them again."""
+        self.owned = {tp for tp in self.owned if tp.partition not in partitions}
+        self._log.warning("partitions_waiting", partitions=sorted(partitions))
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

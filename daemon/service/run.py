@@ -3,9 +3,9 @@
 One loop, nothing hidden in background tasks:
 
     poll a batch (getmany, waiting at most until the engine's next deadline)
-    → decode → feed the engine partition by partition, the three topics merged by `ts`
-    → fire due timers → checkpoint to Redis: changed state, offsets, outbox (daemon.service.store)
-    → hand every output to the producer (batched by its linger)
+    → feed it to the engine and fire due timers (daemon.service.intake)
+    → checkpoint to Redis: changed state, offsets, outbox (daemon.service.checkpoint)
+    → hand every output to the producer, batched by its linger (daemon.service.delivery)
     → every COMMIT_EVERY_S: wait for the acknowledgements, empty the outboxes, commit
 
 The wait in `getmany` is the one timer: it never sleeps past the engine's next deadline, so
@@ -15,30 +15,24 @@ SIGHUP reloads the configuration between batches. A reload that fails validation
 nothing and is logged and counted.
 
 Redis is the source of truth. No output reaches Kafka before the checkpoint that decided it;
-on every partition assignment (and after any outage) the owned shops are loaded from Redis,
-their outboxes are sent again with the same ids, and each input partition is read again from
-its watermark — records a shop already reflects are skipped by offset. Kafka group commits
-are kept for lag tooling only. A rebalance listener takes the same lock as a batch, so a
-revoke waits for the batch in hand.
-
-A fleet: loading a partition claims it in Redis, so an instance that missed a rebalance
-finds its next checkpoint fenced, publishes nothing of it and lets the partition go
-(`_lost`). One shop's trouble stays that shop's: an engine failure quarantines it, a Redis
-Cluster node that does not answer makes it wait, and either way its records are held and
-read again when it is readmitted (daemon.service.checkpoint, "Set aside").
+on every partition assignment, and after any outage (`_break`, then `_recover`), the owned
+shops are restored from Redis (daemon.service.restore). A rebalance listener takes the same
+lock as a batch, so a revoke waits for the batch in hand. A checkpoint that finds partitions
+fenced lets them go and asks for a rebalance; shops and partitions whose Redis node did not
+answer are readmitted every RETRY_WAITING_S.
 
 Around it, in daemon.service: clients (the Kafka and Redis clients, the startup check),
-restore (the restore itself and the rebalance listener), control_plane (HTTP routes, reload),
-readiness (what /readyz and the lag metric read) and record_log (rejections and decisions as
-log lines).
+intake (records and timers into the engine), delivery (outputs to Kafka and their
+acknowledgements), restore (the restore, the partitions owned, the rebalance listener),
+control_plane (HTTP routes, reload), readiness (what /readyz and the lag metric read) and
+record_log (rejections and decisions as log lines).
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +41,9 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from daemon.config import ConfigError, FenliuConfig, load_config
-from daemon.core.engine import Engine, EventRejected
-from daemon.service.checkpoint import Batch, Checkpoint
+from daemon.core.engine import Engine
+from daemon.service.checkpoint import Checkpoint
+from daemon.service.checkpoint_types import Batch
 from daemon.service.clients import (
     StartupError,
     check_partitions,
@@ -61,17 +56,17 @@ from daemon.service.clients import (
     skip_leave_group,
 )
 from daemon.service.clock import wall_ms
-from daemon.service.control_plane import apply_reload, routes
+from daemon.service.control_plane import apply_reload, install_signals, remove_signals, routes
+from daemon.service.delivery import Deliveries
 from daemon.service.http import HttpServer
-from daemon.service.kafka import Decoded, TopicMap, ordered_batch
+from daemon.service.intake import Intake
+from daemon.service.kafka import TopicMap
 from daemon.service.logs import get_logger
 from daemon.service.metrics import Metrics
 from daemon.service.readiness import consumer_lag, partitions_fresh, redis_answers
-from daemon.service.record_log import dead_letter, log_decision
-from daemon.service.restore import RELEASE_HINT, Rebalance, restore_partitions, resume, retrieve
-from daemon.service.store import OutboxRecord, Store, StoreError
-from topics.codec import DecodeError, decode, encode, type_name
-from topics.events import InputEvent, OutputEvent
+from daemon.service.restore import Ownership, Rebalance
+from daemon.service.store import Store, StoreError
+from topics.events import OutputEvent
 
 MAX_RECORDS = 5000  # records per poll
 COMMIT_EVERY_S = 0.2  # acknowledgements are awaited and offsets committed this often
@@ -79,10 +74,7 @@ MAX_WAIT_MS = 1000  # longest poll wait, so flags are seen within a second
 POLL_GUARD_S = 2.0  # a poll that waits longer is waiting for a rebalance: stop waiting
 REDIS_PING_EVERY_S = 2.0
 RETRY_WAITING_S = 1.0  # shops and partitions waiting for their Redis node: retried this often
-ACK_PATIENCE_S = 1.0  # acknowledgements later than this: report not ready while waiting
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0  # retrying after an outage
-COMMIT_TIMEOUT_S = 2.0  # the group commit (informational; it hangs while Kafka is away)
-STOP_ACK_WAIT_S = 3.0  # stopping: how long to wait for outstanding acknowledgements
 EXIT_OK, EXIT_CONFIG = 0, 2
 
 
@@ -116,17 +108,16 @@ class Service:
         self._broken: str | None = None  # what failed; cleared once the state is restored
         self._restore_next = False  # a reload asked for the owned shops to be restored
         self._readmit_next = False  # a reload asked for the quarantined shops to be served
-        self._assigned_at: float | None = None  # the last assignment, until records came
         self._lock = asyncio.Lock()  # a batch, a settle, a restore or a rebalance at a time
-        self._owned: set[TopicPartition] = set()  # assigned and restored
-        self._unacked: list[asyncio.Future[Any]] = []
-        self._positions: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
-        self._counts = {"in": 0, "out": 0, "rejected": 0}
-        self._misrouted_logged: set[tuple[str, str, int]] = set()
+        self.intake = Intake(self.engine, self.checkpoint, self.topics, self.metrics, self.log)
+        self.deliveries = Deliveries(self.checkpoint, self.log)
+        self.ownership = Ownership(
+            self.checkpoint, stopping=self._stop_flag, metrics=self.metrics, log=self.log
+        )
         self.metrics.watch(
             lambda: self.engine,
-            lambda: consumer_lag(self._consumer, self._positions),
+            lambda: consumer_lag(self._consumer, self.intake.positions),
             lambda: {s: a.retry for s, a in self.checkpoint.set_aside.items()},
         )
 
@@ -167,7 +158,8 @@ class Service:
         )
         consumer.subscribe(inputs, listener=listener)
         self._consumer = consumer
-        self._install_signals()
+        if self.install_signals:
+            install_signals(self.request_stop, self.request_reload)
         self.log.info(
             "service_started",
             shops=len(self.engine.shops),
@@ -180,30 +172,18 @@ class Service:
             await self._loop(consumer, producer)
         finally:
             self.ready = False
-            self._remove_signals()
+            if self.install_signals:
+                remove_signals()
             if not kafka.leave_group:
                 skip_leave_group(consumer)
             await close_within(consumer.stop(), "consumer", self.log)
             await close_within(producer.stop(), "producer", self.log)
             await close_within(self.redis.aclose(), "redis", self.log)
             await close_within(http.close(), "http", self.log)
-            self.log.info("service_stopped", **self._counts)
+            intake, sent = self.intake, self.deliveries.sent
+            counts = {"in": intake.received, "out": sent, "rejected": intake.rejected}
+            self.log.info("service_stopped", **counts)
         return EXIT_OK
-
-    def _install_signals(self) -> None:
-        if not self.install_signals:
-            return
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-        loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.request_reload() and None)
-
-    def _remove_signals(self) -> None:
-        if not self.install_signals:
-            return
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
 
     # ------------------------------------------------------------------------ the loop
 
@@ -218,7 +198,7 @@ class Service:
                 self._broken = "reload"  # not a failure: `_recover` restores the partitions
                 continue
             if self._readmit_next or (
-                self._has_waiting() and time.monotonic() - last_retry >= RETRY_WAITING_S
+                self.ownership.waiting and time.monotonic() - last_retry >= RETRY_WAITING_S
             ):
                 last_retry = time.monotonic()
                 async with self._lock:
@@ -235,11 +215,10 @@ class Service:
                 )
             except TimeoutError:
                 batch = {}  # still rebalancing: look at the flags (SIGTERM) and timers
-            if self._assigned_at is not None and any(tp in self._owned for tp in batch):
-                self._consuming()
+            self.ownership.consuming(batch)
             async with self._lock:
                 await self._step(producer, batch, reload_outputs)
-                if self._unacked and time.monotonic() - last_settle >= COMMIT_EVERY_S:
+                if self.deliveries.pending and time.monotonic() - last_settle >= COMMIT_EVERY_S:
                     await self._settle(consumer)
                     last_settle = time.monotonic()
             if time.monotonic() - last_ping > REDIS_PING_EVERY_S:
@@ -269,10 +248,10 @@ class Service:
         now = self.clock()
         work = Batch()
         for event in reload_outputs:
-            self._add_output(work, event, None)
-        owned = {tp: records for tp, records in batch.items() if tp in self._owned}
-        self._apply(work, owned, now)
-        self._fire_timers(work, now)
+            self.intake.add_output(work, event, None)
+        owned = {tp: records for tp, records in batch.items() if tp in self.ownership.owned}
+        self.intake.apply(work, owned, now)
+        self.intake.fire_timers(work, now)
         started = time.perf_counter()
         try:
             saved = await self.checkpoint.save(work)
@@ -283,195 +262,39 @@ class Service:
         self.metrics.checkpoints.labels("ok").inc()
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
         if saved.lost:
-            self._lost(saved.lost)
+            self.ownership.lose(saved.lost)
+            # Usually this instance missed a rebalance and the group has moved on; if instead
+            # the other claimed late from an assignment the group has since replaced, the
+            # rebalance has the rightful owner claim them again.
+            if self._consumer is not None:
+                request_rejoin(self._consumer)
         if saved.waiting:
-            self._owned = {tp for tp in self._owned if tp.partition not in saved.waiting}
-            self.log.warning("partitions_waiting", partitions=sorted(saved.waiting))
-        self._unacked += await self._send(producer, saved.sends)
-
-    def _has_waiting(self) -> bool:
-        checkpoint = self.checkpoint
-        return bool(checkpoint.waiting_partitions or checkpoint.waiting)
+            self.ownership.wait(saved.waiting)
+        await self.deliveries.send(producer, saved.sends)
 
     async def _readmit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
-        """Serve again what was set aside: shops and partitions whose Redis node did not
-        answer (tried every RETRY_WAITING_S), and after a reload the quarantined shops.
-        Their records are read again from where they were held; nothing was lost."""
-        checkpoint, released = self.checkpoint, self._readmit_next
-        self._readmit_next = False
-        shops = list(checkpoint.set_aside if released else checkpoint.waiting)
+        """Serve again what was set aside (daemon.service.restore): what waits for its Redis
+        node, tried every RETRY_WAITING_S, and after a reload the quarantined shops."""
+        released, self._readmit_next = self._readmit_next, False
         try:
-            readmitted = await checkpoint.readmit(shops)
-            await resume(checkpoint, consumer, producer, readmitted, (), stopping=self._stop_flag,
-                         log=self.log)  # fmt: skip
-            parts = [p for p in checkpoint.waiting_partitions if p in _partitions(consumer)]
-            claimed = await checkpoint.claim(parts)
-            fresh = {tp for tp in consumer.assignment() if tp.partition in claimed.owned}
-            await resume(checkpoint, consumer, producer, claimed, fresh, stopping=self._stop_flag,
-                         log=self.log)  # fmt: skip
-        except StoreError:
-            return  # still unreachable: tried again in RETRY_WAITING_S
+            await self.ownership.readmit(consumer, producer, released=released)
         except (KafkaError, OSError) as exc:
             self._break("kafka", exc)
-            return
-        self._owned |= fresh
-        back = [s for s in shops if s not in checkpoint.set_aside]
-        if back or claimed.owned:
-            self.log.info("readmitted", shops=len(back), partitions=sorted(claimed.owned))
 
     def _stop_flag(self) -> bool:
         return self._stopping
 
-    def _fire_timers(self, work: Batch, now: int) -> None:
-        """Fire the due timers of every shop; a shop whose engine fails is quarantined."""
-        engine = self.engine
-        for shop_id in engine.due(now):
-            try:
-                outputs = engine.fire(shop_id, now)
-            except Exception as exc:  # noqa: BLE001 - the shop's supervisor: quarantine it
-                self._quarantine(work, shop_id, exc)
-                continue
-            for event in outputs:
-                self._add_output(work, event, None)
-
-    def _quarantine(self, work: Batch, shop_id: str, exc: BaseException) -> None:
-        """Set a shop aside after its engine failed (daemon.service.checkpoint): the others go
-        on."""
-        cause = f"engine failed: {type(exc).__name__}: {exc}"
-        self.checkpoint.put_aside(shop_id, cause, work)
-        self.log.error(
-            "shop_quarantined", shop_id=shop_id, cause=cause, release=RELEASE_HINT,
-            exc_info=exc,
-        )  # fmt: skip
-
-    def _lost(self, partitions: set[int]) -> None:
-        """Another instance claimed these partitions: stop consuming them and ask for a
-        rebalance. Usually this instance missed one and the group has moved on; if instead
-        the other claimed late from an assignment the group has since replaced, the
-        rebalance has the rightful owner claim them again."""
-        self._owned = {tp for tp in self._owned if tp.partition not in partitions}
-        self.metrics.fenced.inc(len(partitions))
-        self.log.warning("partitions_fenced", partitions=sorted(partitions))
-        if self._consumer is not None:
-            request_rejoin(self._consumer)
-
-    def _apply(
-        self, work: Batch, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], now: int
-    ) -> None:
-        engine, checkpoint = self.engine, self.checkpoint
-        for _, items in ordered_batch(batch, list(self.topics.inputs), self._decode):
-            for item in items:
-                record = item.record
-                topic, part, offset = record.topic, record.partition, record.offset
-                self._positions[TopicPartition(topic, part)] = offset + 1
-                event = item.event
-                shop_id = event.shop_id if event is not None else _key_text(record.key)
-                home = configured = None  # the shop if configured; and if on its partition
-                if shop_id is not None and shop_id in engine.shops:
-                    configured = shop_id
-                    home = shop_id if checkpoint.home(shop_id) == part else None
-                if checkpoint.seen_before(home, topic, part, offset):
-                    checkpoint.consumed(work, None, topic, part, offset)
-                    continue  # already in the restored state, or rejected before
-                checkpoint.consumed(work, home, topic, part, offset)
-                self._counts["in"] += 1
-                if event is None:
-                    assert item.error is not None
-                    self._add_output(work, self._reject(record, item.error, now, "invalid"), part)
-                elif configured is not None and home is None:
-                    self._add_output(work, self._misrouted(record, event.shop_id, now), part)
-                elif home not in checkpoint.set_aside:  # else held: read again on readmission
-                    self._handle(work, record, event, part, now)
-
-    def _handle(
-        self, work: Batch, record: ConsumerRecord[Any, Any], event: InputEvent, part: int, now: int
-    ) -> None:
-        """Feed one event to the engine; a shop whose engine fails is quarantined."""
-        engine = self.engine
-        self.metrics.events_in.labels(record.topic, type_name(event)).inc()
-        started = time.perf_counter()
-        try:
-            outputs = engine.handle(event, now)
-        except EventRejected as rejected:
-            outputs = rejected.outputs
-            kind = "unknown_shop" if event.shop_id not in engine.shops else "refused"
-            outputs.append(self._reject(record, rejected.reason, now, kind))
-        except Exception as exc:  # noqa: BLE001 - the shop's supervisor: quarantine it
-            self._quarantine(work, event.shop_id, exc)
-            return
-        self.metrics.decision_seconds.observe(time.perf_counter() - started)
-        for output in outputs:
-            self._add_output(work, output, part)
-
-    def _misrouted(self, record: ConsumerRecord[Any, Any], shop_id: str, now: int) -> OutputEvent:
-        """The dead letter of a record on another partition than its shop's (CONTRACT 1);
-        logged once per topic, shop and partition found, counted every time."""
-        home = self.checkpoint.home(shop_id)
-        reason = (
-            f"shop {shop_id!r} belongs on partition {home} of {record.topic}, found on "
-            f"{record.partition}: the producer is not using the murmur2 partitioner "
-            "(librdkafka: partitioner=murmur2_random)"
-        )
-        self.metrics.misrouted.labels(record.topic).inc()
-        pattern = (record.topic, shop_id, record.partition)
-        if pattern not in self._misrouted_logged:
-            self._misrouted_logged.add(pattern)
-            self.log.error(
-                "records_misrouted", shop_id=shop_id, topic=record.topic,
-                partition=record.partition, belongs_on=home, reason=reason,
-            )  # fmt: skip
-        return self._reject(record, reason, now, "misrouted", logged=False)
-
-    def _add_output(self, work: Batch, event: OutputEvent, part: int | None) -> None:
-        key = event.shop_id.encode() if event.shop_id is not None else None
-        record = OutboxRecord(self.topics.output_topic(event), key, encode(event))
-        checkpoint = self.checkpoint
-        checkpoint.output(work, checkpoint.owner_of(event.shop_id, part), record)
-        self.metrics.decided([event])
-        log_decision(self.log, event)
-
     async def _settle(self, consumer: AIOKafkaConsumer) -> None:
-        """Wait until Kafka acknowledged every output sent, empty the outboxes, commit.
+        """Settle the deliveries (daemon.service.delivery): while acknowledgements are
+        overdue the service reports not ready; a failure sends it to `_recover`."""
+        failed = await self.deliveries.settle(
+            consumer, stopping=self._stop_flag, overdue=self._not_ready
+        )
+        if failed is not None:
+            self._break(*failed)
 
-        While acknowledgements are overdue (Kafka unreachable) the service reports not
-        ready and fetches nothing; an output Kafka refused sends the service to `_recover`,
-        which sends the outboxes again. Once the service is stopping it waits at most
-        STOP_ACK_WAIT_S: what is still unacknowledged stays in the outboxes in Redis and is
-        sent again at the next start.
-        """
-        pending = [f for f in self._unacked if not f.done()]
-        slow = False
-        give_up: float | None = None
-        while pending:
-            if self._stopping and give_up is None:
-                give_up = time.monotonic() + STOP_ACK_WAIT_S
-            if give_up is not None and time.monotonic() >= give_up:
-                self.log.warning("stopped_with_outputs_unacknowledged", pending=len(pending))
-                self._drop_unacked()
-                return
-            _, still = await asyncio.wait(pending, timeout=ACK_PATIENCE_S)
-            pending = list(still)
-            if pending and not slow:
-                slow, self.ready = True, False
-                self.log.warning("kafka_acks_overdue", pending=len(pending))
-        failed = [e for f in self._unacked if (e := f.exception()) is not None]
-        self._unacked.clear()
-        if failed:
-            self._break("kafka", failed[0])
-            return
-        if slow:
-            self.log.info("kafka_acks_resumed")
-        try:
-            await self.checkpoint.acknowledged()
-        except StoreError as exc:
-            self._break("redis", exc)
-            return
-        if not consumer.assignment():
-            return
-        try:  # informational only (Redis holds the positions); it hangs while Kafka is away
-            await asyncio.wait_for(consumer.commit(), timeout=COMMIT_TIMEOUT_S)
-        except (KafkaError, TimeoutError) as exc:
-            self.log.warning("kafka_commit_failed", error=str(exc) or type(exc).__name__)
+    def _not_ready(self) -> None:
+        self.ready = False
 
     # ---------------------------------------------------------------- outages & restore
 
@@ -481,15 +304,7 @@ class Service:
             self.log.error(f"{component}_failed", error=str(exc) or type(exc).__name__)
         self._broken = component
         self.ready = False
-        self._drop_unacked()
-
-    def _drop_unacked(self) -> None:
-        """Stop waiting for deliveries; their records stay in the outboxes in Redis."""
-        if self._unacked:
-            self.checkpoint.abandoned = True
-        for future in self._unacked:
-            future.add_done_callback(retrieve)
-        self._unacked.clear()
+        self.deliveries.drop()
 
     async def _recover(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """Retry, with capped exponential backoff, restoring the owned shops from Redis."""
@@ -497,7 +312,7 @@ class Service:
         while not self._stopping:
             async with self._lock:
                 try:
-                    await self._restore(consumer, producer, consumer.assignment())
+                    await self.ownership.restore(consumer, producer, consumer.assignment())
                 except (StoreError, KafkaError, OSError) as exc:
                     self.log.warning(
                         "recovery_retry", broken=self._broken, error=str(exc), retry_in_s=delay
@@ -509,32 +324,12 @@ class Service:
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
 
-    async def _restore(
-        self,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-        assigned: Iterable[TopicPartition],
-    ) -> None:
-        """Own `assigned` once their shops are back from Redis (daemon.service.restore)."""
-        self._owned = set()
-        self._owned = await restore_partitions(
-            self.checkpoint,
-            consumer,
-            producer,
-            assigned,
-            stopping=lambda: self._stopping,
-            metrics=self.metrics,
-            log=self.log,
-        )
-
     async def _on_revoked(self, consumer: AIOKafkaConsumer, revoked: list[TopicPartition]) -> None:
         """Rebalance: finish the batch in hand (the lock), settle, then let go."""
         async with self._lock:
             if self._broken is None:
                 await self._settle(consumer)
-            self._owned -= set(revoked)
-            self.checkpoint.release({tp.partition for tp in revoked})
-            self.log.info("partitions_revoked", partitions=sorted({tp.partition for tp in revoked}))
+            self.ownership.revoke(revoked)
 
     async def _on_assigned(
         self,
@@ -543,54 +338,19 @@ class Service:
         assigned: list[TopicPartition],
     ) -> None:
         """Rebalance: restore the shops of the new partitions before consuming them."""
-        self._assigned_at = time.monotonic()
+        self.ownership.assigned()
         async with self._lock:
             try:
-                await self._restore(consumer, producer, assigned)
+                await self.ownership.restore(consumer, producer, assigned)
             except (StoreError, KafkaError, OSError) as exc:
                 self._break("restore", exc)
 
-    def _consuming(self) -> None:
-        """The first records after an assignment: the daemon's own share of a hand-off
-        (restore, then the first fetch) is over."""
-        assert self._assigned_at is not None
-        took = time.monotonic() - self._assigned_at
-        self._assigned_at = None
-        self.metrics.handoff_seconds.observe(took)
-        self.log.info("consuming", since_assigned_s=round(took, 3))
-
     def _is_ready(self, consumer: AIOKafkaConsumer) -> bool:
         """Consuming, with Redis answering and every owned partition fetched recently."""
-        if self._broken is not None or not self._owned or not self._redis_ok:
+        owned = self.ownership.owned
+        if self._broken is not None or not owned or not self._redis_ok:
             return False
-        return partitions_fresh(consumer, self._owned)
-
-    def _decode(self, record: ConsumerRecord[Any, Any]) -> Decoded:
-        try:
-            event = decode(record.value, record.key, self.topics.inputs[record.topic])
-        except DecodeError as exc:
-            return Decoded(record, None, str(exc))
-        return Decoded(record, event, None)
-
-    def _reject(
-        self,
-        record: ConsumerRecord[Any, Any],
-        reason: str,
-        now: int,
-        kind: str,
-        *,
-        logged: bool = True,
-    ) -> OutputEvent:
-        self._counts["rejected"] += 1
-        self.metrics.rejects.labels(kind).inc()
-        return dead_letter(record, reason, now, self.log if logged else None)
-
-    async def _send(
-        self, producer: AIOKafkaProducer, records: list[OutboxRecord]
-    ) -> list[asyncio.Future[Any]]:
-        """Hand records to the producer (batched by its linger); the delivery futures."""
-        self._counts["out"] += len(records)
-        return [await producer.send(r.topic, r.value, r.key) for r in records]
+        return partitions_fresh(consumer, owned)
 
     # -------------------------------------------------------------------------- reload
 
@@ -608,21 +368,6 @@ class Service:
         elif self.checkpoint.quarantined:
             self._readmit_next = True
         return outputs
-
-
-def _partitions(consumer: AIOKafkaConsumer) -> set[int]:
-    """The partition numbers assigned to this instance."""
-    return {tp.partition for tp in consumer.assignment()}
-
-
-def _key_text(key: bytes | None) -> str | None:
-    """A record key as a shop id, if it decodes."""
-    if key is None:
-        return None
-    try:
-        return key.decode()
-    except UnicodeDecodeError:
-        return None
 
 
 def run_command(config_path: Path, log_level: str = "info") -> int:

@@ -28,7 +28,7 @@ noticing (a long pause, a rebalance it missed) changes nothing once the new owne
 claimed: its writes come back `FENCED`. Each write also carries the owner's checkpoint
 number (`ckseq`); a write whose number is not above the stored one is `AGAIN` and changes
 nothing, so a client that re-sends a script after a lost reply (the cluster client does)
-cannot append an outbox or the seen ids twice.
+cannot append an outbox or the seen ids twice. The scripts are in daemon.service.scripts.
 
 A checkpoint writes the shops first and, in a second round trip, the watermarks of the
 partitions whose shops all succeeded, so a watermark never runs ahead of a shop it covers,
@@ -38,7 +38,6 @@ fenced shop write is always followed by a fenced watermark write.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -48,50 +47,7 @@ import orjson
 from redis.exceptions import NoScriptError, RedisError
 
 from daemon.core.snapshot import ROW_PARTS, ShopDelta, delta_ops, stored_snapshot
-
-_WRITE = """
-local owner = redis.call('HMGET', KEYS[1], 'epoch', 'ckseq')
-if owner[1] ~= ARGV[1] then return 'fenced' end
-local numbered = ARGV[2] ~= '-'
-if numbered and tonumber(owner[2] or '0') >= tonumber(ARGV[2]) then return 'again' end
-local i = 3
-while i <= #ARGV do
-  local op, key, n = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
-  i = i + 3
-  if n == 0 then redis.call(op, key) end
-  local j = 0
-  while j < n do
-    local m = math.min(n - j, 1000)
-    redis.call(op, key, unpack(ARGV, i + j, i + j + m - 1))
-    j = j + m
-  end
-  i = i + n
-end
-if numbered then redis.call('HSET', KEYS[1], 'ckseq', ARGV[2]) end
-return 'ok'
-"""
-"""Fenced write. KEYS[1]: the owner hash. ARGV: epoch, ckseq ('-': not numbered, e.g. an
-outbox clear, which is harmless to repeat), then operations, each as
-command, key index, argument count, arguments (variadic commands are split in chunks of
-1,000 arguments, so pairs of HSET stay together)."""
-
-_CLAIM = """
-local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('HSET', KEYS[1], 'ckseq', 0)
-local out = {epoch, redis.call('HGETALL', KEYS[1])}
-for k = 2, #KEYS do
-  if ARGV[k - 1] == 'hash' then
-    out[#out + 1] = redis.call('HGETALL', KEYS[k])
-  else
-    out[#out + 1] = redis.call('LRANGE', KEYS[k], 0, -1)
-  end
-end
-return out
-"""
-"""Claim. KEYS[1]: the owner hash; KEYS[2..]: keys to read, ARGV[k-1] says 'hash' or
-'list' for KEYS[k]. Returns the new epoch, the owner hash, then each key's content."""
-
-CHUNK = 1000  # arguments per variadic command inside the write script
+from daemon.service.scripts import CLAIM, WRITE, op, sha
 
 
 class StoreError(RuntimeError):
@@ -204,7 +160,7 @@ class Store:
         """Become the owner of these partitions; their watermarks and shop-less outboxes
         (or, where the node holding one did not answer, the error)."""
         wanted = sorted(partitions)
-        calls = [(_CLAIM, self._partition_keys(p), ["list"]) for p in wanted]
+        calls = [(CLAIM, self._partition_keys(p), ["list"]) for p in wanted]
         replies = await self._scripts(calls, "partitions not claimed", per_call=True)
         claimed: dict[int, StoredPartition | StoreError] = {}
         for partition, reply in zip(wanted, replies, strict=True):
@@ -222,7 +178,7 @@ class Store:
         """Become the owner of these shops; every stored part of each (or the error)."""
         wanted = list(shop_ids)
         kinds = ["hash", "hash", "list", "list"]
-        calls = [(_CLAIM, self._shop_keys(s), kinds) for s in wanted]
+        calls = [(CLAIM, self._shop_keys(s), kinds) for s in wanted]
         replies = await self._scripts(calls, "shops not claimed", per_call=True)
         return {
             s: StoreError(f"shop not claimed: {reply!r}")
@@ -241,7 +197,7 @@ class Store:
         calls = []
         for shop_id in order:
             owned, checkpoint = shops[shop_id]
-            calls.append((_WRITE, self._shop_keys(shop_id), self._shop_ops(owned, checkpoint)))
+            calls.append((WRITE, self._shop_keys(shop_id), self._shop_ops(owned, checkpoint)))
         return dict(zip(order, await self._writes(calls), strict=True))
 
     async def save_partitions(
@@ -256,10 +212,10 @@ class Store:
                 *checkpoint.marks.items(),
                 *((f"done:{t}", o) for t, o in checkpoint.done.items()),
             ]
-            ops = _op("HSET", 1, [x for t, o in marks for x in (t, o)])
-            ops += _op("RPUSH", 2, [r.dump() for r in checkpoint.outbox])
+            ops = op("HSET", 1, [x for t, o in marks for x in (t, o)])
+            ops += op("RPUSH", 2, [r.dump() for r in checkpoint.outbox])
             args = [owned.epoch, owned.seq, *ops]
-            calls.append((_WRITE, self._partition_keys(partition), args))
+            calls.append((WRITE, self._partition_keys(partition), args))
         return dict(zip(order, await self._writes(calls), strict=True))
 
     def _shop_ops(self, owned: Owned, checkpoint: ShopCheckpoint) -> list[Any]:
@@ -272,15 +228,13 @@ class Store:
             meta += ["state", orjson.dumps(write.meta)]
             for index, part in enumerate(ROW_PARTS, start=2):  # the keys of _shop_keys
                 rows = write.set_rows[part]
-                ops += _op(
-                    "HSET", index, [x for i, r in rows.items() for x in (i, orjson.dumps(r))]
-                )
-                ops += _op("HDEL", index, write.delete_rows[part])
-            ops += _op("RPUSH", 4, write.append_seen)
+                ops += op("HSET", index, [x for i, r in rows.items() for x in (i, orjson.dumps(r))])
+                ops += op("HDEL", index, write.delete_rows[part])
+            ops += op("RPUSH", 4, write.append_seen)
             if write.keep_seen is not None:
-                ops += _op("LTRIM", 4, [-write.keep_seen, -1], always=True)
-        ops += _op("HSET", 1, meta)
-        ops += _op("RPUSH", 5, [r.dump() for r in checkpoint.outbox])
+                ops += op("LTRIM", 4, [-write.keep_seen, -1], always=True)
+        ops += op("HSET", 1, meta)
+        ops += op("RPUSH", 5, [r.dump() for r in checkpoint.outbox])
         return ops
 
     async def clear_outboxes(
@@ -289,11 +243,11 @@ class Store:
         """Forget outboxes whose every record Kafka has acknowledged (owner -> epoch)."""
         owners: list[str | int] = [*shops, *partitions]
         calls = [
-            (_WRITE, self._shop_keys(s)[:1] + self._shop_keys(s)[4:], [e, "-", "DEL", 2, 0])
+            (WRITE, self._shop_keys(s)[:1] + self._shop_keys(s)[4:], [e, "-", "DEL", 2, 0])
             for s, e in shops.items()
         ]
         calls += [
-            (_WRITE, self._partition_keys(p), [e, "-", "DEL", 2, 0]) for p, e in partitions.items()
+            (WRITE, self._partition_keys(p), [e, "-", "DEL", 2, 0]) for p, e in partitions.items()
         ]
         return dict(zip(owners, await self._writes(calls), strict=True))
 
@@ -336,7 +290,7 @@ class Store:
         node down); StoreError when every call failed, or any did without `per_call`."""
         if not calls:
             return []
-        replies = await self._pipeline([("EVALSHA", _sha(src), k, a) for src, k, a in calls], what)
+        replies = await self._pipeline([("EVALSHA", sha(src), k, a) for src, k, a in calls], what)
         again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if again:
             texts = [("EVAL", calls[i][0], calls[i][1], calls[i][2]) for i in again]
@@ -369,23 +323,6 @@ class Store:
             except (RedisError, OSError) as exc:
                 replies.append(exc)
         return replies
-
-
-def _sha(source: str) -> str:
-    """A script's digest, as EVALSHA names it."""
-    return _SHAS.setdefault(
-        source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-    )
-
-
-_SHAS: dict[str, str] = {}
-
-
-def _op(command: str, key_index: int, args: Sequence[Any], *, always: bool = False) -> list[Any]:
-    """One operation of the write script (nothing when it has no arguments)."""
-    if not args and not always:
-        return []
-    return [command, key_index, len(args), *args]
 
 
 def _pairs(flat: Sequence[bytes]) -> dict[str, bytes]:

@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 from daemon.core.config import ShopConfig
 from daemon.core.consistency import consistency_problems
 from daemon.core.engine import Engine
-from daemon.service.checkpoint import Batch, Checkpoint, Saved
+from daemon.service.checkpoint import Checkpoint
+from daemon.service.checkpoint_types import Batch, Saved
 from daemon.service.store import OutboxRecord, Store
 from topics.codec import encode
 from topics.events import (

@@ -26,7 +26,7 @@ import redis
 from daemon.config import load_config
 from daemon.core.config import ShopConfig
 from daemon.dev.stack import Broker
-from daemon.service.checkpoint import home_partition
+from daemon.service.kafka import home_partition
 from daemon.service.run import Service
 from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
