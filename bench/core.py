@@ -18,6 +18,10 @@ Run with ``.venv/bin/python bench/core.py``. It prints its figures and asserts n
     Target: cost with 1000 agents ≤ 2 × cost with 10.
 
 Every figure is the best (minimum) of a few repetitions, to tame noise from other processes.
+
+`--replay N` runs only (a)'s replay, best of N (for back-to-back A/B runs of two commits:
+`PYTHONPATH=<checkout> python bench/core.py --replay 5` times that checkout's engine);
+`--digest` prints a hash of everything the engine decides on the mix (see `digest`).
 """
 
 from __future__ import annotations
@@ -661,6 +665,12 @@ def main() -> int:
     """Run both parts and print their figures."""
     if sys.argv[1:] == ["--digest"]:
         say(f"replay digest {digest()}")
+        return 0
+    if sys.argv[1:2] == ["--replay"]:  # the mix's replay alone, best of N: for A/B runs
+        config = mix_shop()
+        events, _ = record_mix(config)
+        best = min(replay(config, events)[0] for _ in range(int(sys.argv[2])))
+        say(f"replay {best / len(events) * 1e6:.2f} µs/event (best of {sys.argv[2]})")
         return 0
     say(f"fenliu routing-core benchmark — {machine()}")
     start = time.perf_counter()
