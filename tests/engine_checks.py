@@ -13,6 +13,7 @@ from daemon.core.engine import Engine
 from tests.engine_model import NO_MATCH, Ended, Entry, Expected, Key, Open, Rules
 from tests.strategies import SHOP
 from topics.events import (
+    AgentStatus,
     Assignment,
     AssignReason,
     BuyerInquired,
@@ -296,4 +297,32 @@ class Checks:
                 (agent.pending, agent.quiet, times) == (waiting, quiet, sorted(times)),
                 f"{agent.id}: pending {agent.pending}, quiet {agent.quiet}; "
                 f"its sessions say {waiting} and {quiet} (oldest first)",
+            )
+        self.check_slot_index()
+
+    def check_slot_index(self) -> None:
+        """Each candidate's slot-time index (daemon/core/slots.py) equals the slot times
+        recomputed from the sessions as estimate.py's docstring defines them."""
+        if self.engine is None:
+            return
+        shop = self.engine.shop(SHOP)
+        now, timeout = shop.now, shop.config.queue.session_timeout
+        for cand in shop.all_candidates():
+            expected: list[int] = []
+            for agent_id, cap in cand.caps.items():
+                agent = shop.agents.get(agent_id)
+                if cap is None or agent is None or agent.status is not AgentStatus.ONLINE:
+                    continue
+                sessions = [shop.buyers[b].session for b in agent.sessions]
+                if len(sessions) < cap:
+                    continue
+                quiet = sorted(s.last_agent_at for s in sessions if s and not s.buyer_waiting)
+                ends = [max(q + timeout, now) for q in quiet]
+                ends += [now + timeout] * sum(1 for s in sessions if s and s.buyer_waiting)
+                expected += ends[len(sessions) - cap :]
+            got = list(cand.slots.times(cand.caps, shop.agents, now, timeout))
+            self.expect(
+                got == sorted(expected),
+                f"slot times of {cand.key!r}: the index says {got}, "
+                f"the sessions {sorted(expected)}",
             )

@@ -44,6 +44,7 @@ from sortedcontainers import SortedList
 
 from daemon.core.config import AgentConfig, GroupConfig, ShopConfig
 from daemon.core.model import AgentState, QueueEntry
+from daemon.core.slots import SlotIndex
 from topics.events import AgentStatus, Mode
 
 SEED_SESSIONS = 20  # ended sessions before the observed handle time is trusted alone
@@ -98,6 +99,7 @@ class Candidate:
     last_tick: int = -(10**15)
     dirty: bool = False
     contrib: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    slots: SlotIndex = field(default_factory=SlotIndex)  # when slots free (estimate.py)
     online: int = 0
     busy_slots: int = 0
     free_slots: int = 0
@@ -119,6 +121,7 @@ class Candidate:
         """Re-rank one member agent after anything about it changed."""
         if agent.id not in self.caps:
             return
+        self.slots.touch(agent.id)
         self._account(agent)
         if not self.is_eligible(agent):
             self._drop(agent.id)

@@ -176,22 +176,28 @@ class Sessions:
             return  # no open session: a late message after a close changes nothing
         agent = state.agents[s.agent_id]
         threshold = self._busy_threshold
+        routing = self._routing
         if ev.sender == "buyer":
             if not s.buyer_waiting:
                 s.buyer_waiting = True
-                del agent.quiet[ev.buyer_id]
+                quiet_since = agent.quiet.pop(ev.buyer_id)
                 agent.pending += 1
+                for cand in routing.agent_cands.get(s.agent_id, ()):
+                    cand.slots.owed(s.agent_id, ev.buyer_id, quiet_since)  # now: now + T
                 if agent.pending == threshold + 1:
-                    self._routing.agent_changed(agent)  # became busy
+                    routing.agent_changed(agent)  # became busy
             return
         now = state.now
-        agent.quiet.pop(ev.buyer_id, None)
-        agent.quiet[ev.buyer_id] = now  # now the newest
+        quiet = agent.quiet
+        since = quiet.get(ev.buyer_id)  # None: the buyer was owed a reply
+        if since is not None:
+            del quiet[ev.buyer_id]
+        quiet[ev.buyer_id] = now  # now the newest
         s.last_agent_at = now
         state.timers.arm(SESSION_TIMER, ev.buyer_id, now + self._timeout)
-        routing = self._routing
         for cand in routing.agent_cands.get(s.agent_id, ()):
-            if cand.queue:  # the session ends later now: estimates in line may move
+            cand.slots.replied(s.agent_id, ev.buyer_id, since, now)  # it ends later now
+            if cand.queue:  # estimates in line may move
                 routing.mark_dirty(cand)
         if s.buyer_waiting:
             s.buyer_waiting = False
