@@ -23,6 +23,14 @@ from tests.faultproxy import ProxiedBroker
 
 pytestmark = pytest.mark.e2e
 
+# aiokafka, in this test process (the Wire's clients reach the broker through the proxy),
+# sometimes drops the StreamWriter of a connection the cut reset without closing it; Python
+# then warns when it is collected. The daemon under test is another process: its own
+# shutdown is checked by its exit code.
+AIOKAFKA_DROPS_CUT_CONNECTIONS = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in.*StreamWriter.__del__:pytest.PytestUnraisableExceptionWarning"
+)
+
 SHOP = """
 id = "out"
 sticky_window = 0
@@ -115,6 +123,7 @@ async def test_redis_stopped_then_started(
     assert code == 0, process.log_tail()
 
 
+@AIOKAFKA_DROPS_CUT_CONNECTIONS
 async def test_broker_connection_cut_then_healed(
     proxied_broker: ProxiedBroker, redis_url: str, tmp_path: Path
 ) -> None:
@@ -142,6 +151,7 @@ async def test_broker_connection_cut_then_healed(
     assert code == 0, process.log_tail()
 
 
+@AIOKAFKA_DROPS_CUT_CONNECTIONS
 async def test_sigterm_while_the_broker_is_cut_off_exits_within_ten_seconds(
     proxied_broker: ProxiedBroker, redis_url: str, tmp_path: Path
 ) -> None:
