@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from daemon.core.candidate import Candidate
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
+from daemon.core.shop import ShopEngine
 from tests.engine_model import NO_MATCH, Ended, Entry, Expected, Key, Open, Rules
 from tests.strategies import SHOP
 from topics.events import (
@@ -320,9 +322,29 @@ class Checks:
                 ends = [max(q + timeout, now) for q in quiet]
                 ends += [now + timeout] * sum(1 for s in sessions if s and s.buyer_waiting)
                 expected += ends[len(sessions) - cap :]
+            self.expect(
+                (cand.online_weight, {k: v for k, v in cand.shared.items() if v})
+                == _online_capacity(cand, shop),
+                f"online capacity of {cand.key!r} and the parts others share: the engine "
+                f"says {cand.online_weight} and {cand.shared}, the agents "
+                f"{_online_capacity(cand, shop)}",
+            )
             got = list(cand.slots.times(cand.caps, shop.agents, now, timeout))
             self.expect(
                 got == sorted(expected),
                 f"slot times of {cand.key!r}: the index says {got}, "
                 f"the sessions {sorted(expected)}",
             )
+
+
+def _online_capacity(cand: Candidate, shop: ShopEngine) -> tuple[int, dict[str, int]]:
+    """A candidate's online capacity and, per other candidate, the part of that one's online
+    capacity held by agents also in this one, recomputed from the agents."""
+    online = {a for a, s in shop.agents.items() if s.status is AgentStatus.ONLINE}
+    total = sum(cand.weight(a) for a in cand.caps if a in online)
+    shared = {}
+    for other in shop.all_candidates():
+        part = sum(other.weight(a) for a in other.caps if a in online and a in cand.caps)
+        if other is not cand and part:
+            shared[other.key] = part
+    return total, shared

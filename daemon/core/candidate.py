@@ -100,6 +100,10 @@ class Candidate:
     dirty: bool = False
     contrib: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     slots: SlotIndex = field(default_factory=SlotIndex)  # when slots free (estimate.py)
+    # online capacity (Σ cap, 1 where queueing does not apply), and the part of it held by
+    # agents also in each other candidate, by its key (kept by Routing; estimate.py reads)
+    online_weight: int = 0
+    shared: dict[str, int] = field(default_factory=dict)
     online: int = 0
     busy_slots: int = 0
     free_slots: int = 0
@@ -135,6 +139,11 @@ class Candidate:
         self._put(self.index, self.keys, agent.id, self._key(agent, self.mode))
         if self.mode is Mode.CONVERSION:
             self._put(self.eff_index, self.eff_keys, agent.id, self._key(agent, Mode.EFFICIENCY))
+
+    def weight(self, agent_id: str) -> int:
+        """The member's capacity here: its cap, or 1 where queueing does not apply."""
+        cap = self.caps[agent_id]
+        return 1 if cap is None else cap
 
     def _account(self, agent: AgentState) -> None:
         """Keep the online / busy-slot / free-slot totals the estimate reads up to date."""

@@ -46,8 +46,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from topics.events import AgentStatus
-
 if TYPE_CHECKING:
     from daemon.core.candidate import Candidate, QueueItem
     from daemon.core.model import AgentState
@@ -77,34 +75,17 @@ def outlook(
     `neighbours` are the candidates sharing agents with `cand`, `timeout_ms` the session
     timeout."""
     times = cand.slots.times(cand.caps, agents, now, timeout_ms)
-    return Outlook(now, seed_ms, times, rivals(cand, neighbours, agents))
+    return Outlook(now, seed_ms, times, rivals(cand, neighbours))
 
 
-def _online(agents: Mapping[str, AgentState], agent_id: str) -> bool:
-    agent = agents.get(agent_id)
-    return agent is not None and agent.status is AgentStatus.ONLINE
-
-
-def rivals(
-    cand: Candidate, neighbours: Sequence[Candidate], agents: Mapping[str, AgentState]
-) -> list[tuple[Candidate, float]]:
+def rivals(cand: Candidate, neighbours: Sequence[Candidate]) -> list[tuple[Candidate, float]]:
     """Other candidates with buyers in line that share online agents with `cand`, each with
-    the share of its online capacity those agents hold."""
-    mine = cand.caps
-    out: list[tuple[Candidate, float]] = []
-    for rival in neighbours:
-        if not rival.queue:
-            continue
-        total = shared = 0
-        for agent_id, cap in rival.caps.items():
-            if not _online(agents, agent_id):
-                continue
-            weight = 1 if cap is None else cap
-            total += weight
-            shared += weight if agent_id in mine else 0  # online, and a member of ours
-        if shared:
-            out.append((rival, shared / total))
-    return out
+    the share of its online capacity those agents hold (kept up to date by Routing)."""
+    return [
+        (rival, shared / rival.online_weight)
+        for rival in neighbours
+        if rival.queue and (shared := cand.shared.get(rival.key, 0))
+    ]
 
 
 def ahead(

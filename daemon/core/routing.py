@@ -20,7 +20,7 @@ from daemon.core.effects import Effects
 from daemon.core.model import AgentState, EventRejected
 from daemon.core.state import ShopState
 from daemon.core.timers import TICK_TIMER
-from topics.events import InquiryContext
+from topics.events import AgentStatus, InquiryContext
 
 
 class Routing:
@@ -29,6 +29,7 @@ class Routing:
     __slots__ = (
         "_effects",
         "_match",
+        "_online",
         "_state",
         "agent_cands",
         "cands",
@@ -46,6 +47,7 @@ class Routing:
         self.neighbours: dict[str, list[Candidate]] = {}  # candidates sharing an agent
         self.configured: frozenset[str] = frozenset()  # agent ids in the shop file
         self._match: list[dict[str, int]] = []
+        self._online: set[str] = set()  # member agents counted online in the shares
 
     # --------------------------------------------------------------------------- building
 
@@ -65,6 +67,7 @@ class Routing:
             )
             for cand in self.all()
         }
+        self._online = set()
         self._match = [{}, {}, {}, {}]
         for i, group in enumerate(config.groups):
             m = group.match
@@ -137,10 +140,25 @@ class Routing:
         changes = self._effects.changes  # inline: this runs for every session start and end
         if changes is not None:
             changes.agents.add(agent.id)
+        if (agent.status is AgentStatus.ONLINE) is not (agent.id in self._online):
+            self._online_changed(agent.id)
         for cand in self.agent_cands.get(agent.id, ()):
             cand.refresh(agent)
             if cand.queue:
                 self.mark_dirty(cand)
+
+    def _online_changed(self, agent_id: str) -> None:
+        """The agent came online or left it: its weight in each of its candidates' online
+        capacity, and in the part other candidates share with them, moves."""
+        sign = -1 if agent_id in self._online else 1
+        self._online.symmetric_difference_update((agent_id,))
+        cands = self.agent_cands.get(agent_id, ())
+        for rival in cands:
+            weight = sign * rival.weight(agent_id)
+            rival.online_weight += weight
+            for cand in cands:
+                if cand is not rival:
+                    cand.shared[rival.key] = cand.shared.get(rival.key, 0) + weight
 
     def mark_dirty(self, cand: Candidate) -> None:
         """The candidate's line needs a `waiting` update at its next tick."""
