@@ -304,7 +304,8 @@ class Checks:
 
     def check_slot_index(self) -> None:
         """Each candidate's slot-time index (daemon/core/slots.py) equals the slot times
-        recomputed from the sessions as estimate.py's docstring defines them."""
+        recomputed from the sessions as estimate.py's docstring defines them, and its online
+        capacity and shared parts equal those recomputed from the agents."""
         if self.engine is None:
             return
         shop = self.engine.shop(SHOP)

@@ -100,8 +100,9 @@ class Candidate:
     dirty: bool = False
     contrib: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     slots: SlotIndex = field(default_factory=SlotIndex)  # when slots free (estimate.py)
-    # online capacity (Σ cap, 1 where queueing does not apply), and the part of it held by
-    # agents also in each other candidate, by its key (kept by Routing; estimate.py reads)
+    # online capacity (Σ cap, 1 where queueing does not apply; kept by `_account`), and the
+    # part of each other candidate's online capacity held by agents also in this one, by
+    # its key (kept by Routing, which sees both); estimate.py reads them
     online_weight: int = 0
     shared: dict[str, int] = field(default_factory=dict)
     online: int = 0
@@ -155,6 +156,8 @@ class Candidate:
             new = _NOTHING
         old = self.contrib.get(agent.id, _NOTHING)
         if new != old:
+            if new[0] != old[0]:
+                self.online_weight += (new[0] - old[0]) * self.weight(agent.id)
             self.online += new[0] - old[0]
             self.busy_slots += new[1] - old[1]
             self.free_slots += new[2] - old[2]

@@ -148,14 +148,13 @@ class Routing:
                 self.mark_dirty(cand)
 
     def _online_changed(self, agent_id: str) -> None:
-        """The agent came online or left it: its weight in each of its candidates' online
-        capacity, and in the part other candidates share with them, moves."""
+        """The agent came online or left it: its weight in the part of each of its
+        candidates' online capacity that its other candidates share moves."""
         sign = -1 if agent_id in self._online else 1
         self._online.symmetric_difference_update((agent_id,))
         cands = self.agent_cands.get(agent_id, ())
         for rival in cands:
             weight = sign * rival.weight(agent_id)
-            rival.online_weight += weight
             for cand in cands:
                 if cand is not rival:
                     cand.shared[rival.key] = cand.shared.get(rival.key, 0) + weight
