@@ -1,8 +1,12 @@
 """A candidate: a group (or the pool of unmatched-accepting groups) with its live indexes.
 
-Each candidate keeps, for its eligible agents only, a sorted index whose first entry is the
+Each candidate keeps, for its eligible agents only, an index whose first entry is the
 agent its mode picks next, so choosing an agent costs O(log n) and never scans the group
-(CONTRACT 3 rule 5):
+(CONTRACT 3 rule 5). The index is a heap of rank keys with lazy deletion: `keys` holds each
+eligible agent's live key, and a heap entry that is not that very tuple is stale, skipped
+when it comes to the top and dropped when stale entries outnumber live ones (a session start
+or end moves an agent with one C-level push instead of a sorted-list remove and insert).
+The keys, by mode:
 
 - `average`    (shift assignments, last assigned at, file order)
 - `weighted`   (virtual pass, file order) — smooth weighted round robin in its O(log n)
@@ -37,6 +41,7 @@ at its cap (so no session end is known to wait for):
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 
@@ -84,8 +89,8 @@ class Candidate:
     busy_threshold: int
     min_conversion_agents: int
     queue: SortedList[QueueItem] = field(default_factory=SortedList)
-    index: SortedList[Key] = field(default_factory=SortedList)
-    eff_index: SortedList[Key] = field(default_factory=SortedList)
+    index: list[Key] = field(default_factory=list)  # heaps, with stale entries (docstring)
+    eff_index: list[Key] = field(default_factory=list)
     keys: dict[str, Key] = field(default_factory=dict)
     eff_keys: dict[str, Key] = field(default_factory=dict)
     passes: dict[str, float] = field(default_factory=dict)
@@ -100,7 +105,7 @@ class Candidate:
     dirty: bool = False
     contrib: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     slots: SlotIndex = field(default_factory=SlotIndex)  # when slots free (estimate.py)
-    # online capacity (Σ cap, 1 where queueing does not apply; kept by `_account`), and the
+    # online capacity (Σ cap, 1 where queueing does not apply; kept by `refresh`), and the
     # part of each other candidate's online capacity held by agents also in this one, by
     # its key (kept by Routing, which sees both); estimate.py reads them
     online_weight: int = 0
@@ -123,63 +128,74 @@ class Candidate:
         return cap is None or agent.load < cap
 
     def refresh(self, agent: AgentState) -> None:
-        """Re-rank one member agent after anything about it changed."""
-        if agent.id not in self.caps:
+        """Re-rank one member agent after anything about it changed, and keep the online /
+        busy-slot / free-slot totals the estimate reads up to date."""
+        # Runs for every session start and end in each of the agent's candidates: one pass
+        # that reads the agent once (is_eligible and weight, inlined).
+        agent_id = agent.id
+        caps = self.caps
+        if agent_id not in caps:
             return
-        self.slots.touch(agent.id)
-        self._account(agent)
-        if not self.is_eligible(agent):
-            self._drop(agent.id)
+        self.slots.touch(agent_id)
+        cap = caps[agent_id]
+        online = agent.status is AgentStatus.ONLINE
+        load = len(agent.sessions)
+        if not online:
+            new = _NOTHING
+        elif cap is None:
+            new = (1, load, 1)
+        else:
+            new = (1, min(load, cap), max(0, cap - load))
+        old = self.contrib.get(agent_id, _NOTHING)
+        if new != old:
+            if new[0] != old[0]:
+                self.online_weight += (new[0] - old[0]) * (1 if cap is None else cap)
+            self.online += new[0] - old[0]
+            self.busy_slots += new[1] - old[1]
+            self.free_slots += new[2] - old[2]
+            self.contrib[agent_id] = new
+        if not online or (cap is not None and load >= cap):  # not eligible
+            self._drop(agent_id)
             return
-        if self.mode is Mode.WEIGHTED and agent.id not in self.keys:
-            start = self.passes.get(agent.id)
-            half_stride = 0.5 / self.confs[agent.id].weight
-            self.passes[agent.id] = (
+        mode = self.mode
+        if mode is Mode.WEIGHTED and agent_id not in self.keys:
+            start = self.passes.get(agent_id)
+            half_stride = 0.5 / self.confs[agent_id].weight
+            self.passes[agent_id] = (
                 self.vtime + half_stride if start is None else max(start, self.vtime)
             )
-        self._put(self.index, self.keys, agent.id, self._key(agent, self.mode))
-        if self.mode is Mode.CONVERSION:
-            self._put(self.eff_index, self.eff_keys, agent.id, self._key(agent, Mode.EFFICIENCY))
+        self._put(self.index, self.keys, agent_id, self._key(agent, mode))
+        if mode is Mode.CONVERSION:
+            self._put(self.eff_index, self.eff_keys, agent_id, self._key(agent, Mode.EFFICIENCY))
+
+    def rerank_busy(self, agent: AgentState) -> None:
+        """The agent's busy flag flipped (nothing else): only the keys that read it move."""
+        agent_id = agent.id
+        mode = self.mode
+        if mode is Mode.AVERAGE or mode is Mode.WEIGHTED or agent_id not in self.keys:
+            return
+        self._put(self.index, self.keys, agent_id, self._key(agent, mode))
+        if mode is Mode.CONVERSION:
+            self._put(self.eff_index, self.eff_keys, agent_id, self._key(agent, Mode.EFFICIENCY))
 
     def weight(self, agent_id: str) -> int:
         """The member's capacity here: its cap, or 1 where queueing does not apply."""
         cap = self.caps[agent_id]
         return 1 if cap is None else cap
 
-    def _account(self, agent: AgentState) -> None:
-        """Keep the online / busy-slot / free-slot totals the estimate reads up to date."""
-        if agent.status is AgentStatus.ONLINE:
-            cap = self.caps[agent.id]
-            load = agent.load
-            new = (1, load, 1) if cap is None else (1, min(load, cap), max(0, cap - load))
-        else:
-            new = _NOTHING
-        old = self.contrib.get(agent.id, _NOTHING)
-        if new != old:
-            if new[0] != old[0]:
-                self.online_weight += (new[0] - old[0]) * self.weight(agent.id)
-            self.online += new[0] - old[0]
-            self.busy_slots += new[1] - old[1]
-            self.free_slots += new[2] - old[2]
-            self.contrib[agent.id] = new
-
     @staticmethod
-    def _put(index: SortedList[Key], keys: dict[str, Key], agent_id: str, key: Key) -> None:
-        old = keys.get(agent_id)
-        if old == key:
+    def _put(index: list[Key], keys: dict[str, Key], agent_id: str, key: Key) -> None:
+        if keys.get(agent_id) == key:
             return
-        if old is not None:
-            index.remove(old)
-        index.add(key)
         keys[agent_id] = key
+        heapq.heappush(index, key)
+        if len(index) > 2 * len(keys) + 16:  # mostly stale: keep only the live keys
+            index[:] = keys.values()
+            heapq.heapify(index)
 
     def _drop(self, agent_id: str) -> None:
-        old = self.keys.pop(agent_id, None)
-        if old is not None:
-            self.index.remove(old)
-        old = self.eff_keys.pop(agent_id, None)
-        if old is not None:
-            self.eff_index.remove(old)
+        self.keys.pop(agent_id, None)  # its heap entries are stale now
+        self.eff_keys.pop(agent_id, None)
 
     def _key(self, agent: AgentState, mode: Mode) -> Key:
         conf = self.confs[agent.id]
@@ -234,15 +250,19 @@ class Candidate:
 
     def choose(self, exclude: str | None = None) -> tuple[str, Mode] | None:
         """The agent this candidate's mode picks now (and the mode used), or None."""
-        index, mode = self.index, self.mode
-        if mode is Mode.CONVERSION and len(index) <= self.min_conversion_agents:
-            index, mode = self.eff_index, Mode.EFFICIENCY
-        if not index:
+        index, keys, mode = self.index, self.keys, self.mode
+        if mode is Mode.CONVERSION and len(keys) <= self.min_conversion_agents:
+            index, keys, mode = self.eff_index, self.eff_keys, Mode.EFFICIENCY
+        first = _top(index, keys)
+        if first is None:
             return None
-        agent_id = str(index[0][-1])
+        agent_id = str(first[-1])
         if agent_id != exclude:
             return agent_id, mode
-        return (str(index[1][-1]), mode) if len(index) > 1 else None
+        heapq.heappop(index)  # look past the excluded agent, then put it back
+        second = _top(index, keys)
+        heapq.heappush(index, first)
+        return None if second is None else (str(second[-1]), mode)
 
     def chosen(self, agent_id: str) -> None:
         """Advance the weighted round robin after `agent_id` got a buyer here."""
@@ -252,7 +272,7 @@ class Candidate:
 
     def has_eligible(self) -> bool:
         """Whether any agent could take a buyer here now."""
-        return bool(self.index)
+        return bool(self.keys)
 
     # ------------------------------------------------------------------------------ queue
 
@@ -297,6 +317,16 @@ class Candidate:
         if self.busy_slots > 0:
             return round(need * handle / self.busy_slots / 1000)
         return round(handle * math.ceil(position / max(1, self.total_cap)) / 1000)
+
+
+def _top(index: list[Key], keys: dict[str, Key]) -> Key | None:
+    """The least live key of a heap index, dropping the stale entries above it."""
+    while index:
+        key = index[0]
+        if keys.get(str(key[-1])) is key:
+            return key
+        heapq.heappop(index)
+    return None
 
 
 RUNTIME_FIELDS = (

@@ -27,11 +27,14 @@ class RecentIds(set[str]):
 
     def add(self, event_id: str) -> None:
         """Remember `event_id`, forgetting the oldest id when full."""
-        if event_id in self:
-            return
+        if event_id not in self:
+            self.add_new(event_id)
+
+    def add_new(self, event_id: str) -> None:
+        """`add` for an id the caller has just found missing (the hot path)."""
         order = self._order
         order.append(event_id)
-        super().add(event_id)
+        set.add(self, event_id)
         if len(order) > self.capacity:
             self.discard(order.popleft())
 

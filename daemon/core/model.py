@@ -13,21 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from topics.events import AgentStatus, AssignReason, InquiryContext, Mode, OutputEvent
-
-
-class ImpossibleTransition(RuntimeError):
-    """The engine tried a state change its transition table does not allow."""
-
-
-class EventRejected(ValueError):
-    """An input event the shop refuses; `reason` is a sentence for the dead-letter topic."""
-
-    def __init__(self, reason: str, outputs: list[OutputEvent] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.outputs: list[OutputEvent] = outputs or []
-
+from daemon.core.errors import ImpossibleTransition
+from topics.events import AgentStatus, AssignReason, InquiryContext, Mode
 
 # ------------------------------------------------------------------------------- agents
 

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from daemon.core.candidate import Candidate, build_candidates, set_runtime
 from daemon.core.effects import Effects
-from daemon.core.model import AgentState, EventRejected
+from daemon.core.errors import EventRejected
+from daemon.core.model import AgentState
 from daemon.core.state import ShopState
 from daemon.core.timers import TICK_TIMER
 from topics.events import AgentStatus, InquiryContext
@@ -144,6 +145,17 @@ class Routing:
             self._online_changed(agent.id)
         for cand in self.agent_cands.get(agent.id, ()):
             cand.refresh(agent)
+            if cand.queue:
+                self.mark_dirty(cand)
+
+    def busy_changed(self, agent: AgentState) -> None:
+        """The agent began or stopped owing replies past the busy threshold (a chat message:
+        nothing else about it changed, so only the ranks that read busyness move)."""
+        changes = self._effects.changes
+        if changes is not None:
+            changes.agents.add(agent.id)
+        for cand in self.agent_cands.get(agent.id, ()):
+            cand.rerank_busy(agent)
             if cand.queue:
                 self.mark_dirty(cand)
 

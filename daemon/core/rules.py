@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon.core.effects import Effects
-from daemon.core.model import Buyer, EventRejected
+from daemon.core.errors import EventRejected
+from daemon.core.model import Buyer
 from daemon.core.queues import Queues
 from daemon.core.routing import Routing
 from daemon.core.sessions import Sessions

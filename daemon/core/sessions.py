@@ -17,11 +17,11 @@ from collections import deque
 
 from daemon.core.candidate import Candidate
 from daemon.core.effects import Effects
+from daemon.core.errors import EventRejected
 from daemon.core.model import (
     AgentState,
     Buyer,
     BuyerPhase,
-    EventRejected,
     LastContact,
     Session,
     Trigger,
@@ -164,7 +164,7 @@ class Sessions:
 
     # ---------------------------------------------------------------- inside a session
 
-    def on_message(self, ev: MessageSent) -> None:
+    def on_message(self, ev: MessageSent) -> None:  # noqa: PLR0912 (flat: the hot path)
         """A chat message: who owes a reply, and when the session times out."""
         # The hot path (most events are messages): kept flat on purpose.
         if ev.agent_id is not None:
@@ -183,9 +183,12 @@ class Sessions:
                 quiet_since = agent.quiet.pop(ev.buyer_id)
                 agent.pending += 1
                 for cand in routing.agent_cands.get(s.agent_id, ()):
-                    cand.slots.owed(s.agent_id, ev.buyer_id, quiet_since)  # now: now + T
+                    if cand.queue:  # read at the next estimate: keep it exact
+                        cand.slots.owed(s.agent_id, ev.buyer_id, quiet_since)  # now + T
+                    else:  # nobody reads it before a line forms: look again then
+                        cand.slots.touch(s.agent_id)
                 if agent.pending == threshold + 1:
-                    routing.agent_changed(agent)  # became busy
+                    routing.busy_changed(agent)  # became busy
             return
         now = state.now
         quiet = agent.quiet
@@ -196,14 +199,16 @@ class Sessions:
         s.last_agent_at = now
         state.timers.arm(SESSION_TIMER, ev.buyer_id, now + self._timeout)
         for cand in routing.agent_cands.get(s.agent_id, ()):
-            cand.slots.replied(s.agent_id, ev.buyer_id, since, now)  # it ends later now
             if cand.queue:  # estimates in line may move
+                cand.slots.replied(s.agent_id, ev.buyer_id, since, now)  # it ends later
                 routing.mark_dirty(cand)
+            else:
+                cand.slots.touch(s.agent_id)
         if s.buyer_waiting:
             s.buyer_waiting = False
             agent.pending -= 1
             if agent.pending == threshold:
-                routing.agent_changed(agent)  # no longer busy
+                routing.busy_changed(agent)  # no longer busy
 
     def on_order(self, ev: OrderPlaced) -> None:
         """Credit an order to the agent of the buyer's session or recent contact."""

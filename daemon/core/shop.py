@@ -29,7 +29,8 @@ from daemon.core.candidate import Candidate, runtime_of
 from daemon.core.config import ShopConfig
 from daemon.core.dedup import RecentIds
 from daemon.core.effects import Effects
-from daemon.core.model import AGENT_TRANSITIONS, AgentState, Buyer, Changes, EventRejected
+from daemon.core.errors import EventRejected
+from daemon.core.model import AGENT_TRANSITIONS, AgentState, Buyer, Changes
 from daemon.core.queues import Queues
 from daemon.core.reload import reconcile_agents
 from daemon.core.routing import Routing
@@ -85,19 +86,21 @@ class ShopEngine:
         """Fire due timers, then apply `event`; return every output decided."""
         # The hot path: kept flat (every call here costs a measurable share per event).
         state, effects = self.state, self.effects
-        if state.timers.due(now):
+        heap = state.timers.heap
+        if heap and heap[0][0] <= now:
             self._fire_due(now)
         elif now > state.now:
             state.now = now
         seen = self.seen
-        if event.id in seen:
+        event_id = event.id
+        if event_id in seen:
             return effects.take()
         try:
             self._handlers[type(event)](event)  # raises EventRejected before any change
         except EventRejected as rejected:
             rejected.outputs = effects.take()
             raise
-        seen.add(event.id)
+        seen.add_new(event_id)
         if effects.changes is not None:
             effects.handled(event)
         sessions = self.sessions

@@ -24,18 +24,17 @@ Resolver = Callable[[int, str], int | None]
 class TimerHeap:
     """Deadlines of one shop; see the module docstring."""
 
-    __slots__ = ("_armed", "_heap")
+    __slots__ = ("_armed", "heap")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, str]] = []
+        # (deadline, kind, key), earliest first; no entry is later than its real deadline,
+        # so `heap and heap[0][0] <= now` says cheaply whether anything may be due (the hot
+        # path reads it; only `arm` and `pop_due` change it)
+        self.heap: list[tuple[int, int, str]] = []
         self._armed: dict[TimerKey, int] = {}
 
     def __len__(self) -> int:
         return len(self._armed)
-
-    def due(self, now: int) -> bool:
-        """Whether anything may be due at `now` (cheap; pop_due gives the certain answer)."""
-        return bool(self._heap) and self._heap[0][0] <= now
 
     def arm(self, kind: int, key: str, deadline: int) -> None:
         """Make sure (kind, key) is looked at no later than `deadline`."""
@@ -43,11 +42,11 @@ class TimerHeap:
         if current is not None and current <= deadline:
             return
         self._armed[(kind, key)] = deadline
-        heapq.heappush(self._heap, (deadline, kind, key))
+        heapq.heappush(self.heap, (deadline, kind, key))
 
     def _settle(self, resolve: Resolver) -> None:
         """Drop superseded entries and move stale ones to their real deadline."""
-        heap, armed = self._heap, self._armed
+        heap, armed = self.heap, self._armed
         while heap:
             deadline, kind, key = heap[0]
             if armed.get((kind, key)) != deadline:
@@ -64,15 +63,15 @@ class TimerHeap:
     def next_deadline(self, resolve: Resolver) -> int | None:
         """The earliest real deadline, or None when nothing is armed."""
         self._settle(resolve)
-        return self._heap[0][0] if self._heap else None
+        return self.heap[0][0] if self.heap else None
 
     def pop_due(self, now: int, resolve: Resolver) -> tuple[int, int, str] | None:
         """The next (deadline, kind, key) whose real deadline is at or before `now`, disarmed."""
-        if not self._heap or self._heap[0][0] > now:
+        if not self.heap or self.heap[0][0] > now:
             return None  # entries are never later than their real deadline
         self._settle(resolve)
-        if not self._heap or self._heap[0][0] > now:
+        if not self.heap or self.heap[0][0] > now:
             return None
-        deadline, kind, key = heapq.heappop(self._heap)
+        deadline, kind, key = heapq.heappop(self.heap)
         del self._armed[(kind, key)]
         return deadline, kind, key
