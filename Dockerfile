@@ -7,17 +7,26 @@
 # outside the container, set `[http] listen = "0.0.0.0:9464"` there; the HEALTHCHECK below
 # asks 127.0.0.1:9464, so keep the port 9464 (or override HEALTHCHECK when changing it).
 
-# --- build: the package and its runtime dependencies in a virtualenv (no extras) ----------
+# --- build: the package and its runtime dependencies in a virtualenv (no extras), with the
+# routing core compiled by mypyc in a throw-away build venv (the image carries no compiler)
 FROM python:3.11-slim AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY daemon ./daemon
 COPY topics ./topics
-RUN python -m venv /opt/fenliu \
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir '.[compiled]' \
+    && /opt/build/bin/python -m daemon.tools.compile \
+    && python -m venv /opt/fenliu \
     && /opt/fenliu/bin/pip install --no-cache-dir .
 
 # --- runtime: the virtualenv on a clean slim image, run by an unprivileged user -----------

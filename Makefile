@@ -4,15 +4,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup dev test lint typecheck unit bench clean
+.PHONY: setup compile dev test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,lab,test]'
+	$(BIN)/pip install --quiet -e '.[dev,lab,test,compiled]'
+	$(BIN)/python -m daemon.tools.compile || test "$$CI" != true
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+## Compile the routing core again after changing it (it runs as plain Python until then).
+compile: $(STAMP)
+	$(BIN)/python -m daemon.tools.compile
 
 ## Set up and run the local demo.
 dev: $(STAMP)
@@ -34,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/core.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache daemon/core/*.so daemon/core/compiled.json

@@ -34,6 +34,7 @@ import math
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -44,6 +45,7 @@ from typing import Any
 
 import orjson
 
+import daemon
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine, EventRejected
 from topics.codec import TopicKind, decode, encode
@@ -451,6 +453,18 @@ def breakdown(config: ShopConfig, events: list[Recorded]) -> dict[str, float]:
     return {name: seconds / counts[name] * 1e6 for name, seconds in spent.items()}
 
 
+def replay_elsewhere(env: dict[str, str]) -> float:
+    """µs/event of the mix's replay (best of REPEATS) in a child process with `env` added."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--replay", str(REPEATS)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(child.stdout.split()[1])
+
+
 def time_loads(records: list[Record]) -> float:
     """Seconds for orjson.loads over every record value."""
     loads = orjson.loads
@@ -500,6 +514,12 @@ def bench_mix() -> None:
     say(f"  codec.decode (extra):      {n / decode_s:>12,.0f} events/s  {decode_us:6.2f} µs/event")
     say(f"  ratio engine / orjson = {engine_us / loads_us:.1f} (target <= 10)")
     say(f"  ratio engine / decode = {engine_us / decode_us:.1f}")
+    if daemon.CORE == "compiled":  # the fallback, same records, same hour
+        python_us = replay_elsewhere({"FENLIU_CORE": "python"})
+        say(
+            f"  the plain-Python core:     {python_us:6.2f} µs/event, ratio engine / orjson = "
+            f"{python_us / loads_us:.1f}; compiled is {python_us / engine_us:.2f}x as fast"
+        )
     first, second = breakdown(config, events), breakdown(config, events)
     costs = {name: min(us, second[name]) for name, us in first.items()}
     say("  where the engine time goes (µs per event of that type, best of 2 replays):")
@@ -604,7 +624,8 @@ def machine() -> str:
     return (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC} | {platform.platform()} | "
         f"{platform.python_implementation()} {platform.python_version()} | "
-        f"{os.cpu_count()} CPUs | orjson {orjson.__version__}"
+        f"{os.cpu_count()} CPUs | orjson {orjson.__version__} | core: {daemon.CORE}"
+        + (f" ({daemon.CORE_NOTE})" if daemon.CORE_NOTE else "")
     )
 
 

@@ -82,7 +82,7 @@ class Sessions:
         trigger: Trigger,
         mode: Mode | None = None,
         waited_ms: int = 0,
-    ) -> None:
+    ) -> Session:
         """Open a session of `buyer` with `agent_id`, chosen in `cand`; emit the assignment."""
         state = self._state
         now = state.now
@@ -90,7 +90,7 @@ class Sessions:
         self._effects.buyer_changed(buyer.id)
         buyer.move(trigger)
         group = cand.member_groups.get(agent_id, cand.group)
-        buyer.session = Session(inquiry_id, agent_id, cand.key, group, now, now)
+        buyer.session = session = Session(inquiry_id, agent_id, cand.key, group, now, now)
         state.buyers[buyer.id] = buyer
         agent.sessions[buyer.id] = None
         agent.quiet[buyer.id] = now
@@ -106,6 +106,7 @@ class Sessions:
         self._effects.assignment(
             now, inquiry_id, buyer.id, agent_id, group, reason, mode, waited_ms
         )
+        return session
 
     def close(self, buyer: Buyer, reason: CloseReason) -> None:
         """End the buyer's session; it becomes the buyer's last contact."""
@@ -254,9 +255,7 @@ class Sessions:
             state.now, old.inquiry_id, buyer.id, old.agent_id, CloseReason.TRANSFERRED
         )
         buyer.session = None
-        self.start(buyer, ev.id, cand, agent_id, AssignReason.TRANSFER, "transfer")
-        new = buyer.session
-        assert new is not None
+        new = self.start(buyer, ev.id, cand, agent_id, AssignReason.TRANSFER, "transfer")
         if old.buyer_waiting:
             target = state.agents[agent_id]
             new.buyer_waiting = True

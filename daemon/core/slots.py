@@ -46,7 +46,8 @@ class SlotTimes:
         return self._now + self._timeout
 
     def __iter__(self) -> Iterator[int]:
-        return (self[i] for i in range(len(self)))
+        for i in range(len(self)):
+            yield self[i]
 
 
 class SlotIndex:

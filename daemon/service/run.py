@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+import daemon
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine
 from daemon.service.checkpoint import Checkpoint
@@ -167,6 +168,8 @@ class Service:
             group_id=kafka.group_id,
             http_port=self.http_port,
             redis=self.config.redis.redacted_url,
+            core=daemon.CORE,
+            **({"core_note": daemon.CORE_NOTE} if daemon.CORE_NOTE else {}),
         )
         try:
             await self._loop(consumer, producer)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import daemon as fenliu
 from daemon.config import TopicsConfig
 from daemon.dev.stack import Broker
 from tests.e2e import REPO, DaemonProcess, Wire, write_config
@@ -97,6 +98,13 @@ async def test_a_runtime_install_has_no_extras_and_its_fenliu_run_serves_a_real_
     finally:
         code, _ = daemon.stop()
     assert code == 0, daemon.log_tail()
+    # the install carries this checkout's core as it is: compiled where `make setup` built it
+    started = next(
+        json.loads(line)
+        for line in daemon.log_path.read_text().splitlines()
+        if '"service_started"' in line
+    )
+    assert started["core"] == fenliu.CORE, started
 
 
 @pytest.mark.timeout(INSTALL_TIMEOUT_S + 60)
