@@ -5,13 +5,17 @@
     run.engine    # the engine at the end, for `fenliu explain`
 
 No Kafka and no clock: a heap of (virtual time, sequence, action) drives one
-`daemon.core.engine.Engine`. Before each action, every engine timer due by then fires at
-its own deadline (`next_deadline` / `on_timer`), so session timeouts, queue updates and
-max-wait expiries happen when the engine says. The runner reacts to the engine's outputs
-as a chat front end would: an assignment starts the chat, a queued buyer's patience starts
-running, a closed session may lead to an order and a return. Buyers and agents come from
-`daemon.lab.world` with common random numbers, so policies are compared on the same
-buyers; the same seed gives the same trace.
+`daemon.core.engine.Engine` through the calls the daemon makes (`handle`, `next_deadline`,
+`on_timer`). Before each action, every engine timer due by then fires at its own deadline,
+so session timeouts, queue updates and max-wait expiries happen when the engine says. The
+runner reacts to the engine's outputs as a chat front end would: an assignment starts the
+chat, a queued buyer's patience starts running, a closed session may lead to an order and a
+return. Buyers and agents come from `daemon.lab.world` with common random numbers, so
+policies are compared on the same buyers; the same seed gives the same trace.
+
+`days` plays a one-day scenario that many days in a row on the same engine
+(`daemon.lab.scenarios.consecutive`), and `make_engine` builds the engine the runner drives
+(bench/week.py passes a tracking engine that checkpoints to Redis as the daemon does).
 """
 
 from __future__ import annotations
@@ -19,15 +23,14 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine, EventRejected
-from daemon.core.shop import ShopEngine
 from daemon.lab.policy import AS_CONFIGURED, ModeChoice, Policy, parse_policy
-from daemon.lab.scenarios import MINUTE_MS, Scenario, daily_volume, find_scenario
+from daemon.lab.scenarios import MINUTE_MS, Scenario, consecutive, daily_volume, find_scenario
 from daemon.lab.trace import AgentRecord, InquiryRecord, QueueSample, Trace
 from daemon.lab.world import (
     EXPECTED_CHAT_S,
@@ -63,6 +66,8 @@ __all__ = ["AS_CONFIGURED", "ModeChoice", "Policy", "SimRun", "parse_policy", "s
 SAMPLE_EVERY_MS = 5 * MINUTE_MS
 PROGRESS_EVERY = 4096  # actions between progress reports
 
+EngineFactory = Callable[[Mapping[str, ShopConfig]], Engine]
+
 
 @dataclass(slots=True)
 class SimRun:
@@ -95,17 +100,23 @@ def simulate(
     policy: Policy,
     progress: Callable[[float], None] | None = None,
     scale: float = 1.0,
+    days: int = 1,
+    make_engine: EngineFactory = Engine,
 ) -> SimRun:
     """Simulate `scenario` for `shop` under `policy` (see the module docstring).
 
-    `scale` multiplies the number of buyers (tests use a fraction of a day's traffic).
-    Raises ValueError for an unknown scenario or a policy naming an unknown group.
+    `scale` multiplies the number of buyers (tests use a fraction of a day's traffic);
+    `days` > 1 plays a one-day scenario that many days in a row; `make_engine` builds the
+    engine from the shops (`Engine` by default). Raises ValueError for an unknown scenario,
+    a policy naming an unknown group, or `days` > 1 of a scenario that is not one day long.
     """
     if not scale >= 0:
         raise ValueError(f"scale must be 0 or more, not {scale!r}")
     plan = find_scenario(scenario)
+    if days != 1:
+        plan = consecutive(plan, days)
     config = policy.apply(shop)
-    runner = _Runner(config, plan, seed, policy.name, scale, progress)
+    runner = _Runner(config, plan, seed, policy.name, scale, progress, make_engine)
     runner.run()
     return SimRun(runner.trace, runner.engine, config)
 
@@ -121,14 +132,14 @@ class _Runner:
         policy: str,
         scale: float,
         progress: Callable[[float], None] | None,
+        make_engine: EngineFactory = Engine,
     ) -> None:
         self.config = config
         self.shop_id = config.id
         self.scenario = scenario
         self.seed = seed
         self.progress = progress
-        self.engine = Engine({config.id: config})
-        self.shop: ShopEngine = self.engine.shop(config.id)
+        self.engine = make_engine({config.id: config})
         self.start, self.end = scenario.start, scenario.end
         self.now = self.start
         caps = effective_caps(config)
@@ -164,15 +175,15 @@ class _Runner:
         if self.arrivals:
             self.at(self.arrivals[0], self.arrive, 0)
         self.at(self.start, self.sample)
-        heap, shop, end = self.heap, self.shop, self.end
+        heap, engine, end = self.heap, self.engine, self.end
         steps = 0
         while True:
-            deadline = shop.next_deadline()
+            deadline = engine.next_deadline()
             if deadline is not None and (not heap or deadline <= heap[0][0]):
                 if deadline > end:
                     break
                 self.now = deadline
-                self.react(shop.on_timer(deadline))
+                self.react(engine.on_timer(deadline))
                 continue
             if not heap:
                 break
@@ -188,7 +199,7 @@ class _Runner:
     def send(self, event: InputEvent) -> str | None:
         """Feed one event to the engine and react; the rejection reason, if any."""
         try:
-            out = self.shop.handle(event, self.now)
+            out = self.engine.handle(event, self.now)
         except EventRejected as rejected:
             self.react(rejected.outputs)
             return rejected.reason

@@ -25,6 +25,13 @@ so each group is staffed around the clock the same way whatever its size:
   ordinary day) everyone works the usual pattern. Buyers of the first two days come back
   within the sticky window and find the agents who served them.
 
+`consecutive(scenario, days)` plays a one-day scenario several days in a row: the arrival
+curve repeats, and every agent's shifts are drawn again for each day (jitter and short
+suspends come from the agent's own generator, so day 2 is not a copy of day 1).
+A shift that ends at midnight then drains and goes offline like any other, and the night
+shift starts the next day; buyers come back across days (bench/week.py runs `steady` for a
+week).
+
 Volume: an ordinary day brings `daily_volume(shop)` first inquiries (returns come on
 top): 360 per agent who belongs to a group, but no more than the shop's agents can serve
 at the evening peak at 85% of their caps (each session holding a slot for a chat plus
@@ -220,6 +227,31 @@ SCENARIOS: dict[str, Scenario] = {
         _plan_sticky,
     ),
 }
+
+
+def consecutive(scenario: Scenario, days: int) -> Scenario:
+    """A one-day scenario played `days` days in a row (module docstring); ValueError if
+    `days` is below 1 or the scenario is not 24 hours long."""
+    if days < 1:
+        raise ValueError(f"days must be 1 or more, not {days!r}")
+    if scenario.hours != 24.0:
+        raise ValueError(
+            f"scenario {scenario.name!r} lasts {scenario.hours:g} hours: only a one-day "
+            "scenario can be played several days in a row"
+        )
+    if days == 1:
+        return scenario
+    day_plan = scenario.plan
+
+    def plan(place: int, rng: random.Random) -> list[Interval]:
+        return [
+            (first + 24.0 * day, last + 24.0 * day)
+            for day in range(days)
+            for first, last in day_plan(place, rng)
+        ]
+
+    knots = tuple((h + 24.0 * day, r) for day in range(days) for h, r in scenario.knots)
+    return Scenario(f"{scenario.name}×{days}", scenario.start, 24.0 * days, knots, plan)
 
 
 def find_scenario(name: str) -> Scenario:

@@ -12,10 +12,11 @@ import pytest
 
 from daemon.config import load_shop_file
 from daemon.core.config import ShopConfig
+from daemon.core.engine import Engine
 from daemon.core.shop import ShopEngine
 from daemon.lab.policy import ModeChoice, Policy, parse_policy
 from daemon.lab.runner import SimRun, simulate
-from daemon.lab.scenarios import HOUR_MS, SCENARIOS
+from daemon.lab.scenarios import HOUR_MS, SCENARIOS, consecutive, find_scenario
 from daemon.lab.trace import Trace
 from topics.events import BuyerInquired, InputEvent, Mode, OutputEvent
 
@@ -181,6 +182,41 @@ def test_progress_is_reported_up_to_one(big: ShopConfig) -> None:
     run(big, progress=seen.append)
     assert seen[-1] == 1.0
     assert seen == sorted(seen) and seen[0] >= 0.0
+
+
+def test_days_in_a_row_share_one_engine_and_clock(big: ShopConfig) -> None:
+    """`days=3`: the curve and the shifts come back each day, the engine and its clock
+    carry on, buyers return across midnight and meet their agent again (sticky)."""
+    engines: list[Engine] = []
+
+    def make(shops: Any) -> Engine:
+        engines.append(Engine(shops))
+        return engines[-1]
+
+    result = run(big, "steady", days=3, make_engine=make)
+    trace = result.trace
+    assert engines == [result.engine]
+    assert trace.end - trace.start == 72 * HOUR_MS
+    day = 24 * HOUR_MS
+    arrivals = Counter((visit[2] - trace.start) // day for visit in first_visits(trace))
+    assert sorted(arrivals) == [0, 1, 2] and min(arrivals.values()) > 0.8 * max(arrivals.values())
+    for record in trace.agents.values():  # every agent works every day
+        assert {(start - trace.start) // day for start, _ in record.online} == {0, 1, 2}
+    later = [r for r in trace.inquiries if r.reason == "sticky" and r.arrived >= trace.start + day]
+    assert later
+    assert result.engine.shop(big.id).now <= trace.end
+
+
+def test_only_a_one_day_scenario_runs_days_in_a_row() -> None:
+    steady = find_scenario("steady")
+    assert consecutive(steady, 1) is steady
+    week = consecutive(steady, 7)
+    assert (week.start, week.hours) == (steady.start, 168.0)
+    assert week.rate(24 * 6 + 21.0) == steady.rate(21.0)
+    with pytest.raises(ValueError, match="lasts 72 hours"):
+        consecutive(find_scenario("sticky_buildup"), 2)
+    with pytest.raises(ValueError, match="days must be 1 or more"):
+        consecutive(steady, 0)
 
 
 def test_an_unknown_scenario_is_refused(big: ShopConfig) -> None:
