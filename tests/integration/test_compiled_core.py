@@ -25,7 +25,13 @@ pytestmark = pytest.mark.slow
 def _run(copy: Path, *args: str, core: str = "auto") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(copy), "FENLIU_CORE": core}
     return subprocess.run(
-        [sys.executable, *args], cwd=copy, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, *args],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
