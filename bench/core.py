@@ -18,6 +18,9 @@ Run with ``.venv/bin/python bench/core.py``. It prints its figures and asserts n
     Target: cost with 1000 agents ≤ 2 × cost with 10.
 
 Every figure is the best (minimum) of a few repetitions, to tame noise from other processes.
+The header names the core measured (compiled by mypyc, or plain Python and why: see
+daemon/__init__.py); when it is the compiled one, (a) also times the plain-Python fallback's
+replay in a child process (`FENLIU_CORE=python`), so both ratios come from the same run.
 
 `--replay N` runs only (a)'s replay, best of N (for back-to-back A/B runs of two commits:
 `PYTHONPATH=<checkout> python bench/core.py --replay 5` times that checkout's engine);

@@ -220,10 +220,10 @@ class Week:
 
     def engine(self, shops: Mapping[str, ShopConfig]) -> Engine:
         """The engine the simulator drives; its partitions claimed in Redis."""
-        engine = _WeekEngine(shops, self)
+        engine = Engine(shops, track=True)
         self.checkpoint = Checkpoint(engine, self.store)
         self.loop.run(self.checkpoint.restore(range(PARTITIONS), PARTITIONS))
-        return engine
+        return _WeekEngine(engine, self)  # type: ignore[return-value]
 
     def before(self, now: int) -> None:
         """A call at virtual time `now` is coming: close the batch of an earlier second,
@@ -288,12 +288,17 @@ class Week:
         self.look()
 
 
-class _WeekEngine(Engine):
-    """A tracking engine that tells its `Week` about every call (the daemon's loop)."""
+class _WeekEngine:
+    """A tracking engine that tells its `Week` about every call (the daemon's loop). It
+    wraps the engine rather than subclassing it: the compiled core's classes take no
+    Python subclasses."""
 
-    def __init__(self, shops: Mapping[str, ShopConfig], week: Week) -> None:
-        super().__init__(shops, track=True)
+    def __init__(self, engine: Engine, week: Week) -> None:
+        self.engine = engine
         self.week = week
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
 
     def handle(self, event: InputEvent, now: int) -> list[OutputEvent]:
         """`Engine.handle`, inside the week's batch of virtual second `now`."""
@@ -301,7 +306,7 @@ class _WeekEngine(Engine):
         week.before(now)
         week.consumed(event)
         try:
-            outputs = super().handle(event, now)
+            outputs = self.engine.handle(event, now)
         except EventRejected as rejected:
             week.rejected += 1
             week.decided(rejected.outputs)
@@ -312,7 +317,7 @@ class _WeekEngine(Engine):
     def on_timer(self, now: int) -> list[OutputEvent]:
         """`Engine.on_timer`, inside the week's batch of virtual second `now`."""
         self.week.before(now)
-        outputs = super().on_timer(now)
+        outputs = self.engine.on_timer(now)
         self.week.decided(outputs)
         return outputs
 
