@@ -20,7 +20,8 @@ Run with ``.venv/bin/python bench/core.py``. It prints its figures and asserts n
 Every figure is the best (minimum) of a few repetitions, to tame noise from other processes.
 The header names the core measured (compiled by mypyc, or plain Python and why: see
 daemon/__init__.py); when it is the compiled one, (a) also times the plain-Python fallback's
-replay in a child process (`FENLIU_CORE=python`), so both ratios come from the same run.
+replay in a child process (`FENLIU_CORE=python`), run for run with the compiled one, so
+both ratios come from the same run.
 
 `--replay N` runs only (a)'s replay, best of N (for back-to-back A/B runs of two commits:
 `PYTHONPATH=<checkout> python bench/core.py --replay 5` times that checkout's engine);
@@ -75,6 +76,7 @@ KEY = SHOP.encode()
 T0 = 1_700_000_000_000
 SEED = 20240618
 REPEATS = 3
+MIX_REPEATS = 5  # replays of the mix (interleaved with the fallback's, when compiled)
 
 # (a) the realistic mix
 MIX_AGENTS = 200
@@ -456,16 +458,41 @@ def breakdown(config: ShopConfig, events: list[Recorded]) -> dict[str, float]:
     return {name: seconds / counts[name] * 1e6 for name, seconds in spent.items()}
 
 
-def replay_elsewhere(env: dict[str, str]) -> float:
-    """µs/event of the mix's replay (best of REPEATS) in a child process with `env` added."""
-    child = subprocess.run(
-        [sys.executable, __file__, "--replay", str(REPEATS)],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(child.stdout.split()[1])
+class FallbackReplay:
+    """The mix's replay on the plain-Python core, in a child process (`FENLIU_CORE=python`)
+    asked for one replay at a time, so its runs interleave with the compiled core's."""
+
+    def __init__(self) -> None:
+        self.child = subprocess.Popen(
+            [sys.executable, __file__, "--replay-worker"],
+            env={**os.environ, "FENLIU_CORE": "python"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.stdin, self.stdout = self.child.stdin, self.child.stdout
+        assert self.stdout.readline().strip() == "ready"
+
+    def replay(self) -> float:
+        """Seconds of one replay in the child."""
+        self.stdin.write("replay\n")
+        self.stdin.flush()
+        return float(self.stdout.readline())
+
+    def close(self) -> None:
+        """Stop the child (it exits at the end of its input)."""
+        self.stdin.close()
+        self.child.wait(timeout=60)
+
+
+def replay_worker() -> None:
+    """The child of FallbackReplay: record the mix, then replay it once per input line."""
+    config = mix_shop()
+    events, _ = record_mix(config)
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        print(replay(config, events)[0], flush=True)
 
 
 def time_loads(records: list[Record]) -> float:
@@ -501,11 +528,18 @@ def bench_mix() -> None:
     say("  decisions: " + ", ".join(f"{k} {v:,}" for k, v in sorted(decided.items())))
     records = [(encode(ev), _KIND[type(ev)]) for _, ev in events]
     n = len(events)
+    fallback = FallbackReplay() if daemon.CORE == "compiled" else None
     engine_runs: list[float] = []
-    for i in range(REPEATS):
+    python_runs: list[float] = []
+    for i in range(MIX_REPEATS):
         seconds, produced = replay(config, events)
         engine_runs.append(seconds)
-        say(f"  engine run {i + 1}/{REPEATS}: {seconds:.2f}s, {produced:,} outputs")
+        say(f"  engine run {i + 1}/{MIX_REPEATS}: {seconds:.2f}s, {produced:,} outputs")
+        if fallback is not None:  # the plain-Python core, run for run, in the same hour
+            python_runs.append(fallback.replay())
+            say(f"  plain-Python core run {i + 1}/{MIX_REPEATS}: {python_runs[-1]:.2f}s")
+    if fallback is not None:
+        fallback.close()
     engine_s = min(engine_runs)
     loads_s = best_of(REPEATS * 3, lambda: time_loads(records))
     decode_s = best_of(REPEATS * 3, lambda: time_decode(records))
@@ -517,8 +551,8 @@ def bench_mix() -> None:
     say(f"  codec.decode (extra):      {n / decode_s:>12,.0f} events/s  {decode_us:6.2f} µs/event")
     say(f"  ratio engine / orjson = {engine_us / loads_us:.1f} (target <= 10)")
     say(f"  ratio engine / decode = {engine_us / decode_us:.1f}")
-    if daemon.CORE == "compiled":  # the fallback, same records, same hour
-        python_us = replay_elsewhere({"FENLIU_CORE": "python"})
+    if python_runs:
+        python_us = min(python_runs) / n * 1e6
         say(
             f"  the plain-Python core:     {python_us:6.2f} µs/event, ratio engine / orjson = "
             f"{python_us / loads_us:.1f}; compiled is {python_us / engine_us:.2f}x as fast"
@@ -683,6 +717,9 @@ def main() -> int:
     """Run both parts and print their figures."""
     if sys.argv[1:] == ["--digest"]:
         say(f"replay digest {digest()}")
+        return 0
+    if sys.argv[1:] == ["--replay-worker"]:
+        replay_worker()
         return 0
     if sys.argv[1:2] == ["--replay"]:  # the mix's replay alone, best of N: for A/B runs
         config = mix_shop()
