@@ -3,6 +3,7 @@ its latency under load.
 
     .venv/bin/python bench/e2e.py [--events N] [--rates 1000,5000] [--seconds S]
     .venv/bin/python bench/e2e.py --latency-only --max-rate R
+    .venv/bin/python bench/e2e.py --compare CHECKOUT   # A/B: that checkout's daemon, then ours
 
 Starts a Tansu broker and a redis-server on free loopback ports, records a realistic event
 stream (the 200-agent mix of bench/core.py) and, in one run:
@@ -18,8 +19,12 @@ stream (the 200-agent mix of bench/core.py) and, in one run:
 
 In the latency runs the daemon is pinned to CPU 0 and the load generator (bench/e2e_load.py,
 producer and measuring consumer) runs in its own process pinned to CPU 1, with the broker
-and redis-server beside it (`--servers-cpu`): what CPU 0 does is the daemon's work alone.
-Phases 1 and 2 run unpinned, as they always have.
+and redis-server beside it (`--broker-cpu`, `--redis-cpu`): no process of the bench but the
+daemon runs on CPU 0 (other people's processes may; the table says how busy each CPU was).
+Phases 1 and 2 run unpinned, as they always have. With `--compare`, every daemon measure
+(2. and each latency rate) runs first with the daemon of another checkout (e.g. `git
+worktree add ../before HEAD~1`), then with this one's, back to back: the ratios between
+the two are what the noisy machine lets one quote; half the maximum is this one's.
 
 Prints events/s for both, the ratio daemon / ceiling (target ≥ 0.6) and per rate p50, p99
 and max latency (target p99 ≤ 25 ms at 5,000 events/s and ≤ 50 ms at half the maximum),
@@ -32,9 +37,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import multiprocessing
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -68,6 +75,7 @@ from topics.events import (
 PARTITIONS = 4
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 5000
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 DAEMON_CPU, LOAD_CPU = 0, 1  # latency runs: the daemon alone on one CPU
 
 
@@ -132,12 +140,15 @@ def _value(key: str, value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def write_config(folder: Path, broker: Broker, redis: RedisServer, topics: TopicsConfig) -> Path:
-    """fenliu.toml plus the shop file, in `folder`; each run its own Redis key prefix."""
+def write_config(
+    folder: Path, broker: Broker, redis: RedisServer, topics: TopicsConfig, name: str = ""
+) -> Path:
+    """fenliu.toml plus the shop file, in `folder`; each run its own consumer group and
+    Redis key prefix (`name`, by default the inquiries topic's)."""
     return write_daemon_config(
         folder, bootstrap=broker.bootstrap, redis_url=redis.url,
-        shops={SHOP: shop_toml(mix_shop())}, topics=topics, group_id=topics.inquiries,
-        key_prefix=topics.inquiries,
+        shops={SHOP: shop_toml(mix_shop())}, topics=topics, group_id=name or topics.inquiries,
+        key_prefix=name or topics.inquiries,
     )  # fmt: skip
 
 
@@ -195,11 +206,16 @@ class Daemon:
     async def start(self) -> None:
         log = (self.config.parent / "daemon.log").open("ab")
         cpu = self.cpu
+
+        def setup() -> None:  # in the child, before exec
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+            die_with_parent()
+
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config),
             stdout=log, stderr=log, cwd=self.source,
-            env={**os.environ, "PYTHONPATH": str(self.source)},
-            preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}),
+            env={**os.environ, "PYTHONPATH": str(self.source)}, preexec_fn=setup,
         )  # fmt: skip
         log.close()
 
@@ -212,6 +228,11 @@ class Daemon:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+def die_with_parent() -> None:
+    """In a child before exec: Linux SIGKILLs it if the bench dies without stopping it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -264,13 +285,14 @@ async def ceiling(bootstrap: str, topics: TopicsConfig, total: int) -> float:
         await producer.stop()
 
 
-async def daemon_rate(folder: Path, total: int) -> float:
-    """Events/s of the daemon consuming the pre-produced stream."""
-    daemon = Daemon(folder / "fenliu.toml")
+async def daemon_rate(folder: Path, total: int, source: Path) -> float:
+    """Events/s of the daemon (of checkout `source`) consuming the pre-produced stream."""
+    daemon = Daemon(folder / "fenliu.toml", source=source)
     await daemon.start()
+    assert daemon.proc is not None
     first_at, first_count = 0.0, 0
     try:
-        while True:
+        while daemon.proc.returncode is None:
             count = events_in(daemon.http)
             now = time.perf_counter()
             if count > 0 and not first_at:
@@ -278,6 +300,7 @@ async def daemon_rate(folder: Path, total: int) -> float:
             if count >= total:
                 return (total - first_count) / (now - first_at)
             await asyncio.sleep(0.02)
+        raise RuntimeError(f"the daemon exited; see {folder / 'daemon.log'}")
     finally:
         await daemon.stop()
 
@@ -306,7 +329,13 @@ async def latency(
         child = spawn.Process(target=run, args=(load, theirs), name="e2e-load")
         child.start()
         theirs.close()
-        report: Report = await asyncio.to_thread(ours.recv)
+        while not ours.poll():
+            if child.exitcode is not None or daemon.proc.returncode is not None:
+                if ours.poll():
+                    break
+                raise RuntimeError(f"the load generator or the daemon exited; see {folder}")
+            await asyncio.sleep(0.1)
+        report: Report = ours.recv()
         where = cpus_of(daemon.proc.pid)
     finally:
         if child is not None:
@@ -346,8 +375,11 @@ TABLE_HEAD = (
 )
 
 
-async def throughput(broker: Broker, redis: RedisServer, tmp: Path, stream: list[Record]) -> float:
-    """Phases 1 and 2 (unpinned): the ceiling and the daemon's maximum; the latter."""
+async def throughput(
+    broker: Broker, redis: RedisServer, tmp: Path, stream: list[Record], sources: dict[str, Path]
+) -> float:
+    """Phases 1 and 2 (unpinned): the ceiling and the daemon's maximum (of each checkout in
+    `sources`, one after the other); the last daemon's maximum."""
     total = len(stream)
     main_topics = topics_named("bench")
     await create_topics(broker.bootstrap, main_topics, partitions=PARTITIONS)
@@ -356,12 +388,14 @@ async def throughput(broker: Broker, redis: RedisServer, tmp: Path, stream: list
     say("ceiling: aiokafka consume → orjson loads/dumps → produce → commit ...")
     top = await ceiling(broker.bootstrap, main_topics, total)
     say(f"  ceiling   {top:10,.0f} events/s")
-    say("daemon: fenliu run over the same records ...")
-    folder = tmp / "daemon"
-    write_config(folder, broker, redis, main_topics)
-    rate = await daemon_rate(folder, total)
-    say(f"  daemon    {rate:10,.0f} events/s")
-    say(f"  ratio daemon / ceiling = {rate / top:.2f}  (target ≥ 0.6)")
+    rate = 0.0
+    for i, (label, source) in enumerate(sources.items()):
+        say(f"{label}daemon: fenliu run over the same records ({source}) ...")
+        folder = tmp / f"daemon{i}"
+        write_config(folder, broker, redis, main_topics, name=f"bench-daemon{i}")
+        rate = await daemon_rate(folder, total, source)
+        say(f"  {label}daemon    {rate:10,.0f} events/s")
+        say(f"  {label}ratio daemon / ceiling = {rate / top:.2f}  (target ≥ 0.6)")
     return rate
 
 
@@ -403,17 +437,17 @@ async def main(args: argparse.Namespace) -> int:
     say(f"recording {args.events} events of the 200-agent mix ...")
     stream = recorded_stream(args.events)
     with Broker() as broker, RedisServer() as redis, tempfile.TemporaryDirectory() as tmp:
+        sources = {"": REPO}
+        if args.compare is not None:
+            sources = {"before ": args.compare.resolve(), "after ": REPO}
         if args.latency_only:
             maximum = args.max_rate
         else:
-            maximum = await throughput(broker, redis, Path(tmp), stream)
+            maximum = await throughput(broker, redis, Path(tmp), stream, sources)
         for server, cpu in ((broker, args.broker_cpu), (redis, args.redis_cpu)):
             if cpu != "any":
                 pin(server.pid or 0, {int(cpu)})
         rates = [*args.rates, maximum / 2]
-        sources = {"": REPO}
-        if args.compare is not None:
-            sources = {"before ": args.compare.resolve(), "after ": REPO}
         await latencies(broker, redis, Path(tmp), stream, rates, args.seconds, sources)
     return 0
 
@@ -446,7 +480,7 @@ if __name__ == "__main__":
         )  # fmt: skip
     parser.add_argument(
         "--compare", type=Path, metavar="CHECKOUT",
-        help="latency runs also with the daemon of another checkout, before this one's",
+        help="run each daemon measure with another checkout's daemon too, just before",
     )  # fmt: skip
     args = parser.parse_args()
     if args.latency_only and args.max_rate is None:
