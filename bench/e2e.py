@@ -1,6 +1,9 @@
-"""End-to-end benchmark: the daemon against a raw aiokafka ceiling on the same broker.
+"""End-to-end benchmark: the daemon against a raw aiokafka ceiling on the same broker, and
+its latency under load.
 
-    .venv/bin/python bench/e2e.py [--events N]
+    .venv/bin/python bench/e2e.py [--events N] [--rates 1000,5000] [--seconds S]
+    .venv/bin/python bench/e2e.py --latency-only --max-rate R
+    .venv/bin/python bench/e2e.py --compare CHECKOUT   # A/B: that checkout's daemon, then ours
 
 Starts a Tansu broker and a redis-server on free loopback ports, records a realistic event
 stream (the 200-agent mix of bench/core.py) and, in one run:
@@ -8,20 +11,37 @@ stream (the 200-agent mix of bench/core.py) and, in one run:
 1. ceiling — a plain aiokafka loop consumes the stream in batches, `orjson.loads` and
    `orjson.dumps` each record and produces it to an output topic, committing per batch;
 2. daemon — `fenliu run` (a real subprocess) consumes the same stream;
-3. latency — a fresh daemon gets the stream paced at half the daemon's measured maximum
-   rate; for every inquiry, the time from handing it to the producer until its first
-   output (assignment or queue update) arrives.
+3. latency — at 1,000 and 5,000 events/s (`--rates`) and at half the daemon's maximum
+   measured in 2. (or half `--max-rate`), each rate with a fresh daemon on its own topics
+   and Redis key prefix, fed the first `rate × --seconds` events of the stream; for every
+   inquiry, the time from handing it to the producer until its first output (assignment
+   or queue update) is read back.
 
-Prints events/s for both, the ratio daemon / ceiling (target ≥ 0.6) and p50/p99 latency
-(target p99 ≤ 50 ms). Machine noise matters: quote figures from one run.
+In the latency runs the daemon is pinned to CPU 0 and the load generator (bench/e2e_load.py,
+producer and measuring consumer) runs in its own process pinned to CPU 1, with the broker
+and redis-server beside it (`--broker-cpu`, `--redis-cpu`): no process of the bench but the
+daemon runs on CPU 0 (other people's processes may; the table says how busy each CPU was).
+Phases 1 and 2 run unpinned, as they always have. With `--compare`, every daemon measure
+(2. and each latency rate) runs first with the daemon of another checkout (e.g. `git
+worktree add ../before HEAD~1`), then with this one's, back to back: the ratios between
+the two are what the noisy machine lets one quote; half the maximum is this one's.
+
+Prints events/s for both, the ratio daemon / ceiling (target ≥ 0.6) and per rate p50, p99
+and max latency (target p99 ≤ 25 ms at 5,000 events/s and ≤ 50 ms at half the maximum),
+with the median split of the path: inbound (send → the daemon takes up the batch), inside
+the daemon (→ output handed to its producer) and outbound (→ read back). Machine noise
+matters: quote figures from one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import multiprocessing
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -37,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from core import SHOP, mix_shop, record_mix
+from e2e_load import Load, Record, Report, run
 
 from daemon.config import TopicsConfig
 from daemon.core.config import ShopConfig
@@ -51,10 +72,11 @@ from topics.events import (
     MessageSent,
 )
 
-Record = tuple[str, bytes, bytes, str, bool]  # (topic field, key, value, event id, inquiry?)
 PARTITIONS = 4
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 5000
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+DAEMON_CPU, LOAD_CPU = 0, 1  # latency runs: the daemon alone on one CPU
 
 
 def say(text: str) -> None:
@@ -118,12 +140,15 @@ def _value(key: str, value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def write_config(folder: Path, broker: Broker, redis: RedisServer, topics: TopicsConfig) -> Path:
-    """fenliu.toml plus the shop file, in `folder`; each run its own Redis key prefix."""
+def write_config(
+    folder: Path, broker: Broker, redis: RedisServer, topics: TopicsConfig, name: str = ""
+) -> Path:
+    """fenliu.toml plus the shop file, in `folder`; each run its own consumer group and
+    Redis key prefix (`name`, by default the inquiries topic's)."""
     return write_daemon_config(
         folder, bootstrap=broker.bootstrap, redis_url=redis.url,
-        shops={SHOP: shop_toml(mix_shop())}, topics=topics, group_id=topics.inquiries,
-        key_prefix=topics.inquiries,
+        shops={SHOP: shop_toml(mix_shop())}, topics=topics, group_id=name or topics.inquiries,
+        key_prefix=name or topics.inquiries,
     )  # fmt: skip
 
 
@@ -168,25 +193,62 @@ def ready(http: str) -> bool:
 
 
 class Daemon:
-    """`fenliu run` as a subprocess."""
+    """`fenliu run` as a subprocess, pinned to `cpu` from its first instruction if given;
+    the daemon's code is the checkout `source` (by default this one)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, cpu: int | None = None, source: Path = REPO) -> None:
         self.config = config
+        self.cpu = cpu
+        self.source = source
         self.http = config.read_text().split('listen = "', 1)[1].split('"', 1)[0]
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         log = (self.config.parent / "daemon.log").open("ab")
+        cpu = self.cpu
+
+        def setup() -> None:  # in the child, before exec
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+            die_with_parent()
+
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config),
-            stdout=log, stderr=log, cwd=REPO,
+            stdout=log, stderr=log, cwd=self.source,
+            env={**os.environ, "PYTHONPATH": str(self.source)}, preexec_fn=setup,
         )  # fmt: skip
         log.close()
 
     async def stop(self) -> None:
+        """Stop our child by its pid: SIGTERM, then SIGKILL after 15 s."""
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
-            await asyncio.wait_for(self.proc.wait(), 15)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def die_with_parent() -> None:
+    """In a child before exec: Linux SIGKILLs it if the bench dies without stopping it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of our child `pid` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
+def cpus_of(pid: int) -> str:
+    """The CPUs each thread of `pid` may run on, e.g. "0 (7 threads)"."""
+    found = {
+        tuple(sorted(os.sched_getaffinity(int(task.name))))
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    }
+    threads = len(list(Path(f"/proc/{pid}/task").iterdir()))
+    return f"{'/'.join(','.join(map(str, c)) for c in sorted(found))} ({threads} threads)"
 
 
 # ------------------------------------------------------------------------------ measures
@@ -223,13 +285,14 @@ async def ceiling(bootstrap: str, topics: TopicsConfig, total: int) -> float:
         await producer.stop()
 
 
-async def daemon_rate(folder: Path, total: int) -> float:
-    """Events/s of the daemon consuming the pre-produced stream."""
-    daemon = Daemon(folder / "fenliu.toml")
+async def daemon_rate(folder: Path, total: int, source: Path) -> float:
+    """Events/s of the daemon (of checkout `source`) consuming the pre-produced stream."""
+    daemon = Daemon(folder / "fenliu.toml", source=source)
     await daemon.start()
+    assert daemon.proc is not None
     first_at, first_count = 0.0, 0
     try:
-        while True:
+        while daemon.proc.returncode is None:
             count = events_in(daemon.http)
             now = time.perf_counter()
             if count > 0 and not first_at:
@@ -237,59 +300,51 @@ async def daemon_rate(folder: Path, total: int) -> float:
             if count >= total:
                 return (total - first_count) / (now - first_at)
             await asyncio.sleep(0.02)
+        raise RuntimeError(f"the daemon exited; see {folder / 'daemon.log'}")
     finally:
         await daemon.stop()
 
 
 async def latency(
-    folder: Path, bootstrap: str, topics: TopicsConfig, stream: list[Record], rate: float
-) -> list[float]:
-    """Inquiry → first output latencies (ms) with the stream paced at `rate` events/s."""
-    daemon = Daemon(folder / "fenliu.toml")
+    folder: Path, servers: dict[str, int], bootstrap: str, topics: TopicsConfig,
+    stream: list[Record], rate: float, source: Path,
+) -> tuple[Report, str]:  # fmt: skip
+    """One latency run: a fresh daemon (of checkout `source`) on CPU 0, the load
+    generator's process on CPU 1; its report, and where the daemon ran."""
+    daemon = Daemon(folder / "fenliu.toml", cpu=DAEMON_CPU, source=source)
     await daemon.start()
-    while not ready(daemon.http):  # noqa: ASYNC110 (polling another process)
-        await asyncio.sleep(0.1)  # joined its group, restored its partitions
-    sent: dict[str, float] = {}
-    got: dict[str, float] = {}
-    consumer = AIOKafkaConsumer(
-        topics.assignments, topics.queue_updates, bootstrap_servers=bootstrap,
-        group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=5,
-    )  # fmt: skip
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
-    await consumer.start()
-    await producer.start()
-
-    async def collect() -> None:
-        while True:
-            batch = await consumer.getmany(timeout_ms=100)
-            arrived = time.perf_counter()
-            for records in batch.values():
-                for r in records:
-                    inquiry = orjson.loads(r.value).get("inquiry_id")
-                    if inquiry in sent and inquiry not in got:
-                        got[inquiry] = arrived
-
-    collector = asyncio.create_task(collect())
+    assert daemon.proc is not None
+    child = None
     try:
-        tick = 0.005
-        per_tick = max(1, round(rate * tick))
-        start = time.perf_counter()
-        for i in range(0, len(stream), per_tick):
-            for field, key, value, event_id, is_inquiry in stream[i : i + per_tick]:
-                if is_inquiry:
-                    sent[event_id] = time.perf_counter()
-                await producer.send(getattr(topics, field), value, key=key)
-            delay = start + (i // per_tick + 1) * tick - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await asyncio.sleep(2)
+        while not ready(daemon.http):  # joined its group, restored its partitions
+            if daemon.proc.returncode is not None:
+                raise RuntimeError(f"the daemon exited; see {folder / 'daemon.log'}")
+            await asyncio.sleep(0.1)
+        spawn = multiprocessing.get_context("spawn")
+        ours, theirs = spawn.Pipe(duplex=False)
+        load = Load(
+            bootstrap=bootstrap, topics=topics.model_dump(), partitions=PARTITIONS,
+            stream=stream, rate=rate, cpu=LOAD_CPU, watch={"daemon": daemon.proc.pid, **servers},
+        )  # fmt: skip
+        child = spawn.Process(target=run, args=(load, theirs), name="e2e-load")
+        child.start()
+        theirs.close()
+        while not ours.poll():
+            if child.exitcode is not None or daemon.proc.returncode is not None:
+                if ours.poll():
+                    break
+                raise RuntimeError(f"the load generator or the daemon exited; see {folder}")
+            await asyncio.sleep(0.1)
+        report: Report = ours.recv()
+        where = cpus_of(daemon.proc.pid)
     finally:
-        collector.cancel()
-        await asyncio.gather(collector, return_exceptions=True)
-        await consumer.stop()
-        await producer.stop()
+        if child is not None:
+            await asyncio.to_thread(child.join, 30)
+            if child.is_alive():
+                child.terminate()  # by its pid
+                await asyncio.to_thread(child.join)
         await daemon.stop()
-    return sorted((got[k] - sent[k]) * 1000 for k in got)
+    return report, where
 
 
 def pct(values: list[float], p: float) -> float:
@@ -297,47 +352,137 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else float("nan")
 
 
-async def main(total: int, forced_rate: float | None = None) -> int:
+def latency_row(label: str, rate: float, report: Report) -> str:
+    """One line of the latency table."""
+    lat = sorted(a.latency_ms for a in report.answers)
+    inbound = sorted(a.decided_ms for a in report.answers)
+    inside = sorted(a.handed_ms - a.decided_ms for a in report.answers)
+    outbound = sorted(a.latency_ms - a.handed_ms for a in report.answers)
+    fed = report.events / report.seconds if report.seconds else float("nan")
+    busy = " / ".join(f"{b:.0%}" for b in report.busy)
+    return (
+        f"| {label}{rate:,.0f} | {fed:,.0f} | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} | "
+        f"{lat[-1] if lat else float('nan'):.1f} | {len(lat):,} / {report.inquiries:,} | "
+        f"{pct(inbound, 50):.1f} / {pct(inside, 50):.1f} / {pct(outbound, 50):.1f} | "
+        f"{report.cores['daemon']:.2f} | {busy} |"
+    )
+
+
+TABLE_HEAD = (
+    "| rate events/s | fed | p50 ms | p99 ms | max ms | n answered / inquiries | "
+    "median in / daemon / out ms | daemon cores | CPU 0 / 1 busy |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+async def throughput(
+    broker: Broker, redis: RedisServer, tmp: Path, stream: list[Record], sources: dict[str, Path]
+) -> float:
+    """Phases 1 and 2 (unpinned): the ceiling and the daemon's maximum (of each checkout in
+    `sources`, one after the other); the last daemon's maximum."""
+    total = len(stream)
+    main_topics = topics_named("bench")
+    await create_topics(broker.bootstrap, main_topics, partitions=PARTITIONS)
+    say(f"producing {total} records to {broker.bootstrap} ...")
+    await produce_all(broker.bootstrap, main_topics, stream)
+    say("ceiling: aiokafka consume → orjson loads/dumps → produce → commit ...")
+    top = await ceiling(broker.bootstrap, main_topics, total)
+    say(f"  ceiling   {top:10,.0f} events/s")
+    rate = 0.0
+    for i, (label, source) in enumerate(sources.items()):
+        say(f"{label}daemon: fenliu run over the same records ({source}) ...")
+        folder = tmp / f"daemon{i}"
+        write_config(folder, broker, redis, main_topics, name=f"bench-daemon{i}")
+        rate = await daemon_rate(folder, total, source)
+        say(f"  {label}daemon    {rate:10,.0f} events/s")
+        say(f"  {label}ratio daemon / ceiling = {rate / top:.2f}  (target ≥ 0.6)")
+    return rate
+
+
+async def latencies(
+    broker: Broker, redis: RedisServer, tmp: Path, stream: list[Record], rates: list[float],
+    seconds: float, sources: dict[str, Path],
+) -> None:  # fmt: skip
+    """Phase 3: one fresh daemon per rate (and per checkout in `sources`, back to back),
+    each on its own topics and key prefix."""
+    say(f"latency: daemon on CPU {DAEMON_CPU}; load generator on CPU {LOAD_CPU}; "
+        f"broker {cpus_of(broker.pid or 0)}, redis {cpus_of(redis.pid or 0)}")  # fmt: skip
+    servers = {"broker": broker.pid or 0, "redis": redis.pid or 0}
+    rows = []
+    runs = [(rate, label, source) for rate in rates for label, source in sources.items()]
+    for i, (rate, label, source) in enumerate(runs):
+        fed = stream[: max(1, int(rate * seconds))]
+        topics = topics_named(f"lat{i}")
+        await create_topics(broker.bootstrap, topics, partitions=PARTITIONS)
+        folder = tmp / f"latency{i}"
+        write_config(folder, broker, redis, topics)
+        say(f"  {label}{rate:,.0f} events/s: {len(fed):,} events, a fresh daemon ({source}) ...")
+        report, where = await latency(folder, servers, broker.bootstrap, topics, fed, rate, source)
+        cores = ", ".join(f"{name} {used:.2f}" for name, used in report.cores.items())
+        say(f"    daemon threads on CPU {where}; load generator on CPU {report.cpus}")
+        say(f"    cores used: {cores}")
+        rows.append(latency_row(label, rate, report))
+        say(rows[-1])
+    say("inquiry → first output (targets: p99 ≤ 25 ms at 5,000/s, ≤ 50 ms at half the max)")
+    say(TABLE_HEAD)
+    for row in rows:
+        say(row)
+
+
+async def main(args: argparse.Namespace) -> int:
     say(f"fenliu e2e bench — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     say(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
-    say(f"recording {total} events of the 200-agent mix ...")
-    stream = recorded_stream(total)
-    total = len(stream)
+    say(f"recording {args.events} events of the 200-agent mix ...")
+    stream = recorded_stream(args.events)
     with Broker() as broker, RedisServer() as redis, tempfile.TemporaryDirectory() as tmp:
-        main_topics = topics_named("bench")
-        await create_topics(broker.bootstrap, main_topics, partitions=PARTITIONS)
-        say(f"producing {total} records to {broker.bootstrap} ...")
-        await produce_all(broker.bootstrap, main_topics, stream)
-        say("ceiling: aiokafka consume → orjson loads/dumps → produce → commit ...")
-        top = await ceiling(broker.bootstrap, main_topics, total)
-        say(f"  ceiling   {top:10,.0f} events/s")
-        say("daemon: fenliu run over the same records ...")
-        folder = Path(tmp) / "daemon"
-        write_config(folder, broker, redis, main_topics)
-        rate = await daemon_rate(folder, total)
-        say(f"  daemon    {rate:10,.0f} events/s")
-        say(f"  ratio daemon / ceiling = {rate / top:.2f}  (target ≥ 0.6)")
-        paced = forced_rate or rate / 2
-        why = "as asked" if forced_rate else "half its maximum"
-        say(f"latency: a fresh daemon fed at {paced:,.0f} events/s ({why}) ...")
-        lat_topics = topics_named("lat")
-        await create_topics(broker.bootstrap, lat_topics, partitions=PARTITIONS)
-        lat_folder = Path(tmp) / "latency"
-        write_config(lat_folder, broker, redis, lat_topics)
-        lat = await latency(lat_folder, broker.bootstrap, lat_topics, stream, paced)
-        say(
-            f"  inquiry → output latency over {len(lat)} inquiries: p50 {pct(lat, 50):.1f} ms, "
-            f"p99 {pct(lat, 99):.1f} ms, max {lat[-1] if lat else float('nan'):.1f} ms "
-            "(target p99 ≤ 50 ms)"
-        )
+        sources = {"": REPO}
+        if args.compare is not None:
+            sources = {"before ": args.compare.resolve(), "after ": REPO}
+        if args.latency_only:
+            maximum = args.max_rate
+        else:
+            maximum = await throughput(broker, redis, Path(tmp), stream, sources)
+        for server, cpu in ((broker, args.broker_cpu), (redis, args.redis_cpu)):
+            if cpu != "any":
+                pin(server.pid or 0, {int(cpu)})
+        rates = [*args.rates, maximum / 2]
+        await latencies(broker, redis, Path(tmp), stream, rates, args.seconds, sources)
     return 0
+
+
+def rate_list(text: str) -> list[float]:
+    """Comma-separated rates: "1000,5000" -> [1000.0, 5000.0]."""
+    return [float(part) for part in text.split(",") if part]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events in the stream")
-    parser.add_argument("--rate", type=float, help="latency run's rate (default: half the max)")
+    parser.add_argument(
+        "--rates", type=rate_list, default=[1000.0, 5000.0],
+        help="latency runs' rates, events/s (half the maximum is always added)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seconds", type=float, default=15.0,
+        help="each latency run feeds rate × seconds events (at most --events)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency-only", action="store_true",
+        help="skip the ceiling and throughput runs (give --max-rate)",
+    )  # fmt: skip
+    parser.add_argument("--max-rate", type=float, help="with --latency-only: the daemon's max")
+    for server, default in (("broker", LOAD_CPU), ("redis", LOAD_CPU)):
+        parser.add_argument(
+            f"--{server}-cpu", choices=["0", "1", "any"], default=str(default),
+            help=f"pin the {server} for the latency runs (default: {default})",
+        )  # fmt: skip
+    parser.add_argument(
+        "--compare", type=Path, metavar="CHECKOUT",
+        help="run each daemon measure with another checkout's daemon too, just before",
+    )  # fmt: skip
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.events, args.rate)))
+    if args.latency_only and args.max_rate is None:
+        parser.error("--latency-only needs --max-rate")
+    sys.exit(asyncio.run(main(args)))

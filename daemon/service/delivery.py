@@ -1,14 +1,15 @@
 """Handing checkpointed outputs to Kafka and waiting for its acknowledgements (CONTRACT 6).
 
-`Deliveries.send` hands outbox records to the producer (batched by its linger) and keeps
-their delivery futures. `settle` waits until Kafka acknowledged every one, empties the
-outboxes in Redis (daemon.service.checkpoint) and commits the group's offsets — kept for lag
-tooling only: Redis holds the positions. While acknowledgements are overdue (Kafka
-unreachable) it says so, and the service reports not ready and fetches nothing. A record
-Kafka refused, or outboxes Redis did not empty, come back as the failure that sends the
-service to recover (restore the owned shops, which sends the outboxes again). `drop` stops
-waiting: what is unacknowledged stays in the outboxes in Redis and is sent again by the next
-restore, or at the next start.
+`Deliveries.send` hands a batch's outbox records to the producer all at once (they leave
+together without a linger: daemon.service.clients) and keeps their delivery futures.
+`settle` waits until Kafka acknowledged every one, empties the outboxes in Redis
+(daemon.service.checkpoint) and commits the group's offsets — kept for lag tooling only:
+Redis holds the positions. While acknowledgements are overdue (Kafka unreachable) it says
+so, and the service reports not ready and fetches nothing. A record Kafka refused, or
+outboxes Redis did not empty, come back as the failure that sends the service to recover
+(restore the owned shops, which sends the outboxes again). `drop` stops waiting: what is
+unacknowledged stays in the outboxes in Redis and is sent again by the next restore, or at
+the next start.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Deliveries:
         return bool(self._unacked)
 
     async def send(self, producer: AIOKafkaProducer, records: list[OutboxRecord]) -> None:
-        """Hand records to the producer (batched by its linger); keep the delivery futures."""
+        """Hand records to the producer, all before its sender runs; keep the delivery futures."""
         self.sent += len(records)
         self._unacked += [await producer.send(r.topic, r.value, r.key) for r in records]
 

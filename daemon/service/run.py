@@ -5,7 +5,7 @@ One loop, nothing hidden in background tasks:
     poll a batch (getmany, waiting at most until the engine's next deadline)
     → feed it to the engine and fire due timers (daemon.service.intake)
     → checkpoint to Redis: changed state, offsets, outbox (daemon.service.checkpoint)
-    → hand every output to the producer, batched by its linger (daemon.service.delivery)
+    → hand every output to the producer, at once and without linger (daemon.service.delivery)
     → every COMMIT_EVERY_S: wait for the acknowledgements, empty the outboxes, commit
 
 The wait in `getmany` is the one timer: it never sleeps past the engine's next deadline, so
