@@ -25,11 +25,13 @@ from daemon.core.model import Buyer, BuyerPhase, QueueEntry, Trigger
 from daemon.core.routing import Routing
 from daemon.core.sessions import Sessions
 from daemon.core.state import ShopState
-from daemon.core.timers import EXPIRY_TIMER
+from daemon.core.timers import EXPIRY_TIMER, TICK_TIMER
 from topics.events import AssignReason, BuyerInquired, BuyerLeft, QueueStatus
 
 ETA_SLACK_MS = 5000  # a waiting update is due when the predicted moment of service moves
 # by more than this or 10 % of the remaining wait (docs/routing.md, Queue updates)
+FLUSH_BATCH = 200  # waiting updates one tick announces; the rest follow FLUSH_GAP_MS later,
+FLUSH_GAP_MS = 50  # front of the line first (a long line's burst never stalls the events)
 
 
 class Queues:
@@ -136,13 +138,21 @@ class Queues:
             return
         view = self.outlook(cand)
         buyers, now = state.buyers, state.now
+        announced = 0
         for position, item in enumerate(cand.queue, start=1):
             entry = buyers[item[3]].queued
             assert entry is not None
             estimate = estimate_s(cand, position, item, view)
             moved = abs(now + estimate * 1000 - entry.last_eta)
             if position != entry.last_position or moved > max(ETA_SLACK_MS, estimate * 100):
+                if announced == FLUSH_BATCH:  # the rest at a tick FLUSH_GAP_MS from now
+                    interval = state.config.queue.update_interval
+                    cand.dirty = True
+                    cand.last_tick = now + FLUSH_GAP_MS - interval
+                    state.timers.arm(TICK_TIMER, cand.key, now + FLUSH_GAP_MS)
+                    return
                 self.publish(item[3], entry, cand, QueueStatus.WAITING, position, estimate)
+                announced += 1
 
     # --------------------------------------------------------------------------- serving
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.core.queues import FLUSH_BATCH, FLUSH_GAP_MS
 from tests.scenario import Scenario, group, shop
 
 
@@ -134,6 +135,28 @@ def test_waiting_updates_are_coalesced_to_one_per_update_interval() -> None:
     sc.at("10m11s")
     latest = {u.buyer_id: u.position for u in sc.updates()[before:] if u.status.value == "waiting"}
     assert latest == {"q2": 1, "q3": 2}
+
+
+def test_a_long_line_is_told_in_slices_front_first() -> None:
+    """A tick announces FLUSH_BATCH waiting updates; the rest follow FLUSH_GAP_MS later, so
+    one long line's burst never holds up the events behind it (docs/routing.md)."""
+    sc = Scenario(shop(["a1", "a2"], queue=_q(update_interval="10s")))
+    sc.at("0s").online("a1", "a2")
+    sc.inquiry("s1")
+    sc.inquiry("s2")
+    for n in range(FLUSH_BATCH * 2 + 50):
+        sc.inquiry(f"q{n:03d}")
+    sc.at("10m")  # both sessions time out: q000 and q001 are served, the line moves up 2
+    sc.at("10m1s")
+    ticks: dict[int, list[str]] = {}
+    for u in sc.updates():
+        if u.status.value == "waiting":
+            ticks.setdefault(u.ts, []).append(u.buyer_id)
+    slices = [ticks[ts] for ts in sorted(ticks)]
+    assert [len(s) for s in slices] == [FLUSH_BATCH, FLUSH_BATCH, 48]
+    assert [b for s in slices for b in s] == [f"q{n:03d}" for n in range(2, FLUSH_BATCH * 2 + 50)]
+    first = min(ticks)
+    assert sorted(ticks) == [first, first + FLUSH_GAP_MS, first + 2 * FLUSH_GAP_MS]
 
 
 def test_buyer_waiting_longer_than_max_wait_expires() -> None:
