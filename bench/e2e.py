@@ -46,7 +46,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,34 +98,13 @@ def topic_field(event: InputEvent) -> str:
     return "inquiries"
 
 
-def as_records(events: list[tuple[int, InputEvent]]) -> list[Record]:
-    """Events as Kafka records, keyed by their shop."""
+def recorded_stream(limit: int) -> list[Record]:
+    """The first `limit` events of the bench/core.py mix, encoded as Kafka records."""
+    events, _ = record_mix(mix_shop())
+    key = SHOP.encode()
     return [
-        (topic_field(ev), ev.shop_id.encode(), encode(ev), ev.id, isinstance(ev, BuyerInquired))
-        for _, ev in events
-    ]
-
-
-def shops_at_pace(
-    events: list[tuple[int, InputEvent]], rate: float, limit: int
-) -> tuple[list[Record], list[str]]:
-    """`rate` events/s as the traffic of several copies of the mix's shop, each at the pace
-    it was recorded at (about 200 events/s): the first `limit` events of the copies merged
-    by their recorded time, each copy starting a fraction of a second after the previous
-    one; each copy's event ids end in "@copy". Returns the records and the shop ids."""
-    pace = len(events) / ((events[-1][0] - events[0][0]) / 1000)
-    copies = max(1, round(rate / pace))
-    each = min(len(events), limit // copies + 1000)
-    merged = []
-    for j in range(copies):
-        shop, shift = f"{SHOP}{j}", j * 1000 // copies
-        merged += [
-            (now + shift, j, i, replace(ev, shop_id=shop, id=f"{ev.id}@{j}"))
-            for i, (now, ev) in enumerate(events[:each])
-        ]
-    merged.sort(key=lambda item: item[:3])
-    return as_records([(now, ev) for now, _, _, ev in merged[:limit]]), [
-        f"{SHOP}{j}" for j in range(copies)
+        (topic_field(ev), key, encode(ev), ev.id, isinstance(ev, BuyerInquired))
+        for _, ev in events[:limit]
     ]
 
 
@@ -163,16 +141,14 @@ def _value(key: str, value: Any) -> str:
 
 
 def write_config(
-    folder: Path, broker: Broker, redis: RedisServer, topics: TopicsConfig, name: str = "",
-    shops: tuple[str, ...] = (SHOP,),
-) -> Path:  # fmt: skip
-    """fenliu.toml plus a shop file per shop id (each the mix's shop), in `folder`; each run
-    its own consumer group and Redis key prefix (`name`, by default the inquiries topic's)."""
-    shop = mix_shop()
+    folder: Path, broker: Broker, redis: RedisServer, topics: TopicsConfig, name: str = ""
+) -> Path:
+    """fenliu.toml plus the shop file, in `folder`; each run its own consumer group and
+    Redis key prefix (`name`, by default the inquiries topic's)."""
     return write_daemon_config(
         folder, bootstrap=broker.bootstrap, redis_url=redis.url,
-        shops={i: shop_toml(shop.model_copy(update={"id": i})) for i in shops}, topics=topics,
-        group_id=name or topics.inquiries, key_prefix=name or topics.inquiries,
+        shops={SHOP: shop_toml(mix_shop())}, topics=topics, group_id=name or topics.inquiries,
+        key_prefix=name or topics.inquiries,
     )  # fmt: skip
 
 
@@ -424,35 +400,22 @@ async def throughput(
 
 
 async def latencies(
-    broker: Broker, redis: RedisServer, tmp: Path, events: list[tuple[int, InputEvent]],
-    rates: list[float], seconds: float, sources: dict[str, Path], loads: list[str],
-    limit: int,
+    broker: Broker, redis: RedisServer, tmp: Path, stream: list[Record], rates: list[float],
+    seconds: float, sources: dict[str, Path],
 ) -> None:  # fmt: skip
-    """Phase 3: one fresh daemon per rate and load (and per checkout in `sources`, back to
-    back), each on its own topics and key prefix. Load `one-shop` is the mix's shop sped up
-    to the rate (its queues grow: the agents' sessions still last as long in wall time);
-    `shops` is the rate as the traffic of as many shops as run at the recorded pace."""
+    """Phase 3: one fresh daemon per rate (and per checkout in `sources`, back to back),
+    each on its own topics and key prefix."""
     say(f"latency: daemon on CPU {DAEMON_CPU}; load generator on CPU {LOAD_CPU}; "
         f"broker {cpus_of(broker.pid or 0)}, redis {cpus_of(redis.pid or 0)}")  # fmt: skip
     servers = {"broker": broker.pid or 0, "redis": redis.pid or 0}
     rows = []
-    runs = [
-        (load, rate, label, source)
-        for load in loads
-        for rate in rates
-        for label, source in sources.items()
-    ]
-    for i, (load, rate, checkout, source) in enumerate(runs):
-        count = min(limit, max(1, int(rate * seconds)))
-        if load == "shops":
-            fed, shops = shops_at_pace(events, rate, count)
-        else:
-            fed, shops = as_records(events[:count]), [SHOP]
-        label = f"{checkout}{len(shops)} shop{'s' if len(shops) > 1 else ''} @ "
+    runs = [(rate, label, source) for rate in rates for label, source in sources.items()]
+    for i, (rate, label, source) in enumerate(runs):
+        fed = stream[: max(1, int(rate * seconds))]
         topics = topics_named(f"lat{i}")
         await create_topics(broker.bootstrap, topics, partitions=PARTITIONS)
         folder = tmp / f"latency{i}"
-        write_config(folder, broker, redis, topics, shops=tuple(shops))
+        write_config(folder, broker, redis, topics)
         say(f"  {label}{rate:,.0f} events/s: {len(fed):,} events, a fresh daemon ({source}) ...")
         report, where = await latency(folder, servers, broker.bootstrap, topics, fed, rate, source)
         cores = ", ".join(f"{name} {used:.2f}" for name, used in report.cores.items())
@@ -471,9 +434,8 @@ async def main(args: argparse.Namespace) -> int:
     say(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
-    say(f"recording the 200-agent mix ({args.events} events for the throughput runs) ...")
-    events, _ = record_mix(mix_shop())
-    stream = as_records(events[: args.events])
+    say(f"recording {args.events} events of the 200-agent mix ...")
+    stream = recorded_stream(args.events)
     with Broker() as broker, RedisServer() as redis, tempfile.TemporaryDirectory() as tmp:
         sources = {"": REPO}
         if args.compare is not None:
@@ -486,10 +448,7 @@ async def main(args: argparse.Namespace) -> int:
             if cpu != "any":
                 pin(server.pid or 0, {int(cpu)})
         rates = [*args.rates, maximum / 2]
-        await latencies(
-            broker, redis, Path(tmp), events, rates, args.seconds, sources, args.load,
-            args.events,
-        )  # fmt: skip
+        await latencies(broker, redis, Path(tmp), stream, rates, args.seconds, sources)
     return 0
 
 
@@ -514,11 +473,6 @@ if __name__ == "__main__":
         help="skip the ceiling and throughput runs (give --max-rate)",
     )  # fmt: skip
     parser.add_argument("--max-rate", type=float, help="with --latency-only: the daemon's max")
-    parser.add_argument(
-        "--load", choices=["one-shop", "shops"], action="append",
-        help="latency runs' load (default both): the mix's shop sped up to the rate, or as "
-        "many shops at the recorded pace as make the rate",
-    )  # fmt: skip
     for server, default in (("broker", LOAD_CPU), ("redis", LOAD_CPU)):
         parser.add_argument(
             f"--{server}-cpu", choices=["0", "1", "any"], default=str(default),
@@ -529,7 +483,6 @@ if __name__ == "__main__":
         help="run each daemon measure with another checkout's daemon too, just before",
     )  # fmt: skip
     args = parser.parse_args()
-    args.load = args.load or ["one-shop", "shops"]
     if args.latency_only and args.max_rate is None:
         parser.error("--latency-only needs --max-rate")
     sys.exit(asyncio.run(main(args)))
