@@ -7,6 +7,8 @@ collector, so the hot path pays nothing for them.
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -73,6 +75,16 @@ class Metrics:
             buckets=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
             registry=r,
         )
+        self.gc_pause_seconds = Histogram(
+            "fenliu_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector, by generation: the loop stands "
+            "still meanwhile, so a full collection shows in the decisions' latency",
+            ["generation"],
+            buckets=(0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3),
+            registry=r,
+        )
+        self._gc_pauses = [self.gc_pause_seconds.labels(str(g)) for g in range(3)]
+        self._gc_started = 0.0
         self.fenced = Counter(
             "fenliu_partitions_fenced",
             "Partitions found claimed by another instance at checkpoint (their batch was dropped)",
@@ -104,6 +116,17 @@ class Metrics:
         """Export the engine's state, consumer lag and the shops set aside (shop -> whether
         it waits for Redis, else it is quarantined) at every scrape."""
         self.registry.register(_StateCollector(engine, lag, set_aside))
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time the garbage collector's pauses (a process-wide hook); return its removal."""
+        gc.callbacks.append(self._on_gc)
+        return lambda: gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self._gc_pauses[info["generation"]].observe(time.perf_counter() - self._gc_started)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

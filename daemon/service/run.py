@@ -171,9 +171,11 @@ class Service:
             core=daemon.CORE,
             **({"core_note": daemon.CORE_NOTE} if daemon.CORE_NOTE else {}),
         )
+        unwatch_gc = self.metrics.watch_gc()
         try:
             await self._loop(consumer, producer)
         finally:
+            unwatch_gc()
             self.ready = False
             if self.install_signals:
                 remove_signals()
