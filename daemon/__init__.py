@@ -56,6 +56,11 @@ def build_tag() -> str:
     return f"{sys.implementation.cache_tag}-{sys.platform}"
 
 
+def extension(name: str) -> Path:
+    """Where a build leaves the extension module `name` of daemon/core."""
+    return HERE / f"{name}{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+
+
 def compiled_problem() -> str | None:
     """Why the compiled core cannot be used here, or None when it can."""
     if not MANIFEST.exists():
@@ -63,10 +68,9 @@ def compiled_problem() -> str | None:
     manifest = json.loads(MANIFEST.read_bytes())
     if manifest.get("python") != build_tag():
         return f"compiled for {manifest.get('python')}, this is {build_tag()}"
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     for module in HOT:
-        if not (HERE / f"{module}{suffix}").exists():
-            return f"{module}{suffix} is missing"
+        if not extension(module).exists():
+            return f"{extension(module).name} is missing"
         if manifest.get("sources", {}).get(module) != source_hash(module):
             return f"{module}.py changed since it was compiled (python -m daemon.tools.compile)"
     return None

@@ -25,7 +25,7 @@ from daemon.core.model import Buyer, BuyerPhase, QueueEntry, Trigger
 from daemon.core.routing import Routing
 from daemon.core.sessions import Sessions
 from daemon.core.state import ShopState
-from daemon.core.timers import EXPIRY_TIMER, TICK_TIMER
+from daemon.core.timers import EXPIRY_TIMER
 from topics.events import AssignReason, BuyerInquired, BuyerLeft, QueueStatus
 
 ETA_SLACK_MS = 5000  # a waiting update is due when the predicted moment of service moves
@@ -145,11 +145,10 @@ class Queues:
             estimate = estimate_s(cand, position, item, view)
             moved = abs(now + estimate * 1000 - entry.last_eta)
             if position != entry.last_position or moved > max(ETA_SLACK_MS, estimate * 100):
-                if announced == FLUSH_BATCH:  # the rest at a tick FLUSH_GAP_MS from now
-                    interval = state.config.queue.update_interval
-                    cand.dirty = True
-                    cand.last_tick = now + FLUSH_GAP_MS - interval
-                    state.timers.arm(TICK_TIMER, cand.key, now + FLUSH_GAP_MS)
+                if announced == FLUSH_BATCH:  # the rest at a tick FLUSH_GAP_MS from now:
+                    interval = state.config.queue.update_interval  # as if told that long
+                    cand.last_tick = now + FLUSH_GAP_MS - interval  # ago, and changed now
+                    self._routing.mark_dirty(cand)
                     return
                 self.publish(item[3], entry, cand, QueueStatus.WAITING, position, estimate)
                 announced += 1

@@ -13,7 +13,6 @@ temporary folder and only the extension modules and the manifest are copied back
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from daemon import HERE, HOT, MANIFEST, build_tag, source_hash
+from daemon import HERE, HOT, MANIFEST, build_tag, extension, source_hash
 
 GROUP = "daemon.core.native"  # the shared library every compiled module links to
 ROOT = HERE.parents[1]  # the folder holding the `daemon` and `topics` packages
@@ -48,9 +47,7 @@ setup(
 
 def compiled_files() -> list[Path]:
     """The extension modules a build leaves in daemon/core (what --clean removes)."""
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    names = [*HOT, GROUP.rpartition(".")[2] + "__mypyc"]
-    return [HERE / f"{name}{suffix}" for name in names]
+    return [extension(name) for name in [*HOT, GROUP.rpartition(".")[2] + "__mypyc"]]
 
 
 def clean() -> list[Path]:
