@@ -31,6 +31,7 @@ record_log (rejections and decisions as log lines).
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,7 @@ from daemon.service.clients import (
 from daemon.service.clock import wall_ms
 from daemon.service.control_plane import apply_reload, install_signals, remove_signals, routes
 from daemon.service.delivery import Deliveries
+from daemon.service.heap import Heap
 from daemon.service.http import HttpServer
 from daemon.service.intake import Intake
 from daemon.service.kafka import TopicMap
@@ -101,6 +103,7 @@ class Service:
         self.metrics = Metrics()
         self.topics = TopicMap(config.kafka.topics)
         self.log = get_logger()
+        self.heap = Heap(self.log)
         self.ready = False
         self.http_port: int | None = None
         self._stopping = False
@@ -176,6 +179,7 @@ class Service:
             await self._loop(consumer, producer)
         finally:
             unwatch_gc()
+            gc.unfreeze()  # an embedding process (tests, `fenliu dev`) collects as before
             self.ready = False
             if self.install_signals:
                 remove_signals()
@@ -226,6 +230,7 @@ class Service:
                 if self.deliveries.pending and time.monotonic() - last_settle >= COMMIT_EVERY_S:
                     await self._settle(consumer)
                     last_settle = time.monotonic()
+                    self.heap.settled()
             if time.monotonic() - last_ping > REDIS_PING_EVERY_S:
                 last_ping = time.monotonic()
                 self._redis_ok = await redis_answers(
@@ -325,6 +330,7 @@ class Service:
                 else:
                     self.log.info("recovered", broken=self._broken)
                     self._broken = None
+                    self.heap.reset("restore")
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
@@ -349,6 +355,8 @@ class Service:
                 await self.ownership.restore(consumer, producer, assigned)
             except (StoreError, KafkaError, OSError) as exc:
                 self._break("restore", exc)
+            else:
+                self.heap.reset("restore")
 
     def _is_ready(self, consumer: AIOKafkaConsumer) -> bool:
         """Consuming, with Redis answering and every owned partition fetched recently."""
@@ -369,9 +377,11 @@ class Service:
             self.config, self.engine, self.clock, waiting, metrics=self.metrics, log=self.log
         )
         if set(self.engine.shops) != before:
-            self._restore_next = True
-        elif self.checkpoint.quarantined:
-            self._readmit_next = True
+            self._restore_next = True  # and the restore resets the heap
+        else:
+            self.heap.reset("reload")  # reconfigured shops left their old parts behind
+            if self.checkpoint.quarantined:
+                self._readmit_next = True
         return outputs
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from daemon.config import TopicsConfig
@@ -260,6 +261,15 @@ def test_metrics_and_readiness_are_served(daemon: DaemonProcess) -> None:
     ):  # fmt: skip
         assert name in body, name
     assert daemon.get("/-/reload", method="GET")[0] == 405
+
+
+def test_the_heap_is_reset_once_the_partitions_are_restored(daemon: DaemonProcess) -> None:
+    """docs/daemon.md, Memory: the restore thaws, collects and freezes again, and says so."""
+    lines = [orjson.loads(ln) for ln in daemon.log_path.read_text().splitlines() if ln[:1] == "{"]
+    resets = [ln for ln in lines if ln.get("event") == "gc_reset"]
+    assert resets and resets[0]["reason"] == "restore" and resets[0]["frozen"] > 0
+    restored = next(i for i, ln in enumerate(lines) if ln.get("event") == "restored")
+    assert lines.index(resets[0]) > restored
 
 
 # ------------------------------------------------------------- daemons of their own
