@@ -15,7 +15,10 @@ stream (the 200-agent mix of bench/core.py) and, in one run:
    measured in 2. (or half `--max-rate`), each rate with a fresh daemon on its own topics
    and Redis key prefix, fed the first `rate × --seconds` events of the stream; for every
    inquiry, the time from handing it to the producer until its first output (assignment
-   or queue update) is read back.
+   or queue update) is read back. Each rate starts with the floor: the same load against
+   bench/e2e_load.py's `echo` in the daemon's place (consumes as the daemon does, answers
+   every inquiry at once; no routing, no Redis) — what the broker, the clients and this
+   machine cost before the daemon adds anything.
 
 In the latency runs the daemon is pinned to CPU 0 and the load generator (bench/e2e_load.py,
 producer and measuring consumer) runs in its own process pinned to CPU 1, with the broker
@@ -29,8 +32,9 @@ the two are what the noisy machine lets one quote; half the maximum is this one'
 Prints events/s for both, the ratio daemon / ceiling (target ≥ 0.6) and per rate p50, p99
 and max latency (target p99 ≤ 25 ms at 5,000 events/s and ≤ 50 ms at half the maximum),
 with the median split of the path: inbound (send → the daemon takes up the batch), inside
-the daemon (→ output handed to its producer) and outbound (→ read back). Machine noise
-matters: quote figures from one run.
+the daemon (→ output handed to its producer) and outbound (→ read back), the same split
+among the slowest 1%, and the daemon's full garbage collections during the run. Machine
+noise matters: quote figures from one run, the daemon's beside the floor's.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import tempfile
 import time
 import urllib.request
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from core import SHOP, mix_shop, record_mix
-from e2e_load import Load, Record, Report, run
+from e2e_load import Floor, Load, Record, Report, echo, run
 
 from daemon.config import TopicsConfig
 from daemon.core.config import ShopConfig
@@ -169,18 +174,29 @@ async def produce_all(bootstrap: str, topics: TopicsConfig, stream: list[Record]
         await producer.stop()
 
 
-def events_in(http: str) -> int:
-    """Records the daemon consumed so far, read from its /metrics."""
+def metric_sum(http: str, *prefixes: str) -> float:
+    """The sum of the daemon's /metrics samples whose line starts with one of `prefixes`
+    (-1 if the daemon does not answer)."""
     try:
         with urllib.request.urlopen(f"http://{http}/metrics", timeout=2) as answer:
             text = answer.read().decode()
     except OSError:
-        return -1
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(("fenliu_events_in_total", 'fenliu_rejects_total{reason="invalid"')):
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+        return -1.0
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefixes)
+    )
+
+
+def events_in(http: str) -> int:
+    """Records the daemon consumed so far, read from its /metrics."""
+    return int(metric_sum(http, "fenliu_events_in_total", 'fenliu_rejects_total{reason="invalid"'))
+
+
+def full_collections(http: str) -> str:
+    """The daemon's full garbage collections so far: "count / seconds in all"."""
+    count = metric_sum(http, 'fenliu_gc_pause_seconds_count{generation="2"}')
+    spent = metric_sum(http, 'fenliu_gc_pause_seconds_sum{generation="2"}')
+    return f"{count:.0f} / {spent * 1000:.0f} ms"
 
 
 def ready(http: str) -> bool:
@@ -202,6 +218,23 @@ class Daemon:
         self.source = source
         self.http = config.read_text().split('listen = "', 1)[1].split('"', 1)[0]
         self.proc: asyncio.subprocess.Process | None = None
+        self.name = f"the daemon (see {config.parent / 'daemon.log'})"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.returncode is not None
+
+    def ready(self) -> bool:
+        """Whether the daemon answers /readyz with 200."""
+        return ready(self.http)
+
+    def describe(self) -> str:
+        """Where its threads ran, and its full collections."""
+        return f"{cpus_of(self.pid)}; full collections {full_collections(self.http)}"
 
     async def start(self) -> None:
         log = (self.config.parent / "daemon.log").open("ab")
@@ -228,6 +261,55 @@ class Daemon:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+class Echo:
+    """The floor: bench/e2e_load.py's `echo` in a process pinned to `cpu`, in the daemon's
+    place (no routing, no Redis)."""
+
+    name = "the echo"
+
+    def __init__(self, bootstrap: str, topics: TopicsConfig, cpu: int | None) -> None:
+        self.floor = Floor(bootstrap=bootstrap, topics=topics.model_dump(), cpu=cpu)
+        self.proc: multiprocessing.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+        self._ready = False
+
+    async def start(self) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        self.conn, theirs = spawn.Pipe()
+        self.proc = spawn.Process(target=echo, args=(self.floor, theirs), name="e2e-echo")
+        self.proc.start()
+        theirs.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None and self.proc.pid is not None
+        return self.proc.pid
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.exitcode is not None
+
+    def ready(self) -> bool:
+        assert self.conn is not None
+        if not self._ready and self.conn.poll():
+            self._ready = self.conn.recv() == "ready"
+        return self._ready
+
+    def describe(self) -> str:
+        return cpus_of(self.pid)
+
+    async def stop(self) -> None:
+        """Ask it to stop; terminate it by its pid if it does not within 15 s."""
+        if self.proc is None or self.conn is None:
+            return
+        if self.proc.is_alive():
+            self.conn.send("stop")
+            await asyncio.to_thread(self.proc.join, 15)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            await asyncio.to_thread(self.proc.join)
+        self.conn.close()
 
 
 def die_with_parent() -> None:
@@ -306,44 +388,42 @@ async def daemon_rate(folder: Path, total: int, source: Path) -> float:
 
 
 async def latency(
-    folder: Path, servers: dict[str, int], bootstrap: str, topics: TopicsConfig,
-    stream: list[Record], rate: float, source: Path,
+    responder: Daemon | Echo, servers: dict[str, int], bootstrap: str, topics: TopicsConfig,
+    stream: list[Record], rate: float,
 ) -> tuple[Report, str]:  # fmt: skip
-    """One latency run: a fresh daemon (of checkout `source`) on CPU 0, the load
-    generator's process on CPU 1; its report, and where the daemon ran."""
-    daemon = Daemon(folder / "fenliu.toml", cpu=DAEMON_CPU, source=source)
-    await daemon.start()
-    assert daemon.proc is not None
+    """One latency run: the responder (a fresh daemon, or the echo) on CPU 0, the load
+    generator's process on CPU 1; its report, and where the responder ran."""
+    await responder.start()
     child = None
     try:
-        while not ready(daemon.http):  # joined its group, restored its partitions
-            if daemon.proc.returncode is not None:
-                raise RuntimeError(f"the daemon exited; see {folder / 'daemon.log'}")
+        while not responder.ready():  # joined its group, restored its partitions
+            if responder.exited():
+                raise RuntimeError(f"{responder.name} exited")
             await asyncio.sleep(0.1)
         spawn = multiprocessing.get_context("spawn")
         ours, theirs = spawn.Pipe(duplex=False)
         load = Load(
             bootstrap=bootstrap, topics=topics.model_dump(), partitions=PARTITIONS,
-            stream=stream, rate=rate, cpu=LOAD_CPU, watch={"daemon": daemon.proc.pid, **servers},
+            stream=stream, rate=rate, cpu=LOAD_CPU, watch={"daemon": responder.pid, **servers},
         )  # fmt: skip
         child = spawn.Process(target=run, args=(load, theirs), name="e2e-load")
         child.start()
         theirs.close()
         while not ours.poll():
-            if child.exitcode is not None or daemon.proc.returncode is not None:
+            if child.exitcode is not None or responder.exited():
                 if ours.poll():
                     break
-                raise RuntimeError(f"the load generator or the daemon exited; see {folder}")
+                raise RuntimeError(f"the load generator or {responder.name} exited")
             await asyncio.sleep(0.1)
         report: Report = ours.recv()
-        where = cpus_of(daemon.proc.pid)
+        where = responder.describe()
     finally:
         if child is not None:
             await asyncio.to_thread(child.join, 30)
             if child.is_alive():
                 child.terminate()  # by its pid
                 await asyncio.to_thread(child.join)
-        await daemon.stop()
+        await responder.stop()
     return report, where
 
 
@@ -364,14 +444,28 @@ def latency_row(label: str, rate: float, report: Report) -> str:
         f"| {label}{rate:,.0f} | {fed:,.0f} | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} | "
         f"{lat[-1] if lat else float('nan'):.1f} | {len(lat):,} / {report.inquiries:,} | "
         f"{pct(inbound, 50):.1f} / {pct(inside, 50):.1f} / {pct(outbound, 50):.1f} | "
-        f"{report.cores['daemon']:.2f} | {busy} |"
+        f"{tail_split(report)} | {report.cores['daemon']:.2f} | {busy} |"
     )
+
+
+def tail_split(report: Report) -> str:
+    """Where the slowest 1% spent their time: the medians of in / daemon / out among the
+    answers at or above p99."""
+    cut = pct(sorted(a.latency_ms for a in report.answers), 99)
+    tail = [a for a in report.answers if a.latency_ms >= cut]
+    parts = (
+        sorted(a.decided_ms for a in tail),
+        sorted(a.handed_ms - a.decided_ms for a in tail),
+        sorted(a.latency_ms - a.handed_ms for a in tail),
+    )
+    return " / ".join(f"{pct(part, 50):.1f}" for part in parts)
 
 
 TABLE_HEAD = (
     "| rate events/s | fed | p50 ms | p99 ms | max ms | n answered / inquiries | "
-    "median in / daemon / out ms | daemon cores | CPU 0 / 1 busy |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "median in / daemon / out ms | p99 tail in / daemon / out ms | daemon cores | "
+    "CPU 0 / 1 busy |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -403,23 +497,29 @@ async def latencies(
     broker: Broker, redis: RedisServer, tmp: Path, stream: list[Record], rates: list[float],
     seconds: float, sources: dict[str, Path],
 ) -> None:  # fmt: skip
-    """Phase 3: one fresh daemon per rate (and per checkout in `sources`, back to back),
-    each on its own topics and key prefix."""
+    """Phase 3: per rate, the floor (the echo in the daemon's place), then one fresh daemon
+    (per checkout in `sources`, back to back), each on its own topics and key prefix."""
     say(f"latency: daemon on CPU {DAEMON_CPU}; load generator on CPU {LOAD_CPU}; "
         f"broker {cpus_of(broker.pid or 0)}, redis {cpus_of(redis.pid or 0)}")  # fmt: skip
     servers = {"broker": broker.pid or 0, "redis": redis.pid or 0}
     rows = []
-    runs = [(rate, label, source) for rate in rates for label, source in sources.items()]
+    choices: dict[str, Path | None] = {"floor ": None, **sources}
+    runs = [(rate, label, source) for rate in rates for label, source in choices.items()]
     for i, (rate, label, source) in enumerate(runs):
         fed = stream[: max(1, int(rate * seconds))]
         topics = topics_named(f"lat{i}")
         await create_topics(broker.bootstrap, topics, partitions=PARTITIONS)
         folder = tmp / f"latency{i}"
         write_config(folder, broker, redis, topics)
-        say(f"  {label}{rate:,.0f} events/s: {len(fed):,} events, a fresh daemon ({source}) ...")
-        report, where = await latency(folder, servers, broker.bootstrap, topics, fed, rate, source)
+        responder: Daemon | Echo = (
+            Echo(broker.bootstrap, topics, DAEMON_CPU)
+            if source is None
+            else Daemon(folder / "fenliu.toml", cpu=DAEMON_CPU, source=source)
+        )
+        say(f"  {label}{rate:,.0f} events/s: {len(fed):,} events, {responder.name} ...")
+        report, where = await latency(responder, servers, broker.bootstrap, topics, fed, rate)
         cores = ", ".join(f"{name} {used:.2f}" for name, used in report.cores.items())
-        say(f"    daemon threads on CPU {where}; load generator on CPU {report.cpus}")
+        say(f"    threads on CPU {where}; load generator on CPU {report.cpus}")
         say(f"    cores used: {cores}")
         rows.append(latency_row(label, rate, report))
         say(rows[-1])

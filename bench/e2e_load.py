@@ -11,6 +11,12 @@ consumer. Each answer also carries the output's `ts` (epoch ms when the daemon t
 batch up) and its Kafka record timestamp (epoch ms when the daemon handed it to its
 producer), to split the path into inbound, inside the daemon and outbound.
 
+`echo(floor, conn)` is the other process target: the floor of the measure. Pinned where the
+daemon would run, it consumes the input topics as the daemon does (same fetch wait) and
+answers every inquiry at once with a minimal output, produced as the daemon produces (no
+linger, `acks=all`) — the broker's and the clients' share of the latency, with no routing,
+no Redis and no checkpoint.
+
 An inquiry of a buyer who is already queued gets no output of its own (CONTRACT 3: the
 buyer stays queued, and the `waiting` update names the first inquiry), so a few inquiries
 of the stream stay unanswered: the report counts answers and inquiries.
@@ -28,6 +34,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
+
+from daemon.service.clients import FETCH_MAX_WAIT_MS
 
 Record = tuple[str, bytes, bytes, str, bool]  # (topic field, key, value, event id, inquiry?)
 TICK_S = 0.005  # the stream is handed to the producer in slices, one per tick
@@ -69,6 +77,52 @@ class Report:
     cpus: list[int]  # the generator's CPUs while it ran
     busy: list[float]  # while feeding: how busy each CPU was (0..1), whoever used it
     cores: dict[str, float]  # while feeding: the cores each watched process used
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """Where the echo reads and answers."""
+
+    bootstrap: str
+    topics: dict[str, str]
+    cpu: int | None
+
+
+def echo(floor: Floor, conn: Connection) -> None:
+    """Process target: pin, then answer every inquiry until `conn` says stop (it says
+    "ready" once the consumer has its partitions)."""
+    if floor.cpu is not None:
+        os.sched_setaffinity(0, {floor.cpu})
+    asyncio.run(_echo(floor, conn))
+
+
+async def _echo(floor: Floor, conn: Connection) -> None:
+    inputs = [floor.topics[t] for t in ("inquiries", "messages", "agent_status")]
+    consumer = AIOKafkaConsumer(
+        *inputs, bootstrap_servers=floor.bootstrap, group_id=f"echo-{inputs[0]}",
+        enable_auto_commit=False, auto_offset_reset="latest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=floor.bootstrap, linger_ms=0, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        conn.send("ready")
+        while not conn.poll():
+            batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+            now = int(time.time() * 1000)
+            for tp, records in batch.items():
+                if tp.topic != inputs[0]:
+                    continue
+                for r in records:
+                    answer = {"inquiry_id": orjson.loads(r.value)["id"], "ts": now}
+                    await producer.send(floor.topics["queue_updates"], orjson.dumps(answer), r.key)
+    finally:
+        await consumer.stop()
+        await producer.stop()
 
 
 def run(load: Load, conn: Connection) -> None:
