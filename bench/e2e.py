@@ -192,11 +192,11 @@ def events_in(http: str) -> int:
     return int(metric_sum(http, "fenliu_events_in_total", 'fenliu_rejects_total{reason="invalid"'))
 
 
-def full_collections(http: str) -> str:
-    """The daemon's full garbage collections so far: "count / seconds in all"."""
+def full_collections(http: str) -> tuple[float, float]:
+    """The daemon's full garbage collections so far: how many, and their seconds in all."""
     count = metric_sum(http, 'fenliu_gc_pause_seconds_count{generation="2"}')
     spent = metric_sum(http, 'fenliu_gc_pause_seconds_sum{generation="2"}')
-    return f"{count:.0f} / {spent * 1000:.0f} ms"
+    return count, spent
 
 
 def ready(http: str) -> bool:
@@ -219,6 +219,7 @@ class Daemon:
         self.http = config.read_text().split('listen = "', 1)[1].split('"', 1)[0]
         self.proc: asyncio.subprocess.Process | None = None
         self.name = f"the daemon (see {config.parent / 'daemon.log'})"
+        self._collections = (0.0, 0.0)  # full collections (count, seconds) when it was ready
 
     @property
     def pid(self) -> int:
@@ -229,12 +230,19 @@ class Daemon:
         return self.proc is not None and self.proc.returncode is not None
 
     def ready(self) -> bool:
-        """Whether the daemon answers /readyz with 200."""
-        return ready(self.http)
+        """Whether the daemon answers /readyz with 200 (its collections so far are noted)."""
+        if not ready(self.http):
+            return False
+        self._collections = full_collections(self.http)
+        return True
 
     def describe(self) -> str:
-        """Where its threads ran, and its full collections."""
-        return f"{cpus_of(self.pid)}; full collections {full_collections(self.http)}"
+        """Where its threads ran, and its full collections since it was ready."""
+        (count, spent), (count0, spent0) = full_collections(self.http), self._collections
+        return (
+            f"{cpus_of(self.pid)}; full collections under load: {count - count0:.0f}, "
+            f"{(spent - spent0) * 1000:.0f} ms in all"
+        )
 
     async def start(self) -> None:
         log = (self.config.parent / "daemon.log").open("ab")
