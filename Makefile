@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := tests/npm/node_modules/.package-lock.json
 
-.PHONY: setup compile dev test lint typecheck unit bench clean npm
+.PHONY: setup compile dev test tools lint typecheck unit bench clean npm
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,7 +25,7 @@ dev: $(STAMP)
 	$(BIN)/fenliu dev
 
 ## Set up and run everything CI runs: ruff, mypy, the whole pytest suite.
-test: $(STAMP) $(NPM_STAMP) lint typecheck
+test: $(STAMP) $(NPM_STAMP) tools lint typecheck
 	$(BIN)/python -m pytest
 
 ## The npm packages the tests use (tests/npm/package-lock.json): the AsyncAPI specification's
@@ -34,6 +34,15 @@ $(NPM_STAMP): tests/npm/package-lock.json
 	npm ci --prefix tests/npm --ignore-scripts --no-audit --no-fund || test "$$CI" != true
 
 npm: $(NPM_STAMP)
+
+## Programs the tests drive that pip does not bring: promtool (Debian's prometheus package)
+## for deploy/prometheus. Installed when missing and root; otherwise its tests skip (and
+## fail under CI=true).
+APT_INSTALL := apt-get install -y --no-install-recommends
+tools:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] \
+		&& { $(APT_INSTALL) prometheus || { apt-get update && $(APT_INSTALL) prometheus; }; }; } \
+		|| echo "promtool is missing and not installed (not root): its tests will skip"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,7 +21,7 @@ from daemon.core.engine import Engine, EventRejected
 from daemon.service.checkpoint import Checkpoint
 from daemon.service.checkpoint_types import Batch
 from daemon.service.kafka import Decoded, TopicMap, ordered_batch
-from daemon.service.metrics import Metrics
+from daemon.service.metrics import Metrics, RejectReason
 from daemon.service.record_log import dead_letter, log_decision
 from daemon.service.restore import RELEASE_HINT
 from daemon.service.store import OutboxRecord
@@ -108,7 +108,7 @@ class Intake:
             outputs = engine.handle(event, now)
         except EventRejected as rejected:
             outputs = rejected.outputs
-            kind = "unknown_shop" if event.shop_id not in engine.shops else "refused"
+            kind: RejectReason = "refused" if event.shop_id in engine.shops else "unknown_shop"
             outputs.append(self._reject(record, rejected.reason, now, kind))
         except Exception as exc:  # noqa: BLE001 - the shop's supervisor: quarantine it
             self._quarantine(work, event.shop_id, exc)
@@ -151,7 +151,7 @@ class Intake:
         record: ConsumerRecord[Any, Any],
         reason: str,
         now: int,
-        kind: str,
+        kind: RejectReason,
         *,
         logged: bool = True,
     ) -> OutputEvent:

@@ -1,8 +1,12 @@
 """Prometheus metrics, kept out of the routing logic (faust's Sensor pattern).
 
 The service reports what happened through `Metrics` methods; gauges that describe the
-engine's state (queues, sessions, agents) and consumer lag are read at scrape time by a
-collector, so the hot path pays nothing for them.
+engine's state (queues, sessions, agents, each queue's `max_wait`), consumer lag and
+readiness are read at scrape time by a collector, so the hot path pays nothing for them.
+
+Counters whose labels take a few known values start at 0 for each of them (rejects, reloads,
+checkpoints): a series that appears only with its first failure gives `increase()` nothing
+to compare, and the alert rules in deploy/prometheus would miss that first failure.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -22,6 +26,9 @@ if TYPE_CHECKING:
     from daemon.core.engine import Engine
 
 LATENCY_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+RejectReason = Literal["invalid", "unknown_shop", "refused", "misrouted"]
+REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
+RESULTS = ("ok", "failed")  # of a reload, of a checkpoint
 
 
 class Metrics:
@@ -85,6 +92,11 @@ class Metrics:
         )
         self._gc_pauses = [self.gc_pause_seconds.labels(str(g)) for g in range(3)]
         self._gc_started = 0.0
+        for reason in REJECT_REASONS:
+            self.rejects.labels(reason)
+        for result in RESULTS:
+            self.reloads.labels(result)
+            self.checkpoints.labels(result)
         self.fenced = Counter(
             "fenliu_partitions_fenced",
             "Partitions found claimed by another instance at checkpoint (their batch was dropped)",
@@ -112,10 +124,12 @@ class Metrics:
         engine: Callable[[], Engine],
         lag: Callable[[], dict[str, int]],
         set_aside: Callable[[], Mapping[str, bool]],
+        *,
+        ready: Callable[[], bool],
     ) -> None:
-        """Export the engine's state, consumer lag and the shops set aside (shop -> whether
-        it waits for Redis, else it is quarantined) at every scrape."""
-        self.registry.register(_StateCollector(engine, lag, set_aside))
+        """Export the engine's state, consumer lag, the shops set aside (shop -> whether
+        it waits for Redis, else it is quarantined) and readiness at every scrape."""
+        self.registry.register(_StateCollector(engine, lag, set_aside, ready))
 
     def watch_gc(self) -> Callable[[], None]:
         """Time the garbage collector's pauses (a process-wide hook); return its removal."""
@@ -139,13 +153,18 @@ class _StateCollector(Collector):
         engine: Callable[[], Engine],
         lag: Callable[[], dict[str, int]],
         set_aside: Callable[[], Mapping[str, bool]],
+        ready: Callable[[], bool],
     ) -> None:
         self._engine = engine
         self._lag = lag
         self._set_aside = set_aside
+        self._ready = ready
 
     def collect(self) -> Iterator[Metric]:
-        now = None
+        yield from self._engine_state()
+        yield from self._service_state()
+
+    def _engine_state(self) -> Iterator[Metric]:
         queue_len = GaugeMetricFamily(
             "fenliu_queue_length", "Buyers waiting", labels=["shop", "group"]
         )
@@ -153,6 +172,11 @@ class _StateCollector(Collector):
             "fenliu_queue_oldest_wait_seconds", "Wait of the longest-waiting buyer",
             labels=["shop", "group"],
         )  # fmt: skip
+        max_wait = GaugeMetricFamily(
+            "fenliu_queue_max_wait_seconds",
+            "The shop's configured queue max_wait (only shops queueing with one)",
+            labels=["shop"],
+        )
         sessions = GaugeMetricFamily(
             "fenliu_agent_open_sessions", "Open sessions", labels=["shop", "agent"]
         )
@@ -160,13 +184,17 @@ class _StateCollector(Collector):
             "fenliu_agent_pending", "Sessions awaiting the agent's reply", labels=["shop", "agent"]
         )
         status = GaugeMetricFamily("fenliu_agents", "Agents by status", labels=["shop", "status"])
-        for shop_id, shop in self._engine().shops.items():
+        engine = self._engine()
+        for shop_id, shop in engine.shops.items():
             now = shop.now
             for cand in shop.all_candidates():
                 group = cand.group or "(pool)"
                 queue_len.add_metric([shop_id, group], len(cand.queue))
                 head = cand.head()
                 oldest.add_metric([shop_id, group], (now - head[1]) / 1000 if head else 0.0)
+            queue = engine.configs[shop_id].queue
+            if queue.enabled and queue.max_wait > 0:
+                max_wait.add_metric([shop_id], queue.max_wait / 1000)
             by_status: dict[str, int] = {"online": 0, "suspended": 0, "offline": 0}
             for agent in shop.agents.values():
                 sessions.add_metric([shop_id, agent.id], agent.load)
@@ -174,6 +202,9 @@ class _StateCollector(Collector):
                 by_status[agent.status.value] += 1
             for name, count in by_status.items():
                 status.add_metric([shop_id, name], count)
+        yield from (queue_len, oldest, max_wait, sessions, pending, status)
+
+    def _service_state(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
             "fenliu_consumer_lag", "Records not yet consumed", labels=["partition"]
         )
@@ -191,4 +222,8 @@ class _StateCollector(Collector):
         )
         for shop_id, retry in self._set_aside().items():
             (waiting if retry else quarantined).add_metric([shop_id], 1)
-        yield from (queue_len, oldest, sessions, pending, status, lag, quarantined, waiting)
+        ready = GaugeMetricFamily(
+            "fenliu_ready", "1 while /readyz answers 200 (consuming, Kafka and Redis reachable)"
+        )
+        ready.add_metric([], 1 if self._ready() else 0)
+        yield from (lag, quarantined, waiting, ready)

@@ -123,6 +123,7 @@ class Service:
             lambda: self.engine,
             lambda: consumer_lag(self._consumer, self.intake.positions),
             lambda: {s: a.retry for s, a in self.checkpoint.set_aside.items()},
+            ready=lambda: self.ready,
         )
 
     # ------------------------------------------------------------------ control (flags)

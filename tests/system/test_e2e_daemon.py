@@ -1,14 +1,14 @@
 """End to end: the real `fenliu run` process against a real broker and Redis, Kafka only.
 
-One daemon serves the module; every test works in its own shop, so tests do not disturb
-each other's state. Tests that stop or reconfigure a daemon start their own.
+One daemon serves the module's SHOPS (the `daemon` fixture of tests/system/conftest.py);
+every test works in its own shop, so tests do not disturb each other's state. Tests that
+stop or reconfigure a daemon start their own.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -17,7 +17,7 @@ import pytest
 from daemon.config import TopicsConfig
 from daemon.dev.stack import Broker
 from daemon.tools.topics_admin import create_topics
-from tests.conftest import run_sync, unique_topics
+from tests.conftest import unique_topics
 from tests.e2e import DaemonProcess, Wire, write_config
 
 pytestmark = pytest.mark.e2e
@@ -108,31 +108,6 @@ SHOPS = {
     "transfer": SUSPEND.replace('id = "suspend"', 'id = "transfer"'),
     "bad": SUSPEND.replace('id = "suspend"', 'id = "bad"'),
 }
-
-
-@pytest.fixture(scope="module")
-def topics(broker: Broker) -> TopicsConfig:
-    fresh = unique_topics()
-    run_sync(create_topics(broker.bootstrap, fresh, partitions=4))
-    return fresh
-
-
-@pytest.fixture(scope="module")
-def daemon(
-    broker: Broker,
-    redis_server: object,
-    topics: TopicsConfig,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[DaemonProcess]:
-    url = redis_server.url  # type: ignore[attr-defined]
-    config = write_config(
-        tmp_path_factory.mktemp("e2e"), bootstrap=broker.bootstrap, redis_url=url,
-        topics=topics, shops=SHOPS,
-    )  # fmt: skip
-    process = DaemonProcess(config).start()
-    yield process
-    code, _ = process.stop()
-    assert code == 0, process.log_tail()
 
 
 def wire(broker: Broker, topics: TopicsConfig, shop: str) -> Wire:
