@@ -2,8 +2,8 @@
 reloading.
 
 `routes(service)` answers /metrics, /healthz, /readyz, /shops/{id}/explain and
-POST /-/reload (daemon/service/http.py serves them; daemon/tools/control.py is the
-`fenliu reload` client). `install_signals` has SIGTERM and SIGINT ask the service to stop,
+POST /-/reload, loopback peers only (daemon/service/http.py serves them; daemon/tools/control.py
+is the `fenliu reload` client). `install_signals` has SIGTERM and SIGINT ask the service to stop,
 SIGHUP to reload; the handlers only set flags.
 A reload — SIGHUP or POST /-/reload — is queued by `Service.request_reload` as a future and
 applied by the loop between batches with `apply_reload`: every file is read again, only shop
@@ -22,12 +22,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
+from aiohttp import web
 
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine
 from daemon.core.explain import explain_shop
 from daemon.service.checkpoint import Checkpoint
-from daemon.service.http import Routes
+from daemon.service.http import is_loopback
 from daemon.service.metrics import Metrics
 from topics.events import OutputEvent
 
@@ -119,37 +120,47 @@ def remove_signals() -> None:
         loop.remove_signal_handler(sig)
 
 
-def routes(service: Served) -> Routes:
+def routes(service: Served) -> list[web.RouteDef]:
     """The HTTP routes of a running `service` (each reads its state when asked)."""
 
-    async def metrics() -> tuple[int, str, bytes]:
-        return 200, "text/plain; version=0.0.4", service.metrics.render()
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        body = service.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
-    async def healthz() -> tuple[int, str, bytes]:
-        return 200, "text/plain", b"ok\n"
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok\n")
 
-    async def readyz() -> tuple[int, str, bytes]:
+    async def readyz(request: web.Request) -> web.StreamResponse:
         if service.ready:
-            return 200, "text/plain", b"ready\n"
-        return 503, "text/plain", b"not ready\n"
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready\n")
 
-    async def reload() -> tuple[int, str, bytes]:
+    async def reload(request: web.Request) -> web.StreamResponse:
+        if not is_loopback(request):
+            return web.Response(status=403, text="reload is accepted from loopback only\n")
         try:
             text = await asyncio.wait_for(service.request_reload(), timeout=RELOAD_WAIT_S)
         except ReloadRefused as exc:
-            return 422, "text/plain", f"{exc}\n".encode()
+            return web.Response(status=422, text=f"{exc}\n")
         except TimeoutError:
-            return 503, "text/plain", b"reload not applied within 10 s\n"
-        return 200, "text/plain", f"{text}\n".encode()
+            return web.Response(status=503, text="reload not applied within 10 s\n")
+        return web.Response(text=f"{text}\n")
 
-    async def explain(shop_id: str) -> tuple[int, str, bytes]:
+    async def explain(request: web.Request) -> web.StreamResponse:
         # This instance's state only: with several instances a shop lives on the one
         # owning its partition; "partition" is null where this one holds none of it.
+        shop_id = request.match_info["id"]
         shop = service.engine.shops.get(shop_id)
         if shop is None:
-            return 404, "text/plain", f"shop {shop_id!r} is not configured\n".encode()
+            return web.Response(status=404, text=f"shop {shop_id!r} is not configured\n")
         data = explain_shop(shop, max(service.clock(), shop.now))
         data["partition"] = service.checkpoint.partition_of.get(shop_id)
-        return 200, "application/json", orjson.dumps(data)
+        return web.json_response(data, dumps=lambda d: orjson.dumps(d).decode())
 
-    return Routes(metrics=metrics, healthz=healthz, readyz=readyz, reload=reload, explain=explain)
+    return [
+        web.get("/metrics", metrics),
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.post("/-/reload", reload),
+        web.get("/shops/{id}/explain", explain),
+    ]

@@ -1,120 +1,171 @@
-"""The daemon's small HTTP server: /metrics, /healthz, /readyz, /shops/{id}/explain and
-POST /-/reload.
+"""The daemon's HTTP stack: aiohttp's `web` server on `[http] listen`, with limits.
 
-Plain asyncio streams: five routes do not justify a web framework. One request per
-connection, bodies ignored, answers closed after writing. `/-/reload` is accepted only from
-loopback peers, since it changes what the daemon does.
+Why aiohttp: it is the asyncio HTTP server maintained by aio-libs, the family aiokafka comes
+from, so it runs in the daemon's one event loop next to the consumer with no thread and no
+second framework (an ASGI server would bring its own loop management, lifespan protocol and
+signal handling, which the daemon owns already). It parses HTTP/1.1 properly (keep-alive,
+pipelining, bodies, HEAD), routes with path parameters, and has the knobs a server exposed to
+a network needs, all set here in `Limits`:
+
+- a request line or header line longer than `max_line` / `max_field` bytes, or more than
+  `max_headers` headers, is answered 400 and the connection closed;
+- a body over `max_body` bytes is answered 413 (`client_max_size`; a declared
+  Content-Length over it is refused before reading);
+- a connection must send a whole request head within `idle_s` of opening, and its next one
+  within `idle_s` of the last answer (aiohttp's keep-alive timer, which from 3.14.4 also runs
+  before the first request): a client that sends half a request and stalls is dropped;
+- a body must arrive within `body_s` (408 and closed otherwise); the unread rest of a
+  refused body is drained for at most `linger_s` before the connection is closed;
+- a handler whose client went away is cancelled (`handler_cancellation`);
+- `close()` stops listening, gives requests in flight `shutdown_s` to finish, then closes
+  every connection: well inside the daemon's 1.5 s per-client budget at SIGTERM.
+
+No access log: the console's address may carry `?token=` (daemon.service.api), and a
+request line is not worth a log line per scrape anyway. Malformed requests (the client's
+fault, answered 400) are not logged either: aiohttp's error line would quote the offending
+header, which may be an Authorization header.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable
+import ipaddress
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote
 
-Answer = tuple[int, str, bytes]
-Handler = Callable[[], Awaitable[Answer]]
-ShopHandler = Callable[[str], Awaitable[Answer]]
-LOOPBACK = ("127.", "::1", "::ffff:127.")
-REASONS = {
-    200: "OK",
-    202: "Accepted",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    503: "Service Unavailable",
-}
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler, Middleware
 
 
-@dataclass
-class Routes:
-    """What each path answers; `reload` is POST-only and loopback-only; `explain` gets the
-    shop id of `/shops/{id}/explain`."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a client may send, and how slowly (module docstring)."""
 
-    metrics: Handler
-    healthz: Handler
-    readyz: Handler
-    reload: Handler
-    explain: ShopHandler
+    max_line: int = 8190  # bytes of the request line and of a header line
+    max_field: int = 8190  # bytes of one header's value
+    max_headers: int = 64
+    max_body: int = 64 * 1024
+    idle_s: float = 5.0  # a request head must arrive within this (first and next requests)
+    body_s: float = 5.0  # a body must arrive within this once its head is in
+    linger_s: float = 1.0  # the unread rest of a refused body is drained this long at most
+    shutdown_s: float = 1.0  # requests in flight at `close()` get this long
+
+
+class _NoClientErrors(logging.Filter):
+    """Drops aiohttp's log records about requests it could not parse."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, HttpProcessingError)
+
+
+_SERVER_LOG = logging.getLogger("aiohttp.server")
+_CLIENT_ERRORS = _NoClientErrors()
+
+
+def is_loopback(request: web.BaseRequest) -> bool:
+    """Whether the peer is this machine (127.0.0.0/8, ::1 or ::ffff:127.x)."""
+    try:
+        address = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def json_error(status: int, message: str, **fields: object) -> web.Response:
+    """A JSON error answer: `{"error": message, **fields}`."""
+    return web.json_response({"error": message, **fields}, status=status)
+
+
+def _body_guard(limits: Limits) -> Middleware:
+    """Read any body before the handler: 413 over `max_body`, 408 if it comes too slowly."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.body_exists:
+            declared = request.content_length
+            if declared is not None and declared > limits.max_body:
+                answer = json_error(413, f"a body may hold at most {limits.max_body} bytes")
+                answer.force_close()  # the rest of that body is not read
+                return answer
+            try:
+                async with asyncio.timeout(limits.body_s):
+                    await request.read()  # 413 (HTTPRequestEntityTooLarge) past max_body
+            except TimeoutError:
+                answer = json_error(408, f"the body did not arrive within {limits.body_s:g} s")
+                answer.force_close()
+                return answer
+        return await handler(request)
+
+    return guard
+
+
+def _make_app(
+    routes: Iterable[web.AbstractRouteDef], middlewares: Sequence[Middleware], limits: Limits
+) -> web.Application:
+    """An application serving `routes` under `limits` (the body guard runs first)."""
+    app = web.Application(
+        client_max_size=limits.max_body,
+        middlewares=[_body_guard(limits), *middlewares],
+    )
+    app.add_routes(list(routes))
+    return app
 
 
 class HttpServer:
-    """Serves `Routes` on host:port until `close()`."""
+    """Serves `routes` on host:port until `close()`, `middlewares` after the body guard
+    (see the module docstring)."""
 
-    def __init__(self, routes: Routes, host: str, port: int) -> None:
-        self._routes = routes
+    def __init__(
+        self,
+        routes: Iterable[web.AbstractRouteDef],
+        host: str,
+        port: int,
+        *,
+        middlewares: Sequence[Middleware] = (),
+        limits: Limits = Limits(),
+    ) -> None:
+        self._app = _make_app(routes, middlewares, limits)
         self._host, self._port = host, port
-        self._server: asyncio.Server | None = None
+        self._limits = limits
+        self._runner: web.AppRunner | None = None
 
     @property
     def port(self) -> int:
         """The bound port (useful when asked for port 0)."""
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._runner is not None
+        return int(self._runner.addresses[0][1])
 
     async def start(self) -> None:
         """Bind and start serving."""
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        limits = self._limits
+        runner = web.AppRunner(
+            self._app,
+            handle_signals=False,  # the daemon owns its signals (daemon.service.control_plane)
+            access_log=None,
+            keepalive_timeout=limits.idle_s,
+            max_line_size=limits.max_line,
+            max_field_size=limits.max_field,
+            max_headers=limits.max_headers,
+            lingering_time=limits.linger_s,
+            handler_cancellation=True,
+            shutdown_timeout=limits.shutdown_s,
+        )
+        _SERVER_LOG.addFilter(_CLIENT_ERRORS)  # once: a filter is kept as a set member
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host or None, self._port).start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
 
     async def close(self) -> None:
-        """Stop serving (idempotent)."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readline(), timeout=5)
-            while (line := await asyncio.wait_for(reader.readline(), timeout=5)) not in (
-                b"\r\n",
-                b"\n",
-                b"",
-            ):
-                del line
-            status, ctype, body = await self._answer(request, writer)
-        except (TimeoutError, ConnectionError):
-            writer.close()
-            return
-        head = (
-            f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(head.encode() + body)
-        try:
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def _answer(self, request: bytes, writer: asyncio.StreamWriter) -> tuple[int, str, bytes]:
-        parts = request.decode("latin-1").split()
-        method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
-        get = self._get_route(path)
-        if get is not None:
-            if method not in ("GET", "HEAD"):
-                return 405, "text/plain", b"use GET\n"
-            return await get()
-        if path == "/-/reload":
-            peer = writer.get_extra_info("peername")
-            if method != "POST":
-                return 405, "text/plain", b"use POST\n"
-            if not peer or not str(peer[0]).startswith(LOOPBACK):
-                return 403, "text/plain", b"reload is accepted from loopback only\n"
-            return await self._routes.reload()
-        return 404, "text/plain", b"not found\n"
-
-    def _get_route(self, path: str) -> Handler | None:
-        """The handler of a GET path, or None."""
-        routes = self._routes
-        fixed = {"/metrics": routes.metrics, "/healthz": routes.healthz, "/readyz": routes.readyz}
-        if path in fixed:
-            return fixed[path]
-        prefix, suffix = "/shops/", "/explain"
-        raw = path[len(prefix) : -len(suffix)]  # percent-encoded: a "/" in it is no shop id
-        if path.startswith(prefix) and path.endswith(suffix) and raw and "/" not in raw:
-            return functools.partial(routes.explain, unquote(raw))
-        return None
+        """Stop listening, let requests in flight finish (`shutdown_s`), close (idempotent)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
