@@ -1,10 +1,10 @@
 """The daemon's side of its control plane: what its HTTP routes answer, its signals, and
 reloading.
 
-`routes(service)` answers /metrics, /healthz, /readyz, /shops/{id}/explain and
-POST /-/reload, loopback peers only (daemon/service/http.py serves them; daemon/tools/control.py
-is the `fenliu reload` client). `install_signals` has SIGTERM and SIGINT ask the service to stop,
-SIGHUP to reload; the handlers only set flags.
+`routes(service)` answers /metrics, /healthz, /readyz and POST /-/reload (loopback peers
+only), with the JSON API and the console of daemon.service.api (daemon/service/http.py serves
+them; daemon/tools/control.py is the `fenliu reload` client). `install_signals` has SIGTERM
+and SIGINT ask the service to stop, SIGHUP to reload; the handlers only set flags.
 A reload — SIGHUP or POST /-/reload — is queued by `Service.request_reload` as a future and
 applied by the loop between batches with `apply_reload`: every file is read again, only shop
 files are applied, and changes to `[kafka]`, `[redis]` or `[http]` are reported as needing a
@@ -21,15 +21,15 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import orjson
 from aiohttp import web
 
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine
-from daemon.core.explain import explain_shop
+from daemon.service.api import api_routes
 from daemon.service.checkpoint import Checkpoint
 from daemon.service.http import is_loopback
 from daemon.service.metrics import Metrics
+from daemon.service.views import Views
 from topics.events import OutputEvent
 
 RELOAD_WAIT_S = 10  # POST /-/reload: how long to wait for the loop to apply it
@@ -45,13 +45,13 @@ class Served(Protocol):
     @property
     def metrics(self) -> Metrics: ...
     @property
-    def engine(self) -> Engine: ...
-    @property
     def checkpoint(self) -> Checkpoint: ...
     @property
-    def clock(self) -> Callable[[], int]: ...
-    @property
     def ready(self) -> bool: ...
+    @property
+    def views(self) -> Views: ...
+    @property
+    def config(self) -> FenliuConfig: ...
     def request_reload(self) -> asyncio.Future[str]: ...
 
 
@@ -146,21 +146,10 @@ def routes(service: Served) -> list[web.RouteDef]:
             return web.Response(status=503, text="reload not applied within 10 s\n")
         return web.Response(text=f"{text}\n")
 
-    async def explain(request: web.Request) -> web.StreamResponse:
-        # This instance's state only: with several instances a shop lives on the one
-        # owning its partition; "partition" is null where this one holds none of it.
-        shop_id = request.match_info["id"]
-        shop = service.engine.shops.get(shop_id)
-        if shop is None:
-            return web.Response(status=404, text=f"shop {shop_id!r} is not configured\n")
-        data = explain_shop(shop, max(service.clock(), shop.now))
-        data["partition"] = service.checkpoint.partition_of.get(shop_id)
-        return web.json_response(data, dumps=lambda d: orjson.dumps(d).decode())
-
     return [
         web.get("/metrics", metrics),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.post("/-/reload", reload),
-        web.get("/shops/{id}/explain", explain),
+        *api_routes(service),
     ]

@@ -7,7 +7,8 @@ checkpointed (daemon.service.checkpoint) — or skipped, if the restored state a
 it. A record that does not decode, one found on another partition than its shop's
 (misrouted) and one the engine refuses become dead letters; a record of a shop set aside is
 held, to be read again when the shop is readmitted. Every output goes to the outbox of its
-shop, or of its input partition. A shop whose engine fails is quarantined; the others go on.
+shop, or of its input partition, and to the shop's last decisions (daemon.service.views).
+A shop whose engine fails is quarantined; the others go on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from daemon.service.metrics import Metrics, RejectReason
 from daemon.service.record_log import dead_letter, log_decision
 from daemon.service.restore import RELEASE_HINT
 from daemon.service.store import OutboxRecord
+from daemon.service.views import Decisions
 from topics.codec import DecodeError, decode, encode, type_name
 from topics.events import InputEvent, OutputEvent
 
@@ -37,9 +39,16 @@ class Intake:
     `received` and `rejected` count records."""
 
     def __init__(
-        self, engine: Engine, checkpoint: Checkpoint, topics: TopicMap, metrics: Metrics, log: Any
+        self,
+        engine: Engine,
+        checkpoint: Checkpoint,
+        topics: TopicMap,
+        metrics: Metrics,
+        log: Any,
+        decisions: Decisions,
     ) -> None:
         self._engine = engine
+        self._decisions = decisions
         self._checkpoint = checkpoint
         self._topics = topics
         self._metrics = metrics
@@ -95,6 +104,7 @@ class Intake:
         checkpoint = self._checkpoint
         checkpoint.output(work, checkpoint.owner_of(event.shop_id, part), record)
         self._metrics.decided([event])
+        self._decisions.add(event)
         log_decision(self._log, event)
 
     def _handle(
@@ -122,6 +132,7 @@ class Intake:
         on."""
         cause = f"engine failed: {type(exc).__name__}: {exc}"
         self._checkpoint.put_aside(shop_id, cause, work)
+        self._decisions.forget([shop_id])
         self._log.error(
             "shop_quarantined", shop_id=shop_id, cause=cause, release=RELEASE_HINT,
             exc_info=exc,

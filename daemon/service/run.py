@@ -24,7 +24,8 @@ answer are readmitted every RETRY_WAITING_S.
 Around it, in daemon.service: clients (the Kafka and Redis clients, the startup check),
 intake (records and timers into the engine), delivery (outputs to Kafka and their
 acknowledgements), restore (the restore, the partitions owned, the rebalance listener),
-control_plane (HTTP routes, reload), readiness (what /readyz and the lag metric read) and
+control_plane (HTTP routes, reload), api and views (the JSON API, and the snapshot views
+the loop builds for it between batches), readiness (what /readyz and the lag metric read) and
 record_log (rejections and decisions as log lines).
 """
 
@@ -69,6 +70,7 @@ from daemon.service.metrics import Metrics
 from daemon.service.readiness import consumer_lag, partitions_fresh, redis_answers
 from daemon.service.restore import Ownership, Rebalance
 from daemon.service.store import Store, StoreError
+from daemon.service.views import Decisions, Views
 from topics.events import OutputEvent
 
 MAX_RECORDS = 5000  # records per poll
@@ -114,7 +116,11 @@ class Service:
         self._readmit_next = False  # a reload asked for the quarantined shops to be served
         self._lock = asyncio.Lock()  # a batch, a settle, a restore or a rebalance at a time
         self._consumer: AIOKafkaConsumer | None = None
-        self.intake = Intake(self.engine, self.checkpoint, self.topics, self.metrics, self.log)
+        self.views = Views()  # what the JSON API reads, built by the loop between batches
+        self.decisions = Decisions()  # each shop's last outputs, for the JSON API
+        self.intake = Intake(
+            self.engine, self.checkpoint, self.topics, self.metrics, self.log, self.decisions
+        )
         self.deliveries = Deliveries(self.checkpoint, self.log)
         self.ownership = Ownership(
             self.checkpoint, stopping=self._stop_flag, metrics=self.metrics, log=self.log
@@ -232,6 +238,8 @@ class Service:
                     await self._settle(consumer)
                     last_settle = time.monotonic()
                     self.heap.settled()
+            if self._broken is None and self.views.due():
+                self.views.build(self.engine, self.checkpoint, self.decisions, self.clock())
             if time.monotonic() - last_ping > REDIS_PING_EVERY_S:
                 last_ping = time.monotonic()
                 self._redis_ok = await redis_answers(
@@ -281,12 +289,15 @@ class Service:
                 request_rejoin(self._consumer)
         if saved.waiting:
             self.ownership.wait(saved.waiting)
+        if saved.lost or saved.waiting:
+            self.decisions.keep_only(self.checkpoint.partition_of)
         await self.deliveries.send(producer, saved.sends)
 
     async def _readmit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """Serve again what was set aside (daemon.service.restore): what waits for its Redis
         node, tried every RETRY_WAITING_S, and after a reload the quarantined shops."""
         released, self._readmit_next = self._readmit_next, False
+        self.decisions.forget(self.checkpoint.set_aside)  # they start again from Redis
         try:
             await self.ownership.readmit(consumer, producer, released=released)
         except (KafkaError, OSError) as exc:
@@ -330,6 +341,7 @@ class Service:
                     )
                 else:
                     self.log.info("recovered", broken=self._broken)
+                    self.decisions.forget()  # every shop starts again from Redis
                     self._broken = None
                     self.heap.reset("restore")
                     return
@@ -342,6 +354,7 @@ class Service:
             if self._broken is None:
                 await self._settle(consumer)
             self.ownership.revoke(revoked)
+            self.decisions.keep_only(self.checkpoint.partition_of)
 
     async def _on_assigned(
         self,
@@ -357,6 +370,7 @@ class Service:
             except (StoreError, KafkaError, OSError) as exc:
                 self._break("restore", exc)
             else:
+                self.decisions.forget()  # every shop starts again from Redis
                 self.heap.reset("restore")
 
     def _is_ready(self, consumer: AIOKafkaConsumer) -> bool:

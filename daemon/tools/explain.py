@@ -3,7 +3,7 @@
 Two sources, one output (the table of `daemon.core.explain.render_table`, or JSON):
 
     fenliu explain [--url http://127.0.0.1:9464] --shop ID [--json]
-        asks a running daemon (`GET /shops/{id}/explain`; --url defaults to the default
+        asks a running daemon (`GET /api/shops/{id}/explain`; --url defaults to the default
         `[http] listen`); with several instances, ask the one that owns the shop's
         partition (the answer's "partition" is null on the others)
     fenliu explain FILE.json [--policy NAME] [--json]
@@ -50,23 +50,31 @@ class ExplainOptions:
 
 def fetch(url: str, shop_id: str, timeout: float = TIMEOUT_S) -> dict[str, Any]:
     """A running daemon's explanation of one shop (ExplainError if it cannot be had)."""
-    address = f"{url.rstrip('/')}/shops/{quote(shop_id, safe='')}/explain"
+    address = f"{url.rstrip('/')}/api/shops/{quote(shop_id, safe='')}/explain"
     if not address.startswith(("http://", "https://")):
         raise ExplainError(f"--url {url!r} is not an http:// address of a Fenliu daemon")
     try:
         with urllib.request.urlopen(address, timeout=timeout) as answer:
             body = answer.read()
     except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise ExplainError(
-                f"the daemon at {url} does not configure shop {shop_id!r} "
-                "(or is too old to explain)"
-            ) from exc
+        if exc.code in (401, 404, 503):  # the API says why in {"error": ...}
+            raise ExplainError(f"the daemon at {url}: {_error_text(exc)}") from exc
         raise ExplainError(f"the daemon at {url} answered {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ExplainError(f"cannot reach a Fenliu daemon at {url}: {reason}") from exc
     return _explanation(_parse(body, f"the answer of {address}"), f"the answer of {address}")
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    """The sentence of a JSON API error answer, else the HTTP reason."""
+    try:
+        data = orjson.loads(exc.read())
+    except (orjson.JSONDecodeError, OSError):
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return str(data["error"])
+    return f"{exc.code} {exc.reason}"
 
 
 def read_simulation(path: Path, policy: str | None) -> dict[str, dict[str, Any]]:

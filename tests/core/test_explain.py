@@ -214,13 +214,24 @@ def _service(sc: Scenario) -> Service:
     )
     service = Service(config, clock=lambda: sc.now, install_signals=False)
     service.engine = sc.engine  # the state the batches would have built
-    service.checkpoint = SimpleNamespace(partition_of={SHOP: 3})  # type: ignore[assignment]
+    service.checkpoint = SimpleNamespace(  # type: ignore[assignment]
+        partition_of={SHOP: 3}, set_aside={}, partitions=4, home=lambda shop_id: 3
+    )
     return service
+
+
+async def _build_views(service: Service) -> None:
+    """What `Service._loop` does between batches, without Kafka: build the views asked for."""
+    while True:
+        if service.views.due():
+            views = service.views
+            views.build(service.engine, service.checkpoint, service.decisions, service.clock())
+        await asyncio.sleep(0.02)
 
 
 async def _get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
     answer = await reader.read()
     writer.close()
@@ -233,21 +244,49 @@ async def test_http_route_answers_the_local_explanation_and_404_for_unknown_shop
     service = _service(sc)
     server = HttpServer(routes(service), "127.0.0.1", 0)
     await server.start()
+    loop = asyncio.create_task(_build_views(service))
     try:
-        status, body = await _get(server.port, f"/shops/{SHOP}/explain")
+        status, body = await _get(server.port, f"/api/shops/{SHOP}/explain")
         assert status == 200
         data = orjson.loads(body)
         assert data["partition"] == 3
         del data["partition"]
         assert data == explain_shop(sc.engine.shop(SHOP), sc.now)
-        assert (await _get(server.port, "/shops/nope/explain"))[0] == 404
-        assert (await _get(server.port, "/shops//explain"))[0] == 404
-        assert (await _get(server.port, f"/shops/{SHOP}/explain", "POST"))[0] == 405
+        status, body = await _get(server.port, "/api/shops/nope/explain")
+        assert status == 404
+        assert orjson.loads(body) == {
+            "error": "shop 'nope' is not configured",
+            "shop_id": "nope",
+            "configured": False,
+            "partition": None,
+        }
+        assert (await _get(server.port, "/api/shops//explain"))[0] == 404
+        assert (await _get(server.port, f"/api/shops/{SHOP}/explain", "POST"))[0] == 405
         url = f"http://127.0.0.1:{server.port}"
         fetched = await asyncio.to_thread(fetch, url, SHOP)
         assert fetched["agents"] == data["agents"]
-        with pytest.raises(ExplainError, match="does not configure shop 'nope'"):
+        with pytest.raises(ExplainError, match="shop 'nope' is not configured"):
             await asyncio.to_thread(fetch, url, "nope")
+    finally:
+        loop.cancel()
+        await server.close()
+
+
+async def test_the_old_explain_path_redirects_to_the_api() -> None:
+    """`/shops/{id}/explain` (before the API) answers 308 to `/api/shops/{id}/explain`, so
+    scripts that follow redirects keep working."""
+    service = _service(_mixed_day())
+    server = HttpServer(routes(service), "127.0.0.1", 0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"GET /shops/a%2Fb/explain?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 308")
+        assert b"\r\nLocation: /api/shops/a%2Fb/explain?x=1\r\n" in answer
     finally:
         await server.close()
 

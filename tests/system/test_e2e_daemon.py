@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
 from daemon.config import TopicsConfig
 from daemon.dev.stack import Broker
@@ -107,6 +110,7 @@ SHOPS = {
     "queue": queue_shop("queue"),
     "transfer": SUSPEND.replace('id = "suspend"', 'id = "transfer"'),
     "bad": SUSPEND.replace('id = "suspend"', 'id = "bad"'),
+    "console": queue_shop("console"),
 }
 
 
@@ -236,6 +240,85 @@ def test_metrics_and_readiness_are_served(daemon: DaemonProcess) -> None:
     ):  # fmt: skip
         assert name in body, name
     assert daemon.get("/-/reload", method="GET")[0] == 405
+
+
+API_SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "api"
+
+
+def api_schema(name: str) -> Draft202012Validator:
+    schema = orjson.loads((API_SCHEMAS / f"{name}.schema.json").read_bytes())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def api_get(daemon: DaemonProcess, path: str, until: Callable[[int, Any], bool]) -> Any:
+    """GET a JSON answer until `until(status, data)` holds (the API shows the loop's view,
+    built at most once a second); the last answer when it does."""
+    deadline = time.monotonic() + 20
+    while True:
+        status, body = daemon.get(path)
+        data = orjson.loads(body) if body else None
+        if until(status, data):
+            return data
+        assert time.monotonic() < deadline, f"{path}: {status} {body}"
+        time.sleep(0.2)
+
+
+async def test_the_json_api_shows_agents_queues_and_decisions(daemon, broker, topics) -> None:
+    """CONTRACT 8: real answers of a real daemon, valid against docs/api/*.schema.json."""
+    async with wire(broker, topics, "console") as w:
+        await w.status("a1", "online")
+        await w.status("a2", "online")
+        await w.status("a2", "suspended")
+        for n in range(3):
+            await w.inquiry(f"b{n}", priority=1 if n == 2 else 0)
+        await w.assignment("b0")
+        await w.wait_for(lambda e: e.get("status") == "queued", count=2)
+
+    def waiting(status: int, data: Any) -> bool:
+        return status == 200 and sum(len(q["buyers"]) for q in data["queues"]) == 2
+
+    shop = api_get(daemon, "/api/shops/console", waiting)
+    api_schema("shop").validate(shop)
+    assert shop["id"] == "console" and shop["mode"] == "efficiency"
+    agents = {a["id"]: a for a in shop["agents"]}
+    assert agents["a1"]["status"] == "online" and agents["a1"]["open_sessions"] == 1
+    assert agents["a1"]["cap"] == 1 and not agents["a1"]["busy"]
+    assert agents["a2"]["status"] == "suspended" and agents["a2"]["suspended"]
+    (line,) = [q for q in shop["queues"] if q["buyers"]]
+    assert [(b["buyer_id"], b["position"]) for b in line["buyers"]] == [("b2", 1), ("b1", 2)]
+    assert line["buyers"][0]["priority"] == 1 and line["buyers"][0]["estimated_wait_s"] is not None
+    decisions = shop["decisions"]
+    assert decisions == sorted(decisions, key=lambda d: -d["at"])
+    (given,) = [d for d in decisions if d["type"] == "assignment"]
+    assert (given["buyer_id"], given["agent_id"], given["rule"]) == (
+        "b0",
+        "a1",
+        "routed/efficiency",
+    )
+    assert {d["buyer_id"] for d in decisions if d["reason"] == "queued"} == {"b1", "b2"}
+
+    listed = api_get(daemon, "/api/shops", lambda status, data: status == 200)
+    api_schema("shops").validate(listed)
+    ids = [s["id"] for s in listed["shops"]]
+    assert ids == sorted(SHOPS)
+    (row,) = [s for s in listed["shops"] if s["id"] == "console"]
+    assert (row["agents_online"], row["open_sessions"], row["queued"]) == (1, 1, 2)
+    assert row["oldest_wait_s"] >= 0
+
+    explained = api_get(daemon, "/api/shops/console/explain", lambda status, data: status == 200)
+    api_schema("explain").validate(explained)
+    assert explained["shop_id"] == "console" and isinstance(explained["partition"], int)
+    assert {a["id"] for a in explained["agents"]} == {"a1", "a2"}
+
+    status, body = daemon.get("/api/shops/nowhere")
+    assert status == 404
+    error = orjson.loads(body)
+    api_schema("error").validate(error)
+    assert error["configured"] is False and "not configured" in error["error"]
+    assert daemon.get("/shops/console/explain")[0] == 200  # the old path, redirected
+    status, page = daemon.get("/")
+    assert status == 200 and "/api/shops" in page
 
 
 def test_the_heap_is_reset_once_the_partitions_are_restored(daemon: DaemonProcess) -> None:

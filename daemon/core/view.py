@@ -1,0 +1,91 @@
+"""What a supervisor sees of a shop right now, as plain JSON-able data (CONTRACT 8's JSON API).
+
+Read-only views of a `ShopEngine`, for the daemon's `/api/shops` (`shop_summary`) and
+`/api/shops/{id}` (`shop_view`); the caller supplies `now` (epoch ms) and calls them between
+engine steps, never while the engine runs (daemon.service.views builds them in the loop).
+
+    shop_summary -> {"id", "agents_online", "open_sessions", "queued", "oldest_wait_s"}
+    shop_view    -> {"id", "mode", "at",
+                     "agents": [{"id", "status", "groups", "open_sessions", "cap",
+                                 "pending_replies", "busy", "suspended"}],
+                     "queues": [{"group", "buyers": [{"buyer_id", "inquiry_id", "position",
+                                                      "priority", "waited_s",
+                                                      "estimated_wait_s"}]}]}
+
+An agent's `cap` is the lowest of its caps where queueing applies (CONTRACT 2: its own, else
+its group's, else the shop's default), null where queueing applies to none of its groups.
+`busy` is pending replies above `busy_threshold`. A queue is one line of buyers: one per
+group, and one (group null) for the pool of `accept_unmatched` groups; buyers in the order
+they will be served. `waited_s` counts from arrival (kept when a buyer overflows to another
+group); `estimated_wait_s` is the estimate last announced in a `queue_update`, null before
+any.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.core.candidate import Candidate
+from daemon.core.model import AgentState
+from daemon.core.shop import ShopEngine
+from topics.events import AgentStatus
+
+
+def shop_summary(shop: ShopEngine, now: int) -> dict[str, Any]:
+    """One line of `/api/shops`: agents online, open sessions, queued buyers, oldest wait."""
+    agents = shop.agents.values()
+    arrivals = [item[1] for cand in shop.all_candidates() for item in cand.queue]
+    oldest = max(0, now - min(arrivals)) if arrivals else 0
+    return {
+        "id": shop.config.id,
+        "agents_online": sum(1 for a in agents if a.status is AgentStatus.ONLINE),
+        "open_sessions": sum(a.load for a in agents),
+        "queued": len(arrivals),
+        "oldest_wait_s": round(oldest / 1000, 1),
+    }
+
+
+def shop_view(shop: ShopEngine, now: int) -> dict[str, Any]:
+    """The agents and queues of one shop (module docstring)."""
+    return {
+        "id": shop.config.id,
+        "mode": shop.config.mode.value,
+        "at": now,
+        "agents": [_agent(shop, agent) for agent in shop.agents.values()],
+        "queues": [_queue(shop, cand, now) for cand in shop.all_candidates()],
+    }
+
+
+def _agent(shop: ShopEngine, agent: AgentState) -> dict[str, Any]:
+    caps = [c.caps[agent.id] for c in shop.routing.of_agent(agent.id)]
+    applied = [cap for cap in caps if cap is not None]
+    return {
+        "id": agent.id,
+        "status": agent.status.value,
+        "groups": [g.name for g in shop.config.groups if agent.id in g.agents],
+        "open_sessions": agent.load,
+        "cap": min(applied) if applied else None,
+        "pending_replies": agent.pending,
+        "busy": agent.pending > shop.config.busy_threshold,
+        "suspended": agent.status is AgentStatus.SUSPENDED,
+    }
+
+
+def _queue(shop: ShopEngine, cand: Candidate, now: int) -> dict[str, Any]:
+    buyers = []
+    for position, item in enumerate(cand.queue, start=1):
+        buyer_id = item[3]
+        entry = shop.buyers[buyer_id].queued
+        if entry is None:  # not reachable: a queue holds queued buyers only
+            continue
+        buyers.append(
+            {
+                "buyer_id": buyer_id,
+                "inquiry_id": entry.inquiry_id,
+                "position": position,
+                "priority": entry.priority,
+                "waited_s": round(max(0, now - entry.arrival) / 1000, 1),
+                "estimated_wait_s": entry.last_estimate if entry.last_estimate >= 0 else None,
+            }
+        )
+    return {"group": cand.group, "buyers": buyers}

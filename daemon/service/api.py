@@ -1,0 +1,117 @@
+"""The read-only JSON API and the console's address (CONTRACT 8), and the `[http] token`.
+
+    GET /api/shops                 {"shops": [summary, ...]} of the shops served here, by id
+    GET /api/shops/{id}            agents, queues and the last decisions of one shop
+    GET /api/shops/{id}/explain    what `fenliu explain --shop ID` prints, as JSON
+    GET /shops/{id}/explain        308 to the address above (the path before the API)
+    GET /                          the console (daemon/console/index.html)
+
+Shapes: daemon.core.view, daemon.service.views and the JSON Schemas in docs/api/. Handlers
+render the loop's latest view (daemon.service.views) and never read the engine. A shop this
+instance does not serve is 404 with `{"error", "shop_id", "configured", "partition"}`
+(`partition`: the input partition the shop belongs on, so the instance owning it can be
+found; null when not configured or not known yet); a shop set aside (quarantined, or
+waiting for its Redis node) is 503 with the same fields and its `cause`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from daemon.config import FenliuConfig
+from daemon.service.checkpoint import Checkpoint
+from daemon.service.http import json_error
+from daemon.service.views import LIST, View, Views
+
+
+class Viewed(Protocol):
+    """What the API reads of the running service (`daemon.service.run.Service` is one)."""
+
+    @property
+    def views(self) -> Views: ...
+    @property
+    def config(self) -> FenliuConfig: ...
+    @property
+    def checkpoint(self) -> Checkpoint: ...
+
+
+def _dumps(data: Any) -> str:
+    return orjson.dumps(data).decode()
+
+
+def _not_served(service: Viewed, view: View | None, shop_id: str) -> web.Response | None:
+    """The answer for a shop this view cannot show, or None."""
+    if view is None:
+        return json_error(503, "no view yet: the daemon is starting or recovering")
+    config = service.config.shop_configs
+    checkpoint = service.checkpoint
+    where = {
+        "shop_id": shop_id,
+        "configured": shop_id in config,
+        "partition": checkpoint.home(shop_id)
+        if shop_id in config and checkpoint.partitions
+        else None,
+    }
+    if shop_id in view.set_aside:
+        cause = view.set_aside[shop_id]
+        return json_error(503, f"shop {shop_id!r} is set aside: {cause}", **where, cause=cause)
+    if shop_id not in view.owned:
+        if shop_id not in config:
+            return json_error(404, f"shop {shop_id!r} is not configured", **where)
+        text = f"shop {shop_id!r} is not owned by this instance: ask the owner of partition"
+        return json_error(404, f"{text} {where['partition']}", **where)
+    return None
+
+
+def api_routes(service: Viewed) -> list[web.RouteDef]:
+    """The routes of the JSON API, the old explain path and the console."""
+    views = service.views
+
+    def shop_answer(kind: str, pick: Callable[[View], dict[str, dict[str, Any]]]) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            shop_id = request.match_info["id"]
+            view = await views.get((kind, shop_id))
+            refused = _not_served(service, view, shop_id)
+            if refused is not None:
+                return refused
+            assert view is not None
+            data = pick(view).get(shop_id)
+            if data is None:
+                return json_error(503, "no view of this shop yet: ask again in a second")
+            return web.json_response(data, dumps=_dumps)
+
+        return handler
+
+    async def shops(request: web.Request) -> web.StreamResponse:
+        view = await views.get(LIST)
+        if view is None or view.summaries is None:
+            return json_error(503, "no view yet: the daemon is starting or recovering")
+        return web.json_response({"shops": view.summaries}, dumps=_dumps)
+
+    async def old_explain(request: web.Request) -> web.StreamResponse:
+        target = f"/api/shops/{quote(request.match_info['id'], safe='')}/explain"
+        query = request.query_string
+        raise web.HTTPPermanentRedirect(f"{target}?{query}" if query else target)
+
+    async def console(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=console_page(), content_type="text/html", charset="utf-8")
+
+    return [
+        web.get("/api/shops", shops),
+        web.get("/api/shops/{id}", shop_answer("shop", lambda v: v.shops)),
+        web.get("/api/shops/{id}/explain", shop_answer("explain", lambda v: v.explains)),
+        web.get("/shops/{id}/explain", old_explain),
+        web.get("/", console),
+    ]
+
+
+def console_page() -> bytes:
+    """The console's page, as the package ships it."""
+    return resources.files("daemon.console").joinpath("index.html").read_bytes()
