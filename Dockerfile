@@ -4,7 +4,7 @@
 #   docker run --rm -v "$PWD/config:/etc/fenliu:ro" -p 9464:9464 fenliu
 #
 # /etc/fenliu/fenliu.toml and its shops folder come from the volume. To scrape /metrics from
-# outside the container, set `[http] listen = "0.0.0.0:9464"` there; the HEALTHCHECK below
+# outside the container, set `[http] listen = "0.0.0.0:9464"` (and `token`, then required) there; the HEALTHCHECK below
 # asks 127.0.0.1:9464, so keep the port 9464 (or override HEALTHCHECK when changing it).
 
 # --- build: the package and its runtime dependencies in a virtualenv (no extras), with the

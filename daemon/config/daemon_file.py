@@ -9,6 +9,7 @@ Reading the files and wording pydantic's errors is in daemon.config.files. Secre
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
 )
 
@@ -178,12 +180,37 @@ class RedisConfig(_Frozen):
         yield from super().__repr_args__()
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (no brackets) names this machine only: localhost, 127.0.0.0/8, ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name, or "" (every address)
+
+
 class HttpConfig(_Frozen):
-    """`[http]`: where `/metrics`, `/healthz`, `/readyz` listen (port 0: any free port)."""
+    """`[http]`: where the metrics, probes, JSON API and console listen (port 0: any free
+    port), and the token /api/* and the console need (required off loopback). The token
+    stays out of every str and repr (SecretStr), and problems never quote it."""
 
     listen: Annotated[str, AfterValidator(lambda t: _host_port(t, lowest_port=0))] = (
         "127.0.0.1:9464"
     )
+    token: SecretStr = Field(default=SecretStr(""), validate_default=True)
+
+    @field_validator("token")
+    @classmethod
+    def _token_off_loopback(cls, token: SecretStr, info: ValidationInfo) -> SecretStr:
+        listen = info.data.get("listen")  # absent when listen itself was wrong
+        host = listen.rpartition(":")[0].strip("[]") if isinstance(listen, str) else None
+        if host is not None and not token.get_secret_value() and not is_loopback_host(host):
+            raise ValueError(
+                f"is required when listen ({listen!r}) is not a loopback address: without it "
+                "/api/* and the console are open to anyone who can reach the port"
+            )
+        return token
 
     @property
     def host(self) -> str:

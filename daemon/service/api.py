@@ -12,10 +12,16 @@ instance does not serve is 404 with `{"error", "shop_id", "configured", "partiti
 (`partition`: the input partition the shop belongs on, so the instance owning it can be
 found; null when not configured or not known yet); a shop set aside (quarantined, or
 waiting for its Redis node) is 503 with the same fields and its `cause`.
+
+With a non-empty `[http] token`, /api/* and / need it (`token_guard`): `Authorization:
+Bearer <token>`, or `?token=<token>` on the console's address only; compared in constant
+time, 401 with `WWW-Authenticate: Bearer` otherwise. /metrics, /healthz, /readyz and
+/-/reload (loopback only) stay open; the old explain path redirects without it.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, Protocol
@@ -23,7 +29,7 @@ from urllib.parse import quote
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from daemon.config import FenliuConfig
 from daemon.service.checkpoint import Checkpoint
@@ -68,6 +74,32 @@ def _not_served(service: Viewed, view: View | None, shop_id: str) -> web.Respons
         text = f"shop {shop_id!r} is not owned by this instance: ask the owner of partition"
         return json_error(404, f"{text} {where['partition']}", **where)
     return None
+
+
+def token_guard(token: str) -> Middleware:
+    """Require `token` on /api/* and / (module docstring); nothing when it is empty."""
+    expected = token.encode()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if expected and (path == "/" or path.startswith("/api/")):
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" and path == "/":
+                given = request.query.get("token", "")
+            elif scheme.lower() != "bearer":
+                given = ""
+            if not hmac.compare_digest(given.strip().encode(), expected):
+                answer = json_error(
+                    401,
+                    "this address needs the [http] token: `Authorization: Bearer <token>`"
+                    + (" or ?token=<token>" if path == "/" else ""),
+                )
+                answer.headers["WWW-Authenticate"] = 'Bearer realm="fenliu"'
+                return answer
+        return await handler(request)
+
+    return guard
 
 
 def api_routes(service: Viewed) -> list[web.RouteDef]:

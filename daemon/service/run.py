@@ -45,6 +45,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 import daemon
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine
+from daemon.service.api import token_guard
 from daemon.service.checkpoint import Checkpoint
 from daemon.service.checkpoint_types import Batch
 from daemon.service.clients import (
@@ -158,7 +159,11 @@ class Service:
             return EXIT_CONFIG
         consumer = make_consumer(kafka, security)
         producer = make_producer(kafka, security)
-        http = HttpServer(routes(self), self.config.http.host, self.config.http.port)
+        http_config = self.config.http
+        http = HttpServer(
+            routes(self), http_config.host, http_config.port,
+            middlewares=[token_guard(http_config.token.get_secret_value())],
+        )  # fmt: skip
         await http.start()
         self.http_port = http.port
         await producer.start()

@@ -5,7 +5,8 @@ Two sources, one output (the table of `daemon.core.explain.render_table`, or JSO
     fenliu explain [--url http://127.0.0.1:9464] --shop ID [--json]
         asks a running daemon (`GET /api/shops/{id}/explain`; --url defaults to the default
         `[http] listen`); with several instances, ask the one that owns the shop's
-        partition (the answer's "partition" is null on the others)
+        partition (the answer's "partition" is null on the others); a daemon with an
+        `[http] token` needs it in the environment variable FENLIU_HTTP_TOKEN
     fenliu explain FILE.json [--policy NAME] [--json]
         reads what `fenliu simulate --json` wrote: {"policies": {NAME: {"explain": ...}}}
         (a file holding one explanation, as the daemon answers it, is read as well)
@@ -16,6 +17,7 @@ unreachable, unknown shop, unreadable file), 2 for a wrong combination of argume
 
 from __future__ import annotations
 
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -31,6 +33,7 @@ from daemon.core.explain import render_table
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "http://127.0.0.1:9464"  # the default `[http] listen`
 TIMEOUT_S = 10.0
+TOKEN_ENV = "FENLIU_HTTP_TOKEN"  # the daemon's [http] token (an argument would show in ps)
 
 
 class ExplainError(Exception):
@@ -48,13 +51,18 @@ class ExplainOptions:
     as_json: bool
 
 
-def fetch(url: str, shop_id: str, timeout: float = TIMEOUT_S) -> dict[str, Any]:
-    """A running daemon's explanation of one shop (ExplainError if it cannot be had)."""
+def fetch(
+    url: str, shop_id: str, timeout: float = TIMEOUT_S, token: str | None = None
+) -> dict[str, Any]:
+    """A running daemon's explanation of one shop (ExplainError if it cannot be had);
+    `token` is the daemon's `[http] token`, when it has one."""
     address = f"{url.rstrip('/')}/api/shops/{quote(shop_id, safe='')}/explain"
     if not address.startswith(("http://", "https://")):
         raise ExplainError(f"--url {url!r} is not an http:// address of a Fenliu daemon")
     try:
-        with urllib.request.urlopen(address, timeout=timeout) as answer:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(address, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             body = answer.read()
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 404, 503):  # the API says why in {"error": ...}
@@ -128,7 +136,8 @@ def explain_command(options: ExplainOptions, out: TextIO | None = None) -> int:
     try:
         if options.file is None:
             assert options.shop is not None
-            found = {"": fetch(options.url or DEFAULT_URL, options.shop)}
+            token = os.environ.get(TOKEN_ENV) or None
+            found = {"": fetch(options.url or DEFAULT_URL, options.shop, token=token)}
         else:
             found = read_simulation(options.file, options.policy)
         text = _render(found, as_json=options.as_json)

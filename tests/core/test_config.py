@@ -601,7 +601,10 @@ def test_secret_values_are_never_echoed(tmp_path: Path) -> None:
     found = problems(path)
     assert f"{path}: kafka.sasl_password: must be a string (in quotes)" in found
     assert f"{path}: redis.url: must start with redis://, rediss:// or unix://" in found
-    assert f"{path}: http.auth_token: unknown key (not part of the configuration)" in found
+    assert (
+        f"{path}: http.auth_token: unknown key (not part of the configuration); "
+        "did you mean 'token'?"
+    ) in found
     assert "password: unknown key (not part of the configuration)" in found[-1]
     assert not any("hunter2" in p or "12345678" in p or "(got" in p for p in found)
 
@@ -642,3 +645,37 @@ def test_keys_named_like_secrets_never_echo_in_any_model() -> None:
                              "endpoint_url": "h:pw@x?k=v", "port": "redis://u:pw@h"},
                      Path("creds.toml"))  # fmt: skip
     assert [str(p) for p in shady] == ["creds.toml: port: must be an integer"]
+
+
+# --- [http] token ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9464", "[::]:9464", "10.1.2.3:9464", "web:9464"])
+def test_a_listen_off_loopback_without_a_token_is_refused(tmp_path: Path, listen: str) -> None:
+    path = write(tmp_path, DAEMON + f'[http]\nlisten = "{listen}"\n', s1=SHOP)
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: http.token: is required when listen ({listen!r}) is not")
+    assert "loopback" in problem
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9464", "127.0.0.2:0", "[::1]:9464", "localhost:1"])
+def test_a_loopback_listen_needs_no_token(tmp_path: Path, listen: str) -> None:
+    config = load_config(write(tmp_path, DAEMON + f'[http]\nlisten = "{listen}"\n', s1=SHOP))
+    assert config.http.token.get_secret_value() == ""
+
+
+def test_the_token_is_kept_but_never_shown(tmp_path: Path) -> None:
+    daemon = DAEMON + '[http]\nlisten = "0.0.0.0:9464"\ntoken = "tok-hunter2"\n'
+    config = load_config(write(tmp_path, daemon, s1=SHOP))
+    assert config.http.token.get_secret_value() == "tok-hunter2"
+    for text in (str(config), repr(config), str(config.http), repr(config.http)):
+        assert "hunter2" not in text
+
+
+@pytest.mark.parametrize("value", ["123456789", "['tok-hunter2']", '{ a = "tok-hunter2" }'])
+def test_a_wrong_token_value_is_never_echoed(tmp_path: Path, value: str) -> None:
+    """Problems quote the value given (`got ...`), except under keys named like secrets."""
+    path = write(tmp_path, DAEMON + f"[http]\ntoken = {value}\n", s1=SHOP)
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: http.token: ")
+    assert "hunter2" not in problem and "123456789" not in problem
