@@ -149,6 +149,7 @@ class Views:
         if view is not None and view.has(ask) and now - view.built < STALE_S:
             return view
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting = [f for f in self._waiting if not f.done()]  # timed out while recovering
         self._waiting.append(future)
         with contextlib.suppress(TimeoutError):  # the loop is recovering: answer what there is
             await asyncio.wait_for(future, WAIT_S)
