@@ -6,6 +6,8 @@
                                   daemon.log in the run's folder, not to the terminal
     simulated buyers and agents   daemon.dev.traffic, produced to the input topics
     the view                      `Monitor`, fed by the output topics and the daemon's /metrics
+    the console                   the daemon's own page (GET /, daemon/console), whose address
+                                  is the first line printed
 
 Everything lives in one temporary folder (fenliu.toml, shops/, and the logs), printed at
 the start and kept after the run. On a terminal the view is live until Ctrl-C; with
@@ -37,7 +39,14 @@ from rich.live import Live
 from daemon.config import ConfigError, FenliuConfig, load_config, load_shop_file
 from daemon.core.config import ShopConfig
 from daemon.dev.demo import DEFAULT_SHOP
-from daemon.dev.stack import Broker, DevStackError, RedisServer, write_daemon_config
+from daemon.dev.stack import (
+    HOST,
+    Broker,
+    DevStackError,
+    RedisServer,
+    free_port,
+    write_daemon_config,
+)
 from daemon.dev.traffic import DEFAULT_RATE, DEFAULT_SEED, Traffic, TrafficSettings, topic_kind
 from daemon.dev.view import Monitor, decode_output, http_get
 from daemon.service.clock import wall_ms
@@ -81,12 +90,19 @@ def dev_command(options: DevOptions, console: Console | None = None) -> int:
             soft_wrap=True,
         )
         return EXIT_CONFIG
+    http_port = free_port()  # chosen first: the console's address is the first line printed
+    out.print(
+        f"console http://{HOST}:{http_port}/  (班长控制台: queues, agents, decisions, explain;"
+        " live once the daemon is ready)",
+        style="bold",
+        markup=False,
+        soft_wrap=True,
+    )
     folder = Path(tempfile.mkdtemp(prefix="fenliu-dev-"))
     logging.basicConfig(filename=folder / "clients.log", level=logging.INFO)  # aiokafka's logs
     broker, redis = Broker(log_dir=folder), RedisServer(log_dir=folder)
     out.print(
         f"Fenliu dev: shop {shop.id!r} from {options.shop_path}",
-        style="bold",
         markup=False,
         soft_wrap=True,
     )
@@ -104,6 +120,7 @@ def dev_command(options: DevOptions, console: Console | None = None) -> int:
             bootstrap=broker.bootstrap,
             redis_url=redis.url,
             shops={shop.id: options.shop_path.read_text()},
+            http_port=http_port,
         )
         with (folder / "daemon.log").open("ab") as log:
             return asyncio.run(_main(options, shop, config_path, log, out))

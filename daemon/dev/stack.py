@@ -52,8 +52,10 @@ def write_daemon_config(
     key_prefix: str = "fenliu",
     redis_cluster: bool = False,
     kafka_extra: str = "",
+    http_port: int | None = None,
 ) -> Path:
-    """A fenliu.toml (HTTP on a free loopback port) and shops/<name>.toml files in `folder`.
+    """A fenliu.toml (HTTP on `http_port` of 127.0.0.1, else a free port) and
+    shops/<name>.toml files in `folder`.
 
     `shops` maps a file name to the shop file's TOML text; `kafka_extra` is added to the
     `[kafka]` table as it is (e.g. `session_timeout = "3s"`). The broker here is Tansu, so
@@ -74,7 +76,7 @@ def write_daemon_config(
         f"{topic_table}\n"
         f'[redis]\nurl = "{redis_url}"\nkey_prefix = "{key_prefix}"\n'
         f"cluster = {'true' if redis_cluster else 'false'}\n\n"
-        f'[http]\nlisten = "127.0.0.1:{free_port()}"\n\n'
+        f'[http]\nlisten = "{HOST}:{http_port or free_port()}"\n\n'
         '[shops]\ndir = "shops"\n'
     )
     return path

@@ -173,7 +173,7 @@ class Monitor:
         head = Text.assemble(
             ("Fenliu dev", "bold"),
             f" · shop {self.shop.id} · {elapsed:.0f}s · {self.traffic.settings.rate:g} buyers/s"
-            f" · metrics http://{self.http}/metrics · {state}\n",
+            f" · console http://{self.http}/ · {state}\n",
             (self._traffic_line(), "dim"),
         )
         top = Table.grid(padding=(0, 4))
