@@ -36,13 +36,17 @@ $(NPM_STAMP): tests/npm/package-lock.json
 npm: $(NPM_STAMP)
 
 ## Programs the tests drive that pip does not bring: promtool (Debian's prometheus package)
-## for deploy/prometheus. Installed when missing and root; otherwise its tests skip (and
-## fail under CI=true).
+## for deploy/prometheus, and chromium for the console (Playwright drives it, no browser
+## download). Installed when missing and root; otherwise their tests skip (and fail under
+## CI=true).
 APT_INSTALL := apt-get install -y --no-install-recommends
 tools:
 	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] \
 		&& { $(APT_INSTALL) prometheus || { apt-get update && $(APT_INSTALL) prometheus; }; }; } \
 		|| echo "promtool is missing and not installed (not root): its tests will skip"
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] \
+		&& { $(APT_INSTALL) chromium || { apt-get update && $(APT_INSTALL) chromium; }; }; } \
+		|| echo "chromium is missing and not installed (not root): the console's tests will skip"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
