@@ -17,6 +17,7 @@ import pytest
 from daemon.config import TopicsConfig
 from daemon.dev.stack import Broker, RedisServer
 from tests.browser import Watched, chromium, require_browser
+from tests.console_shot import shoot
 from tests.e2e import DaemonProcess, Wire, write_config
 
 pytestmark = pytest.mark.e2e
@@ -159,3 +160,16 @@ async def test_with_a_token_the_console_keeps_it_and_without_it_says_401(
     finally:
         code, _ = process.stop()
     assert code == 0, process.log_tail()
+
+
+async def test_fenliu_dev_prints_the_console_first_and_it_shows_the_live_shop(
+    tmp_path: Path,
+) -> None:
+    """The first line of `fenliu dev` is the console's address; the page there shows the dev
+    shop's agents, decisions and explanation without a script or console error (what
+    `python -m tests.console_shot` screenshots for the README)."""
+    require_browser()
+    out = tmp_path / "console.png"
+    problems = await shoot(out, settle_s=3, rate=2)
+    assert problems == []
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -173,6 +173,7 @@ def test_fenliu_dev_runs_the_stack_and_leaves_nothing_behind() -> None:
     if kept is not None:
         shutil.rmtree(kept.group(1), ignore_errors=True)
     assert done.returncode == 0, f"exit {done.returncode}\n{out}\n{done.stderr}"
+    assert re.match(r"console http://127\.0\.0\.1:\d+/ ", out), out  # the first line
     assert time.monotonic() - started < 60
     stack = {name: (port, int(pid)) for name, port, pid in STACK.findall(out)}
     assert set(stack) == {"broker", "redis"}, out

@@ -1,0 +1,35 @@
+"""The console's page as the package ships it (daemon/console/index.html): self-contained,
+and built so that no value from the API can become markup. Its behaviour is tested in a
+real browser against a real daemon (tests/system/test_console.py)."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+PAGE = resources.files("daemon.console").joinpath("index.html").read_text(encoding="utf-8")
+
+
+def test_the_page_is_shipped_and_loads_nothing_from_elsewhere() -> None:
+    """One file, no build step: no external script, style sheet or font (it must work on an
+    operator's network with no internet), and the API is called by relative paths."""
+    assert PAGE.startswith("<!doctype html>")
+    assert not re.search(r"<(script|link)[^>]+(src|href)=\"(https?:)?//", PAGE)
+    assert "@import" not in PAGE and "url(" not in PAGE
+    assert 'api("api/shops")' in PAGE and "fetch(path" in PAGE
+
+
+def test_values_reach_the_page_as_text_only() -> None:
+    """No HTML parsing of data anywhere: no innerHTML and its relatives, no eval."""
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in PAGE, sink
+    assert "new Function" not in PAGE
+
+
+def test_the_token_is_kept_for_the_tab_and_taken_out_of_the_address() -> None:
+    """`?token=` goes to sessionStorage (never localStorage), leaves the address bar by
+    history.replaceState, and is sent as a Bearer header; no referrer carries the address."""
+    assert "sessionStorage.setItem(TOKEN_KEY" in PAGE and "localStorage" not in PAGE
+    assert 'url.searchParams.delete("token")' in PAGE and "history.replaceState" in PAGE
+    assert "Authorization = `Bearer ${token}`" in PAGE
+    assert '<meta name="referrer" content="no-referrer">' in PAGE
