@@ -15,7 +15,9 @@ waiting for its Redis node) is 503 with the same fields and its `cause`.
 
 With a non-empty `[http] token`, /api/* and / need it (`token_guard`): `Authorization:
 Bearer <token>`, or `?token=<token>` on the console's address only; compared in constant
-time, 401 with `WWW-Authenticate: Bearer` otherwise. /metrics, /healthz, /readyz and
+time, 401 with `WWW-Authenticate: Bearer` otherwise: a JSON error, or for a browser asking
+for `/` the console's unauthorized.html (it says what is needed, and brings back in a tab
+that holds the token, so a reload of the console works). /metrics, /healthz, /readyz and
 /-/reload (loopback only) stay open; the old explain path redirects without it.
 """
 
@@ -95,6 +97,8 @@ def token_guard(token: str) -> Middleware:
                     "this address needs the [http] token: `Authorization: Bearer <token>`"
                     + (" or ?token=<token>" if path == "/" else ""),
                 )
+                if path == "/" and "text/html" in request.headers.get("Accept", ""):
+                    answer = _html(console_page("unauthorized.html"), status=401)  # a browser
                 answer.headers["WWW-Authenticate"] = 'Bearer realm="fenliu"'
                 return answer
         return await handler(request)
@@ -133,7 +137,7 @@ def api_routes(service: Viewed) -> list[web.RouteDef]:
         raise web.HTTPPermanentRedirect(f"{target}?{query}" if query else target)
 
     async def console(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=console_page(), content_type="text/html", charset="utf-8")
+        return _html(console_page())
 
     return [
         web.get("/api/shops", shops),
@@ -144,6 +148,11 @@ def api_routes(service: Viewed) -> list[web.RouteDef]:
     ]
 
 
-def console_page() -> bytes:
-    """The console's page, as the package ships it."""
-    return resources.files("daemon.console").joinpath("index.html").read_bytes()
+def console_page(name: str = "index.html") -> bytes:
+    """A page of the console (daemon/console), as the package ships it: the console, or
+    what a browser is shown at its address without the token (unauthorized.html)."""
+    return resources.files("daemon.console").joinpath(name).read_bytes()
+
+
+def _html(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type="text/html", charset="utf-8")

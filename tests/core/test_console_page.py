@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-PAGE = resources.files("daemon.console").joinpath("index.html").read_text(encoding="utf-8")
+FILES = resources.files("daemon.console")
+PAGE = FILES.joinpath("index.html").read_text(encoding="utf-8")
+UNAUTHORIZED = FILES.joinpath("unauthorized.html").read_text(encoding="utf-8")
 
 
 def test_the_page_is_shipped_and_loads_nothing_from_elsewhere() -> None:
@@ -21,9 +23,10 @@ def test_the_page_is_shipped_and_loads_nothing_from_elsewhere() -> None:
 
 def test_values_reach_the_page_as_text_only() -> None:
     """No HTML parsing of data anywhere: no innerHTML and its relatives, no eval."""
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
-        assert sink not in PAGE, sink
-    assert "new Function" not in PAGE
+    for page in (PAGE, UNAUTHORIZED):
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in page, sink
+        assert "new Function" not in page
 
 
 def test_the_token_is_kept_for_the_tab_and_taken_out_of_the_address() -> None:

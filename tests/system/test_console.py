@@ -118,45 +118,45 @@ async def test_the_console_shows_agents_and_queue_and_follows_new_buyers(
         assert watched.problems == []
 
 
-@pytest.mark.xfail(
-    reason="waits on `[http] token` (issue 13 part 5, another branch): the daemon does not "
-    "accept the key yet (its start fails: AssertionError from DaemonProcess.start)",
-    raises=AssertionError,
-    strict=True,
-)
 async def test_with_a_token_the_console_keeps_it_and_without_it_says_401(
     broker: Broker,
     redis_server: RedisServer,
     fresh_topics: TopicsConfig,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """Opened as /?token=…, the page works, drops the token from the address bar, keeps it
-    for the tab (a reload still works); opened without it, it says a token is needed (401)."""
+    """`[http] token`: opened as /?token=…, the page works, drops the token from the address
+    bar and keeps it for the tab, so a reload still works; opened without it, or with a wrong
+    one, the browser is told a token is needed (401) and shown no data."""
     from playwright.async_api import expect
 
     require_browser()
     folder = tmp_path_factory.mktemp("token")
     process = token_daemon(broker, redis_server.url, fresh_topics, folder)
+    refusal = ("status of 401",)  # the browser's own console line for a 401 answer
     try:
         async with chromium() as browser:
-            watched = await Watched.open(browser)
+            watched = await Watched.open(browser, allowed=refusal)
             page = watched.page
             await page.goto(f"http://{process.http}/?token={TOKEN}#shop=floor")
             agents = page.locator("#agents tr[data-agent]")
             await expect(agents).to_have_count(2, timeout=WAIT_MS)
-            assert TOKEN not in page.url
+            assert TOKEN not in page.url and page.url.endswith("/#shop=floor")
             assert await page.evaluate("sessionStorage.getItem('fenliu.token')") == TOKEN
             await page.reload()
             await expect(agents).to_have_count(2, timeout=WAIT_MS)
+            assert TOKEN not in page.url
             assert watched.problems == []
 
-            refused = await Watched.open(browser, allowed=("401",))
-            await refused.page.goto(f"http://{process.http}/")
-            alert = refused.page.get_by_role("alert")
-            await expect(alert).to_contain_text("401", timeout=WAIT_MS)
-            await expect(alert).to_contain_text("token")
-            assert await refused.page.locator("#agents tr[data-agent]").count() == 0
-            assert refused.problems == []
+            for address, said in [("/", "?token="), ("/?token=wrong", "refused")]:
+                refused = await Watched.open(browser, allowed=refusal)
+                answer = await refused.page.goto(f"http://{process.http}{address}")
+                assert answer is not None and answer.status == 401
+                alert = refused.page.get_by_role("alert")
+                await expect(alert).to_contain_text("401 · 需要访问令牌 A token is needed")
+                await expect(alert).to_contain_text(said)
+                assert "token=" not in refused.page.url
+                assert await refused.page.evaluate("sessionStorage.length") == 0
+                assert refused.problems == []
     finally:
         code, _ = process.stop()
     assert code == 0, process.log_tail()
