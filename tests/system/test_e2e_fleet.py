@@ -269,3 +269,55 @@ async def test_a_record_on_another_partition_than_its_shop_is_dead_lettered(
     finally:
         code, _ = daemon.stop()
     assert code == 0
+
+
+@pytest.mark.timeout(90)
+async def test_each_instance_serves_the_api_of_its_own_shops_and_names_the_others_partition(
+    broker: Broker, redis_url: str, tmp_path: Path
+) -> None:
+    """CONTRACT 8: the JSON API answers for the shops this instance owns; for a shop another
+    instance owns, 404 with the partition it belongs on (docs/api/error.schema.json)."""
+    topics = unique_topics()
+    await create_topics(broker.bootstrap, topics, partitions=2)
+    ids = [f"s{n}" for n in range(20)]
+    first = next(s for s in ids if home_partition(s.encode(), 2) == 0)
+    second = next(s for s in ids if home_partition(s.encode(), 2) == 1)
+    shops = {s: SHOP.format(id=s) for s in (first, second)}
+    daemons = []
+    for name in ("x", "y"):
+        (tmp_path / name).mkdir()
+        config = write_config(
+            tmp_path / name, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
+            shops=shops, group_id=f"api-{topics.inquiries}",
+        )  # fmt: skip
+        daemons.append(DaemonProcess(config))
+    try:
+        for daemon in daemons:
+            daemon.start(ready="/healthz")
+
+        def owners() -> dict[str, DaemonProcess]:
+            found = {}
+            for daemon in daemons:
+                status, body = daemon.get("/api/shops")
+                if status == 200:
+                    found |= {s["id"]: daemon for s in orjson.loads(body)["shops"]}
+            return found
+
+        def split() -> bool:  # each instance owns one partition, so one of the shops
+            found = owners()
+            return set(found) == {first, second} and found[first] is not found[second]
+
+        await _until(split, 60, "the two shops served by the two instances")
+        found = owners()
+        for shop, home in ((first, 0), (second, 1)):
+            other = next(d for d in daemons if d is not found[shop])
+            status, body = other.get(f"/api/shops/{shop}")
+            answer = orjson.loads(body)
+            assert status == 404, body
+            assert answer["shop_id"] == shop and answer["configured"] is True
+            assert answer["partition"] == home
+            status, body = found[shop].get(f"/api/shops/{shop}")
+            assert status == 200 and orjson.loads(body)["id"] == shop
+    finally:
+        codes = [d.stop()[0] for d in daemons]
+    assert codes == [0, 0]
