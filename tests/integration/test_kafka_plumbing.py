@@ -6,15 +6,26 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
+import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from daemon.config import TopicsConfig
+from daemon.core.engine import Engine
 from daemon.dev.stack import Broker, RedisServer, write_daemon_config
-from daemon.service.kafka import CoPartitionAssignor, Decoded, TopicMap, ordered_batch
+from daemon.service import checkpoint as checkpoint_module
+from daemon.service.checkpoint import Checkpoint
+from daemon.service.kafka import (
+    CoPartitionAssignor,
+    Decoded,
+    TopicMap,
+    home_partition,
+    ordered_batch,
+)
+from daemon.service.store import Store
 from tests.conftest import run_sync, unique_topics
 from topics.codec import DecodeError, decode
 
@@ -54,6 +65,60 @@ def test_copartition_assignor_gives_partition_p_of_every_topic_to_one_member() -
 def test_copartition_assignor_with_one_member_takes_everything() -> None:
     plan = _assign(["only"], partitions=4)
     assert plan["only"] == {topic: [0, 1, 2, 3] for topic in INPUTS}
+
+
+# The Java client's Utils.murmur2 (UtilsTest.testMurmur2 in apache/kafka): key -> signed hash.
+JAVA_MURMUR2 = [
+    (b"21", -973932308),
+    (b"foobar", -790332482),
+    (b"a-little-bit-long-string", -985981536),
+    (b"a-little-bit-longer-string", -1486304829),
+    (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+    (b"abc", 479470107),
+]
+# aiokafka's tests/test_partitioner.py (from the Java client's partitioner): key -> partition
+# of 1000.
+JAVA_PARTITION_OF_1000 = [
+    (b"", 681),
+    (b"a", 524),
+    (b"ab", 434),
+    (b"abc", 107),
+    (b"123456789", 566),
+    (b"\x00 ", 742),
+]
+
+
+@pytest.mark.parametrize(("key", "java_hash"), JAVA_MURMUR2)
+def test_home_partition_is_the_java_clients_murmur2_bit_for_bit(key: bytes, java_hash: int) -> None:
+    """CONTRACT 1: a shop's home is the Java default partitioner's choice, toPositive(murmur2)
+    mod partitions, for every partition count."""
+    for partitions in (1, 2, 3, 4, 7, 8, 31, 1000, 2**31 - 1):
+        assert home_partition(key, partitions) == (java_hash & 0x7FFFFFFF) % partitions
+
+
+@pytest.mark.parametrize(("key", "partition"), JAVA_PARTITION_OF_1000)
+def test_home_partition_matches_the_java_partitioner_vectors(key: bytes, partition: int) -> None:
+    assert home_partition(key, 1000) == partition
+
+
+def test_home_partition_is_computed_once_per_shop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The per-record misrouting check costs a dict lookup: Checkpoint.home hashes a shop id
+    once (again only after a restore with another partition count). The intake asks only for
+    configured shops, so the cache holds at most one entry per shop file."""
+    calls: list[bytes] = []
+
+    def counting(key: bytes, partitions: int) -> int:
+        calls.append(key)
+        return home_partition(key, partitions)
+
+    monkeypatch.setattr(checkpoint_module, "home_partition", counting)
+    cp = Checkpoint(Engine({}), cast(Store, None))  # home() touches neither
+    cp.partitions = 8
+    homes = {shop: cp.home(shop) for _ in range(1000) for shop in ("foobar", "abc")}
+    assert homes == {"foobar": (-790332482 & 0x7FFFFFFF) % 8, "abc": 479470107 % 8}
+    assert calls == [b"foobar", b"abc"]
 
 
 def _record(topic: str, partition: int, offset: int, body: dict[str, Any]) -> Any:
