@@ -2,7 +2,8 @@
 
 It puts an agent online, sends one buyer's inquiry, then reads Fenliu's outputs until that
 buyer's assignment arrives (printing the buyer's queue updates on the way, and any of its
-records Fenliu refused). Run it against `fenliu dev`, whose second lines print the broker:
+records Fenliu refused). Run it against `fenliu dev`, which prints the broker's address
+(`broker  127.0.0.1:PORT`):
 
     pip install 'confluent-kafka>=2.6,<3'
     python docs/examples/producer.py --bootstrap 127.0.0.1:PORT
