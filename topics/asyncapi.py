@@ -76,7 +76,8 @@ records go to partition `murmur2(key) mod partitions` on all three: the Java cli
 partitioner, also aiokafka's and kafkajs' default. Clients based on librdkafka must set \
 `partitioner=murmur2_random`; other clients need a murmur2 partitioner of their own. A \
 record found on any other partition is not processed: it goes to the dead-letter topic with \
-a reason naming the partition it belongs on and the partitioner to set.
+a reason naming the partition it belongs on and the partitioner to set. The producer's guide, \
+`docs/producers.md`, gives the setting for each client library, with a tested example.
 
 **Topic names.** Each channel's address is the default topic name; the channel id is its \
 key under `[kafka.topics]` in `fenliu.toml`, where it can be renamed.
