@@ -88,6 +88,9 @@ def wait_for_assignment(args: argparse.Namespace, sent: set[str]) -> int:
         "group.id": f"producer-example-{uuid.uuid4()}",  # a real service: a fixed group id
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
+        # A dead member's partitions move after this (librdkafka's default is 45 s); the
+        # Tansu broker of `fenliu dev` also takes about half of it to let the first member in.
+        "session.timeout.ms": 10_000,
     })  # fmt: skip
     prefix = args.topic_prefix
     consumer.subscribe(
