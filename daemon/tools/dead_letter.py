@@ -216,13 +216,14 @@ def parse_since(text: str) -> int:
 
 
 async def _read(config: FenliuConfig, since: int | None, count: int) -> list[bytes | None]:
-    """The dead-letter topic's record values from `since` (or the beginning) to its end as
-    it is now."""
+    """The dead-letter topic's record values from `since` (or the beginning) to (at least)
+    its end as it is now."""
     kafka = config.kafka
     topic = kafka.topics.dead_letter
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",
         **kafka_client_kwargs(kafka),
     )
     await consumer.start()
@@ -234,8 +235,9 @@ async def _read(config: FenliuConfig, since: int | None, count: int) -> list[byt
         values: list[bytes | None] = []
         while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
             batch = await consumer.getmany(timeout_ms=500)
-            for tp, records in batch.items():
-                values += [r.value for r in records if r.offset < ends[tp]]
+            # Every record fetched counts, even past the end read at the start: some brokers
+            # (Tansu 0.6) answer the end as the last batch's first offset + 1.
+            values += [r.value for records in batch.values() for r in records]
         return values
     finally:
         await consumer.stop()
@@ -247,13 +249,15 @@ async def _seek(
     ends: Mapping[TopicPartition, int],
     since: int | None,
 ) -> None:
+    """Explicit offsets: `seek_to_beginning` right after `assign` can lose the race with the
+    assignment's own reset (aiokafka), and start at the end."""
     if since is None:
-        await consumer.seek_to_beginning(*parts)
-        return
-    found = await consumer.offsets_for_times(dict.fromkeys(parts, since))
+        starts: dict[TopicPartition, int] = await consumer.beginning_offsets(parts)
+    else:
+        found = await consumer.offsets_for_times(dict.fromkeys(parts, since))
+        starts = {tp: at.offset if (at := found.get(tp)) else ends[tp] for tp in parts}
     for tp in parts:
-        at = found.get(tp)
-        consumer.seek(tp, at.offset if at is not None else ends[tp])
+        consumer.seek(tp, starts[tp])
 
 
 async def replay(
