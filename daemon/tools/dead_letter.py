@@ -236,8 +236,14 @@ async def _read(config: FenliuConfig, since: int | None, count: int) -> list[byt
         while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
             batch = await consumer.getmany(timeout_ms=500)
             # Every record fetched counts, even past the end read at the start: some brokers
-            # (Tansu 0.6) answer the end as the last batch's first offset + 1.
-            values += [r.value for records in batch.values() for r in records]
+            # (Tansu 0.6) answer the end as the last batch's first offset + 1. And the time
+            # is checked per record: some (Tansu 0.6 again) answer a time with offset 0.
+            values += [
+                r.value
+                for records in batch.values()
+                for r in records
+                if since is None or r.timestamp >= since
+            ]
         return values
     finally:
         await consumer.stop()
