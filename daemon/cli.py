@@ -2,7 +2,8 @@
 
 Each subcommand lives in the module that owns its subject; this file only parses arguments
 and dispatches, importing the subject module lazily so `fenliu check-config` starts fast.
-The runtime install serves `run`, `check-config`, `reload`, `explain` and `topics create`;
+The runtime install serves `run`, `check-config`, `reload`, `explain`, `topics create` and
+`dead-letter replay`;
 `dev` and `demo` need the `dev` extra and `simulate` the `lab` extra: without it they say
 which `pip install 'fenliu[...]'` brings it and exit 2.
 """
@@ -226,6 +227,47 @@ def _add_topics(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     create.set_defaults(func=_topics_create)
 
 
+def _dead_letter_replay(args: argparse.Namespace) -> int:
+    from daemon.tools.dead_letter import replay_command
+
+    return replay_command(
+        Path(args.config), since=args.since, kinds=args.reason or [], dry_run=args.dry_run
+    )
+
+
+def _add_dead_letter(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dead_letter = sub.add_parser("dead-letter", help="work with the dead-letter topic")
+    actions = dead_letter.add_subparsers(
+        dest="dead_letter_command", required=True, metavar="ACTION"
+    )
+    replay = actions.add_parser(
+        "replay",
+        help="send dead-lettered input records back to their input topic, on their partition",
+        description="Read the dead-letter topic (from --since, or from the beginning), select "
+        "by reason, and send each original record again to its input topic on the partition "
+        "its shop belongs on. Records that still do not decode, or whose shop is still not "
+        "configured, are reported and not sent. Records keep their event ids, so a second "
+        "replay is ignored by the daemon as duplicates.",
+    )
+    replay.add_argument("--config", required=True, help="path to fenliu.toml")
+    replay.add_argument(
+        "--since", metavar="TIME", help="ISO 8601 time (UTC if no zone) or epoch milliseconds"
+    )
+    replay.add_argument(
+        "--reason",
+        nargs="+",
+        action="extend",
+        choices=("invalid", "unknown_shop", "refused", "misrouted"),
+        metavar="KIND",
+        help="only dead letters of these reasons: invalid, unknown_shop, refused, misrouted "
+        "(default: all)",
+    )
+    replay.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent, send nothing"
+    )
+    replay.set_defaults(func=_dead_letter_replay)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every `fenliu` subcommand."""
     parser = argparse.ArgumentParser(
@@ -251,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     reload.set_defaults(func=_reload)
 
     _add_topics(sub)
+    _add_dead_letter(sub)
     _add_simulate(sub)
     _add_explain(sub)
 

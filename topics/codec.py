@@ -43,6 +43,7 @@ from topics.events import (
     OutputEvent,
     QueueUpdate,
     Rejected,
+    RejectKind,
     SessionClosed,
     SessionTransferred,
 )
@@ -242,8 +243,8 @@ def encode(event: OutputEvent | InputEvent) -> bytes:
 
     Output events keep `group` and `mode` (null when None); `queue_update` leaves out
     `position`/`estimated_wait_s` when None and `rejected` leaves out `raw_encoding` when
-    it is "utf-8". Input events leave out every None field and an empty context, so that
-    `decode(encode(e), ...) == e`.
+    it is "utf-8" (and `reason` when None). Input events leave out every None field and an
+    empty context, so that `decode(encode(e), ...) == e`.
     """
     return orjson.dumps(_wire(event))
 
@@ -256,7 +257,7 @@ def _wire(event: OutputEvent | InputEvent) -> Obj:
             return _output_wire(event, drop_none=("position", "estimated_wait_s"))
         case Rejected():
             omit = ("raw_encoding",) if event.raw_encoding == "utf-8" else ()
-            return _output_wire(event, drop=omit)
+            return _output_wire(event, drop=omit, drop_none=("reason",))
         case BuyerInquired():
             return _inquiry_wire(event)
         case MessageSent():
@@ -337,6 +338,7 @@ def rejected_for(
     value: bytes | None,
     key: bytes | None,
     now_ms: int,
+    kind: RejectKind,
 ) -> Rejected:
     """The dead-letter event for a record that failed to decode (or was refused later).
 
@@ -358,6 +360,7 @@ def rejected_for(
         offset=offset,
         raw=raw,
         raw_encoding=raw_encoding,
+        reason=kind,
     )
 
 

@@ -214,6 +214,12 @@ class QueueUpdate:
     estimated_wait_s: int | None = None
 
 
+RejectKind = Literal["invalid", "unknown_shop", "refused", "misrouted"]
+"""Why a record was dead-lettered: it does not decode (`invalid`), its shop is not configured
+(`unknown_shop`), the engine refused it (`refused`), it is on another partition than its
+shop's (`misrouted`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """`rejected` (dead-letter): an input record that was refused, and why."""
@@ -227,6 +233,7 @@ class Rejected:
     offset: int
     raw: str
     raw_encoding: Literal["utf-8", "base64"] = "utf-8"
+    reason: RejectKind | None = None  # None only in dead letters written before the field
 
 
 OutputEvent = Assignment | SessionClosed | QueueUpdate | Rejected

@@ -77,7 +77,9 @@ def decode_output(value: bytes | None) -> OutputEvent | None:
             case "rejected":
                 where = (o["source_topic"], o["partition"], o["offset"])
                 encoding = o.get("raw_encoding", "utf-8")
-                return Rejected(*head, o["error"], *where, o["raw"], encoding)
+                return Rejected(
+                    *head, o["error"], *where, o["raw"], encoding, o.get("reason")
+                )  # fmt: skip
     except (ValueError, KeyError, TypeError):
         pass
     return None

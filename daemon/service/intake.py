@@ -168,7 +168,7 @@ class Intake:
     ) -> OutputEvent:
         self.rejected += 1
         self._metrics.rejects.labels(kind).inc()
-        return dead_letter(record, reason, now, self._log if logged else None)
+        return dead_letter(record, reason, kind, now, self._log if logged else None)
 
     def _decode(self, record: ConsumerRecord[Any, Any]) -> Decoded:
         try:

@@ -14,19 +14,19 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from topics.events import Assignment, OutputEvent, Rejected
+from topics.events import Assignment, OutputEvent, Rejected, RejectKind
 
 if TYPE_CHECKING:
     from daemon.core.engine import Engine
 
 LATENCY_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-RejectReason = Literal["invalid", "unknown_shop", "refused", "misrouted"]
+RejectReason = RejectKind  # the `reason` label of fenliu_rejected_total
 REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
 RESULTS = ("ok", "failed")  # of a reload, of a checkpoint
 

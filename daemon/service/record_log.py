@@ -12,14 +12,15 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from topics.codec import rejected_for
-from topics.events import Assignment, OutputEvent, QueueUpdate, SessionClosed
+from topics.events import Assignment, OutputEvent, QueueUpdate, RejectKind, SessionClosed
 
 
 def dead_letter(
-    record: ConsumerRecord[Any, Any], reason: str, now: int, log: Any | None
+    record: ConsumerRecord[Any, Any], reason: str, kind: RejectKind, now: int, log: Any | None
 ) -> OutputEvent:
-    """The dead-letter record for a refused input record, logged as `event_rejected`
-    (unless `log` is None: the caller logs the pattern once instead)."""
+    """The dead-letter record for a refused input record (`reason` the sentence, `kind` the
+    reason's kind), logged as `event_rejected` (unless `log` is None: the caller logs the
+    pattern once instead)."""
     rejected = rejected_for(
         reason,
         source_topic=record.topic,
@@ -28,6 +29,7 @@ def dead_letter(
         value=record.value,
         key=record.key,
         now_ms=now,
+        kind=kind,
     )
     if log is None:
         return rejected

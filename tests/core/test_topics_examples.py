@@ -124,6 +124,7 @@ def test_rejected_example_carries_the_decoders_own_error_for_its_raw_value() -> 
         value=value["raw"].encode(),
         key=b"demo",
         now_ms=value["ts"],
+        kind=value["reason"],
     )
     assert rebuilt == _output_event(value)
 
@@ -188,6 +189,7 @@ def test_rejected_for_non_utf8_value_and_key_uses_base64_and_null_shop() -> None
         value=raw,
         key=b"\xfe",
         now_ms=9,
+        kind="invalid",
     )
     assert event.id == "rej:t:0:7"
     assert event.shop_id is None
@@ -207,6 +209,7 @@ def test_rejected_for_tombstone_has_empty_raw_and_no_raw_encoding_on_the_wire() 
         value=None,
         key=b"demo",
         now_ms=3,
+        kind="invalid",
     )
     assert (event.raw, event.shop_id) == ("", "demo")
     assert "raw_encoding" not in orjson.loads(encode(event))

@@ -103,6 +103,7 @@ def test_the_view_reads_back_every_output_event() -> None:
         QueueUpdate("q:i:1", "s", 3, "i", "b", "g", QueueStatus.QUEUED, 2, 30),
         QueueUpdate("q:i:2", "s", 4, "i", "b", None, QueueStatus.LEFT),
         Rejected("rej:t:0:1", None, 5, "no", "t", 0, 1, "{"),
+        Rejected("rej:t:0:2", "s", 5, "no", "t", 0, 2, "{", "utf-8", "misrouted"),
     ]
     assert [decode_output(encode(out)) for out in outputs] == outputs
     assert decode_output(b"not json") is None
