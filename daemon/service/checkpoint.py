@@ -109,6 +109,7 @@ class Checkpoint:
         cp = self._shop(batch, shop_id)
         cp.first.setdefault(topic, offset)
         cp.offsets[topic] = offset + 1
+        cp.partition = part
 
     def output(self, batch: Batch, owner: Owner, record: OutboxRecord) -> None:
         """Add an output to the batch, in the outbox of its shop (or of its partition)."""
@@ -320,7 +321,10 @@ class Checkpoint:
         """Own a claimed shop: its epoch, offsets, outbox and state; what is wrong with the
         state, if anything (the shop is then quarantined)."""
         self.shop_owner[shop_id] = Owned(shop.epoch, 0)
-        self.floors.update({(shop_id, t): o for t, o in shop.offsets.items()})
+        if shop.partition in (None, self.partition_of[shop_id]):
+            # offsets counted on another partition (the partition count changed and the shop
+            # moved) say nothing of its new home's records: those are all new to it
+            self.floors.update({(shop_id, t): o for t, o in shop.offsets.items()})
         if shop.outbox:
             resend.extend(shop.outbox)
             self.unacked_shops.add(shop_id)

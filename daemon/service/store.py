@@ -7,7 +7,10 @@ Cluster each lives on one slot and one script covers it:
 
     P:{S}:meta              hash   epoch, ckseq (the owner, see below), state -> the
                                    snapshot's meta part (JSON), offset:<topic> -> next
-                                   input offset reflected (on the shop's home partition)
+                                   input offset reflected (on the shop's home partition),
+                                   partition -> that home partition (offsets counted on
+                                   another one, before the partition count changed, are
+                                   not used as the shop's floors)
     P:{S}:agents            hash   agent id -> row (JSON)
     P:{S}:buyers            hash   buyer id -> row (JSON)
     P:{S}:seen              list   recent event ids, oldest first (trimmed to the dedup capacity)
@@ -89,6 +92,7 @@ class ShopCheckpoint:
     delta: ShopDelta | None = None
     offsets: dict[str, int] = field(default_factory=dict)  # topic -> next offset
     outbox: list[OutboxRecord] = field(default_factory=list)
+    partition: int | None = None  # the input partition `offsets` count on
     first: dict[str, int] = field(default_factory=dict)  # topic -> first offset consumed
 
 
@@ -117,6 +121,7 @@ class StoredShop:
     snapshot: dict[str, Any] | None  # None: no state was ever written
     offsets: dict[str, int]
     outbox: list[OutboxRecord]
+    partition: int | None = None  # where `offsets` count (None: written before it was kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +227,8 @@ class Store:
         meta: list[Any] = []
         for topic, offset in checkpoint.offsets.items():
             meta += [f"offset:{topic}", offset]
+        if checkpoint.offsets and checkpoint.partition is not None:
+            meta += ["partition", checkpoint.partition]
         ops: list[Any] = [owned.epoch, owned.seq]
         if checkpoint.delta is not None:  # the operations of delta_ops, for the script
             write = delta_ops(checkpoint.delta, dedup_capacity=self.dedup_capacity)
@@ -354,4 +361,5 @@ def _stored(
             {k: orjson.loads(v) for k, v in _pairs(buyers).items()},
             [s.decode() for s in seen],
         )
-    return StoredShop(int(epoch), snapshot, offsets, _records(outbox))
+    partition = int(meta["partition"]) if "partition" in meta else None
+    return StoredShop(int(epoch), snapshot, offsets, _records(outbox), partition)

@@ -131,3 +131,31 @@ async def test_inconsistent_stored_state_is_quarantined_and_holds_the_watermark(
     await b.save(batch)
     marks = (await b.store.claim_partitions([0]))[0].marks
     assert marks == {TOPIC: 2}, "the watermark stays at the quarantined shop's first record"
+
+
+async def test_a_shop_moved_by_more_partitions_keeps_its_state_and_reads_its_new_home(
+    client: aioredis.Redis,
+) -> None:
+    """Partitions added to the input topics (1 -> 4) move s1 from partition 0 to 1: its new
+    owner restores its sessions from Redis, and the offsets it checkpointed on partition 0
+    do not skip the first records of partition 1 (they used to: 2 records lost)."""
+    a = _instance(client)
+    await a.restore([0], 1)
+    await _step(a, 0, [_online(1, "a1"), BuyerInquired("e2", SHOP, 1002, "b1")], 1002)
+    assert a.floors[(SHOP, TOPIC)] == 2
+
+    b = _instance(client)
+    restored = await b.restore(range(4), 4)
+    assert b.home(SHOP) == 1 and restored.shops == 1 and not restored.set_aside
+    assert b.engine.shop(SHOP).buyers["b1"].session is not None, "the session follows the shop"
+    assert not b.seen_before(SHOP, TOPIC, 1, 0), "partition 1's first record is new to s1"
+    assert (SHOP, TOPIC) not in b.floors
+
+    batch = Batch()
+    b.consumed(batch, SHOP, TOPIC, 1, 0)
+    outputs = b.engine.handle(BuyerInquired("e2", SHOP, 1003, "b1"), 1003)  # a retry of e2
+    assert outputs == [], "recognised by event id, not applied twice"
+    await b.save(batch)
+    c = _instance(client)
+    await c.restore(range(4), 4)
+    assert c.floors[(SHOP, TOPIC)] == 1, "offsets now counted on the new home"
