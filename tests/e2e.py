@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,29 @@ from daemon.config import TopicsConfig
 from daemon.dev.stack import write_daemon_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def kafka_only_config(folder: Path, bootstrap: str, topics: TopicsConfig) -> Path:
+    """A fenliu.toml for the commands that talk to Kafka only (`topics create`, `dead-letter
+    replay`): the small example shop, these topics, and a Redis URL nobody listens on."""
+    (folder / "shops").mkdir()
+    shutil.copy(REPO / "config" / "shops" / "small.toml", folder / "shops" / "small.toml")
+    names = "\n".join(f'{field} = "{name}"' for field, name in topics)
+    path = folder / "fenliu.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\n\n[kafka.topics]\n{names}\n\n'
+        '[redis]\nurl = "redis://127.0.0.1:6399/0"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def run_fenliu(*args: str) -> subprocess.CompletedProcess[str]:
+    """`fenliu ARGS...` in a subprocess from the checkout: its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        capture_output=True, text=True, timeout=30, check=False, cwd=REPO,
+    )  # fmt: skip
 
 
 def write_config(

@@ -4,9 +4,6 @@ without Kafka and 2 for a bad configuration (daemon.tools.dead_letter)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,30 +15,11 @@ from daemon.dev.stack import Broker, free_port
 from daemon.service.kafka import home_partition
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
+from tests.e2e import kafka_only_config, run_fenliu
 from topics.codec import encode, rejected_for
 from topics.events import BuyerInquired, RejectKind
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _write_config(folder: Path, bootstrap: str, topics: TopicsConfig) -> Path:
-    (folder / "shops").mkdir()
-    shutil.copy(REPO / "config" / "shops" / "small.toml", folder / "shops" / "small.toml")
-    names = "\n".join(f'{field} = "{name}"' for field, name in topics)
-    path = folder / "fenliu.toml"
-    path.write_text(
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\n\n[kafka.topics]\n{names}\n\n'
-        '[redis]\nurl = "redis://127.0.0.1:6399/0"\n',
-        encoding="utf-8",
-    )
-    return path
-
-
-def _replay(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "dead-letter", "replay", *args],
-        capture_output=True, text=True, timeout=30, check=False, cwd=REPO,
-    )  # fmt: skip
 
 
 def _letter(topics: TopicsConfig, shop: str, n: int, kind: RejectKind, part: int) -> bytes:
@@ -72,7 +50,7 @@ async def test_replay_dry_run_sends_nothing_then_replay_sends_home_and_since_ski
 ) -> None:
     topics = unique_topics()
     await create_topics(broker.bootstrap, topics, partitions=4)
-    config = str(_write_config(tmp_path, broker.bootstrap, topics))
+    config = str(kafka_only_config(tmp_path, broker.bootstrap, topics))
     home = home_partition(b"small", 4)
     started = int(time.time() * 1000) - 1000
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
@@ -86,7 +64,16 @@ async def test_replay_dry_run_sends_nothing_then_replay_sends_home_and_since_ski
     finally:
         await producer.stop()
 
-    dry = _replay("--config", config, "--reason", "misrouted", "unknown_shop", "--dry-run")
+    dry = run_fenliu(
+        "dead-letter",
+        "replay",
+        "--config",
+        config,
+        "--reason",
+        "misrouted",
+        "unknown_shop",
+        "--dry-run",
+    )
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines() == [
         f"read 3 from {topics.dead_letter}",
@@ -100,14 +87,23 @@ async def test_replay_dry_run_sends_nothing_then_replay_sends_home_and_since_ski
     ]
     assert await _inquiries(broker.bootstrap, topics) == []
 
-    done = _replay("--config", config, "--reason", "misrouted")
+    done = run_fenliu("dead-letter", "replay", "--config", config, "--reason", "misrouted")
     assert done.returncode == 0, done.stderr
     assert "re-sent 1" in done.stdout.splitlines()
     assert await _inquiries(broker.bootstrap, topics) == [(home, b"small")]
 
-    since = _replay("--config", config, "--since", str(started), "--dry-run")
+    since = run_fenliu(
+        "dead-letter", "replay", "--config", config, "--since", str(started), "--dry-run"
+    )
     assert since.stdout.splitlines()[0] == f"read 3 from {topics.dead_letter}"
-    later = _replay("--config", config, "--since", str(int(time.time() * 1000) + 60_000))
+    later = run_fenliu(
+        "dead-letter",
+        "replay",
+        "--config",
+        config,
+        "--since",
+        str(int(time.time() * 1000) + 60_000),
+    )
     assert (later.returncode, later.stdout.splitlines()[0]) == (
         0,
         f"read 0 from {topics.dead_letter}",
@@ -116,12 +112,12 @@ async def test_replay_dry_run_sends_nothing_then_replay_sends_home_and_since_ski
 
 def test_replay_without_kafka_exits_1_and_with_a_bad_config_exits_2(tmp_path: Path) -> None:
     bootstrap = f"127.0.0.1:{free_port()}"
-    config = _write_config(tmp_path, bootstrap, TopicsConfig())
-    unreachable = _replay("--config", str(config))
+    config = kafka_only_config(tmp_path, bootstrap, TopicsConfig())
+    unreachable = run_fenliu("dead-letter", "replay", "--config", str(config))
     assert unreachable.returncode == 1
     assert (
         unreachable.stderr == f"fenliu dead-letter replay: cannot connect to Kafka at {bootstrap}\n"
     )
     config.write_text("[kafka]\n")
-    bad = _replay("--config", str(config))
+    bad = run_fenliu("dead-letter", "replay", "--config", str(config))
     assert bad.returncode == 2 and "redis" in bad.stderr

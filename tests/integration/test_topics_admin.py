@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,32 +16,9 @@ from daemon.config import KafkaConfig, TopicsConfig
 from daemon.dev.stack import Broker, free_port
 from daemon.service.clients import KafkaUnreachableError, kafka_client_kwargs, partition_counts
 from tests.conftest import unique_topics
+from tests.e2e import kafka_only_config, run_fenliu
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _write_config(folder: Path, bootstrap: str, topics: TopicsConfig) -> Path:
-    (folder / "shops").mkdir()
-    shutil.copy(REPO / "config" / "shops" / "small.toml", folder / "shops" / "small.toml")
-    names = "\n".join(f'{field} = "{name}"' for field, name in topics)
-    path = folder / "fenliu.toml"
-    path.write_text(
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\n\n[kafka.topics]\n{names}\n\n'
-        '[redis]\nurl = "redis://127.0.0.1:6399/0"\n',
-        encoding="utf-8",
-    )
-    return path
-
-
-def _fenliu(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=REPO,
-    )
 
 
 # --- fenliu topics create ---------------------------------------------------------------------
@@ -52,20 +28,20 @@ def test_topics_create_creates_the_six_topics_then_finds_them_existing(
     broker: Broker, tmp_path: Path
 ) -> None:
     topics = unique_topics()
-    config = _write_config(tmp_path, broker.bootstrap, topics)
-    first = _fenliu("topics", "create", "--config", str(config), "--partitions", "2")
+    config = kafka_only_config(tmp_path, broker.bootstrap, topics)
+    first = run_fenliu("topics", "create", "--config", str(config), "--partitions", "2")
     assert (first.returncode, first.stderr) == (0, "")
     assert first.stdout.splitlines() == [f"created {name} (2 partitions)" for _, name in topics]
-    again = _fenliu("topics", "create", "--config", str(config), "--partitions", "2")
+    again = run_fenliu("topics", "create", "--config", str(config), "--partitions", "2")
     assert (again.returncode, again.stderr) == (0, "")
     assert again.stdout.splitlines() == [f"exists  {name} (2 partitions)" for _, name in topics]
 
 
 def test_topics_create_against_no_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:
     bootstrap = f"127.0.0.1:{free_port()}"
-    config = _write_config(tmp_path, bootstrap, TopicsConfig())
+    config = kafka_only_config(tmp_path, bootstrap, TopicsConfig())
     started = time.monotonic()
-    result = _fenliu("topics", "create", "--config", str(config))
+    result = run_fenliu("topics", "create", "--config", str(config))
     assert time.monotonic() - started < 12
     assert result.returncode == 1
     assert result.stdout == ""
@@ -82,8 +58,8 @@ async def test_topics_create_refuses_input_topics_with_different_partition_count
         await admin.create_topics([NewTopic(topics.messages, 2, 1)])
     finally:
         await admin.close()
-    config = _write_config(tmp_path, broker.bootstrap, topics)
-    result = _fenliu("topics", "create", "--config", str(config), "--partitions", "4")
+    config = kafka_only_config(tmp_path, broker.bootstrap, topics)
+    result = run_fenliu("topics", "create", "--config", str(config), "--partitions", "4")
     assert result.returncode == 1
     assert f"exists  {topics.messages} (2 partitions)" in result.stdout.splitlines()
     assert "input topics have different partition counts" in result.stderr
@@ -91,9 +67,9 @@ async def test_topics_create_refuses_input_topics_with_different_partition_count
 
 
 def test_topics_create_with_a_bad_config_prints_its_problems(tmp_path: Path) -> None:
-    config = _write_config(tmp_path, "127.0.0.1:9092", TopicsConfig())
+    config = kafka_only_config(tmp_path, "127.0.0.1:9092", TopicsConfig())
     (tmp_path / "shops" / "small.toml").unlink()
-    result = _fenliu("topics", "create", "--config", str(config))
+    result = run_fenliu("topics", "create", "--config", str(config))
     assert result.returncode == 1
     assert (
         result.stderr
@@ -102,7 +78,9 @@ def test_topics_create_with_a_bad_config_prints_its_problems(tmp_path: Path) -> 
 
 
 def test_topics_create_rejects_zero_partitions(tmp_path: Path) -> None:
-    result = _fenliu("topics", "create", "--config", str(tmp_path / "f.toml"), "--partitions", "0")
+    result = run_fenliu(
+        "topics", "create", "--config", str(tmp_path / "f.toml"), "--partitions", "0"
+    )
     assert result.returncode == 2
     assert "'0' is not a whole number of at least 1" in result.stderr
 
