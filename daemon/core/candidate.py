@@ -20,6 +20,9 @@ The keys, by mode:
                smoothed toward the candidate's mean: (conv + M·prior) / (sessions + M).
                A conversion candidate also keeps an `efficiency` index, used while it has
                `conversion_min_agents` or fewer eligible agents.
+- `conversion` in the policy lab's oracle (`Engine(oracle=...)`, never in the daemon):
+               (busy, −true rate, load / weight, last assigned at, file order): the
+               highest true rate among the agents the rules allow.
 
 The queue is a sorted list ordered by (−priority, arrival, seq): dequeue, removal and a
 buyer's position all cost O(log n).
@@ -88,6 +91,7 @@ class Candidate:
     confs: dict[str, AgentConfig]
     busy_threshold: int
     min_conversion_agents: int
+    oracle: dict[str, float] | None = None  # the lab's true rates (daemon/core/engine.py)
     queue: SortedList[QueueItem] = field(default_factory=SortedList)
     index: list[Key] = field(default_factory=list)  # heaps, with stale entries (docstring)
     eff_index: list[Key] = field(default_factory=list)
@@ -207,6 +211,8 @@ class Candidate:
         busy = int(agent.pending > self.busy_threshold)
         if mode is Mode.EFFICIENCY:
             return (busy, agent.load / conf.weight, *tail)
+        if self.oracle is not None:
+            return (busy, -self.oracle.get(agent.id, 0.0), agent.load / conf.weight, *tail)
         return (busy, (agent.load + 1) / self.score(agent), *tail)
 
     def score(self, agent: AgentState) -> float:
@@ -360,17 +366,18 @@ def set_runtime(cand: Candidate, data: dict[str, object]) -> None:
 
 
 def build_candidates(
-    shop: ShopConfig, agents: dict[str, AgentState]
+    shop: ShopConfig, agents: dict[str, AgentState], oracle: dict[str, float] | None = None
 ) -> tuple[dict[str, Candidate], Candidate | None]:
-    """Every group's candidate (by name) and the unmatched pool (None if no group accepts)."""
+    """Every group's candidate (by name) and the unmatched pool (None if no group accepts).
+    `oracle`: the lab's true rates, which conversion mode then ranks by (module docstring)."""
     confs = {a.id: a for a in shop.agents}
-    cands = {g.name: _make(shop, (g,), agents, confs) for g in shop.groups}
+    cands = {g.name: _make(shop, (g,), agents, confs, oracle) for g in shop.groups}
     pooled = tuple(g for g in shop.groups if g.accept_unmatched)
     if not pooled:
         return cands, None
     if len(pooled) == 1:
         return cands, cands[pooled[0].name]
-    return cands, _make(shop, pooled, agents, confs)
+    return cands, _make(shop, pooled, agents, confs, oracle)
 
 
 def _make(
@@ -378,6 +385,7 @@ def _make(
     groups: tuple[GroupConfig, ...],
     agents: dict[str, AgentState],
     confs: dict[str, AgentConfig],
+    oracle: dict[str, float] | None,
 ) -> Candidate:
     single = groups[0] if len(groups) == 1 else None
     q = shop.queue
@@ -404,4 +412,5 @@ def _make(
         confs=confs,
         busy_threshold=shop.busy_threshold,
         min_conversion_agents=shop.conversion_min_agents,
+        oracle=oracle,
     )

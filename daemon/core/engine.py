@@ -22,6 +22,11 @@ the previous call to whoever checkpoints them.
 The cost of an event does not grow with the number of shops (CONTRACT 7): the engine keeps
 each shop's next deadline in one heap and the shops touched since the last look in a set,
 so `next_deadline`, `due` and `take_deltas` visit only the shops that changed or are due.
+
+`oracle` ({shop id: {agent id: true conversion rate}}) is for the policy lab alone
+(`fenliu simulate --mode oracle`, daemon/lab/policy.py): conversion mode then ranks by those
+rates (`daemon.core.candidate`). The daemon never passes it; no configuration or event
+reaches it, and it is not checkpointed.
 """
 
 from __future__ import annotations
@@ -50,9 +55,11 @@ class Engine:
         *,
         dedup_capacity: int = DEFAULT_DEDUP_CAPACITY,
         track: bool = False,
+        oracle: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         self.dedup_capacity = dedup_capacity
         self.track = track
+        self.oracle = oracle
         self.configs: dict[str, ShopConfig] = dict(shops)
         self.shops: dict[str, ShopEngine] = {
             shop_id: self._new_shop(config) for shop_id, config in self.configs.items()
@@ -68,7 +75,10 @@ class Engine:
         self.now = 0  # the latest `now` any call has passed
 
     def _new_shop(self, config: ShopConfig) -> ShopEngine:
-        return ShopEngine(config, dedup_capacity=self.dedup_capacity, track=self.track)
+        rates = self.oracle.get(config.id) if self.oracle is not None else None
+        return ShopEngine(
+            config, dedup_capacity=self.dedup_capacity, track=self.track, oracle=rates
+        )
 
     def shop(self, shop_id: str) -> ShopEngine:
         """The state machine of one shop (KeyError if not configured)."""

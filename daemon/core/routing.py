@@ -13,7 +13,7 @@ the shop's TICK timer delivers every `queue.update_interval`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from daemon.core.candidate import Candidate, build_candidates, set_runtime
 from daemon.core.effects import Effects
@@ -31,6 +31,7 @@ class Routing:
         "_effects",
         "_match",
         "_online",
+        "_oracle",
         "_state",
         "agent_cands",
         "cands",
@@ -39,8 +40,11 @@ class Routing:
         "pool",
     )
 
-    def __init__(self, state: ShopState, effects: Effects) -> None:
+    def __init__(
+        self, state: ShopState, effects: Effects, oracle: Mapping[str, float] | None = None
+    ) -> None:
         self._state = state
+        self._oracle = dict(oracle) if oracle is not None else None  # the lab's (engine.py)
         self._effects = effects
         self.cands: dict[str, Candidate] = {}  # by group name
         self.pool: Candidate | None = None
@@ -56,7 +60,7 @@ class Routing:
         """(Re)build candidates, the match index and every agent's place in them."""
         state = self._state
         config = state.config
-        self.cands, self.pool = build_candidates(config, state.agents)
+        self.cands, self.pool = build_candidates(config, state.agents, self._oracle)
         self.configured = frozenset(a.id for a in config.agents)
         self.agent_cands = {}
         for cand in self.all():

@@ -22,7 +22,7 @@ kept flat: no extra calls per event beyond the handler.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from daemon.core.candidate import Candidate, runtime_of
@@ -60,12 +60,17 @@ class ShopEngine:
     """Routing state and rules of one shop. See the module docstring."""
 
     def __init__(
-        self, config: ShopConfig, *, dedup_capacity: int = 100_000, track: bool = False
+        self,
+        config: ShopConfig,
+        *,
+        dedup_capacity: int = 100_000,
+        track: bool = False,
+        oracle: Mapping[str, float] | None = None,
     ) -> None:
         self.state = state = ShopState.fresh(config)
         self.effects = effects = Effects(config.id, track=track)
         self.seen = RecentIds(dedup_capacity)
-        self.routing = routing = Routing(state, effects)
+        self.routing = routing = Routing(state, effects, oracle)
         self.sessions = sessions = Sessions(state, effects, routing)
         self.queues = queues = Queues(state, effects, routing, sessions)
         self.parts = Parts(state, effects, routing, sessions, queues)

@@ -6,6 +6,8 @@
 Every policy runs on the same buyers and agents (common random numbers, `daemon.lab.world`),
 so the table compares routing alone. The JSON holds every figure (`measures`) and the
 explanation of every agent's share (`explain`, what `fenliu explain FILE` prints) per policy.
+With `--mode efficiency --mode oracle` among the policies, every policy's measures carry
+its `oracle_share` (`daemon.lab.measures`): its part of the oracle's uplift over efficiency.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rich.table import Table
 from daemon.config import ConfigError, load_shop_file
 from daemon.core.config import ShopConfig
 from daemon.core.explain import explain_shop, render_table
-from daemon.lab.measures import estimate_points, measure
+from daemon.lab.measures import add_oracle_shares, estimate_points, measure
 from daemon.lab.policy import AS_CONFIGURED, Policy, parse_policy
 from daemon.lab.report import HEADLINE, headline_rows, write_report
 from daemon.lab.runner import simulate
@@ -115,6 +117,10 @@ def _run_all(
                 explain=explain_shop(run.engine.shop(shop.id), trace.end),
                 estimates=estimate_points(trace),
             )
+    add_oracle_shares(
+        {name: r.measures for name, r in results.items()},
+        {p.name: p.conversion_groups(shop) for p in policies},
+    )
     return results
 
 

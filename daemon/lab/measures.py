@@ -13,7 +13,11 @@
                   best_baseline, ratio, ratio_mae, ratio_long}
     headline     {conversion, expected_conversion, orders, wait_p50_s, wait_p95_s,
                   wait_max_s, abandonment, jain, gini, max_min_share,
-                  fenliu|asterisk|rocketchat_mare and _mae_s}
+                  fenliu|asterisk|rocketchat_mare and _mae_s, oracle_share (None)}
+
+`add_oracle_shares(measures, conversion_groups)` then compares policies run on the same
+buyers: each policy gets `oracle_share` {overall, conversion_groups, groups} and the headline
+`oracle_share` (its `conversion_groups` figure) — see "Oracle share" below.
 
 Choices (the edge cases):
 
@@ -41,6 +45,16 @@ Choices (the edge cases):
   `mae_s`, the mean absolute error in seconds, and `mare_long`, the MARE of the buyers who
   really waited at least LONG_WAIT_S (None if none did). `best_baseline` and `ratio` are
   per figure: `ratio` (MARE), `ratio_mae`, `ratio_long`.
+* Oracle share: how much of the oracle's uplift over efficiency a policy achieves, on the
+  same buyers (common random numbers): (E_policy − E_efficiency) / (E_oracle −
+  E_efficiency), where E is expected conversion (`expected_rate`, free of the order
+  draws' luck). `conversion_groups` measures E over the buyers of the groups the policy
+  routes by conversion mode (its own or the shop's mode; the unmatched pool's buyers count
+  under the group their agent is listed in), which is where routing by conversion can pay;
+  `overall` over every served buyer. None when a reference run (the `efficiency` and
+  `oracle` policies) is missing, when the policy routes no group by conversion (for
+  `conversion_groups`), or when the oracle gains less than MIN_UPLIFT over efficiency (a
+  share of nothing is noise). Efficiency's share is 0 and the oracle's 1 by definition.
 * Baselines see the history strictly before the buyer entered the queue, per queue (the
   queue's group; None is the shop-wide pool), as Asterisk keeps a hold time per queue and
   Rocket.Chat its chat statistics per department.
@@ -73,6 +87,7 @@ RECENT_CHATS = 100  # Rocket.Chat's default Livechat_number_most_recent_chats_es
 ESTIMATORS = ("fenliu", "asterisk", "rocketchat")
 BASELINES = ("asterisk", "rocketchat")
 LONG_WAIT_S = 30.0  # `mare_long` counts the buyers who really waited at least this long
+MIN_UPLIFT = 1e-4  # an oracle uplift (in conversion) below this gives no oracle share
 
 
 def measure(trace: Trace) -> dict[str, Any]:
@@ -97,6 +112,7 @@ def measure(trace: Trace) -> dict[str, Any]:
         "max_min_share": overall["max_min_share"],
         **{f"{name}_mare": estimates[name]["mare"] for name in ESTIMATORS},
         **{f"{name}_mae_s": estimates[name]["mae_s"] for name in ESTIMATORS},
+        "oracle_share": None,  # add_oracle_shares, which compares runs
     }
     return {
         "policy": trace.policy,
@@ -380,3 +396,47 @@ def _estimate_errors(trace: Trace) -> dict[str, Any]:
         "ratio_mae": _versus_best(errors, "mae_s")[1],
         "ratio_long": _versus_best(errors, "mare_long")[1],
     }
+
+
+# ----------------------------------------------------------------- oracle share
+
+
+def expected_conversion(m: Mapping[str, Any], groups: Sequence[str] | None = None) -> float | None:
+    """Expected conversion of a run's served buyers, or of those of `groups` only."""
+    conv = m["conversion"]
+    if groups is None:
+        rate: float | None = conv["expected_rate"]
+        return rate
+    parts = [conv["by_group"][g] for g in groups if g in conv["by_group"]]
+    parts = [p for p in parts if p["expected_rate"] is not None and p["served"]]
+    served = sum(p["served"] for p in parts)
+    return sum(p["expected_rate"] * p["served"] for p in parts) / served if served else None
+
+
+def oracle_share(
+    m: Mapping[str, Any],
+    efficiency: Mapping[str, Any],
+    oracle: Mapping[str, Any],
+    groups: Sequence[str] | None = None,
+) -> float | None:
+    """(E_m − E_efficiency) / (E_oracle − E_efficiency) (module docstring)."""
+    e, base, top = (expected_conversion(x, groups) for x in (m, efficiency, oracle))
+    if e is None or base is None or top is None or top - base < MIN_UPLIFT:
+        return None
+    return (e - base) / (top - base)
+
+
+def add_oracle_shares(
+    measures: Mapping[str, dict[str, Any]], conversion_groups: Mapping[str, Sequence[str]]
+) -> None:
+    """Give each policy's measures its `oracle_share` (module docstring); the references
+    are the runs named "efficiency" and "oracle", if present."""
+    efficiency, oracle = measures.get("efficiency"), measures.get("oracle")
+    for name, m in measures.items():
+        groups = list(conversion_groups.get(name, ()))
+        overall = within = None
+        if efficiency is not None and oracle is not None:
+            overall = oracle_share(m, efficiency, oracle)
+            within = oracle_share(m, efficiency, oracle, groups) if groups else None
+        m["oracle_share"] = {"overall": overall, "conversion_groups": within, "groups": groups}
+        m["headline"]["oracle_share"] = within

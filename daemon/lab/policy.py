@@ -8,11 +8,26 @@
     average,presale=conversion:high
                                   clauses separated by commas: a shop-wide one (at most one)
                                   and any number of per-group ones, applied in that order
+    oracle                        the reference, not a mode a shop can set: conversion mode
+                                  in every group, ranking by the agents' TRUE conversion
+                                  rates (daemon/lab/world.py)
 
 A shop-wide clause sets the shop's `mode` and every group's `mode` (and, with a strength,
 every group's `conversion_strength`). The pool of several `accept_unmatched` groups is
 routed by the shop's `mode` with strength `mid` whatever the groups say (the routing core's
 rule), so a strength reaches unmatched buyers only through a group of their own.
+
+The oracle obeys every rule conversion mode obeys — caps, busyness first (CONTRACT 3.4),
+`conversion_min_agents` (with that many or fewer eligible agents the group uses
+efficiency) — and, wherever conversion mode would choose, picks the non-busy (else busy)
+eligible agent with the highest true rate (ties: the lower load / weight, then as
+efficiency). It cannot be built from conversion mode with true rates sent as `agent_stats`:
+conversion mode trades rate against load, weight and level by design, so no strength orders
+strictly by rate. Nor can the lab reach into the compiled core. The runner therefore builds
+the engine with `Engine(oracle={shop: true rates})`, a constructor argument the daemon never
+passes (no configuration or event reaches it), and the candidates rank by those rates in
+conversion mode (daemon/core/candidate.py). Everything else — matching, sticky, repeat
+entry, queues — is the same engine.
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ from daemon.core.config import GroupConfig, ShopConfig, Strength
 from topics.events import Mode
 
 AS_CONFIGURED = "as-configured"
+ORACLE = "oracle"
 _STRENGTHS = ("low", "mid", "high")
 _MODES = ", ".join(m.value for m in Mode)
 
@@ -43,6 +59,7 @@ class Policy:
     name: str = AS_CONFIGURED
     shop: ModeChoice | None = None  # shop-wide override
     groups: tuple[tuple[str, ModeChoice], ...] = ()  # per-group overrides, in order
+    oracle: bool = False  # rank conversion mode by the true rates (module docstring)
 
     def apply(self, config: ShopConfig) -> ShopConfig:
         """The shop with this policy's modes (ValueError naming an unknown group)."""
@@ -65,6 +82,11 @@ class Policy:
         shop_update["groups"] = tuple(groups)
         return config.model_copy(update=shop_update)
 
+    def conversion_groups(self, config: ShopConfig) -> list[str]:
+        """The groups this policy routes by conversion mode (their own mode or the shop's)."""
+        shop = self.apply(config)
+        return [g.name for g in shop.groups if (g.mode or shop.mode) is Mode.CONVERSION]
+
 
 def _with(group: GroupConfig, choice: ModeChoice) -> GroupConfig:
     update: dict[str, object] = {"mode": choice.mode}
@@ -80,6 +102,8 @@ def parse_policy(text: str) -> Policy:
         raise ValueError("a policy cannot be empty: use a mode such as 'efficiency'")
     if name == AS_CONFIGURED:
         return Policy()
+    if name == ORACLE:
+        return Policy(ORACLE, ModeChoice(Mode.CONVERSION), oracle=True)
     shop: ModeChoice | None = None
     groups: list[tuple[str, ModeChoice]] = []
     for raw in name.split(","):
@@ -104,7 +128,7 @@ def _choice(policy: str, spec: str) -> ModeChoice:
     except ValueError:
         raise ValueError(
             f"policy {policy!r}: {mode_text.strip()!r} is not a mode (use one of {_MODES}, "
-            "optionally 'conversion:low|mid|high', or 'GROUP=MODE')"
+            "optionally 'conversion:low|mid|high', or 'GROUP=MODE'; or 'oracle' alone)"
         ) from None
     if not sep:
         return ModeChoice(mode)

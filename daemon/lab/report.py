@@ -48,6 +48,7 @@ def write_report(
 HEADLINE = (
     ("conversion", "conversion", "{:.1%}"),
     ("expected_conversion", "conversion expected", "{:.1%}"),
+    ("oracle_share", "oracle share", "{:.0%}"),
     ("orders", "orders", "{:,}"),
     ("wait_p50_s", "wait p50 (s)", "{:.0f}"),
     ("wait_p95_s", "wait p95 (s)", "{:.0f}"),

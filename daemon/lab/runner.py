@@ -25,6 +25,7 @@ import itertools
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from daemon.core.config import ShopConfig
@@ -116,6 +117,11 @@ def simulate(
     if days != 1:
         plan = consecutive(plan, days)
     config = policy.apply(shop)
+    if policy.oracle:
+        if make_engine is not Engine:
+            raise ValueError("the oracle policy runs only on the plain Engine")
+        rates = {a.id: a.true_conversion for a in new_agents(config, plan, seed)}
+        make_engine = partial(Engine, oracle={config.id: rates})
     runner = _Runner(config, plan, seed, policy.name, scale, progress, make_engine)
     runner.run()
     return SimRun(runner.trace, runner.engine, config)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.scenario import Scenario, group, shop
+from daemon.core.engine import Engine
+from tests.scenario import SHOP, Scenario, group, shop
 
 AGENTS = ["star", "a2", "a3", "a4", "a5", "a6"]
 
@@ -123,3 +124,46 @@ def test_conversion_mode_is_reported_on_assignments() -> None:
     sc.inquiry("b1")
     a = sc.assignment("b1")
     assert a.reason.value == "routed" and a.mode is not None and a.mode.value == "conversion"
+
+
+# ------------------------------------------------------------------ the lab's oracle
+
+TRUE = {"star": 0.30, "a2": 0.25, "a3": 0.20, "a4": 0.15, "a5": 0.10, "a6": 0.05}
+
+
+def _oracle(**kw: Any) -> Scenario:
+    """A conversion shop whose engine ranks by the true rates (`Engine(oracle=...)`)."""
+    sc = Scenario(_conv_shop(**kw))
+    sc.engine = Engine({SHOP: sc.config}, oracle={SHOP: TRUE})
+    return sc
+
+
+def test_oracle_picks_the_best_true_converter_below_its_cap() -> None:
+    sc = _oracle(queue={"enabled": True, "default_cap": 2}, conversion_min_agents=2)
+    sc.at("0s").online(*AGENTS)
+    for n in range(6):
+        sc.inquiry(f"b{n}")
+    got = [sc.assignment(f"b{n}").agent_id for n in range(6)]
+    assert got == ["star", "star", "a2", "a2", "a3", "a3"]  # caps hold; rate decides
+
+
+def test_oracle_never_prefers_a_busy_agent_over_an_idle_one() -> None:
+    sc = _oracle(busy_threshold=0)
+    sc.at("0s").online(*AGENTS)
+    sc.inquiry("b0")
+    assert sc.assignment("b0").agent_id == "star"
+    sc.says("b0")  # star is busy now
+    sc.inquiry("b1")
+    assert sc.assignment("b1").agent_id == "a2"
+
+
+def test_oracle_uses_efficiency_with_min_agents_or_fewer() -> None:
+    sc = _oracle(conversion_min_agents=5)
+    sc.at("0s").online(*AGENTS[1:])  # five eligible: efficiency, file order on a tie
+    sc.inquiry("b0")
+    a = sc.assignment("b0")
+    assert a.mode is not None and a.mode.value == "efficiency" and a.agent_id == "a2"
+    sc.online("star")
+    sc.inquiry("b1")
+    a = sc.assignment("b1")
+    assert a.mode is not None and a.mode.value == "conversion" and a.agent_id == "star"

@@ -83,3 +83,26 @@ def test_bad_arguments_are_refused_with_a_sentence(
 ) -> None:
     assert main(["simulate", "--shop", str(BIG), *args]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_oracle_share_per_policy_against_efficiency_and_the_oracle(tmp_path: Path) -> None:
+    doc = simulate(tmp_path, "oracle", "--mode", "presale=conversion:high", "--mode", "oracle")
+    policies = doc["policies"]
+    shares = {name: p["measures"]["oracle_share"] for name, p in policies.items()}
+    assert shares["efficiency"]["overall"] == 0.0 and shares["oracle"]["overall"] == 1.0
+    assert shares["efficiency"]["conversion_groups"] is None  # it routes no group by conversion
+    assert shares["presale=conversion:high"]["groups"] == ["presale"]
+    high = shares["conversion:high"]
+    assert high["conversion_groups"] == pytest.approx(high["overall"])  # every group
+    assert isinstance(high["overall"], float)
+    for p in policies.values():
+        assert (
+            p["measures"]["headline"]["oracle_share"]
+            == p["measures"]["oracle_share"]["conversion_groups"]
+        )
+
+
+def test_without_the_references_there_is_no_oracle_share(tmp_path: Path) -> None:
+    doc = simulate(tmp_path, "plain")
+    for p in doc["policies"].values():
+        assert p["measures"]["oracle_share"]["overall"] is None

@@ -268,3 +268,28 @@ def test_policies_rewrite_the_modes(big: ShopConfig) -> None:
     assert one.mode is big.mode
     with pytest.raises(ValueError, match=r"no group 'nope'.*vip, presale"):
         parse_policy("nope=average").apply(big)
+
+
+def test_oracle_is_conversion_everywhere_ranked_by_true_rates(big: ShopConfig) -> None:
+    oracle = parse_policy("oracle")
+    assert oracle.oracle and oracle.shop == ModeChoice(Mode.CONVERSION)
+    assert oracle.conversion_groups(big) == [g.name for g in big.groups]
+    assert parse_policy("efficiency").conversion_groups(big) == []
+    trace = run(big, "steady", "oracle").trace
+    conv = run(big, "steady", "conversion").trace
+    assert trace.inquiries[0].buyer_id == conv.inquiries[0].buyer_id  # the same buyers
+    by_mode = Counter(r.mode for r in trace.inquiries if r.served_at is not None)
+    assert by_mode["conversion"] > 0 and by_mode["efficiency"] > 0  # min agents still holds
+    # among presale buyers routed by conversion, the oracle serves better true converters
+    rates = {a: rec.true_conversion for a, rec in trace.agents.items()}
+
+    def mean_rate(t: Trace) -> float:
+        picked = [rates[r.agent_id] for r in t.inquiries if r.mode == "conversion" and r.agent_id]
+        return sum(picked) / len(picked)
+
+    assert mean_rate(trace) > mean_rate(conv)
+
+
+def test_the_oracle_refuses_an_engine_of_its_own(big: ShopConfig) -> None:
+    with pytest.raises(ValueError, match="oracle"):
+        run(big, "steady", "oracle", make_engine=lambda shops: Engine(shops, track=True))
