@@ -123,7 +123,7 @@ def _simulate(args: argparse.Namespace) -> int:
         Path(args.shop), args.scenario, args.mode or [], seed=args.seed,
         json_out=Path(args.json) if args.json else None,
         report=Path(args.report) if args.report else None,
-        explain=args.explain, scale=args.scale,
+        explain=args.explain, scale=args.scale, history=args.history,
     )  # fmt: skip
 
 
@@ -143,7 +143,8 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="append",
         metavar="POLICY",
         help="a policy: average | weighted | efficiency | conversion[:low|mid|high], or "
-        "GROUP=MODE for one group (comma-separated); repeat to compare; default: the file's",
+        "GROUP=MODE for one group (comma-separated), or oracle (the reference: conversion "
+        "ranked by the agents' true rates); repeat to compare; default: the file's",
     )
     simulate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     simulate.add_argument("--json", metavar="OUT", help="write every figure as JSON here")
@@ -153,6 +154,13 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     simulate.add_argument(
         "--scale", type=_positive, default=1.0, help="multiply the number of buyers (default 1)"
+    )
+    simulate.add_argument(
+        "--history",
+        choices=("30d", "none"),
+        default="30d",
+        help="what the shop knows before the run: its agents' conversion over 30 days, sent "
+        "as agent_stats at the start and every midnight (30d, the default), or nothing",
     )
     simulate.set_defaults(func=_simulate)
 

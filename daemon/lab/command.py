@@ -45,6 +45,7 @@ def simulate_command(
     report: Path | None,
     explain: bool,
     scale: float = 1.0,
+    history: str = "30d",
 ) -> int:
     """The command; its exit code. Problems are reported as sentences on stderr."""
     err = Console(stderr=True)
@@ -68,7 +69,7 @@ def simulate_command(
         err.print("each --mode must name a different policy")
         return EXIT_USAGE
     started = time.perf_counter()
-    results = _run_all(shop, scenario, policies, seed, scale, err)
+    results = _run_all(shop, scenario, policies, seed, scale, err, history)
     seconds = time.perf_counter() - started
     out = Console()
     out.print(_table(shop.id, scenario, seed, results, seconds))
@@ -78,7 +79,7 @@ def simulate_command(
             out.print(render_table(result.explain), markup=False, highlight=False)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_bytes(orjson.dumps(_document(shop, scenario, seed, results)))
+        json_out.write_bytes(orjson.dumps(_document(shop, scenario, seed, history, results)))
         out.print(f"JSON: {json_out}")
     if report is not None:
         page = write_report(report, shop_id=shop.id, scenario=scenario, seed=seed, results=results)
@@ -93,6 +94,7 @@ def _run_all(
     seed: int,
     scale: float,
     err: Console,
+    history: str,
 ) -> dict[str, PolicyResult]:
     results: dict[str, PolicyResult] = {}
     columns = (
@@ -108,7 +110,10 @@ def _run_all(
             def advance(done: float, task: TaskID = task) -> None:
                 bar.update(task, completed=done)
 
-            run = simulate(shop, scenario, seed=seed, policy=policy, scale=scale, progress=advance)
+            run = simulate(
+                shop, scenario, seed=seed, policy=policy, scale=scale, progress=advance,
+                history=history,
+            )  # fmt: skip
             bar.update(task, completed=1.0)
             trace = run.trace
             results[policy.name] = PolicyResult(
@@ -139,13 +144,14 @@ def _table(
 
 
 def _document(
-    shop: ShopConfig, scenario: str, seed: int, results: dict[str, PolicyResult]
+    shop: ShopConfig, scenario: str, seed: int, history: str, results: dict[str, PolicyResult]
 ) -> dict[str, Any]:
     """Everything for machines; the same seed gives the same bytes (no timings in it)."""
     return {
         "shop": shop.id,
         "scenario": scenario,
         "seed": seed,
+        "history": history,
         "headline_keys": [key for key, _, _ in HEADLINE],
         "policies": {
             name: {

@@ -13,6 +13,10 @@ chat, a queued buyer's patience starts running, a closed session may lead to an 
 return. Buyers and agents come from `daemon.lab.world` with common random numbers, so
 policies are compared on the same buyers; the same seed gives the same trace.
 
+By default the shop knows its agents' conversion from 30 days of history, sent as
+`agent_stats` at the start and every midnight (`daemon.lab.history`; `history="none"`:
+nothing).
+
 `days` plays a one-day scenario that many days in a row on the same engine
 (`daemon.lab.scenarios.consecutive`), and `make_engine` builds the engine the runner drives
 (bench/week.py passes a tracking engine that checkpoints to Redis as the daemon does).
@@ -30,6 +34,7 @@ from typing import Any
 
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine, EventRejected
+from daemon.lab.history import HISTORIES, stats_figures, stats_sessions, stats_times
 from daemon.lab.policy import AS_CONFIGURED, ModeChoice, Policy, parse_policy
 from daemon.lab.scenarios import MINUTE_MS, Scenario, consecutive, daily_volume, find_scenario
 from daemon.lab.trace import AgentRecord, InquiryRecord, QueueSample, Trace
@@ -46,6 +51,7 @@ from daemon.lab.world import (
     order_chance,
 )
 from topics.events import (
+    AgentStatsReported,
     AgentStatus,
     AgentStatusChanged,
     Assignment,
@@ -103,16 +109,23 @@ def simulate(
     scale: float = 1.0,
     days: int = 1,
     make_engine: EngineFactory = Engine,
+    history: str = "30d",
 ) -> SimRun:
     """Simulate `scenario` for `shop` under `policy` (see the module docstring).
 
     `scale` multiplies the number of buyers (tests use a fraction of a day's traffic);
     `days` > 1 plays a one-day scenario that many days in a row; `make_engine` builds the
-    engine from the shops (`Engine` by default). Raises ValueError for an unknown scenario,
-    a policy naming an unknown group, or `days` > 1 of a scenario that is not one day long.
+    engine from the shops (`Engine` by default; the oracle policy builds its own, see
+    `daemon.lab.policy`). `history` is what the shop knows before the run
+    (`daemon.lab.history`): "30d" (the default), the agents' conversion over 30 days as
+    `agent_stats` at the start and every midnight, or "none". Raises ValueError for an
+    unknown scenario or history, a policy naming an unknown group, `days` > 1 of a scenario
+    that is not one day long, or the oracle with a `make_engine` of its own.
     """
     if not scale >= 0:
         raise ValueError(f"scale must be 0 or more, not {scale!r}")
+    if history not in HISTORIES:
+        raise ValueError(f"history must be one of {', '.join(HISTORIES)}, not {history!r}")
     plan = find_scenario(scenario)
     if days != 1:
         plan = consecutive(plan, days)
@@ -123,6 +136,8 @@ def simulate(
         rates = {a.id: a.true_conversion for a in new_agents(config, plan, seed)}
         make_engine = partial(Engine, oracle={config.id: rates})
     runner = _Runner(config, plan, seed, policy.name, scale, progress, make_engine)
+    if history == "30d":
+        runner.stats_history()
     runner.run()
     return SimRun(runner.trace, runner.engine, config)
 
@@ -150,7 +165,8 @@ class _Runner:
         self.now = self.start
         caps = effective_caps(config)
         self.kinds: list[Kind] = buyer_kinds(config, caps)
-        session_s = EXPECTED_CHAT_S + config.queue.session_timeout / 1000
+        self.caps = caps
+        self.session_s = session_s = EXPECTED_CHAT_S + config.queue.session_timeout / 1000
         per_day = daily_volume(config, caps, session_s) * scale
         self.arrivals = scenario.arrivals(random.Random(f"{seed}:arrivals"), per_day)
         self.agents = {a.id: a for a in new_agents(config, scenario, seed)}
@@ -234,6 +250,21 @@ class _Runner:
         agent_id, status = change
         event_id = f"st:{agent_id}:{next(self.status_ids)}"
         self.send(AgentStatusChanged(event_id, self.shop_id, self.now, agent_id, status))
+
+    def stats_history(self) -> None:
+        """Schedule the analytics figures of `daemon.lab.history` (start, each midnight)."""
+        sessions = stats_sessions(self.config, self.caps, self.session_s)
+        rates = {a.id: a.true_conversion for a in self.agents.values()}
+        for day, when in enumerate(stats_times(self.scenario)):
+            figures = stats_figures(self.config, rates, sessions, self.seed, day)
+            self.at(when, self.stats, (day, figures))
+
+    def stats(self, batch: tuple[int, dict[str, float]]) -> None:
+        """The shop's analytics report every agent's conversion (`agent_stats`)."""
+        day, figures = batch
+        for agent_id, rate in figures.items():
+            event_id = f"hist:{day}:{agent_id}"
+            self.send(AgentStatsReported(event_id, self.shop_id, self.now, agent_id, rate))
 
     # -------------------------------------------------------------------------- buyers
 

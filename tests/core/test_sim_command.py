@@ -106,3 +106,12 @@ def test_without_the_references_there_is_no_oracle_share(tmp_path: Path) -> None
     doc = simulate(tmp_path, "plain")
     for p in doc["policies"].values():
         assert p["measures"]["oracle_share"]["overall"] is None
+
+
+def test_history_flag_says_what_the_shop_knew(tmp_path: Path) -> None:
+    known, blank = simulate(tmp_path, "known"), simulate(tmp_path, "blank", "--history", "none")
+    assert (known["history"], blank["history"]) == ("30d", "none")
+    high = [d["policies"]["conversion:high"]["measures"]["conversion"] for d in (known, blank)]
+    assert high[0] != high[1]  # conversion mode routes by what it knows
+    eff = [d["policies"]["efficiency"]["measures"]["waits"] for d in (known, blank)]
+    assert eff[0] == eff[1]  # efficiency ignores rates

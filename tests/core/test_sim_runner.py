@@ -17,7 +17,7 @@ from daemon.lab.policy import ModeChoice, Policy, parse_policy
 from daemon.lab.runner import SimRun, simulate
 from daemon.lab.scenarios import HOUR_MS, SCENARIOS, consecutive, find_scenario
 from daemon.lab.trace import Trace
-from topics.events import BuyerInquired, InputEvent, Mode, OutputEvent
+from topics.events import AgentStatsReported, BuyerInquired, InputEvent, Mode, OutputEvent
 
 SHOPS = Path(__file__).resolve().parents[2] / "config" / "shops"
 SCALE = 0.25  # a quarter of a day's buyers: each run well under a second
@@ -136,7 +136,7 @@ def test_the_trace_describes_agents_and_caps(big: ShopConfig) -> None:
 
 
 def test_orders_feed_the_engine_and_follow_true_conversion(big: ShopConfig) -> None:
-    result = run(big, scale=0.5)
+    result = run(big, scale=0.5, history="none")
     trace = result.trace
     orders = Counter(str(r.agent_id) for r in trace.inquiries if r.ordered)
     shop = result.engine.shop(big.id)
@@ -150,8 +150,9 @@ def test_orders_feed_the_engine_and_follow_true_conversion(big: ShopConfig) -> N
 
 
 def test_sticky_buildup_gives_day_one_agents_their_returning_buyers(big: ShopConfig) -> None:
-    """On day 3 the agents who worked days 1-2 alone get more buyers per online hour."""
-    trace = run(big, "sticky_buildup").trace
+    """On day 3 the agents who worked days 1-2 alone get more buyers per online hour
+    (without history, so that conversion knowledge does not blur stickiness)."""
+    trace = run(big, "sticky_buildup", history="none").trace
     day3 = trace.start + 48 * HOUR_MS
     veterans = {a for a, r in trace.agents.items() if any(s < day3 for s, _ in r.online)}
     newcomers = set(trace.agents) - veterans
@@ -293,3 +294,44 @@ def test_oracle_is_conversion_everywhere_ranked_by_true_rates(big: ShopConfig) -
 def test_the_oracle_refuses_an_engine_of_its_own(big: ShopConfig) -> None:
     with pytest.raises(ValueError, match="oracle"):
         run(big, "steady", "oracle", make_engine=lambda shops: Engine(shops, track=True))
+
+
+# ---------------------------------------------------------------------------- history
+
+
+def test_history_30d_feeds_agent_stats_and_none_starts_from_nothing(big: ShopConfig) -> None:
+    known = run(big, "steady")  # the default: 30 days of history
+    blank = run(big, "steady", history="none")
+    assert first_visits(known.trace) == first_visits(blank.trace)  # the same buyers
+    truth = {a: rec.true_conversion for a, rec in known.trace.agents.items()}
+    learned = known.engine.shop(big.id).agents
+    for agent_id, rate in truth.items():
+        figure = learned[agent_id].external_rate
+        assert figure is not None and abs(figure - rate) < 0.05  # noisy, but close
+    assert {a.external_rate for a in blank.engine.shop(big.id).agents.values()} == {None}
+    with pytest.raises(ValueError, match="history"):
+        run(big, "steady", history="1y")
+
+
+def test_history_arrives_at_the_start_and_every_midnight(big: ShopConfig) -> None:
+    stats: list[int] = []
+
+    class Spy:
+        def __init__(self, shops: Any) -> None:
+            self.inner = Engine(shops)
+
+        def handle(self, event: InputEvent, now: int) -> list[OutputEvent]:
+            if isinstance(event, AgentStatsReported):
+                stats.append(event.ts)
+            return self.inner.handle(event, now)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    run(big, "steady", days=3, make_engine=Spy, scale=0.05)  # type: ignore[arg-type]
+    start = find_scenario("steady").start
+    assert sorted(set(stats)) == [start, start + 24 * HOUR_MS, start + 48 * HOUR_MS]
+    assert len(stats) == 3 * len(big.agents)
+    stats.clear()
+    run(big, "steady", make_engine=Spy, scale=0.05, history="none")  # type: ignore[arg-type]
+    assert stats == []
