@@ -15,9 +15,15 @@ The keys, by mode:
                shares follow weights without bursts.
 - `efficiency` (busy, load / weight, last assigned at, file order)
 - `conversion` (busy, (load + 1) / score, last assigned at, file order), where
-               score = weight × level factor × (rate / prior) ** strength exponent and
-               rate = the latest `agent_stats` figure, else the agent's converted sessions
-               smoothed toward the candidate's mean: (conv + M·prior) / (sessions + M).
+               score = weight × level factor × (rate / mean) ** strength exponent (low 0.5,
+               mid 2, high 6) and rate = the latest `agent_stats` figure (the shop's long
+               history), else the agent's observed rate shrunk toward the candidate's mean
+               under a Beta prior (empirical Bayes): (conv + M·mean) / (sessions + M),
+               M = the prior's strength by the method of moments over the members' observed
+               counts (`current_strength`), within [MIN_STRENGTH, MAX_STRENGTH]. The mean and
+               M are re-read when either moves by more than PRIOR_DRIFT (M is re-estimated,
+               O(members), each time the members' sessions reach a multiple of their number:
+               O(1) amortised per session), and every eligible agent is then re-ranked.
                A conversion candidate also keeps an `efficiency` index, used while it has
                `conversion_min_agents` or fewer eligible agents.
 - `conversion` in the policy lab's oracle (`Engine(oracle=...)`, never in the daemon):
@@ -58,11 +64,13 @@ from topics.events import AgentStatus, Mode
 SEED_SESSIONS = 20  # ended sessions before the observed handle time is trusted alone
 HANDLE_EWMA = 0.1  # weight of each new session duration in the observed handle time
 STAY_EWMA = 0.05  # weight of each queue exit in the share of buyers who stay until served
-PRIOR_SESSIONS = 20.0  # pseudo-sessions pulling an agent's observed rate toward the mean
+PRIOR_SESSIONS = 20.0  # pseudo-sessions anchoring a candidate's mean at DEFAULT_PRIOR
+MIN_STRENGTH = 10.0  # least pseudo-sessions pulling an agent's observed rate to the mean
+MAX_STRENGTH = 50.0  # most (no spread between agents beyond binomial noise)
 DEFAULT_PRIOR = 0.1  # assumed conversion before a candidate has any data
 PRIOR_DRIFT = 0.1  # relative change of the candidate mean that triggers a re-rank
 RATE_FLOOR = 0.001
-STRENGTH_EXPONENT = {"low": 0.5, "mid": 1.0, "high": 2.0}
+STRENGTH_EXPONENT = {"low": 0.5, "mid": 2.0, "high": 6.0}  # docs/routing.md: how chosen
 LEVEL_FACTOR = {1: 0.6, 2: 0.8, 3: 1.0, 4: 1.25, 5: 1.5}
 
 Key = tuple[float | int | str, ...]
@@ -100,6 +108,7 @@ class Candidate:
     passes: dict[str, float] = field(default_factory=dict)
     vtime: float = 0.0
     prior_used: float = DEFAULT_PRIOR
+    prior_strength: float = MAX_STRENGTH  # pseudo-sessions of the Beta prior (current_strength)
     sessions_sum: int = 0
     converted_sum: int = 0
     handle_ewma: float = 0.0
@@ -228,9 +237,12 @@ class Candidate:
         """The agent's conversion rate as routing sees it (see the module docstring)."""
         if agent.external_rate is not None:
             return agent.external_rate
-        return (agent.converted_sessions + PRIOR_SESSIONS * self.prior_used) / (
-            agent.sessions_total + PRIOR_SESSIONS
-        )
+        return self.shrunk(agent.converted_sessions, agent.sessions_total)
+
+    def shrunk(self, converted: int, sessions: int) -> float:
+        """Posterior mean of an observed rate under the group's Beta prior."""
+        strength = self.prior_strength
+        return (converted + strength * self.prior_used) / (sessions + strength)
 
     def current_prior(self) -> float:
         """The candidate's mean conversion rate, weakly anchored at DEFAULT_PRIOR."""
@@ -238,14 +250,55 @@ class Candidate:
             self.sessions_sum + PRIOR_SESSIONS
         )
 
-    def rerank_if_prior_drifted(self) -> None:
-        """Re-rank every eligible agent when the mean moved by more than PRIOR_DRIFT."""
+    def current_strength(self) -> float:
+        """The Beta prior's strength (pseudo-sessions) by the method of moments, O(members).
+
+        The spread of the members' observed rates, n-weighted, less what binomial noise
+        alone gives, is the spread of their true rates, τ²; a Beta prior with that spread
+        around mean μ has strength μ(1 − μ)/τ² − 1, kept within [MIN_STRENGTH,
+        MAX_STRENGTH]. No spread beyond noise (or fewer than two agents with sessions):
+        MAX_STRENGTH, every agent near the mean.
+        """
+        agents = self.agents
+        k = total = converted = 0
+        squares = sizes = 0.0
+        for agent_id in self.caps:
+            agent = agents[agent_id]
+            n = agent.sessions_total
+            if n <= 0:
+                continue
+            c = min(agent.converted_sessions, n)
+            k += 1
+            total += n
+            converted += c
+            squares += c * c / n
+            sizes += n * n
+        if k < 2:
+            return MAX_STRENGTH
+        mean = converted / total
+        noise = (k - 1) * mean * (1.0 - mean)
+        spread = (squares - mean * converted - noise) / (total - sizes / total)
+        if spread <= 0.0 or mean <= 0.0:
+            return MAX_STRENGTH
+        return min(MAX_STRENGTH, max(MIN_STRENGTH, mean * (1.0 - mean) / spread - 1.0))
+
+    def rerank_if_prior_drifted(self, started: bool = False) -> None:
+        """Re-rank every eligible agent when the mean or the prior's strength moved by more
+        than PRIOR_DRIFT. The strength is re-estimated after a session start (`started`)
+        each time the members' sessions reach a multiple of their number: O(1) amortised."""
         if self.mode is not Mode.CONVERSION:
             return
         prior = self.current_prior()
-        if abs(prior - self.prior_used) <= PRIOR_DRIFT * self.prior_used:
+        strength = self.prior_strength
+        if started and self.sessions_sum % max(1, len(self.caps)) == 0:
+            strength = self.current_strength()
+        if (
+            abs(prior - self.prior_used) <= PRIOR_DRIFT * self.prior_used
+            and abs(strength - self.prior_strength) <= PRIOR_DRIFT * self.prior_strength
+        ):
             return
         self.prior_used = prior
+        self.prior_strength = strength
         self.index.clear()
         self.keys.clear()
         for agent_id in list(self.eff_keys):
@@ -339,6 +392,7 @@ RUNTIME_FIELDS = (
     "passes",
     "vtime",
     "prior_used",
+    "prior_strength",
     "sessions_sum",
     "converted_sum",
     "handle_ewma",

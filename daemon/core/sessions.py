@@ -98,7 +98,7 @@ class Sessions:
         agent.count_assignment(reason, now, busy=busy, mode=mode, group=group)
         for c in self._routing.agent_cands.get(agent_id, ()):
             c.sessions_sum += 1
-            c.rerank_if_prior_drifted()
+            c.rerank_if_prior_drifted(started=True)
         if mode is not None:
             cand.chosen(agent_id)
         self._routing.agent_changed(agent)

@@ -18,6 +18,10 @@ BIG_LINE = (
     "shop big: 30 agents, 4 groups (vip, presale, aftersale, general), mode efficiency, "
     "queueing on (scope shop, default cap 5)"
 )
+PRESALE_LINE = (
+    "shop presale: 14 agents, 2 groups (presale, aftersale), mode efficiency, "
+    "queueing on (scope shop, default cap 5)"
+)
 SMALL_LINE = "shop small: 3 agents, 1 group (all), mode average, queueing off"
 
 
@@ -40,7 +44,7 @@ def test_valid_config_prints_one_summary_line_per_shop_and_exits_0(
 ) -> None:
     assert main(["check-config", str(EXAMPLE)]) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines() == [BIG_LINE, SMALL_LINE]
+    assert out.splitlines() == [BIG_LINE, PRESALE_LINE, SMALL_LINE]
     assert err == ""
 
 
@@ -82,7 +86,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_real_process_exits_0_with_summary_for_the_example_config() -> None:
     result = _run("check-config", "config/fenliu.toml")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [BIG_LINE, SMALL_LINE]
+    assert result.stdout.splitlines() == [BIG_LINE, PRESALE_LINE, SMALL_LINE]
     assert result.stderr == ""
 
 

@@ -416,7 +416,7 @@ def test_example_config_loads_with_absolute_paths_and_defaults() -> None:
     assert config.redis.url == "redis://127.0.0.1:6379/0"
     assert config.http.listen == "127.0.0.1:9464"
     assert config.shops.dir == REPO / "config" / "shops"
-    assert list(config.shop_configs) == ["big", "small"]  # file name order
+    assert list(config.shop_configs) == ["big", "presale", "small"]  # file name order
     assert config.shop_files["big"] == REPO / "config" / "shops" / "big.toml"
 
 

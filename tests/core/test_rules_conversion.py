@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.core.candidate import MAX_STRENGTH, MIN_STRENGTH
 from daemon.core.engine import Engine
 from tests.scenario import SHOP, Scenario, group, shop
 
@@ -167,3 +168,72 @@ def test_oracle_uses_efficiency_with_min_agents_or_fewer() -> None:
     sc.inquiry("b1")
     a = sc.assignment("b1")
     assert a.mode is not None and a.mode.value == "conversion" and a.agent_id == "star"
+
+
+# ------------------------------------------------------------------ issue 15: the model
+
+
+def _first_picks(strength: str, n: int, busy_threshold: int = 4) -> list[str]:
+    sc = Scenario(_conv_shop(strength, busy_threshold=busy_threshold))
+    sc.at("0s").online(*AGENTS)
+    sc.stats("star", 0.30)
+    for agent in AGENTS[1:]:
+        sc.stats(agent, 0.20)
+    for k in range(n):
+        sc.inquiry(f"b{k}")
+    return [sc.assignment(f"b{k}").agent_id for k in range(n)]
+
+
+def test_high_really_prefers_the_better_converter_among_idle_agents() -> None:
+    """Not a lead of one session: the star takes several buyers before the others one."""
+    assert _first_picks("high", 6).count("star") >= 4
+
+
+def test_low_stays_close_to_efficiency() -> None:
+    assert _first_picks("low", 6).count("star") <= 2
+    assert _first_picks("low", 12).count("star") <= 3
+
+
+def test_high_never_gives_a_busy_star_a_buyer_while_someone_is_idle() -> None:
+    sc = Scenario(_conv_shop("high", busy_threshold=0))
+    sc.at("0s").online(*AGENTS)
+    sc.stats("star", 0.90)
+    for agent in AGENTS[1:]:
+        sc.stats(agent, 0.05)
+    sc.inquiry("b0")
+    assert sc.assignment("b0").agent_id == "star"
+    sc.says("b0")  # the star owes a reply: busy
+    for k in range(1, 6):
+        sc.inquiry(f"b{k}")
+    assert "star" not in {sc.assignment(f"b{k}").agent_id for k in range(1, 6)}
+
+
+def _observed(counts: dict[str, tuple[int, int]]) -> Any:
+    """The presale candidate with agents' (converted, sessions) set as if observed."""
+    sc = Scenario(_conv_shop("high"))
+    shop_engine = sc.engine.shop("shop")
+    cand = shop_engine.candidate("presale")
+    for agent_id, (conv, n) in counts.items():
+        agent = shop_engine.agents[agent_id]
+        agent.converted_sessions, agent.sessions_total = conv, n
+    cand.sessions_sum = sum(n for _, n in counts.values())
+    cand.converted_sum = sum(c for c, _ in counts.values())
+    return cand
+
+
+def test_prior_strength_follows_the_spread_of_observed_rates() -> None:
+    same = _observed({a: (20, 100) for a in AGENTS})  # no spread beyond noise
+    assert same.current_strength() == MAX_STRENGTH
+    spread = _observed({a: (5 + 10 * i, 100) for i, a in enumerate(AGENTS)})  # 5% .. 55%
+    assert MIN_STRENGTH <= spread.current_strength() < MAX_STRENGTH
+    assert _observed({"star": (3, 5)}).current_strength() == MAX_STRENGTH  # one agent: no spread
+
+
+def test_observed_rates_shrink_toward_the_group_mean_by_the_prior_strength() -> None:
+    cand = _observed({a: (5 + 10 * i, 100) for i, a in enumerate(AGENTS)})
+    cand.rerank_if_prior_drifted(started=True)  # 600 sessions: a multiple of 6 members
+    m, mean = cand.prior_strength, cand.prior_used
+    assert m == cand.current_strength() and mean == cand.current_prior()
+    assert cand.shrunk(1, 1) == (1 + m * mean) / (1 + m)  # one lucky sale stays near the mean
+    assert cand.shrunk(1, 1) < 0.5
+    assert abs(cand.shrunk(550, 1000) - 0.55) < 0.02  # a long record speaks for itself

@@ -151,15 +151,15 @@ def test_orders_feed_the_engine_and_follow_true_conversion(big: ShopConfig) -> N
 
 def test_sticky_buildup_gives_day_one_agents_their_returning_buyers(big: ShopConfig) -> None:
     """On day 3 the agents who worked days 1-2 alone get more buyers per online hour
-    (without history, so that conversion knowledge does not blur stickiness)."""
-    trace = run(big, "sticky_buildup", history="none").trace
+    (under efficiency, so that conversion priority does not blur stickiness)."""
+    trace = run(big, "sticky_buildup", "efficiency").trace
     day3 = trace.start + 48 * HOUR_MS
     veterans = {a for a, r in trace.agents.items() if any(s < day3 for s, _ in r.online)}
     newcomers = set(trace.agents) - veterans
     assert veterans and newcomers
     late = [r for r in trace.inquiries if r.served_at is not None and r.served_at >= day3]
     sticky = Counter(r.agent_id in veterans for r in late if r.reason == "sticky")
-    assert sticky[True] > 2 * sticky[False]
+    assert sticky[True] > 1.5 * sticky[False]  # half the agents are veterans
     got = Counter(r.agent_id for r in late)
     hours = {
         a: sum(end - max(start, day3) for start, end in r.online if end > day3)
