@@ -18,6 +18,14 @@ question, the wait-estimate error, and the simulator's speed.
    (`daemon/lab/measures.py` says why all three). Target: at most half.
 4. Speed: a `steady` day of a 50-agent shop (about 20k inquiries). Target: under a minute
    on one core.
+5. Conversion priority against the oracle (issue 15): `steady`, seeds 1-3, arrivals ×0.3,
+   0.5, 0.8, 1.0, 1.2, on config/shops/big.toml and config/shops/presale.toml, every
+   group's mode overridden (efficiency, conversion low / mid / high, oracle), the shop
+   knowing 30 days of history (the lab's default): expected presale conversion, each
+   strength's `oracle_share` of the presale uplift, presale Jain and p95 wait, and the top
+   30% converters' share of presale sessions against their share of presale capacity.
+   Then the presale group cut to `conversion_min_agents` agents: conversion must change
+   nothing. `--only oracle` runs this section alone.
 
 Prints its figures; asserts nothing.
 """
@@ -37,11 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemon.config import load_shop_file
 from daemon.core.config import ShopConfig
-from daemon.lab.measures import ESTIMATORS, measure
+from daemon.lab.measures import ESTIMATORS, expected_conversion, group_of, measure, oracle_share
 from daemon.lab.policy import parse_policy
 from daemon.lab.runner import simulate
+from daemon.lab.trace import Trace
 
 BIG = Path(__file__).resolve().parents[1] / "config" / "shops" / "big.toml"
+PRESALE = Path(__file__).resolve().parents[1] / "config" / "shops" / "presale.toml"
+LOADS = (0.3, 0.5, 0.8, 1.0, 1.2)
+STRENGTHS = ("conversion:low", "conversion:mid", "conversion:high")
+TOP = 0.3  # the seed's observable: the top 30% converters
 POLICIES = ("efficiency", "conversion:low", "conversion:mid", "conversion:high")
 
 
@@ -204,24 +217,150 @@ def speed(seed: int) -> None:
     )
 
 
+def top_share(trace: Trace, group: str = "presale") -> tuple[float, float]:
+    """The top TOP converters of `group` (by true rate): their share of the group's
+    served buyers, and their share of its capacity (cap × online hours)."""
+    members = [a for a, rec in trace.agents.items() if group in rec.groups]
+    ranked = sorted(members, key=lambda a: -trace.agents[a].true_conversion)
+    top = set(ranked[: max(1, round(TOP * len(ranked)))])
+    served = [r.agent_id for r in trace.inquiries if r.served_at and group_of(r) == group]
+    capacity = {a: (trace.caps.get(a) or 1) * trace.agents[a].online_ms for a in members}
+    sessions = sum(1 for a in served if a in top) / max(1, len(served))
+    return sessions, sum(capacity[a] for a in top) / max(1, sum(capacity.values()))
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def oracle_rows(name: str, shop: ShopConfig, seeds: range) -> list[dict[str, Any]]:
+    """Section 5 for one shop: one row per load, figures per seed."""
+    rows = []
+    for scale in LOADS:
+        per_seed = []
+        for seed in seeds:
+            started = time.perf_counter()
+            runs = {}
+            for policy in ("efficiency", *STRENGTHS, "oracle"):
+                trace = simulate(
+                    shop, "steady", seed=seed, policy=parse_policy(policy), scale=scale
+                ).trace
+                runs[policy] = (trace, measure(trace))
+            eff, orc = runs["efficiency"][1], runs["oracle"][1]
+            fig: dict[str, Any] = {}
+            for policy, (trace, m) in runs.items():
+                fig[policy] = {
+                    "expected": expected_conversion(m, ["presale"]),
+                    "share": oracle_share(m, eff, orc, ["presale"]),
+                    "jain": m["fairness"]["by_group"]["presale"]["jain"],
+                    "p95": m["waits"]["by_group"]["presale"]["p95_s"] or 0.0,
+                    "top": top_share(trace),
+                }
+            per_seed.append(fig)
+            say(f"  {name} ×{scale} seed {seed}: {time.perf_counter() - started:.1f}s")
+        rows.append({"scale": scale, "seeds": per_seed})
+    return rows
+
+
+def oracle_table(name: str, rows: list[dict[str, Any]]) -> None:
+    """Section 5's tables for one shop (means over the seeds; shares min-max)."""
+    say(f"\n### {name}: expected presale conversion (mean of seeds) and oracle share")
+    say(
+        "| arrivals | efficiency | low | mid | high | oracle | high vs efficiency "
+        "| oracle vs efficiency | oracle share low / mid / high (high: min-max) |"
+    )
+    say("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        seeds = row["seeds"]
+
+        def mean(policy: str, key: str, seeds: list[dict[str, Any]] = seeds) -> float:
+            return _mean([f[policy][key] for f in seeds])
+
+        e = {p: mean(p, "expected") for p in ("efficiency", *STRENGTHS, "oracle")}
+        shares = [mean(p, "share") for p in STRENGTHS]
+        high = [f["conversion:high"]["share"] for f in seeds]
+        say(
+            f"| ×{row['scale']} | {' | '.join(f'{v:.2%}' for v in e.values())} "
+            f"| {e['conversion:high'] / e['efficiency'] - 1:+.1%} "
+            f"| {e['oracle'] / e['efficiency'] - 1:+.1%} "
+            f"| {' / '.join(f'{v:.2f}' for v in shares)} ({min(high):.2f}-{max(high):.2f}) |"
+        )
+    say(f"\n### {name}: presale fairness, waits and the top 30% (mean of seeds)")
+    say(
+        "| arrivals | Jain eff / low / high / oracle | p95 wait eff / low / high / oracle "
+        "| top 30%: sessions eff / high / oracle | capacity |"
+    )
+    say("|---|---|---|---|---|")
+    for row in rows:
+        seeds = row["seeds"]
+        pols = ("efficiency", "conversion:low", "conversion:high", "oracle")
+        jain = " / ".join(f"{_mean([f[p]['jain'] for f in seeds]):.2f}" for p in pols)
+        p95 = " / ".join(f"{_mean([f[p]['p95'] for f in seeds]):.0f}" for p in pols)
+        top = " / ".join(
+            f"{_mean([f[p]['top'][0] for f in seeds]):.0%}"
+            for p in ("efficiency", "conversion:high", "oracle")
+        )
+        cap = _mean([f["efficiency"]["top"][1] for f in seeds])
+        say(f"| ×{row['scale']} | {jain} | {p95} s | {top} | {cap:.0%} |")
+
+
+def min_agents_check(shop: ShopConfig, seeds: range) -> None:
+    """Section 5, last part: with the presale group cut to `conversion_min_agents` agents,
+    conversion mode must decide exactly as efficiency."""
+    few = _presale_variant(shop, agents=next(g for g in shop.groups if g.name == "presale")
+                           .agents[: shop.conversion_min_agents])  # fmt: skip
+    same = []
+    for seed in seeds:
+        traces = [
+            simulate(few, "steady", seed=seed, policy=parse_policy(p), scale=0.5).trace
+            for p in ("presale=efficiency", "presale=conversion:high")
+        ]
+        routes = [[(r.inquiry_id, r.agent_id) for r in t.inquiries] for t in traces]
+        same.append(routes[0] == routes[1])
+    say(
+        f"\n{shop.id} with presale cut to {shop.conversion_min_agents} agents (×0.5, seeds "
+        f"{seeds.start}-{seeds.stop - 1}): presale=conversion:high routes every buyer as "
+        f"presale=efficiency: {'yes' if all(same) else 'NO'} ({sum(same)} of {len(same)} seeds)"
+    )
+
+
+def oracle_section(seeds: range) -> None:
+    """Section 5."""
+    say(
+        f"\n## conversion priority against the oracle: steady, seeds {seeds.start}-"
+        f"{seeds.stop - 1}, 30 days of history, every group's mode overridden"
+    )
+    for name, path in (("big.toml", BIG), ("presale.toml", PRESALE)):
+        shop = load_shop_file(path)
+        oracle_table(name, oracle_rows(name, shop, seeds))
+        min_agents_check(shop, seeds)
+
+
 def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}" if value < 10 else f"{value:.0f}"
 
 
-def main(seed: int) -> None:
+def main(seed: int, only: str | None = None) -> None:
     say(f"fenliu policy-lab bench — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     say(f"machine: {platform.platform()}, Python {platform.python_version()}")
     started = time.perf_counter()
+    if only == "oracle":
+        oracle_section(range(seed, seed + 3))
+        say(f"\ndone in {time.perf_counter() - started:.0f}s")
+        return
     shop = load_shop_file(BIG)
     for scenario in ("steady", "double11"):
         policy_table(shop, scenario, seed)
     estimate_seeds(shop, range(seed, seed + 3))
     presale_question(shop, seed)
     speed(seed)
+    oracle_section(range(seed, seed + 3))
     say(f"\ndone in {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
-    main(parser.parse_args().seed)
+    parser.add_argument("--only", choices=("oracle",), help="run section 5 alone")
+    args = parser.parse_args()
+    main(args.seed, args.only)
