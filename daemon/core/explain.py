@@ -21,7 +21,15 @@ Shape of the result (shares are fractions of the shop's sessions, not percentage
                  "share_vs_online", "weight", "level", "cap", "caps", "groups",
                  "busy_assignments", "busy_fraction", "sessions", "converted_sessions",
                  "orders", "observed_conversion", "external_conversion",
-                 "conversion_priority", "why"}]}
+                 "conversion_priority", "routing_rate", "why"}]}
+
+`routing_rate` is the conversion rate conversion mode ranks the agent by, and where it
+comes from (None when no candidate of the agent uses conversion mode): {"group" (the first
+conversion-mode candidate it sits in; "" for the unmatched pool), "rate", "source"
+("agent_stats": the shop's analytics figure, used as given; "observed": its converted
+sessions shrunk toward the group mean), "sessions" and "converted_sessions" (what the
+observed rate rests on), "group_mean" and "prior_strength" (the shrinkage: rate =
+(converted + strength × mean) / (sessions + strength))}.
 
 A rule is the assignment's reason, with its mode when one was used: "routed/efficiency",
 "dequeued/conversion", "sticky", "repeat_entry", "transfer". An `active_session`
@@ -30,13 +38,15 @@ assignment starts no session (the buyer keeps its agent), so it is not a share o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from daemon.core.candidate import LEVEL_FACTOR
+from daemon.core.candidate import LEVEL_FACTOR, Candidate
 from daemon.core.model import AgentState
 from daemon.core.shop import ShopEngine
 from topics.events import AgentStatus, Mode
 
+_SOURCE_MARK = {"agent_stats": " a", "observed": " o"}
 NOTABLE = 0.15  # a part of an agent's own buyers worth a word in its "why"
 UNEVEN = 0.25  # online time this far from the average is worth a word
 
@@ -74,9 +84,8 @@ def explain_shop(shop: ShopEngine, now: int) -> dict[str, Any]:
         _agent_row(shop, a, counts[a.id], total, online[a.id], online_total, len(agents))
         for a in agents
     ]
-    mean_conv = {g["name"]: g["observed_conversion"] for g in groups}
     for row in rows:
-        row["why"] = why(row, mean_conv)
+        row["why"] = why(row)
     return {
         "shop_id": shop.config.id,
         "now": now,
@@ -151,6 +160,24 @@ def _agent_row(
         "observed_conversion": _ratio(agent.converted_sessions, agent.sessions_total),
         "external_conversion": agent.external_rate,
         "conversion_priority": any(c.mode is Mode.CONVERSION for c in cands),
+        "routing_rate": routing_rate(agent, cands),
+    }
+
+
+def routing_rate(agent: AgentState, cands: Sequence[Candidate]) -> dict[str, Any] | None:
+    """The rate conversion mode ranks `agent` by, and its source (module docstring)."""
+    conv = [c for c in cands if c.mode is Mode.CONVERSION]
+    if not conv:
+        return None
+    cand = next((c for c in conv if c.group is not None), conv[0])
+    return {
+        "group": cand.key,
+        "rate": cand.rate(agent),
+        "source": "observed" if agent.external_rate is None else "agent_stats",
+        "sessions": agent.sessions_total,
+        "converted_sessions": agent.converted_sessions,
+        "group_mean": cand.prior_used,
+        "prior_strength": cand.prior_strength,
     }
 
 
@@ -158,7 +185,7 @@ def _pct(x: float) -> str:
     return f"{x * 100:.0f}%"
 
 
-def why(row: dict[str, Any], group_conversion: dict[str, float | None]) -> str:
+def why(row: dict[str, Any]) -> str:
     """A short sentence on what stands out in one agent's row (`explain_shop`'s "why")."""
     n = row["assignments"]
     if not n:
@@ -175,7 +202,7 @@ def why(row: dict[str, Any], group_conversion: dict[str, float | None]) -> str:
         of_agent = by_rule.get(rule, {}).get("of_agent", 0.0)
         if of_agent >= NOTABLE:
             parts.append(words.format(p=_pct(of_agent)))
-    parts.extend(_routing_words(row, by_rule, group_conversion))
+    parts.extend(_routing_words(row, by_rule))
     busy = row["busy_fraction"] or 0.0
     if busy >= NOTABLE / 2:
         parts.append(f"{_pct(busy)} given while busy")
@@ -189,19 +216,23 @@ def why(row: dict[str, Any], group_conversion: dict[str, float | None]) -> str:
     return "; ".join(parts)
 
 
-def _routing_words(
-    row: dict[str, Any], by_rule: dict[str, dict[str, Any]], group_conversion: dict[str, Any]
-) -> list[str]:
+def _rate_words(used: dict[str, Any] | None) -> str:
+    """Where the rate came from, e.g. ' (observed 12 of 80 sessions, 17% toward group 16%)'."""
+    if used is None:
+        return ""
+    if used["source"] == "agent_stats":
+        return f" (analytics figure {_pct(used['rate'])})"
+    return (
+        f" (observed {used['converted_sessions']} of {used['sessions']} sessions, "
+        f"{_pct(used['rate'])} toward group {_pct(used['group_mean'])})"
+    )
+
+
+def _routing_words(row: dict[str, Any], by_rule: dict[str, dict[str, Any]]) -> list[str]:
     parts = []
     conv = sum(v["of_agent"] for r, v in by_rule.items() if r.endswith("/conversion"))
     if conv >= NOTABLE:
-        seen = row["external_conversion"]
-        source = "reported"
-        if seen is None:
-            seen, source = row["observed_conversion"], "observed"
-        means = [m for g in row["groups"] if (m := group_conversion.get(g)) is not None]
-        mean = f" vs group {_pct(sum(means) / len(means))}" if means else ""
-        rate = f" ({source} conversion {_pct(seen)}{mean})" if seen is not None else ""
+        rate = _rate_words(row.get("routing_rate"))
         parts.append(f"{_pct(conv)} chosen by conversion priority{rate}")
         level = row["level"]
         if level not in (None, 3):
@@ -222,15 +253,19 @@ def render_table(explanation: dict[str, Any]) -> str:
     """A plain-text table of `explain_shop`'s result, one line per agent, then the whys.
 
     Rule columns are parts of the shop's buyers: across a row they add up to "share".
+    "conv" is the rate conversion mode uses ("a": an analytics figure, `agent_stats`; "o":
+    observed, shrunk toward the group mean), else the observed rate.
     """
     rules = list(explanation.get("rules", {}))
     head = ["agent", "share", *rules, "online", "×avg", "busy", "conv", "w/lvl", "groups"]
     lines = [head]
     for row in explanation["agents"]:
         by_rule = row.get("by_rule", {})
-        conv = row.get("external_conversion")
+        used = row.get("routing_rate")
+        conv = used["rate"] if used else row.get("external_conversion")
         if conv is None:
             conv = row.get("observed_conversion")
+        source = _SOURCE_MARK.get(used["source"], "") if used else ""
         lines.append(
             [
                 str(row["id"]),
@@ -239,7 +274,7 @@ def render_table(explanation: dict[str, Any]) -> str:
                 _cell(row.get("online_share")),
                 "-" if row.get("online_vs_average") is None else f"{row['online_vs_average']:.2f}",
                 str(row.get("busy_assignments", 0)),
-                _cell(conv),
+                _cell(conv) + source,
                 f"{row.get('weight') or 1:g}/{row.get('level') or 3}",
                 ",".join(row.get("groups", [])),
             ]

@@ -368,3 +368,43 @@ def test_cli_reads_a_single_explanation_as_the_daemon_answers_it(
     path.write_bytes(orjson.dumps({**explanation, "partition": 0}))
     assert main(["explain", str(path)]) == 0
     assert capsys.readouterr().out == render_table(explanation)
+
+
+def test_each_agent_shows_the_rate_routing_used_and_where_it_came_from() -> None:
+    """Issue 15, item 6: an analytics figure as given; else observed, with its count,
+    shrunk toward the group mean as routing uses it; nothing outside conversion mode."""
+    sc = _mixed_day()
+    sc.stats("a2", 0.31)
+    engine = sc.engine.shop(SHOP)
+    rows = {a["id"]: a for a in explain_shop(engine, sc.now)["agents"]}
+    told, seen = rows["a2"]["routing_rate"], rows["a1"]["routing_rate"]
+    assert told["source"] == "agent_stats" and told["rate"] == 0.31
+    assert seen["source"] == "observed" and seen["group"] == "presale"
+    a1 = engine.agents["a1"]
+    assert (
+        (seen["sessions"], seen["converted_sessions"])
+        == (
+            a1.sessions_total,
+            a1.converted_sessions,
+        )
+        != (0, 0)
+    )
+    m, mean = seen["prior_strength"], seen["group_mean"]
+    assert seen["rate"] == pytest.approx(
+        (a1.converted_sessions + m * mean) / (a1.sessions_total + m)
+    )
+    assert seen["rate"] == engine.candidate("presale").rate(a1)  # what routing ranks by
+    assert rows["a3"]["routing_rate"] is None  # aftersale is efficiency
+    table = render_table(explain_shop(engine, sc.now))
+    assert "31.0% a" in table and " o " in table
+    words = rows["a1"]["why"] + rows["a2"]["why"]
+    assert "analytics figure 31%" in words or "observed" in words
+
+
+def test_the_explanation_matches_its_json_schema() -> None:
+    from jsonschema import Draft202012Validator
+
+    schema = orjson.loads((Path(__file__).parents[2] / "docs/api/explain.schema.json").read_bytes())
+    sc = _mixed_day()
+    e = explain_shop(sc.engine.shop(SHOP), sc.now)
+    Draft202012Validator(schema).validate({**e, "partition": None})

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from daemon.core.candidate import MAX_STRENGTH, MIN_STRENGTH
 from daemon.core.engine import Engine
+from daemon.core.snapshot import dump_shop, load_shop
 from tests.scenario import SHOP, Scenario, group, shop
 
 AGENTS = ["star", "a2", "a3", "a4", "a5", "a6"]
@@ -237,3 +240,20 @@ def test_observed_rates_shrink_toward_the_group_mean_by_the_prior_strength() -> 
     assert cand.shrunk(1, 1) == (1 + m * mean) / (1 + m)  # one lucky sale stays near the mean
     assert cand.shrunk(1, 1) < 0.5
     assert abs(cand.shrunk(550, 1000) - 0.55) < 0.02  # a long record speaks for itself
+
+
+def test_the_learned_prior_survives_snapshot_and_restore() -> None:
+    sc = Scenario(_conv_shop("high"))
+    sc.at("0s").online(*AGENTS)
+    for n in range(120):  # star sells to everyone, the others to nobody
+        sc.at(f"{n}s").inquiry(f"x{n}")
+        if sc.assignment(f"x{n}").agent_id == "star":
+            sc.order(f"x{n}")
+    engine = sc.engine.shop("shop")
+    cand = engine.candidate("presale")
+    assert cand.prior_strength < MAX_STRENGTH  # the spread was learned
+    data = orjson.loads(orjson.dumps(dump_shop(engine)))
+    back = load_shop(sc.config, data, dedup_capacity=1000).candidate("presale")
+    assert (back.prior_strength, back.prior_used) == (cand.prior_strength, cand.prior_used)
+    agents = engine.agents
+    assert [back.rate(agents[a]) for a in AGENTS] == [cand.rate(agents[a]) for a in AGENTS]
