@@ -4,9 +4,10 @@
     trace.py      what one simulated run records (the interface between the parts)
     world.py      buyers and agents: seeded behaviour, common random numbers per buyer
     scenarios.py  steady, double11, uneven_shifts, sticky_buildup
-    policy.py     `--mode` policies: which modes a run overrides
+    policy.py     `--mode` policies: which modes a run overrides, and the oracle
+    history.py    what the shop knows before the run (30 days of agent_stats)
     runner.py     the event loop around `daemon.core.engine.Engine`
-    measures.py   conversion, waits, abandonment, fairness, wait-estimate errors
+    measures.py   conversion, waits, abandonment, fairness, wait-estimate errors, oracle share
     report.py     the policy table and the HTML page of `--report`
     plots.py      its PNG plots (matplotlib: the `lab` extra, imported only for `--report`)
     command.py    `fenliu simulate`
