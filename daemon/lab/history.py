@@ -12,8 +12,9 @@ The `stats_` functions are the agents' conversion figures:
   sessions over the last STATS_DAYS days: the shop's ordinary day of buyers
   (`daily_volume`, returns included) split by the agents' capacity (their caps), times
   STATS_DAYS. Each session converts with the agent's true rate (an average buyer), so the
-  figure is a binomial estimate: noisy as a real analytics figure is (big.toml: about
-  4,000 sessions an agent, ±0.6 points at a 20% rate), unbiased, and new every day.
+  figure is a binomial estimate, unbiased and drawn anew every day (big.toml: 2,500 to
+  6,700 sessions an agent, median 4,200, so ±0.6 points at a 20% rate). A real figure
+  is noisier still (its buyers are not this day's, rates drift); the lab leaves that out.
 - Draws come from their own generators, (seed, "history", agent j, day d), so the buyers'
   and agents' draws of the run (daemon.lab.world) are the same with or without history.
 - Agents who belong to no group have no sessions and get no figure.
