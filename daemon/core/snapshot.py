@@ -1,7 +1,8 @@
 """Snapshot a shop to plain JSON-able data and restore it (for checkpoints and tests).
 
-The snapshot holds facts only: agents, buyers (sessions, queue entries, last contacts),
-what candidates learned, recent event ids and counters. Indexes, aggregates, timers and the
+The snapshot holds facts only: agents (with when each usually comes online: arrivals.py),
+buyers (sessions, queue entries, last contacts), what candidates learned, recent event ids
+and counters. Indexes, aggregates, timers and the
 list of recent session ends are derived again on restore, so a restored shop continues
 exactly like the original: the same events at the same times give the same outputs.
 
@@ -47,6 +48,9 @@ _AGENT_FIELDS = (
     "assigned_while_busy",
     "assigned_by_rule",
     "assigned_by_group",
+    "arrivals_at",
+    "observed_since",
+    "offline_at",
 )
 _DICT_FIELDS = ("assigned_by_reason", "assigned_by_rule", "assigned_by_group")
 
@@ -255,6 +259,7 @@ def _dump_agent(agent: AgentState) -> dict[str, Any]:
         "sessions": list(agent.sessions),
     }
     row.update({name: getattr(agent, name) for name in _AGENT_FIELDS})
+    row["arrivals"] = sorted([b, w] for b, w in agent.arrivals.items())  # JSON keys are text
     return row
 
 
@@ -264,6 +269,7 @@ def _load_agent(row: dict[str, Any]) -> AgentState:
     for name in _AGENT_FIELDS:
         if name in row:  # a row written before a field existed keeps the default
             setattr(agent, name, dict(row[name]) if name in _DICT_FIELDS else row[name])
+    agent.arrivals = {int(b): float(w) for b, w in row.get("arrivals", ())}
     if "assigned_by_rule" not in row:  # older rows: the reasons, without the modes
         agent.assigned_by_rule = dict(agent.assigned_by_reason)
     return agent

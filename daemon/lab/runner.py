@@ -29,6 +29,7 @@ from typing import Any
 
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine, EventRejected
+from daemon.lab.history import HISTORIES, status_history
 from daemon.lab.policy import AS_CONFIGURED, ModeChoice, Policy, parse_policy
 from daemon.lab.scenarios import MINUTE_MS, Scenario, consecutive, daily_volume, find_scenario
 from daemon.lab.trace import AgentRecord, InquiryRecord, QueueSample, Trace
@@ -102,21 +103,29 @@ def simulate(
     scale: float = 1.0,
     days: int = 1,
     make_engine: EngineFactory = Engine,
+    history: str = "30d",
 ) -> SimRun:
     """Simulate `scenario` for `shop` under `policy` (see the module docstring).
 
     `scale` multiplies the number of buyers (tests use a fraction of a day's traffic);
     `days` > 1 plays a one-day scenario that many days in a row; `make_engine` builds the
-    engine from the shops (`Engine` by default). Raises ValueError for an unknown scenario,
-    a policy naming an unknown group, or `days` > 1 of a scenario that is not one day long.
+    engine from the shops (`Engine` by default). `history` "30d" first feeds the engine
+    the shop's past as its Redis would hold it (`daemon.lab.history`: the agent-status
+    events of the four weeks before, ordinary days even before a Double 11; no buyers),
+    "none" starts from nothing. Raises ValueError for an unknown scenario or history, a
+    policy naming an unknown group, or `days` > 1 of a scenario that is not one day long.
     """
     if not scale >= 0:
         raise ValueError(f"scale must be 0 or more, not {scale!r}")
+    if history not in HISTORIES:
+        raise ValueError(f"unknown history {history!r}: use one of {', '.join(HISTORIES)}")
     plan = find_scenario(scenario)
     if days != 1:
         plan = consecutive(plan, days)
     config = policy.apply(shop)
     runner = _Runner(config, plan, seed, policy.name, scale, progress, make_engine)
+    if history != "none":
+        runner.past(status_history(config, plan, seed))
     runner.run()
     return SimRun(runner.trace, runner.engine, config)
 
@@ -161,6 +170,14 @@ class _Runner:
         self.status_ids = itertools.count()
 
     # ------------------------------------------------------------------------ the loop
+
+    def past(self, changes: list[tuple[int, str, AgentStatus]]) -> None:
+        """Feed the shop's past agent-status changes (daemon.lab.history) before the run;
+        they end with every agent offline, as the run starts."""
+        engine, shop_id = self.engine, self.shop_id
+        for n, (when, agent_id, status) in enumerate(changes):
+            event = AgentStatusChanged(f"hst:{agent_id}:{n}", shop_id, when, agent_id, status)
+            engine.handle(event, when)
 
     def at(self, when: int, action: Callable[[Any], None], arg: Any = None) -> None:
         """Schedule `action(arg)` at virtual time `when` (dropped after the end)."""
