@@ -7,7 +7,7 @@ shop time zone, and a time-of-week bin in UTC is the same bin in any whole-hour 
 labelled differently (only a daylight-saving change shifts a shift by a bin for a while).
 
 Old starts are forgotten slowly: a start `age` ago weighs DECAY_PER_WEEK ** (age / week).
-The weights are stored as of `arrivals_at` (the last start recorded) and decayed when read,
+The weights are stored as of `profile_at` (the last start or end recorded), decayed when read,
 so recording a start costs O(bins of that agent) and reading costs nothing extra.
 
 The chance that the agent starts in week bin b, in a week, shrinks the time-of-week figure
@@ -49,6 +49,9 @@ DAY_PRIOR_WEEKS = 2.0  # pseudo-weeks of the time-of-day figure in the time-of-w
 MIN_OBSERVED_MS = DAY_MS  # no prediction from less than a day of status changes
 HORIZON_MS = 2 * 60 * MINUTE_MS  # how far ahead arrivals are counted
 LOOKBACK_MS = 2 * 60 * MINUTE_MS  # expected starts missed since going offline, at most
+PAUSE_EWMA = 0.1  # weight of each break ended online in their mean length
+DRAIN_MS = 30 * MINUTE_MS  # a break followed by the shift's end within this is a drain
+PAUSE_SOON_MS = 30_000  # a break past its mean length ends this soon, if at all
 FLOOR = 0.01  # decayed weights below this are dropped (the profile stays sparse)
 _LAMBDA = -math.log(DECAY_PER_WEEK)
 
@@ -64,15 +67,37 @@ def record_status(agent: AgentState, old: AgentStatus, new: AgentStatus, now: in
     """Learn from one real status change of `agent` (old → new at `now`)."""
     if agent.observed_since < 0:
         agent.observed_since = now
+    if old is AgentStatus.SUSPENDED and agent.suspended_at >= 0:  # a break ends
+        if new is AgentStatus.ONLINE:
+            length = float(now - agent.suspended_at)
+            first = agent.pause_ms <= 0.0
+            agent.pause_ms = (
+                length if first else agent.pause_ms + PAUSE_EWMA * (length - agent.pause_ms)
+            )
+        agent.suspended_at = -1
+    if new is AgentStatus.SUSPENDED and old is AgentStatus.ONLINE:
+        agent.suspended_at = now
     if new is AgentStatus.OFFLINE:
         agent.offline_at = now
+        _count(agent, agent.departures, now)
     elif new is AgentStatus.ONLINE and old is AgentStatus.OFFLINE:
-        factor = _decay(now - agent.arrivals_at) if agent.arrivals else 1.0
-        kept = {b: w * factor for b, w in agent.arrivals.items() if w * factor >= FLOOR}
-        b = week_bin(now)
-        kept[b] = kept.get(b, 0.0) + 1.0
-        agent.arrivals = kept
-        agent.arrivals_at = now
+        _count(agent, agent.arrivals, now)
+
+
+def _count(agent: AgentState, bins: dict[int, float], now: int) -> None:
+    """One more start (or end) of a shift at `now` in `bins`: both profiles are decayed to
+    `now` first (they share `profile_at`), dropping what fell below FLOOR."""
+    factor = _decay(now - agent.profile_at)
+    if factor != 1.0:
+        for profile in (agent.arrivals, agent.departures):
+            for b, w in list(profile.items()):
+                if w * factor >= FLOOR:
+                    profile[b] = w * factor
+                else:
+                    del profile[b]
+    agent.profile_at = now
+    b = week_bin(now)
+    bins[b] = bins.get(b, 0.0) + 1.0
 
 
 def _decay(age_ms: int) -> float:
@@ -80,18 +105,18 @@ def _decay(age_ms: int) -> float:
 
 
 class _Profile:
-    """One agent's profile read at `now` (weights decayed, week count known)."""
+    """One of an agent's profiles read at `now` (weights decayed, week count known)."""
 
     __slots__ = ("bins", "factor", "weeks")
 
-    def __init__(self, agent: AgentState, now: int) -> None:
-        self.bins = agent.arrivals
-        self.factor = _decay(now - agent.arrivals_at)
+    def __init__(self, agent: AgentState, bins: dict[int, float], now: int) -> None:
+        self.bins = bins
+        self.factor = _decay(now - agent.profile_at)
         span = max(0, now - agent.observed_since)
         self.weeks = (1.0 - _decay(span)) / _LAMBDA
 
     def chance(self, b: int) -> float:
-        """The chance of a start in week bin `b` in a week (module docstring)."""
+        """The chance of a start (an end) in week bin `b` in a week (module docstring)."""
         bins, weeks = self.bins, self.weeks
         d = b % DAY_BINS
         day = 0.0
@@ -101,25 +126,28 @@ class _Profile:
         p = (bins.get(b, 0.0) * self.factor + DAY_PRIOR_WEEKS * p_day) / (weeks + DAY_PRIOR_WEEKS)
         return min(1.0, p)
 
+    def over(self, start: int, end: int) -> float:
+        """The chance summed over [start, end) (parts of bins pro rata)."""
+        total = 0.0
+        t = start
+        while t < end:
+            edge = min(end, (t // BIN_MS + 1) * BIN_MS)
+            total += self.chance(week_bin(t)) * (edge - t) / BIN_MS
+            t = edge
+        return total
+
 
 def agent_outlook(agent: AgentState, now: int) -> list[tuple[int, float]]:
     """(time, chance) of the agent coming online in each coming bin within HORIZON_MS,
-    given that it is offline now; empty when its profile predicts nothing."""
-    if (
-        agent.status is not AgentStatus.OFFLINE
-        or not agent.arrivals
-        or agent.observed_since < 0
-        or now - agent.observed_since < MIN_OBSERVED_MS
-    ):
+    given that it is offline now, or from its break (suspended); empty when nothing is
+    expected."""
+    if agent.status is AgentStatus.SUSPENDED:
+        return _back_from_break(agent, now)
+    if agent.status is not AgentStatus.OFFLINE or not agent.arrivals or not _observed(agent, now):
         return []
-    profile = _Profile(agent, now)
-    missed = 0.0
+    profile = _Profile(agent, agent.arrivals, now)
     start = max(now - LOOKBACK_MS, agent.offline_at if agent.offline_at >= 0 else now)
-    t = start
-    while t < now:  # chance already spent since it went offline (no start came)
-        edge = min(now, (t // BIN_MS + 1) * BIN_MS)
-        missed += profile.chance(week_bin(t)) * (edge - t) / BIN_MS
-        t = edge
+    missed = profile.over(start, now)  # chance already spent since it went offline
     left = max(0.05, 1.0 - missed)
     out: list[tuple[int, float]] = []
     total = 0.0
@@ -135,6 +163,25 @@ def agent_outlook(agent: AgentState, now: int) -> list[tuple[int, float]]:
     return out
 
 
+def _back_from_break(agent: AgentState, now: int) -> list[tuple[int, float]]:
+    """A break that began online ends online after the mean length of its past breaks,
+    unless it is the end of a shift: the chance that the agent's shift ends (it goes
+    offline) within DRAIN_MS of the break's start, from its profile of shift ends. One
+    lasting twice the mean is taken for the end of a shift."""
+    since, mean = agent.suspended_at, agent.pause_ms
+    if since < 0 or mean <= 0.0 or now - since > 2 * mean or not _observed(agent, now):
+        return []
+    ending = _Profile(agent, agent.departures, now).over(since, since + DRAIN_MS)
+    back = 1.0 - min(1.0, ending)
+    if back <= 0.0:
+        return []
+    return [(max(since + round(mean), now + PAUSE_SOON_MS), back)]
+
+
+def _observed(agent: AgentState, now: int) -> bool:
+    return agent.observed_since >= 0 and now - agent.observed_since >= MIN_OBSERVED_MS
+
+
 def expected_capacity(
     members: Iterable[tuple[str, int]], agents: Mapping[str, AgentState], now: int
 ) -> Coming:
@@ -143,7 +190,7 @@ def expected_capacity(
     per_time: dict[int, float] = {}
     for agent_id, capacity in members:
         agent = agents.get(agent_id)
-        if agent is None or not agent.arrivals:
+        if agent is None:
             continue
         for at, p in agent_outlook(agent, now):
             per_time[at] = per_time.get(at, 0.0) + p * capacity

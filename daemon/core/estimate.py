@@ -91,13 +91,13 @@ def coming(cand: Candidate, agents: Mapping[str, AgentState], now: int) -> Comin
     and again after any status change of a member (the shop resets `coming_at`)."""
     minute = now // MINUTE_MS
     if cand.coming_at != minute:
-        offline = AgentStatus.OFFLINE
+        online = AgentStatus.ONLINE
         members = [
             (agent_id, 1 if cap is None else cap)
             for agent_id, cap in cand.caps.items()
             if (agent := agents.get(agent_id)) is not None
-            and agent.status is offline
-            and agent.arrivals
+            and agent.status is not online
+            and agent.observed_since >= 0
         ]
         cand.coming = expected_capacity(members, agents, minute * MINUTE_MS) if members else []
         cand.coming_at = minute

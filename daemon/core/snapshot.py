@@ -48,10 +48,13 @@ _AGENT_FIELDS = (
     "assigned_while_busy",
     "assigned_by_rule",
     "assigned_by_group",
-    "arrivals_at",
+    "profile_at",
     "observed_since",
     "offline_at",
+    "suspended_at",
+    "pause_ms",
 )
+_PROFILE_FIELDS = ("arrivals", "departures")  # {time-of-week bin: weight}, kept as pairs
 _DICT_FIELDS = ("assigned_by_reason", "assigned_by_rule", "assigned_by_group")
 
 
@@ -259,7 +262,8 @@ def _dump_agent(agent: AgentState) -> dict[str, Any]:
         "sessions": list(agent.sessions),
     }
     row.update({name: getattr(agent, name) for name in _AGENT_FIELDS})
-    row["arrivals"] = sorted([b, w] for b, w in agent.arrivals.items())  # JSON keys are text
+    for name in _PROFILE_FIELDS:  # as [bin, weight] pairs: JSON keys are text
+        row[name] = sorted([b, w] for b, w in getattr(agent, name).items())
     return row
 
 
@@ -269,7 +273,8 @@ def _load_agent(row: dict[str, Any]) -> AgentState:
     for name in _AGENT_FIELDS:
         if name in row:  # a row written before a field existed keeps the default
             setattr(agent, name, dict(row[name]) if name in _DICT_FIELDS else row[name])
-    agent.arrivals = {int(b): float(w) for b, w in row.get("arrivals", ())}
+    for name in _PROFILE_FIELDS:
+        setattr(agent, name, {int(b): float(w) for b, w in row.get(name, ())})
     if "assigned_by_rule" not in row:  # older rows: the reasons, without the modes
         agent.assigned_by_rule = dict(agent.assigned_by_reason)
     return agent
