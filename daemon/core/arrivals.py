@@ -166,12 +166,13 @@ def agent_outlook(agent: AgentState, now: int) -> list[tuple[int, float]]:
 def _back_from_break(agent: AgentState, now: int) -> list[tuple[int, float]]:
     """A break that began online ends online after the mean length of its past breaks,
     unless it is the end of a shift: the chance that the agent's shift ends (it goes
-    offline) within DRAIN_MS of the break's start, from its profile of shift ends. One
+    offline) from the bin of the break's start to DRAIN_MS after it, from its profile of
+    shift ends (whole bins: an end in the break's own bin is as likely before as after it). One
     lasting twice the mean is taken for the end of a shift."""
     since, mean = agent.suspended_at, agent.pause_ms
     if since < 0 or mean <= 0.0 or now - since > 2 * mean or not _observed(agent, now):
         return []
-    ending = _Profile(agent, agent.departures, now).over(since, since + DRAIN_MS)
+    ending = _Profile(agent, agent.departures, now).over(since - since % BIN_MS, since + DRAIN_MS)
     back = 1.0 - min(1.0, ending)
     if back <= 0.0:
         return []
