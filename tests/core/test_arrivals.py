@@ -1,0 +1,142 @@
+"""Issue 15 item 5: the wait estimate knows who usually comes online (daemon/core/arrivals.py).
+
+Each agent learns, from its `agent_status` changes, when its shifts start and end by time of
+week (decayed by the week); a queued buyer's estimate counts the capacity of offline members
+expected to come online, and of breaks expected to end.
+"""
+
+from __future__ import annotations
+
+from daemon.core.arrivals import (
+    BIN_MS,
+    DAY_MS,
+    DECAY_PER_WEEK,
+    WEEK_MS,
+    agent_outlook,
+    record_status,
+    week_bin,
+)
+from daemon.core.model import AgentState
+from daemon.core.snapshot import dump_shop, load_shop
+from tests.scenario import SHOP, T0, Scenario, shop
+from topics.events import AgentStatus
+
+ON, SUS, OFF = AgentStatus.ONLINE, AgentStatus.SUSPENDED, AgentStatus.OFFLINE
+HOUR = 3_600_000
+MINUTE = 60_000
+
+
+def _shift(agent: AgentState, start: int, end: int) -> None:
+    """One shift of `agent`: online at `start`, offline at `end` (the statuses as the shop
+    engine would record them)."""
+    record_status(agent, OFF, ON, start)
+    agent.status = ON
+    record_status(agent, ON, OFF, end)
+    agent.status = OFF
+
+
+def test_the_profile_counts_shift_starts_and_ends_by_time_of_week_bin() -> None:
+    agent = AgentState("a1", 0)
+    monday = 4 * DAY_MS  # epoch day 4 is a Monday; any origin works, bins are UTC
+    _shift(agent, monday + 10 * HOUR, monday + 18 * HOUR)
+    _shift(agent, monday + DAY_MS + 10 * HOUR + 5 * MINUTE, monday + DAY_MS + 18 * HOUR)
+    assert agent.observed_since == monday + 10 * HOUR
+    start_bins = {week_bin(monday + 10 * HOUR), week_bin(monday + DAY_MS + 10 * HOUR)}
+    assert set(agent.arrivals) == start_bins  # sparse: only the bins it started in
+    assert len(agent.departures) == 2
+    assert agent.offline_at == monday + DAY_MS + 18 * HOUR
+    assert week_bin(monday + 10 * HOUR) == week_bin(monday + 10 * HOUR + 14 * MINUTE)
+    assert week_bin(monday + 10 * HOUR) != week_bin(monday + 10 * HOUR + BIN_MS)
+
+
+def test_old_starts_are_forgotten_by_the_week() -> None:
+    agent = AgentState("a1", 0)
+    t = 10 * HOUR
+    _shift(agent, t, t + HOUR)
+    first = week_bin(t)
+
+    def aged(since: int) -> float:  # the weight of one start at `since`, as of profile_at
+        return float(DECAY_PER_WEEK ** ((agent.profile_at - since) / WEEK_MS))
+
+    assert abs(agent.arrivals[first] - aged(t)) < 1e-9
+    _shift(agent, t + WEEK_MS + 3 * HOUR, t + WEEK_MS + 4 * HOUR)  # a week later, elsewhere
+    assert abs(agent.arrivals[first] - aged(t)) < 1e-9
+    assert agent.arrivals[first] < DECAY_PER_WEEK
+    _shift(agent, t + 60 * WEEK_MS, t + 60 * WEEK_MS + HOUR)  # long gone: dropped
+    assert week_bin(t + WEEK_MS + 3 * HOUR) not in agent.arrivals
+    assert abs(agent.arrivals[first] - aged(t + 60 * WEEK_MS)) < 1e-9
+
+
+def _habit(days: int) -> AgentState:
+    """An agent who came online at 10:00 (UTC) and left at 18:00 every day for `days`."""
+    agent = AgentState("a1", 0)
+    for d in range(days):
+        _shift(agent, d * DAY_MS + 10 * HOUR, d * DAY_MS + 18 * HOUR)
+    return agent
+
+
+def test_an_offline_agent_is_expected_in_the_bin_it_usually_starts_in() -> None:
+    agent = _habit(14)
+    now = 14 * DAY_MS + 9 * HOUR + 50 * MINUTE
+    coming = agent_outlook(agent, now)
+    assert coming, "an agent with a daily habit is expected"
+    at, chance = max(coming, key=lambda c: c[1])
+    assert week_bin(at) == week_bin(14 * DAY_MS + 10 * HOUR)
+    assert chance > 0.8
+    assert sum(c for _, c in coming) <= 1.0 + 1e-9
+    assert agent_outlook(agent, 14 * DAY_MS + 13 * HOUR) == []  # nothing due for hours
+
+
+def test_nothing_is_predicted_from_less_than_a_day() -> None:
+    agent = AgentState("a1", 0)
+    _shift(agent, 10 * HOUR, 11 * HOUR)
+    assert agent_outlook(agent, 11 * HOUR + 30 * MINUTE) == []
+
+
+def _estimate_at_09_50(days_of_history: int) -> int:
+    """A queued buyer's announced wait at 09:50 (UTC) in a shop where a1 is online at its
+    cap since 09:45 and a2 — offline — came online at 10:00 on each of the previous days."""
+    config = shop(
+        ["a1", "a2"],
+        queue={"enabled": True, "default_cap": 1, "session_timeout": "30m"},
+    )
+    sc = Scenario(config)
+    midnight = -T0 % DAY_MS  # the first UTC midnight from T0 (scenario times are from T0)
+    for d in range(days_of_history):
+        sc.at(midnight + d * DAY_MS + 10 * HOUR).status("online", "a2")
+        sc.at(midnight + d * DAY_MS + 18 * HOUR).status("offline", "a2")
+    today = midnight + days_of_history * DAY_MS
+    sc.at(today + 9 * HOUR + 45 * MINUTE).online("a1")
+    sc.inquiry("busy")
+    sc.at(today + 9 * HOUR + 50 * MINUTE).inquiry("b1")
+    update = sc.updates("b1")[-1]
+    assert update.status.value == "queued" and update.estimated_wait_s is not None
+    return update.estimated_wait_s
+
+
+def test_a_buyer_waiting_for_an_agent_who_usually_starts_soon_is_told_a_shorter_wait() -> None:
+    without = _estimate_at_09_50(0)
+    with_history = _estimate_at_09_50(14)
+    assert without == 25 * 60  # only a1's session timing out frees a slot, at 10:15
+    # a2 usually comes at 10:00: expected in the middle of the bin 10:00–10:15
+    assert 10 * 60 <= with_history <= 18 * 60
+
+
+def test_the_profile_survives_a_snapshot_and_the_restored_shop_estimates_the_same() -> None:
+    config = shop(["a1", "a2"], queue={"enabled": True, "default_cap": 1})
+    sc = Scenario(config)
+    for d in range(9):
+        sc.at(d * DAY_MS + 2 * HOUR).status("online", "a2")
+        sc.at(d * DAY_MS + 2 * HOUR + 40 * MINUTE).status("suspended", "a2")
+        sc.at(d * DAY_MS + 2 * HOUR + 50 * MINUTE).status("online", "a2")
+        sc.at(d * DAY_MS + 9 * HOUR).status("offline", "a2")
+    original = sc.engine.shop(SHOP)
+    data = dump_shop(original)
+    row = data["agents"]["a2"]
+    assert row["arrivals"] and row["departures"] and row["pause_ms"] == 10 * MINUTE
+    restored = load_shop(config, data, dedup_capacity=1000)
+    a2, back = original.agents["a2"], restored.agents["a2"]
+    for name in ("arrivals", "departures", "profile_at", "observed_since", "offline_at"):
+        assert getattr(back, name) == getattr(a2, name), name
+    now = 9 * DAY_MS + 1 * HOUR + 50 * MINUTE + T0
+    assert agent_outlook(back, now) == agent_outlook(a2, now) != []
