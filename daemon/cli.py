@@ -123,7 +123,7 @@ def _simulate(args: argparse.Namespace) -> int:
         Path(args.shop), args.scenario, args.mode or [], seed=args.seed,
         json_out=Path(args.json) if args.json else None,
         report=Path(args.report) if args.report else None,
-        explain=args.explain, scale=args.scale,
+        explain=args.explain, scale=args.scale, history=args.history,
     )  # fmt: skip
 
 
@@ -153,6 +153,13 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     simulate.add_argument(
         "--scale", type=_positive, default=1.0, help="multiply the number of buyers (default 1)"
+    )
+    simulate.add_argument(
+        "--history",
+        choices=["30d", "none"],
+        default="30d",
+        help="the shop's past the engine starts with: 30d (a simulated month, as a real "
+        "shop's Redis holds it) or none (nothing learned yet) (default 30d)",
     )
     simulate.set_defaults(func=_simulate)
 

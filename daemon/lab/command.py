@@ -1,11 +1,14 @@
 """`fenliu simulate`: run a shop day under several policies, measure, explain, report.
 
     fenliu simulate --shop config/shops/big.toml --scenario double11 \\
-        --mode efficiency --mode conversion:high --json out.json --report out/ [--explain]
+        --mode efficiency --mode conversion:high --json out.json --report out/ [--explain] \\
+        [--history 30d|none]
 
 Every policy runs on the same buyers and agents (common random numbers, `daemon.lab.world`),
 so the table compares routing alone. The JSON holds every figure (`measures`) and the
 explanation of every agent's share (`explain`, what `fenliu explain FILE` prints) per policy.
+`--history 30d` (the default) first feeds the engine the shop's past as its Redis would hold
+it (`daemon.lab.history`); `none` starts from nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def simulate_command(
     report: Path | None,
     explain: bool,
     scale: float = 1.0,
+    history: str = "30d",
 ) -> int:
     """The command; its exit code. Problems are reported as sentences on stderr."""
     err = Console(stderr=True)
@@ -66,7 +70,7 @@ def simulate_command(
         err.print("each --mode must name a different policy")
         return EXIT_USAGE
     started = time.perf_counter()
-    results = _run_all(shop, scenario, policies, seed, scale, err)
+    results = _run_all(shop, scenario, policies, seed, scale, err, history)
     seconds = time.perf_counter() - started
     out = Console()
     out.print(_table(shop.id, scenario, seed, results, seconds))
@@ -91,6 +95,7 @@ def _run_all(
     seed: int,
     scale: float,
     err: Console,
+    history: str = "30d",
 ) -> dict[str, PolicyResult]:
     results: dict[str, PolicyResult] = {}
     columns = (
@@ -106,7 +111,10 @@ def _run_all(
             def advance(done: float, task: TaskID = task) -> None:
                 bar.update(task, completed=done)
 
-            run = simulate(shop, scenario, seed=seed, policy=policy, scale=scale, progress=advance)
+            run = simulate(
+                shop, scenario, seed=seed, policy=policy, scale=scale, progress=advance,
+                history=history,
+            )  # fmt: skip
             bar.update(task, completed=1.0)
             trace = run.trace
             results[policy.name] = PolicyResult(

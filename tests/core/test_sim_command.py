@@ -83,3 +83,19 @@ def test_bad_arguments_are_refused_with_a_sentence(
 ) -> None:
     assert main(["simulate", "--shop", str(BIG), *args]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_history_flag_chooses_the_shops_past(tmp_path: Path) -> None:
+    """`--history 30d` is the default; `none` starts from nothing, and changes the announced
+    waits (the engine knows who usually comes online only with a past)."""
+    default, month = simulate(tmp_path, "d"), simulate(tmp_path, "m", "--history", "30d")
+    nothing = simulate(tmp_path, "n", "--history", "none")
+    assert default == month
+    estimates = [doc["policies"]["efficiency"]["measures"]["estimates"] for doc in (month, nothing)]
+    assert estimates[0]["fenliu"] != estimates[1]["fenliu"]
+    assert (
+        estimates[0]["asterisk"] == estimates[1]["asterisk"]
+        or estimates[0]["measured"] != (estimates[1]["measured"])
+    )
+    with pytest.raises(SystemExit):
+        main(["simulate", "--shop", str(BIG), "--scenario", "steady", "--history", "7d"])
