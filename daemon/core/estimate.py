@@ -27,17 +27,28 @@ average rate:
              for the buyer at 1-based position k; older(R) = R's buyers served before
              it in that order (higher priority, or equal and earlier)
     need   = ahead + 1 − free slots
+    coming = the expected slots of offline and suspended members coming online
+             (`daemon/core/arrivals.py`: each agent's learned shift starts by time of week,
+             and its breaks' usual length unless its shift usually ends then), cumulative
+             by the moment they are expected, over the next two hours: E(t)
+    known  = the k-th slot time:  slots[k − 1]  if k ≤ L = len(slots),
+             else slots[(k − 1) mod L] + H·⌊(k − 1)/L⌋ (each slot frees again every H)
     wait   = 0                                           if need ≤ 0
-           = slots[need − 1] − now                       if need ≤ len(slots)
-           = slots[(need − 1) mod L] + H·⌊(need − 1)/L⌋ − now   beyond (L = len(slots):
-                                                         each slot frees again every H)
-           = `Candidate.estimate_s` (rate based, at position ahead + 1)
-                                                         if no agent is online at its cap
+           = the first t ≥ now with (slots freed by t) + E(t) + COUNT_FROM ≥ need, i.e.
+             the earlier of: the moment E(t) brings the known slots still needed,
+             ⌈need − E(t) − COUNT_FROM⌉, down to 0, and that many known slots' time
+           = `Candidate.estimate_s` (rate based, at position ahead + 1), or the last
+             expected arrival if later,             if no agent is online at its cap and
+                                                    the arrivals do not suffice
+    Without expected arrivals (no history, everyone online) it is `known(need) − now`.
+    E has at most one point per 15-minute bin of the horizon (9) plus one per member on a
+    break; it is computed once a minute per candidate with a line (`coming`, cached on the
+    candidate) and each estimate walks it: O(points · log n).
 
 It does not know which buyers ahead will give up, only how many tend to; nor which later
-messages will extend a session (errs short), nor when agents will come online (errs long:
-in `fenliu simulate` most of the relative error is buyers served by an agent starting its
-shift). `fenliu simulate` measures its error against two baselines (BENCHMARKS.md).
+messages will extend a session (errs short). Agents coming online it knows only as a habit
+(errs either way on a day unlike the ones it learned from). `fenliu simulate` measures its
+error against two baselines (BENCHMARKS.md, "Wait estimates that know who is coming").
 """
 
 from __future__ import annotations
