@@ -173,11 +173,17 @@ class _Runner:
 
     def past(self, changes: list[tuple[int, str, AgentStatus]]) -> None:
         """Feed the shop's past agent-status changes (daemon.lab.history) before the run;
-        they end with every agent offline, as the run starts."""
+        they end with every agent offline, as the run starts. The past has no buyers, so
+        its online hours are taken out again (through a snapshot): `fenliu explain` then
+        sets the run's assignments against the run's online time, as the measures do."""
         engine, shop_id = self.engine, self.shop_id
         for n, (when, agent_id, status) in enumerate(changes):
             event = AgentStatusChanged(f"hst:{agent_id}:{n}", shop_id, when, agent_id, status)
             engine.handle(event, when)
+        data = engine.snapshot_shop(shop_id)
+        for row in data["agents"].values():
+            row["online_ms"] = 0
+        engine.restore_shop(shop_id, data)
 
     def at(self, when: int, action: Callable[[Any], None], arg: Any = None) -> None:
         """Schedule `action(arg)` at virtual time `when` (dropped after the end)."""

@@ -14,6 +14,7 @@ import pytest
 from daemon.config import load_shop_file
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
+from daemon.core.explain import explain_shop
 from daemon.lab.history import STATUS_DAYS, status_history, status_planner, status_start
 from daemon.lab.measures import measure
 from daemon.lab.policy import parse_policy
@@ -79,6 +80,9 @@ def test_history_leaves_the_scenarios_draws_and_measures_alone(big: ShopConfig) 
     assert fair_a["agents"] == fair_b["agents"]
     agent = past.engine.shop(big.id).agents[big.agents[0].id]
     assert agent.observed_since < b.start and agent.arrivals  # the engine learned the past
+    for run_, trace in ((none, a), (past, b)):  # explain counts the run's online time only
+        explained = explain_shop(run_.engine.shop(big.id), trace.end)
+        assert explained["online_ms"] == sum(r.online_ms for r in trace.agents.values())
 
 
 def test_before_a_double_11_the_past_is_ordinary_days() -> None:
