@@ -140,3 +140,47 @@ def test_the_profile_survives_a_snapshot_and_the_restored_shop_estimates_the_sam
         assert getattr(back, name) == getattr(a2, name), name
     now = 9 * DAY_MS + 1 * HOUR + 50 * MINUTE + T0
     assert agent_outlook(back, now) == agent_outlook(a2, now) != []
+
+
+def test_time_of_week_wins_over_time_of_day_once_weeks_are_seen() -> None:
+    """An agent who works 10:00–18:00 on one weekday only: after four weeks, it is expected
+    at 10:00 on that weekday, and much less on the others (they lean on the time-of-day
+    figure only as a prior); after two days, every day looks alike (the fallback)."""
+    weekly = AgentState("a1", 0)
+    for w in range(4):
+        _shift(weekly, w * WEEK_MS + 10 * HOUR, w * WEEK_MS + 18 * HOUR)
+    same_day = 4 * WEEK_MS + 9 * HOUR + 55 * MINUTE
+    next_day = same_day + DAY_MS
+    expected = sum(c for _, c in agent_outlook(weekly, same_day))
+    other = sum(c for _, c in agent_outlook(weekly, next_day))
+    assert expected > 0.6 and other < 0.35 and other > 0.0
+
+    daily = _habit(2)
+    third = 2 * DAY_MS + 9 * HOUR + 55 * MINUTE
+    assert sum(c for _, c in agent_outlook(daily, third)) > 0.6
+
+
+def test_a_break_ends_after_its_usual_length_unless_the_shift_usually_ends_then() -> None:
+    agent = AgentState("a1", 0)
+    for d in range(7):  # 10:00–18:00, a 10-minute break at 13:00, a drain from 17:50
+        base = d * DAY_MS
+        for old, new, at in (
+            (OFF, ON, 10 * HOUR),
+            (ON, SUS, 13 * HOUR),
+            (SUS, ON, 13 * HOUR + 10 * MINUTE),
+            (ON, SUS, 17 * HOUR + 50 * MINUTE),
+            (SUS, OFF, 18 * HOUR),
+        ):
+            record_status(agent, old, new, base + at)
+            agent.status = new
+    assert agent.pause_ms == 10 * MINUTE
+    day = 7 * DAY_MS
+    record_status(agent, OFF, ON, day + 10 * HOUR)
+    record_status(agent, ON, SUS, day + 13 * HOUR)
+    agent.status = SUS
+    ((at, chance),) = agent_outlook(agent, day + 13 * HOUR + 2 * MINUTE)
+    assert at == day + 13 * HOUR + 10 * MINUTE and chance > 0.9
+    record_status(agent, SUS, ON, day + 13 * HOUR + 10 * MINUTE)
+    record_status(agent, ON, SUS, day + 17 * HOUR + 50 * MINUTE)
+    drain = agent_outlook(agent, day + 17 * HOUR + 52 * MINUTE)
+    assert sum(c for _, c in drain) < 0.2  # its shift usually ends now: not coming back
