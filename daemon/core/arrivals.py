@@ -184,17 +184,27 @@ def _observed(agent: AgentState, now: int) -> bool:
 
 
 def expected_capacity(
-    members: Iterable[tuple[str, int]], agents: Mapping[str, AgentState], now: int
+    members: Iterable[tuple[str, int]],
+    agents: Mapping[str, AgentState],
+    now: int,
+    timeout_ms: int,
 ) -> Coming:
-    """Expected slots coming online by each coming bin, over offline `members` (agent id,
-    capacity here); cumulative and increasing in time. Empty if none is expected."""
+    """Expected slots coming online by each coming bin, over offline or suspended `members`
+    (agent id, capacity here); cumulative and increasing in time. Empty if none is expected.
+    An agent back from a break brings its capacity less the sessions it still holds then:
+    those owing a reply, and the quiet ones whose timeout (`timeout_ms`) is still ahead."""
     per_time: dict[int, float] = {}
     for agent_id, capacity in members:
         agent = agents.get(agent_id)
         if agent is None:
             continue
         for at, p in agent_outlook(agent, now):
-            per_time[at] = per_time.get(at, 0.0) + p * capacity
+            slots = capacity
+            if agent.sessions:
+                held = agent.pending + sum(1 for t in agent.quiet.values() if t + timeout_ms > at)
+                slots = capacity - held
+            if slots > 0:
+                per_time[at] = per_time.get(at, 0.0) + p * slots
     coming: Coming = []
     total = 0.0
     for at in sorted(per_time):

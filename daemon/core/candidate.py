@@ -144,6 +144,8 @@ class Candidate:
         cap = caps[agent_id]
         online = agent.status is AgentStatus.ONLINE
         load = len(agent.sessions)
+        if agent.status is AgentStatus.SUSPENDED:
+            self.coming_at = -1  # back from its break with these sessions (estimate.coming)
         if not online:
             new = _NOTHING
         elif cap is None:

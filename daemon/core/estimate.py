@@ -93,13 +93,15 @@ def outlook(
     `neighbours` are the candidates sharing agents with `cand`, `timeout_ms` the session
     timeout."""
     times = cand.slots.times(cand.caps, agents, now, timeout_ms)
-    return Outlook(now, seed_ms, times, rivals(cand, neighbours), coming(cand, agents, now))
+    view = coming(cand, agents, now, timeout_ms)
+    return Outlook(now, seed_ms, times, rivals(cand, neighbours), view)
 
 
-def coming(cand: Candidate, agents: Mapping[str, AgentState], now: int) -> Coming:
+def coming(cand: Candidate, agents: Mapping[str, AgentState], now: int, timeout_ms: int) -> Coming:
     """Expected slots of `cand`'s offline members coming online (daemon/core/arrivals.py),
     computed once a minute, as of the minute's start (so a restored shop computes the same),
-    and again after any status change of a member (the shop resets `coming_at`)."""
+    and again after any status change of a member (the shop resets `coming_at`) or any
+    change of a suspended member's sessions (`Candidate.refresh` does)."""
     minute = now // MINUTE_MS
     if cand.coming_at != minute:
         online = AgentStatus.ONLINE
@@ -110,7 +112,8 @@ def coming(cand: Candidate, agents: Mapping[str, AgentState], now: int) -> Comin
             and agent.status is not online
             and agent.observed_since >= 0
         ]
-        cand.coming = expected_capacity(members, agents, minute * MINUTE_MS) if members else []
+        start = minute * MINUTE_MS
+        cand.coming = expected_capacity(members, agents, start, timeout_ms) if members else []
         cand.coming_at = minute
     return cand.coming
 

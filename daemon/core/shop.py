@@ -282,7 +282,6 @@ class ShopEngine:
         if change.closes_sessions:
             self.sessions.close_all(agent, CloseReason.AGENT_OFFLINE)
         self.routing.agent_changed(agent)
-        for cand in self.routing.of_agent(agent.id):
-            cand.coming_at = -1  # who may come online changed
+        self.routing.forget_coming(agent.id)  # who may come online changed
         if change.may_free_capacity:
             self.queues.drain(self.routing.of_agent(agent.id))

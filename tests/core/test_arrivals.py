@@ -16,10 +16,11 @@ from daemon.core.arrivals import (
     record_status,
     week_bin,
 )
+from daemon.core.engine import Engine
 from daemon.core.model import AgentState
 from daemon.core.snapshot import dump_shop, load_shop
 from tests.scenario import SHOP, T0, Scenario, shop
-from topics.events import AgentStatus
+from topics.events import AgentStatus, BuyerInquired, InquiryContext, QueueUpdate
 
 ON, SUS, OFF = AgentStatus.ONLINE, AgentStatus.SUSPENDED, AgentStatus.OFFLINE
 HOUR = 3_600_000
@@ -184,3 +185,39 @@ def test_a_break_ends_after_its_usual_length_unless_the_shift_usually_ends_then(
     record_status(agent, ON, SUS, day + 17 * HOUR + 50 * MINUTE)
     drain = agent_outlook(agent, day + 17 * HOUR + 52 * MINUTE)
     assert sum(c for _, c in drain) < 0.2  # its shift usually ends now: not coming back
+
+
+def test_a_restored_shop_tells_the_same_waits_while_an_agent_is_on_a_break() -> None:
+    """The expected arrivals are cached per candidate for the minute; what a member on a
+    break brings back depends on the sessions it still holds, so a message in one of them
+    must make the cache be computed again, or a shop restored mid-minute (which computes
+    afresh) would announce another wait than the shop that carried on."""
+    config = shop(["a2"], queue={"enabled": True, "default_cap": 2, "session_timeout": "10m"})
+    sc = Scenario(config)
+    midnight = -T0 % DAY_MS
+    for d in range(2):  # a2's habit: 08:00–18:00, a 10-minute break at 12:00
+        base = midnight + d * DAY_MS
+        sc.at(base + 8 * HOUR).online("a2")
+        sc.at(base + 12 * HOUR).status("suspended", "a2")
+        sc.at(base + 12 * HOUR + 10 * MINUTE).online("a2")
+        sc.at(base + 18 * HOUR).status("offline", "a2")
+    today = midnight + 2 * DAY_MS
+    sc.at(today + 8 * HOUR).online("a2")
+    sc.at(today + 11 * HOUR + 55 * MINUTE).inquiry("x1")
+    sc.inquiry("x2")  # a2 at its cap; both sessions time out at 12:05 unless x1 writes
+    sc.at(today + 12 * HOUR).status("suspended", "a2")
+    sc.at(today + 12 * HOUR + MINUTE + 5_000).inquiry("q1")
+    first = sc.updates("q1")[-1].estimated_wait_s
+    assert first is not None and 8 * 60 <= first <= 9 * 60  # a2 back at 12:10 with 2 slots
+    sc.at(today + 12 * HOUR + MINUTE + 20_000).says("x1")  # a2 will come back owing
+    sc.says("x2")  # both replies: no slot of its own comes back at 12:10
+
+    restored = Engine({SHOP: config})
+    restored.restore_shop(SHOP, sc.engine.snapshot_shop(SHOP))
+    now = T0 + today + 12 * HOUR + MINUTE + 40_000
+    event = BuyerInquired("i-q2", SHOP, now, "q2", InquiryContext())
+    carried_on, again = sc.engine.handle(event, now), restored.handle(event, now)
+    assert carried_on == again
+    told = [o for o in again if isinstance(o, QueueUpdate)]
+    assert told and told[0].estimated_wait_s is not None
+    assert told[0].estimated_wait_s == 300  # the seed handle time (5m), no arrival counted
