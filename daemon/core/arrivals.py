@@ -1,10 +1,12 @@
-"""When capacity usually arrives: each agent's shift starts, learned from `agent_status`.
+"""When capacity usually arrives: each agent's shifts and breaks, learned from `agent_status`.
 
-Every agent keeps a sparse profile of when it comes online (offline → online), by time of
-week in bins of BIN_MS (672 a week; only the bins it ever started in are kept, as
-`[bin, weight]` pairs in its checkpoint row). Bins are counted in UTC: the contract has no
-shop time zone, and a time-of-week bin in UTC is the same bin in any whole-hour zone, just
-labelled differently (only a daylight-saving change shifts a shift by a bin for a while).
+Every agent keeps two sparse profiles, of when it comes online (offline → online: shift
+starts, `arrivals`) and of when it goes offline (shift ends, `departures`), by time of week
+in bins of BIN_MS (672 a week; only the bins it ever started or ended in are kept, as
+`[bin, weight]` pairs in its checkpoint row), and the mean length of its breaks (online →
+suspended → online, `pause_ms`). Bins are counted in UTC: the contract has no shop time
+zone, and a time-of-week bin in UTC is the same bin in any whole-hour zone, just labelled
+differently (only a daylight-saving change shifts a shift by a bin for a while).
 
 Old starts are forgotten slowly: a start `age` ago weighs DECAY_PER_WEEK ** (age / week).
 The weights are stored as of `profile_at` (the last start or end recorded), decayed when read,
@@ -24,10 +26,12 @@ Nothing is predicted before MIN_OBSERVED_MS of observation (a day: so the same d
 never count as a habit). For an agent offline now, the starts its profile expected since it
 went offline (at most LOOKBACK_MS ago) did not happen; the chance of a start in each coming
 bin is taken given that (divided by what is left of the day's chance), and summed over the
-next HORIZON_MS it is at most 1. `expected_capacity` adds this up over a candidate's offline
-members, each weighted by its capacity there: the expected number of slots that come online
-by each coming bin, which the wait estimate merges with the known slot times
-(daemon/core/estimate.py).
+next HORIZON_MS it is at most 1. A suspended agent is expected back after its mean break,
+unless its shift usually ends about then (a drain: `_back_from_break`). `expected_capacity`
+adds this up over a candidate's offline and suspended members, each weighted by the slots
+it brings (its capacity there, less the sessions a returning agent will still hold): the
+expected number of slots that come online by each coming moment, which the wait estimate
+merges with the known slot times (daemon/core/estimate.py).
 """
 
 from __future__ import annotations
@@ -167,8 +171,8 @@ def _back_from_break(agent: AgentState, now: int) -> list[tuple[int, float]]:
     """A break that began online ends online after the mean length of its past breaks,
     unless it is the end of a shift: the chance that the agent's shift ends (it goes
     offline) from the bin of the break's start to DRAIN_MS after it, from its profile of
-    shift ends (whole bins: an end in the break's own bin is as likely before as after it). One
-    lasting twice the mean is taken for the end of a shift."""
+    shift ends (whole bins: an end in the break's own bin is as likely before as after
+    it). One lasting twice the mean is taken for the end of a shift."""
     since, mean = agent.suspended_at, agent.pause_ms
     if since < 0 or mean <= 0.0 or now - since > 2 * mean or not _observed(agent, now):
         return []
