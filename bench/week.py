@@ -9,7 +9,8 @@ The policy lab's `steady` day (daemon/lab/scenarios.py) is played `--days` days 
 on the big example shop (30 agents in four groups, queueing on, the contract's windows:
 sticky 72h, conversion 24h, repeat entry 30m), as configured: one `Engine` and one virtual
 clock for the whole week, every timer firing at its deadline, buyers coming back across
-days (`simulate(..., days=N)`). The engine is a tracking one with the daemon's default
+days (`simulate(..., days=N)`), from an empty shop (`history="none"`: the week's growth is
+what is measured). The engine is a tracking one with the daemon's default
 dedup capacity (100,000 ids per shop). Like the daemon's loop, every virtual second in
 which events arrived or timers fired ends with a checkpoint: `Checkpoint.save` (the
 engine's `take_deltas`, `delta_ops`, the fenced write scripts of daemon/service/store.py)
@@ -342,7 +343,7 @@ def run_week(
             week = Week(store, loop, find_scenario("steady").start, days, report)
             simulate(
                 shop, "steady", seed=seed, policy=parse_policy("as-configured"), scale=scale,
-                days=days, make_engine=week.engine, progress=progress,
+                days=days, make_engine=week.engine, progress=progress, history="none",
             )  # fmt: skip
             week.finish()
         finally:

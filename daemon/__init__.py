@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 
 HOT = (
+    "arrivals",
     "candidate",
     "effects",
     "engine",

@@ -159,8 +159,9 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--history",
         choices=("30d", "none"),
         default="30d",
-        help="what the shop knows before the run: its agents' conversion over 30 days, sent "
-        "as agent_stats at the start and every midnight (30d, the default), or nothing",
+        help="what the shop knows before the run: a simulated month, as a real shop's Redis "
+        "and analytics hold it (agents' status history, and their conversion over 30 days "
+        "sent as agent_stats at the start and every midnight), or none (default 30d)",
     )
     simulate.set_defaults(func=_simulate)
 

@@ -118,6 +118,10 @@ class Candidate:
     dirty: bool = False
     contrib: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     slots: SlotIndex = field(default_factory=SlotIndex)  # when slots free (estimate.py)
+    # expected slots of offline members coming online (daemon/core/arrivals.py), as of the
+    # minute `coming_at` (-1: to compute again); derived, a cache of estimate.outlook
+    coming: list[tuple[int, float]] = field(default_factory=list)
+    coming_at: int = -1
     # online capacity (Σ cap, 1 where queueing does not apply; kept by `refresh`), and the
     # part of each other candidate's online capacity held by agents also in this one, by
     # its key (kept by Routing, which sees both); estimate.py reads them
@@ -153,6 +157,8 @@ class Candidate:
         cap = caps[agent_id]
         online = agent.status is AgentStatus.ONLINE
         load = len(agent.sessions)
+        if agent.status is AgentStatus.SUSPENDED:
+            self.coming_at = -1  # back from its break with these sessions (estimate.coming)
         if not online:
             new = _NOTHING
         elif cap is None:

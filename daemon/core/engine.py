@@ -178,8 +178,13 @@ class Engine:
 
     def restore_shop(self, shop_id: str, data: dict[str, Any]) -> None:
         """Replace one shop's state with a snapshot taken by `snapshot_shop`."""
+        rates = self.oracle.get(shop_id) if self.oracle is not None else None
         self.shops[shop_id] = load_shop(
-            self.configs[shop_id], data, dedup_capacity=self.dedup_capacity, track=self.track
+            self.configs[shop_id],
+            data,
+            dedup_capacity=self.dedup_capacity,
+            track=self.track,
+            oracle=rates,
         )
         self._touched.add(shop_id)
         self._pristine.discard(shop_id)

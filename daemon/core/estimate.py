@@ -27,24 +27,41 @@ average rate:
              for the buyer at 1-based position k; older(R) = R's buyers served before
              it in that order (higher priority, or equal and earlier)
     need   = ahead + 1 − free slots
+    coming = the expected slots of offline and suspended members coming online
+             (`daemon/core/arrivals.py`: each agent's learned shift starts by time of week,
+             and its breaks' usual length unless its shift usually ends then), cumulative
+             by the moment they are expected, over the next two hours: E(t)
+    known  = the k-th slot time:  slots[k − 1]  if k ≤ L = len(slots),
+             else slots[(k − 1) mod L] + H·⌊(k − 1)/L⌋ (each slot frees again every H)
     wait   = 0                                           if need ≤ 0
-           = slots[need − 1] − now                       if need ≤ len(slots)
-           = slots[(need − 1) mod L] + H·⌊(need − 1)/L⌋ − now   beyond (L = len(slots):
-                                                         each slot frees again every H)
-           = `Candidate.estimate_s` (rate based, at position ahead + 1)
-                                                         if no agent is online at its cap
+           = the first t ≥ now with (slots freed by t) + E(t) + COUNT_FROM ≥ need, i.e.
+             the earlier of: the moment E(t) brings the known slots still needed,
+             ⌈need − E(t) − COUNT_FROM⌉, down to 0, and that many known slots' time
+           = `Candidate.estimate_s` (rate based, at position ahead + 1), or the last
+             expected arrival if later,             if no agent is online at its cap and
+                                                    the arrivals do not suffice
+    Without expected arrivals (no history, everyone online) it is `known(need) − now`.
+    E has at most one point per 15-minute bin of the horizon (9) plus one per member on a
+    break; it is computed once a minute per candidate with a line (`coming`, cached on the
+    candidate) and each estimate walks it: O(points · log n).
 
 It does not know which buyers ahead will give up, only how many tend to; nor which later
-messages will extend a session (errs short), nor when agents will come online (errs long:
-in `fenliu simulate` most of the relative error is buyers served by an agent starting its
-shift). `fenliu simulate` measures its error against two baselines (BENCHMARKS.md).
+messages will extend a session (errs short). Agents coming online it knows only as a habit
+(errs either way on a day unlike the ones it learned from). `fenliu simulate` measures its
+error against two baselines (BENCHMARKS.md, "Wait estimates that know who is coming").
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from daemon.core.arrivals import MINUTE_MS, Coming, expected_capacity
+from topics.events import AgentStatus
+
+COUNT_FROM = 0.5  # an expected arrival counts once this much of a slot is expected
 
 if TYPE_CHECKING:
     from daemon.core.candidate import Candidate, QueueItem
@@ -60,6 +77,7 @@ class Outlook:
     seed_ms: int  # `queue.avg_handle_time`: the handle time before sessions are observed
     times: SlotTimes  # when the candidate's next slots free (epoch ms, earliest first)
     rivals: list[tuple[Candidate, float]]  # queues sharing online agents, with that share
+    coming: Coming  # expected slots of offline members online by each coming time
 
 
 def outlook(
@@ -75,7 +93,29 @@ def outlook(
     `neighbours` are the candidates sharing agents with `cand`, `timeout_ms` the session
     timeout."""
     times = cand.slots.times(cand.caps, agents, now, timeout_ms)
-    return Outlook(now, seed_ms, times, rivals(cand, neighbours))
+    view = coming(cand, agents, now, timeout_ms)
+    return Outlook(now, seed_ms, times, rivals(cand, neighbours), view)
+
+
+def coming(cand: Candidate, agents: Mapping[str, AgentState], now: int, timeout_ms: int) -> Coming:
+    """Expected slots of `cand`'s offline members coming online (daemon/core/arrivals.py),
+    computed once a minute, as of the minute's start (so a restored shop computes the same),
+    and again after any status change of a member (the shop resets `coming_at`) or any
+    change of a suspended member's sessions (`Candidate.refresh` does)."""
+    minute = now // MINUTE_MS
+    if cand.coming_at != minute:
+        online = AgentStatus.ONLINE
+        members = [
+            (agent_id, 1 if cap is None else cap)
+            for agent_id, cap in cand.caps.items()
+            if (agent := agents.get(agent_id)) is not None
+            and agent.status is not online
+            and agent.observed_since >= 0
+        ]
+        start = minute * MINUTE_MS
+        cand.coming = expected_capacity(members, agents, start, timeout_ms) if members else []
+        cand.coming_at = minute
+    return cand.coming
 
 
 def rivals(cand: Candidate, neighbours: Sequence[Candidate]) -> list[tuple[Candidate, float]]:
@@ -105,8 +145,41 @@ def estimate_s(cand: Candidate, position: int, item: QueueItem, view: Outlook) -
     if need <= 0:
         return 0
     times = view.times
+    if view.coming:
+        return _with_arrivals(cand, need, before, view)
     if not times:
         return cand.estimate_s(before + 1, view.seed_ms)
-    rounds, index = divmod(need - 1, len(times))
+    return _seconds(_known(times, need, cand.handle_time_ms(view.seed_ms)), view.now)
+
+
+def _known(times: SlotTimes, k: int, handle: float) -> float:
+    """When the k-th (1-based) known slot frees; each slot frees again every `handle`."""
+    rounds, index = divmod(k - 1, len(times))
+    return times[index] + rounds * handle
+
+
+def _seconds(at: float, now: int) -> int:
+    return max(0, round((at - now) / 1000))
+
+
+def _with_arrivals(cand: Candidate, need: int, before: int, view: Outlook) -> int:
+    """The first moment the known slots plus the expected arrivals reach `need` (counting an
+    expected slot from COUNT_FROM of it: the estimate aims at the middle, not the worst)."""
+    times, now = view.times, view.now
     handle = cand.handle_time_ms(view.seed_ms)
-    return max(0, round((times[index] + rounds * handle - view.now) / 1000))
+    since, expected = float(now), 0.0
+    for at, total in view.coming:  # from `since` until `at`, `expected` slots have come
+        k = math.ceil(need - expected - COUNT_FROM)
+        if k <= 0:
+            return _seconds(since, now)
+        if times:
+            known = _known(times, k, handle)
+            if known < at:
+                return _seconds(max(known, since), now)
+        since, expected = float(at), total
+    k = math.ceil(need - expected - COUNT_FROM)
+    if k <= 0:
+        return _seconds(since, now)
+    if times:
+        return _seconds(max(_known(times, k, handle), since), now)
+    return max(_seconds(since, now), cand.estimate_s(before + 1, view.seed_ms))

@@ -75,6 +75,16 @@ class AgentState:
     # and by the group the agent was chosen in ("" when no group applied)
     assigned_by_rule: dict[str, int] = field(default_factory=dict)
     assigned_by_group: dict[str, int] = field(default_factory=dict)
+    # when it usually comes online (daemon/core/arrivals.py): decayed shift starts and ends
+    # by time-of-week bin, as of `profile_at`; its first status change; its last going
+    # offline; its breaks: when the current one began, their mean length
+    arrivals: dict[int, float] = field(default_factory=dict)
+    departures: dict[int, float] = field(default_factory=dict)
+    profile_at: int = 0
+    observed_since: int = -1
+    offline_at: int = -1
+    suspended_at: int = -1
+    pause_ms: float = 0.0
 
     @property
     def load(self) -> int:

@@ -163,6 +163,12 @@ class Routing:
             if cand.queue:
                 self.mark_dirty(cand)
 
+    def forget_coming(self, agent_id: str) -> None:
+        """What the agent brings back from a break changed: the expected arrivals of its
+        candidates (`estimate.coming`, cached for the minute) are computed again."""
+        for cand in self.agent_cands.get(agent_id, ()):
+            cand.coming_at = -1
+
     def _online_changed(self, agent_id: str) -> None:
         """The agent came online or left it: its weight in the part of each of its
         candidates' online capacity that its other candidates share moves."""

@@ -165,7 +165,7 @@ class Sessions:
 
     # ---------------------------------------------------------------- inside a session
 
-    def on_message(self, ev: MessageSent) -> None:  # noqa: PLR0912 (flat: the hot path)
+    def on_message(self, ev: MessageSent) -> None:  # noqa: C901, PLR0912 (flat: the hot path)
         """A chat message: who owes a reply, and when the session times out."""
         # The hot path (most events are messages): kept flat on purpose.
         if ev.agent_id is not None:
@@ -178,6 +178,8 @@ class Sessions:
         agent = state.agents[s.agent_id]
         threshold = self._busy_threshold
         routing = self._routing
+        if agent.status is AgentStatus.SUSPENDED:  # back from its break with other sessions
+            routing.forget_coming(s.agent_id)
         if ev.sender == "buyer":
             if not s.buyer_waiting:
                 s.buyer_waiting = True

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from daemon.core.arrivals import record_status
 from daemon.core.candidate import Candidate, runtime_of
 from daemon.core.config import ShopConfig
 from daemon.core.dedup import RecentIds
@@ -280,10 +281,12 @@ class ShopEngine:
         if ev.status is AgentStatus.ONLINE:
             agent.online_since = now
         agent.status = ev.status
+        record_status(agent, old, ev.status, now)
         if change.starts_shift:
             agent.shift_assignments = 0
         if change.closes_sessions:
             self.sessions.close_all(agent, CloseReason.AGENT_OFFLINE)
         self.routing.agent_changed(agent)
+        self.routing.forget_coming(agent.id)  # who may come online changed
         if change.may_free_capacity:
             self.queues.drain(self.routing.of_agent(agent.id))

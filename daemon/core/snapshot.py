@@ -1,7 +1,8 @@
 """Snapshot a shop to plain JSON-able data and restore it (for checkpoints and tests).
 
-The snapshot holds facts only: agents, buyers (sessions, queue entries, last contacts),
-what candidates learned, recent event ids and counters. Indexes, aggregates, timers and the
+The snapshot holds facts only: agents (with when each usually comes online: arrivals.py),
+buyers (sessions, queue entries, last contacts), what candidates learned, recent event ids
+and counters. Indexes, aggregates, timers and the
 list of recent session ends are derived again on restore, so a restored shop continues
 exactly like the original: the same events at the same times give the same outputs.
 
@@ -47,7 +48,13 @@ _AGENT_FIELDS = (
     "assigned_while_busy",
     "assigned_by_rule",
     "assigned_by_group",
+    "profile_at",
+    "observed_since",
+    "offline_at",
+    "suspended_at",
+    "pause_ms",
 )
+_PROFILE_FIELDS = ("arrivals", "departures")  # {time-of-week bin: weight}, kept as pairs
 _DICT_FIELDS = ("assigned_by_reason", "assigned_by_rule", "assigned_by_group")
 
 
@@ -193,15 +200,21 @@ def apply_delta(data: dict[str, Any], delta: ShopDelta, *, dedup_capacity: int) 
 
 
 def load_shop(
-    config: ShopConfig, data: dict[str, Any], *, dedup_capacity: int, track: bool = False
+    config: ShopConfig,
+    data: dict[str, Any],
+    *,
+    dedup_capacity: int,
+    track: bool = False,
+    oracle: Mapping[str, float] | None = None,
 ) -> ShopEngine:
-    """A shop engine for `config` in the state `dump_shop` recorded (rows in any order)."""
+    """A shop engine for `config` in the state `dump_shop` recorded (rows in any order);
+    `oracle` is the policy lab's, as for `ShopEngine`."""
     if data.get("format") != FORMAT or data.get("shop_id") != config.id:
         raise SnapshotError(
             f"snapshot is format {data.get('format')!r} of shop {data.get('shop_id')!r}; "
             f"expected format {FORMAT} of shop {config.id!r}"
         )
-    shop = ShopEngine(config, dedup_capacity=dedup_capacity, track=track)
+    shop = ShopEngine(config, dedup_capacity=dedup_capacity, track=track, oracle=oracle)
     shop.now, shop.seq = data["now"], data["seq"]
     agents: dict[str, AgentState] = {}
     shop.state.agents = agents
@@ -255,6 +268,8 @@ def _dump_agent(agent: AgentState) -> dict[str, Any]:
         "sessions": list(agent.sessions),
     }
     row.update({name: getattr(agent, name) for name in _AGENT_FIELDS})
+    for name in _PROFILE_FIELDS:  # as [bin, weight] pairs: JSON keys are text
+        row[name] = sorted([b, w] for b, w in getattr(agent, name).items())
     return row
 
 
@@ -264,6 +279,8 @@ def _load_agent(row: dict[str, Any]) -> AgentState:
     for name in _AGENT_FIELDS:
         if name in row:  # a row written before a field existed keeps the default
             setattr(agent, name, dict(row[name]) if name in _DICT_FIELDS else row[name])
+    for name in _PROFILE_FIELDS:
+        setattr(agent, name, {int(b): float(w) for b, w in row.get(name, ())})
     if "assigned_by_rule" not in row:  # older rows: the reasons, without the modes
         agent.assigned_by_rule = dict(agent.assigned_by_reason)
     return agent

@@ -1,13 +1,16 @@
 """`fenliu simulate`: run a shop day under several policies, measure, explain, report.
 
     fenliu simulate --shop config/shops/big.toml --scenario double11 \\
-        --mode efficiency --mode conversion:high --json out.json --report out/ [--explain]
+        --mode efficiency --mode conversion:high --json out.json --report out/ [--explain] \\
+        [--history 30d|none]
 
 Every policy runs on the same buyers and agents (common random numbers, `daemon.lab.world`),
 so the table compares routing alone. The JSON holds every figure (`measures`) and the
 explanation of every agent's share (`explain`, what `fenliu explain FILE` prints) per policy.
 With `--mode efficiency --mode oracle` among the policies, every policy's measures carry
 its `oracle_share` (`daemon.lab.measures`): its part of the oracle's uplift over efficiency.
+`--history 30d` (the default) first feeds the engine the shop's past as its Redis would hold
+it (`daemon.lab.history`); `none` starts from nothing.
 """
 
 from __future__ import annotations

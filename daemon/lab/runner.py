@@ -34,7 +34,13 @@ from typing import Any
 
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine, EventRejected
-from daemon.lab.history import HISTORIES, stats_figures, stats_sessions, stats_times
+from daemon.lab.history import (
+    HISTORIES,
+    stats_figures,
+    stats_sessions,
+    stats_times,
+    status_history,
+)
 from daemon.lab.policy import AS_CONFIGURED, ModeChoice, Policy, parse_policy
 from daemon.lab.scenarios import MINUTE_MS, Scenario, consecutive, daily_volume, find_scenario
 from daemon.lab.trace import AgentRecord, InquiryRecord, QueueSample, Trace
@@ -117,15 +123,18 @@ def simulate(
     `days` > 1 plays a one-day scenario that many days in a row; `make_engine` builds the
     engine from the shops (`Engine` by default; the oracle policy builds its own, see
     `daemon.lab.policy`). `history` is what the shop knows before the run
-    (`daemon.lab.history`): "30d" (the default), the agents' conversion over 30 days as
-    `agent_stats` at the start and every midnight, or "none". Raises ValueError for an
-    unknown scenario or history, a policy naming an unknown group, `days` > 1 of a scenario
-    that is not one day long, or the oracle with a `make_engine` of its own.
+    (`daemon.lab.history`): "30d" (the default) first feeds the engine the shop's past as
+    its Redis would hold it (the agent-status events of the four weeks before, ordinary
+    days even before a Double 11; no buyers) and sends the agents' conversion over 30 days
+    as `agent_stats` at the start and every midnight; "none" starts from nothing. Raises
+    ValueError for an unknown scenario or history, a policy naming an unknown group,
+    `days` > 1 of a scenario that is not one day long, or the oracle with a `make_engine`
+    of its own.
     """
     if not scale >= 0:
         raise ValueError(f"scale must be 0 or more, not {scale!r}")
     if history not in HISTORIES:
-        raise ValueError(f"history must be one of {', '.join(HISTORIES)}, not {history!r}")
+        raise ValueError(f"unknown history {history!r}: use one of {', '.join(HISTORIES)}")
     plan = find_scenario(scenario)
     if days != 1:
         plan = consecutive(plan, days)
@@ -137,6 +146,7 @@ def simulate(
         make_engine = partial(Engine, oracle={config.id: rates})
     runner = _Runner(config, plan, seed, policy.name, scale, progress, make_engine)
     if history == "30d":
+        runner.past(status_history(config, plan, seed))
         runner.stats_history()
     runner.run()
     return SimRun(runner.trace, runner.engine, config)
@@ -183,6 +193,20 @@ class _Runner:
         self.status_ids = itertools.count()
 
     # ------------------------------------------------------------------------ the loop
+
+    def past(self, changes: list[tuple[int, str, AgentStatus]]) -> None:
+        """Feed the shop's past agent-status changes (daemon.lab.history) before the run;
+        they end with every agent offline, as the run starts. The past has no buyers, so
+        its online hours are taken out again (through a snapshot): `fenliu explain` then
+        sets the run's assignments against the run's online time, as the measures do."""
+        engine, shop_id = self.engine, self.shop_id
+        for n, (when, agent_id, status) in enumerate(changes):
+            event = AgentStatusChanged(f"hst:{agent_id}:{n}", shop_id, when, agent_id, status)
+            engine.handle(event, when)
+        data = engine.snapshot_shop(shop_id)
+        for row in data["agents"].values():
+            row["online_ms"] = 0
+        engine.restore_shop(shop_id, data)
 
     def at(self, when: int, action: Callable[[Any], None], arg: Any = None) -> None:
         """Schedule `action(arg)` at virtual time `when` (dropped after the end)."""

@@ -310,12 +310,12 @@ def new_agents(shop: ShopConfig, scenario: Scenario, seed: int) -> list[Agent]:
         )
         shifts = scenario.plan(places.get(conf.id, j), rng)
         for first, last in shifts:
-            agent.changes += _shift(scenario, first, last, rng)
+            agent.changes += shift_changes(scenario, first, last, rng)
         agents.append(agent)
     return agents
 
 
-def _shift(
+def shift_changes(
     scenario: Scenario, first: float, last: float, rng: random.Random
 ) -> list[tuple[int, AgentStatus]]:
     """Status changes of one shift: online, short suspends, the drain, offline."""

@@ -115,3 +115,15 @@ def test_history_flag_says_what_the_shop_knew(tmp_path: Path) -> None:
     assert high[0] != high[1]  # conversion mode routes by what it knows
     eff = [d["policies"]["efficiency"]["measures"]["waits"] for d in (known, blank)]
     assert eff[0] == eff[1]  # efficiency ignores rates
+
+
+def test_history_flag_chooses_the_shops_past(tmp_path: Path) -> None:
+    """`--history 30d` is the default; `none` starts from nothing, and changes the announced
+    waits (the engine knows who usually comes online only with a past)."""
+    default, month = simulate(tmp_path, "d"), simulate(tmp_path, "m", "--history", "30d")
+    nothing = simulate(tmp_path, "n", "--history", "none")
+    assert default == month
+    estimates = [doc["policies"]["efficiency"]["measures"]["estimates"] for doc in (month, nothing)]
+    assert estimates[0]["fenliu"] != estimates[1]["fenliu"]
+    with pytest.raises(SystemExit):
+        main(["simulate", "--shop", str(BIG), "--scenario", "steady", "--history", "7d"])

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
+import redis
 
 from daemon.dev.stack import Broker
 from daemon.tools.topics_admin import create_topics
@@ -150,3 +152,73 @@ async def test_partitions_move_between_instances_with_their_shops(
     assert code == 0
     moved = second.log_path.read_text()
     assert moved.count('"event":"restored"') >= 2, "the second instance restored twice"
+
+
+def _stored_agent(redis_url: str, prefix: str, shop: str, agent: str) -> dict:
+    """An agent's row as the last checkpoint wrote it to Redis (daemon/service/store.py)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        raw = client.hget(f"{prefix}:{{{shop}}}:agents", agent)
+    finally:
+        client.close()
+    assert raw is not None, f"no stored row of {agent} in shop {shop}"
+    return orjson.loads(raw)
+
+
+async def test_the_learned_arrival_profile_moves_with_its_partition(
+    broker: Broker, redis_url: str, tmp_path: Path
+) -> None:
+    """Issue 15, fleet rule (STYLE 16): when an agent comes online is learned state. What one
+    live instance learned reaches the instance its partition moves to through the Redis
+    checkpoint, and that one learns on top of it: a1's shift starts and ends counted by the
+    first instance and by the second are all in the stored profile afterwards."""
+    topics = unique_topics()
+    await create_topics(broker.bootstrap, topics, partitions=2)
+    shops = {name: CRASH.replace('"crash"', f'"{name}"') for name in ("left", "right")}
+    prefix = topics.inquiries.split(".")[0]
+
+    def config(folder: str) -> Path:
+        return write_config(
+            tmp_path / folder, bootstrap=broker.bootstrap, redis_url=redis_url,
+            topics=topics, shops=shops,
+        )  # fmt: skip
+
+    async def shift(w: Wire, buyer: str) -> None:
+        """a1 starts a shift (serves `buyer`, which shows the events were applied) and ends it."""
+        await w.status("a1", "online")
+        await w.inquiry(buyer)
+        await w.assignment(buyer, timeout=40)
+        await w.status("a1", "offline")
+        await w.wait_for(lambda e: e["type"] == "session_closed" and e["buyer_id"] == buyer)
+
+    first = DaemonProcess(config("first")).start()
+    second: DaemonProcess | None = None
+    try:
+        wires = [Wire(broker.bootstrap, topics, name) for name in shops]
+        for w in wires:
+            await w.__aenter__()
+            await shift(w, "b1")
+            await shift(w, "b2")
+        learned = {w.shop: _stored_agent(redis_url, prefix, w.shop, "a1") for w in wires}
+        for row in learned.values():
+            assert sum(weight for _, weight in row["arrivals"]) == pytest.approx(2, abs=1e-3)
+
+        second = DaemonProcess(config("second")).start(ready_within=40)
+        code, _ = first.stop()  # every partition moves to the second instance
+        assert code == 0, first.log_tail()
+        for w in wires:
+            await shift(w, "b3")
+            await w.settle(0.5)
+            await w.__aexit__()
+    finally:
+        first.stop()
+        if second is not None:
+            code, _ = second.stop()
+    assert code == 0
+    assert second.log_path.read_text().count('"event":"restored"') >= 2
+    for shop, before in learned.items():
+        row = _stored_agent(redis_url, prefix, shop, "a1")
+        assert sum(weight for _, weight in row["arrivals"]) == pytest.approx(3, abs=1e-3), shop
+        assert sum(weight for _, weight in row["departures"]) == pytest.approx(3, abs=1e-3)
+        assert row["observed_since"] == before["observed_since"]  # first instance's start
+        assert row["offline_at"] > before["offline_at"] and row["status"] == "offline"
