@@ -29,6 +29,12 @@ question, the wait-estimate error, and the simulator's speed.
    30% converters' share of presale sessions against their share of presale capacity.
    Then the presale group cut to `conversion_min_agents` agents: conversion must change
    nothing. `--only oracle` runs this section alone.
+6. The frontier (issue 15's Jain target): conversion:high with its strength exponent set
+   by this bench (0.5-16; the daemon's low / mid / high are 0.5 / 2 / 6), `steady`, arrivals
+   ×0.3 and ×0.5, both shops, seeds 1-3: presale oracle share against presale Jain, the top
+   30% converters' share of sessions, the oracle's own Jain and top-30% share, and the
+   highest Jain any routing could have at 70% of the oracle's uplift (`even_bound`).
+   `--only frontier` runs this section alone.
 
 Prints its figures; asserts nothing.
 """
@@ -40,6 +46,8 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,13 +55,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemon.config import load_shop_file
+from daemon.core import candidate
 from daemon.core.config import ShopConfig
 from daemon.lab.measures import (
     ESTIMATORS,
+    HOUR_MS,
     LONG_WAIT_S,
     estimate_points,
     expected_conversion,
     group_of,
+    jain,
     measure,
     oracle_share,
 )
@@ -376,6 +387,165 @@ def oracle_section(seeds: range) -> None:
         min_agents_check(shop, seeds)
 
 
+# ------------------------------------------------------------------- the frontier
+
+FRONTIER_LOADS = (0.3, 0.5)
+EXPONENTS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+SHARE_TARGET, JAIN_TARGET = 0.7, 0.7
+
+
+@contextmanager
+def high_exponent(exponent: float) -> Iterator[None]:
+    """`conversion:high` with another strength exponent, for this bench only: the core's
+    table (daemon/core/candidate.py STRENGTH_EXPONENT, read at each ranking, compiled or
+    not) is set and put back. The daemon's contract (low / mid / high) is untouched;
+    `frontier_check` shows the setting takes: exponents 2 and 6 route as mid and high."""
+    table = candidate.STRENGTH_EXPONENT
+    before = table["high"]
+    table["high"] = exponent
+    try:
+        yield
+    finally:
+        table["high"] = before
+
+
+def even_bound(m_eff: dict[str, Any], m_orc: dict[str, Any], trace: Trace) -> float | None:
+    """The highest presale Jain any routing could have at SHARE_TARGET of the oracle's
+    uplift: the assignments per online hour x (Jain's values) as even as possible, i.e.
+    min Σx² with Σx fixed, subject to the presale buyers' mean true rate reaching efficiency's
+    + SHARE_TARGET × (oracle's − efficiency's) (rates weighted by sessions, h·x). The
+    solution is x = α + β·h·(r − target): every agent gets the same plus a tilt by how much
+    better it converts; where that would be below 0, the agent gets 0 and the rest are
+    solved again. Caps and the noise of the counts are left out, so it is an upper bound
+    (of the expected x; realised counts are less even: efficiency's presale Jain is
+    0.86-0.99 at light load, not 1)."""
+    fair = m_eff["fairness"]["by_group"]["presale"]["per_hour"]
+    agents = sorted(fair)
+    hours = {a: trace.agents[a].online_ms / HOUR_MS for a in agents}
+    rate = {a: trace.agents[a].true_conversion for a in agents}
+
+    def mean_rate(per_hour: dict[str, float]) -> float:
+        n = {a: per_hour.get(a, 0.0) * hours[a] for a in agents}
+        return sum(n[a] * rate[a] for a in agents) / sum(n.values())
+
+    low = mean_rate(fair)
+    target = low + SHARE_TARGET * (
+        mean_rate(m_orc["fairness"]["by_group"]["presale"]["per_hour"]) - low
+    )
+    g = {a: hours[a] * (rate[a] - target) for a in agents}
+    if sum(g.values()) >= 0:  # even shares already reach the target
+        return 1.0
+    free = list(agents)  # agents with x > 0; those the tilt would take below 0 get 0
+    while True:
+        # Σx = 1 and Σg·x = 0 over the free agents: kα + βΣg = 1, αΣg + βΣg² = 0
+        k, sg, sgg = len(free), sum(g[a] for a in free), sum(g[a] ** 2 for a in free)
+        if k * sgg - sg * sg <= 0 or sg >= 0:
+            return None  # cannot happen with two distinct rates: the oracle reached it
+        alpha = sgg / (k * sgg - sg * sg)
+        beta = -alpha * sg / sgg
+        x = {a: alpha + beta * g[a] for a in free}
+        if min(x.values()) >= 0:
+            return jain([x.get(a, 0.0) for a in agents])
+        free.remove(min(free, key=x.__getitem__))  # the lowest, one at a time
+
+
+def frontier_rows(shop: ShopConfig, scale: float, seeds: range) -> list[dict[str, Any]]:
+    """Per seed: each exponent's presale oracle share and Jain, and the references'."""
+    rows = []
+    for seed in seeds:
+
+        def one(policy: str, seed: int = seed) -> tuple[Trace, dict[str, Any]]:
+            trace = simulate(
+                shop, "steady", seed=seed, policy=parse_policy(policy), scale=scale
+            ).trace
+            return trace, measure(trace)
+
+        (_, eff), (orc_trace, orc) = one("efficiency"), one("oracle")
+        row: dict[str, Any] = {
+            "oracle": {
+                "jain": orc["fairness"]["by_group"]["presale"]["jain"],
+                "top": top_share(orc_trace),
+                "bound": even_bound(eff, orc, orc_trace),
+            },
+            "efficiency": {"jain": eff["fairness"]["by_group"]["presale"]["jain"]},
+            "exponents": {},
+        }
+        for exponent in EXPONENTS:
+            with high_exponent(exponent):
+                trace, m = one("conversion:high")
+            row["exponents"][exponent] = {
+                "share": oracle_share(m, eff, orc, ["presale"]),
+                "jain": m["fairness"]["by_group"]["presale"]["jain"],
+                "top": top_share(trace)[0],
+            }
+        rows.append(row)
+    return rows
+
+
+def frontier_check(shop: ShopConfig) -> bool:
+    """The bench's setting of the exponent takes: 2 and 6 route every buyer as mid, high."""
+    same = []
+    for exponent, policy in ((2.0, "conversion:mid"), (6.0, "conversion:high")):
+        with high_exponent(exponent):
+            set_ = simulate(
+                shop, "steady", seed=1, policy=parse_policy("conversion:high"), scale=0.5
+            )
+        named = simulate(shop, "steady", seed=1, policy=parse_policy(policy), scale=0.5)
+        routes = [
+            [(r.inquiry_id, r.agent_id) for r in run.trace.inquiries] for run in (set_, named)
+        ]
+        same.append(routes[0] == routes[1])
+    return all(same)
+
+
+def frontier_section(seeds: range) -> None:
+    """Section 6: the trade-off of the strength exponent (oracle share against presale Jain)."""
+    say(
+        f"\n## the frontier: conversion:high's strength exponent, steady, seeds {seeds.start}-"
+        f"{seeds.stop - 1}, every group's mode overridden (targets: share >= {SHARE_TARGET}, "
+        f"presale Jain >= {JAIN_TARGET})"
+    )
+    for name, path in (("big.toml", BIG), ("presale.toml", PRESALE)):
+        shop = load_shop_file(path)
+        say(f"\n{name}: exponents 2 and 6 set by the bench route as mid and high: "
+            f"{'yes' if frontier_check(shop) else 'NO'}")  # fmt: skip
+        for scale in FRONTIER_LOADS:
+            frontier_table(name, scale, frontier_rows(shop, scale, seeds))
+
+
+def _span(values: list[float]) -> str:
+    return f"{_mean(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def frontier_table(name: str, scale: float, rows: list[dict[str, Any]]) -> None:
+    """One shop and load: a row per exponent (means of seeds, min-max), then the oracle."""
+    say(f"\n### {name} ×{scale}: oracle share and presale Jain by exponent")
+    say("| exponent | oracle share | presale Jain | top 30%: sessions | both targets (seeds) |")
+    say("|---|---|---|---|---|")
+    for exponent in EXPONENTS:
+        figs = [row["exponents"][exponent] for row in rows]
+        both = sum(f["share"] >= SHARE_TARGET and f["jain"] >= JAIN_TARGET for f in figs)
+        say(
+            f"| {exponent:g} | {_span([f['share'] for f in figs])} "
+            f"| {_span([f['jain'] for f in figs])} | {_mean([f['top'] for f in figs]):.0%} "
+            f"| {both} of {len(figs)} |"
+        )
+    orc = [row["oracle"] for row in rows]
+    bounds = [o["bound"] for o in orc if o["bound"] is not None]
+    say(
+        f"| efficiency | 0 | {_span([row['efficiency']['jain'] for row in rows])} | "
+        f"{_mean([o['top'][1] for o in orc]):.0%} (capacity) | |"
+    )
+    say(
+        f"| oracle | 1 | {_span([o['jain'] for o in orc])} "
+        f"| {_mean([o['top'][0] for o in orc]):.0%} | |"
+    )
+    say(
+        f"| even tilt at share {SHARE_TARGET} (bound) | {SHARE_TARGET} "
+        f"| {_span(bounds) if bounds else '–'} | | |"
+    )
+
+
 def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}" if value < 10 else f"{value:.0f}"
 
@@ -388,6 +558,10 @@ def main(seed: int, only: str | None = None) -> None:
         oracle_section(range(seed, seed + 3))
         say(f"\ndone in {time.perf_counter() - started:.0f}s")
         return
+    if only == "frontier":
+        frontier_section(range(seed, seed + 3))
+        say(f"\ndone in {time.perf_counter() - started:.0f}s")
+        return
     shop = load_shop_file(BIG)
     for scenario in ("steady", "double11"):
         policy_table(shop, scenario, seed)
@@ -395,12 +569,13 @@ def main(seed: int, only: str | None = None) -> None:
     presale_question(shop, seed)
     speed(seed)
     oracle_section(range(seed, seed + 3))
+    frontier_section(range(seed, seed + 3))
     say(f"\ndone in {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--only", choices=("oracle",), help="run section 5 alone")
+    parser.add_argument("--only", choices=("oracle", "frontier"), help="run section 5 (or 6) alone")
     args = parser.parse_args()
     main(args.seed, args.only)
