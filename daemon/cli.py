@@ -144,7 +144,8 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="POLICY",
         help="a policy: average | weighted | efficiency | conversion[:low|mid|high], or "
         "GROUP=MODE for one group (comma-separated), or oracle (the reference: conversion "
-        "ranked by the agents' true rates); repeat to compare; default: the file's",
+        "ranked by the agents' true rates); repeat to compare; default: the file's. "
+        "efficiency and oracle also run as references if not named (the oracle share)",
     )
     simulate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     simulate.add_argument("--json", metavar="OUT", help="write every figure as JSON here")

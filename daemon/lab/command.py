@@ -7,10 +7,13 @@
 Every policy runs on the same buyers and agents (common random numbers, `daemon.lab.world`),
 so the table compares routing alone. The JSON holds every figure (`measures`) and the
 explanation of every agent's share (`explain`, what `fenliu explain FILE` prints) per policy.
-With `--mode efficiency --mode oracle` among the policies, every policy's measures carry
-its `oracle_share` (`daemon.lab.measures`): its part of the oracle's uplift over efficiency.
-`--history 30d` (the default) first feeds the engine the shop's past as its Redis would hold
-it (`daemon.lab.history`); `none` starts from nothing.
+Every policy's measures carry its `oracle_share` (`daemon.lab.measures`): its part of the
+oracle's uplift over efficiency. The two references are the policies `efficiency` and
+`oracle`; those not asked for with `--mode` are run too, on the same buyers, shown in the
+progress as references, and left out of the table, `--explain` and the report; the JSON
+gives their key figures under `references` (`inquiries`, `headline`, `conversion`: what the
+shares rest on). `--history 30d` (the default) first feeds the engine the shop's past as its
+Redis would hold it (`daemon.lab.history`); `none` starts from nothing.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from daemon.config import ConfigError, load_shop_file
 from daemon.core.config import ShopConfig
 from daemon.core.explain import explain_shop, render_table
 from daemon.lab.measures import add_oracle_shares, estimate_points, measure
-from daemon.lab.policy import AS_CONFIGURED, Policy, parse_policy
+from daemon.lab.policy import AS_CONFIGURED, ORACLE, Policy, parse_policy
 from daemon.lab.report import HEADLINE, headline_rows, write_report
 from daemon.lab.runner import simulate
 from daemon.lab.scenarios import SCENARIOS
 from daemon.lab.trace import PolicyResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+REFERENCES = ("efficiency", ORACLE)  # the runs `oracle_share` compares with
 
 
 def simulate_command(
@@ -71,18 +75,22 @@ def simulate_command(
     if len({p.name for p in policies}) < len(policies):
         err.print("each --mode must name a different policy")
         return EXIT_USAGE
+    references = [
+        parse_policy(name) for name in REFERENCES if name not in {p.name for p in policies}
+    ]
     started = time.perf_counter()
-    results = _run_all(shop, scenario, policies, seed, scale, err, history)
+    results, extra = _run_all(shop, scenario, policies, references, seed, scale, err, history)
     seconds = time.perf_counter() - started
     out = Console()
-    out.print(_table(shop.id, scenario, seed, results, seconds))
+    out.print(_table(shop.id, scenario, seed, results, seconds, list(extra)))
     if explain:
         for name, result in results.items():
             out.print(f"\n== policy {name}")
             out.print(render_table(result.explain), markup=False, highlight=False)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_bytes(orjson.dumps(_document(shop, scenario, seed, history, results)))
+        document = _document(shop, scenario, seed, history, results, extra)
+        json_out.write_bytes(orjson.dumps(document))
         out.print(f"JSON: {json_out}")
     if report is not None:
         page = write_report(report, shop_id=shop.id, scenario=scenario, seed=seed, results=results)
@@ -94,21 +102,26 @@ def _run_all(
     shop: ShopConfig,
     scenario: str,
     policies: list[Policy],
+    references: list[Policy],
     seed: int,
     scale: float,
     err: Console,
     history: str,
-) -> dict[str, PolicyResult]:
+) -> tuple[dict[str, PolicyResult], dict[str, PolicyResult]]:
+    """The runs of `policies`, then of the `references` not among them (module docstring),
+    every one with its `oracle_share`."""
     results: dict[str, PolicyResult] = {}
+    extra: dict[str, PolicyResult] = {}
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
     )
+    runs = [(p, results, "") for p in policies] + [(p, extra, " (reference)") for p in references]
     with Progress(*columns, console=err, transient=not sys.stderr.isatty()) as bar:
-        for policy in policies:
-            task = bar.add_task(f"{scenario} · {policy.name}", total=1.0)
+        for policy, into, label in runs:
+            task = bar.add_task(f"{scenario} · {policy.name}{label}", total=1.0)
 
             def advance(done: float, task: TaskID = task) -> None:
                 bar.update(task, completed=done)
@@ -119,25 +132,38 @@ def _run_all(
             )  # fmt: skip
             bar.update(task, completed=1.0)
             trace = run.trace
-            results[policy.name] = PolicyResult(
+            into[policy.name] = PolicyResult(
                 trace=trace,
                 measures=measure(trace),
                 explain=explain_shop(run.engine.shop(shop.id), trace.end),
                 estimates=estimate_points(trace),
             )
     add_oracle_shares(
-        {name: r.measures for name, r in results.items()},
-        {p.name: p.conversion_groups(shop) for p in policies},
+        {name: r.measures for name, r in (results | extra).items()},
+        {p.name: p.conversion_groups(shop) for p in policies + references},
     )
-    return results
+    return results, extra
 
 
 def _table(
-    shop_id: str, scenario: str, seed: int, results: dict[str, PolicyResult], seconds: float
+    shop_id: str,
+    scenario: str,
+    seed: int,
+    results: dict[str, PolicyResult],
+    seconds: float,
+    references: list[str],
 ) -> Table:
-    """Measures down, policies across (fits a terminal for several policies)."""
+    """Measures down, policies across (fits a terminal for several policies); the caption
+    names the references run for the oracle share but not asked for."""
     rows = headline_rows(results)
-    table = Table(title=f"shop {shop_id} · {scenario} · seed {seed} · {seconds:.1f} s")
+    caption = (
+        f"oracle share against {' and '.join(references)}, run as references"
+        if references
+        else None
+    )
+    table = Table(
+        title=f"shop {shop_id} · {scenario} · seed {seed} · {seconds:.1f} s", caption=caption
+    )
     table.add_column(rows[0][0])
     for row in rows[1:]:
         table.add_column(row[0], justify="right")
@@ -147,7 +173,12 @@ def _table(
 
 
 def _document(
-    shop: ShopConfig, scenario: str, seed: int, history: str, results: dict[str, PolicyResult]
+    shop: ShopConfig,
+    scenario: str,
+    seed: int,
+    history: str,
+    results: dict[str, PolicyResult],
+    references: dict[str, PolicyResult],
 ) -> dict[str, Any]:
     """Everything for machines; the same seed gives the same bytes (no timings in it)."""
     return {
@@ -163,5 +194,13 @@ def _document(
                 "explain": r.explain,
             }
             for name, r in results.items()
+        },
+        "references": {
+            name: {
+                "inquiries": len(r.trace.inquiries),
+                "headline": r.measures["headline"],
+                "conversion": r.measures["conversion"],
+            }
+            for name, r in references.items()
         },
     }

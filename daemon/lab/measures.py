@@ -52,9 +52,10 @@ Choices (the edge cases):
   routes by conversion mode (its own or the shop's mode; the unmatched pool's buyers count
   under the group their agent is listed in), which is where routing by conversion can pay;
   `overall` over every served buyer. None when a reference run (the `efficiency` and
-  `oracle` policies) is missing, when the policy routes no group by conversion (for
-  `conversion_groups`), or when the oracle gains less than MIN_UPLIFT over efficiency (a
-  share of nothing is noise). Efficiency's share is 0 and the oracle's 1 by definition.
+  `oracle` policies) is missing (`fenliu simulate` runs any it was not asked for), when
+  the policy routes no group by conversion (for `conversion_groups`), or when the oracle
+  gains less than MIN_UPLIFT over efficiency (a share of nothing is noise). Efficiency's
+  share is 0 and the oracle's 1 by definition.
 * Baselines see the history strictly before the buyer entered the queue, per queue (the
   queue's group; None is the shop-wide pool), as Asterisk keeps a hold time per queue and
   Rocket.Chat its chat statistics per department.

@@ -102,10 +102,51 @@ def test_oracle_share_per_policy_against_efficiency_and_the_oracle(tmp_path: Pat
         )
 
 
-def test_without_the_references_there_is_no_oracle_share(tmp_path: Path) -> None:
-    doc = simulate(tmp_path, "plain")
-    for p in doc["policies"].values():
-        assert p["measures"]["oracle_share"]["overall"] is None
+def test_a_missing_reference_is_run_on_the_same_buyers_and_reported_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without `--mode oracle` the oracle still runs, as a reference: the shares are those
+    of a run that asked for it, and the oracle is in `references`, not among the policies."""
+    plain = simulate(tmp_path, "plain")
+    asked = simulate(tmp_path, "asked", "--mode", "oracle")
+    assert list(plain["policies"]) == ["efficiency", "conversion:high"]
+    assert list(plain["references"]) == ["oracle"] and asked["references"] == {}
+    for name in plain["policies"]:
+        share = plain["policies"][name]["measures"]["oracle_share"]
+        assert share == asked["policies"][name]["measures"]["oracle_share"]
+    assert isinstance(
+        plain["policies"]["conversion:high"]["measures"]["headline"]["oracle_share"], float
+    )
+    oracle = asked["policies"]["oracle"]
+    assert plain["references"]["oracle"] == {
+        "inquiries": oracle["inquiries"],
+        "headline": oracle["measures"]["headline"],
+        "conversion": oracle["measures"]["conversion"],
+    }
+    assert "oracle (reference)" not in capsys.readouterr().out  # not a row of the table
+
+
+def test_with_neither_reference_both_run_and_the_table_shows_the_share(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    for out in outs:
+        code = main(
+            ["simulate", "--shop", str(BIG), "--scenario", "steady", "--scale", "0.25",
+             "--mode", "presale=conversion:high", "--json", str(out)]
+        )  # fmt: skip
+        assert code == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()  # references included: same bytes
+    doc = orjson.loads(outs[0].read_bytes())
+    assert list(doc["policies"]) == ["presale=conversion:high"]
+    assert list(doc["references"]) == ["efficiency", "oracle"]
+    refs = {name: r["headline"]["oracle_share"] for name, r in doc["references"].items()}
+    assert refs == {"efficiency": None, "oracle": 1.0}  # efficiency routes no group by conversion
+    share = doc["policies"]["presale=conversion:high"]["measures"]["headline"]["oracle_share"]
+    assert isinstance(share, float)
+    printed = " ".join(capsys.readouterr().out.split())  # the caption wraps to the table
+    assert f"{share:.0%}" in printed
+    assert "oracle share against efficiency and oracle, run as references" in printed
 
 
 def test_history_flag_says_what_the_shop_knew(tmp_path: Path) -> None:
