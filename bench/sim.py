@@ -409,44 +409,71 @@ def high_exponent(exponent: float) -> Iterator[None]:
         table["high"] = before
 
 
-def even_bound(m_eff: dict[str, Any], m_orc: dict[str, Any], trace: Trace) -> float | None:
+def even_bound(m_eff: dict[str, Any], m_orc: dict[str, Any], trace: Trace) -> dict[str, float]:
     """The highest presale Jain any routing could have at SHARE_TARGET of the oracle's
     uplift: the assignments per online hour x (Jain's values) as even as possible, i.e.
     min Σx² with Σx fixed, subject to the presale buyers' mean true rate reaching efficiency's
     + SHARE_TARGET × (oracle's − efficiency's) (rates weighted by sessions, h·x). The
     solution is x = α + β·h·(r − target): every agent gets the same plus a tilt by how much
     better it converts; where that would be below 0, the agent gets 0 and the rest are
-    solved again. Caps and the noise of the counts are left out, so it is an upper bound
-    (of the expected x; realised counts are less even: efficiency's presale Jain is
-    0.86-0.99 at light load, not 1)."""
-    fair = m_eff["fairness"]["by_group"]["presale"]["per_hour"]
-    agents = sorted(fair)
+    solved again. Caps are left out, so `jain` is an upper bound of the expected x.
+    Realised counts are less even (efficiency's presale Jain is 0.86-0.99 at light load,
+    not 1): `noisy` is the mean Jain of NOISY_DRAWS multinomial draws of the oracle's
+    number of presale sessions with chances h·x, and `even_noisy` the same with x equal
+    (to compare with efficiency's). `top`: the top 30% converters' share of sessions."""
+    per_hour = m_orc["fairness"]["by_group"]["presale"]["per_hour"]
+    agents = sorted(per_hour)
     hours = {a: trace.agents[a].online_ms / HOUR_MS for a in agents}
     rate = {a: trace.agents[a].true_conversion for a in agents}
 
-    def mean_rate(per_hour: dict[str, float]) -> float:
-        n = {a: per_hour.get(a, 0.0) * hours[a] for a in agents}
+    def mean_rate(x: dict[str, float]) -> float:
+        n = {a: x.get(a, 0.0) * hours[a] for a in agents}
         return sum(n[a] * rate[a] for a in agents) / sum(n.values())
 
-    low = mean_rate(fair)
-    target = low + SHARE_TARGET * (
-        mean_rate(m_orc["fairness"]["by_group"]["presale"]["per_hour"]) - low
-    )
-    g = {a: hours[a] * (rate[a] - target) for a in agents}
-    if sum(g.values()) >= 0:  # even shares already reach the target
-        return 1.0
-    free = list(agents)  # agents with x > 0; those the tilt would take below 0 get 0
+    low = mean_rate(m_eff["fairness"]["by_group"]["presale"]["per_hour"])
+    target = low + SHARE_TARGET * (mean_rate(per_hour) - low)
+    x = _tilt({a: hours[a] * (rate[a] - target) for a in agents})
+    ranked = sorted(agents, key=lambda a: -rate[a])
+    top = set(ranked[: max(1, round(TOP * len(ranked)))])
+    sessions = round(sum(per_hour[a] * hours[a] for a in agents))
+    return {
+        "jain": jain([x[a] for a in agents]) or 0.0,
+        "top": sum(x[a] * hours[a] for a in top) / sum(x[a] * hours[a] for a in agents),
+        "noisy": _noisy_jain({a: x[a] * hours[a] for a in agents}, hours, sessions),
+        "even_noisy": _noisy_jain(hours, hours, sessions),
+    }
+
+
+NOISY_DRAWS = 200
+
+
+def _tilt(g: dict[str, float]) -> dict[str, float]:
+    """min Σx² subject to Σx = 1, Σg·x >= 0 and x >= 0 (even_bound)."""
+    free = sorted(g)
     while True:
         # Σx = 1 and Σg·x = 0 over the free agents: kα + βΣg = 1, αΣg + βΣg² = 0
         k, sg, sgg = len(free), sum(g[a] for a in free), sum(g[a] ** 2 for a in free)
-        if k * sgg - sg * sg <= 0 or sg >= 0:
-            return None  # cannot happen with two distinct rates: the oracle reached it
+        if sg >= 0:  # equal shares among the free agents reach the target
+            return {a: 1 / k if a in free else 0.0 for a in g}
         alpha = sgg / (k * sgg - sg * sg)
         beta = -alpha * sg / sgg
         x = {a: alpha + beta * g[a] for a in free}
         if min(x.values()) >= 0:
-            return jain([x.get(a, 0.0) for a in agents])
+            return {a: x.get(a, 0.0) for a in g}
         free.remove(min(free, key=x.__getitem__))  # the lowest, one at a time
+
+
+def _noisy_jain(weights: dict[str, float], hours: dict[str, float], sessions: int) -> float:
+    """Mean Jain of per-hour counts when `sessions` go to agents with chances ∝ weights."""
+    draw = random.Random(sessions)
+    agents = sorted(weights)
+    values = []
+    for _ in range(NOISY_DRAWS):
+        counts = dict.fromkeys(agents, 0)
+        for a in draw.choices(agents, weights=[weights[a] for a in agents], k=sessions):
+            counts[a] += 1
+        values.append(jain([counts[a] / hours[a] for a in agents]) or 0.0)
+    return _mean(values)
 
 
 def frontier_rows(shop: ShopConfig, scale: float, seeds: range) -> list[dict[str, Any]]:
@@ -531,7 +558,7 @@ def frontier_table(name: str, scale: float, rows: list[dict[str, Any]]) -> None:
             f"| {both} of {len(figs)} |"
         )
     orc = [row["oracle"] for row in rows]
-    bounds = [o["bound"] for o in orc if o["bound"] is not None]
+    bounds = [o["bound"] for o in orc]
     say(
         f"| efficiency | 0 | {_span([row['efficiency']['jain'] for row in rows])} | "
         f"{_mean([o['top'][1] for o in orc]):.0%} (capacity) | |"
@@ -542,7 +569,12 @@ def frontier_table(name: str, scale: float, rows: list[dict[str, Any]]) -> None:
     )
     say(
         f"| even tilt at share {SHARE_TARGET} (bound) | {SHARE_TARGET} "
-        f"| {_span(bounds) if bounds else '–'} | | |"
+        f"| {_span([b['jain'] for b in bounds])} | {_mean([b['top'] for b in bounds]):.0%} | |"
+    )
+    say(
+        f"| the same, counts drawn (efficiency's shares drawn: "
+        f"{_span([b['even_noisy'] for b in bounds])}) | {SHARE_TARGET} "
+        f"| {_span([b['noisy'] for b in bounds])} | | |"
     )
 
 
