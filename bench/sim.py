@@ -1,5 +1,6 @@
 """Policy-lab benchmark: the policy tables of the big example shop, the conversion-priority
-question, the wait-estimate error, and the simulator's speed.
+question, the wait-estimate error, the simulator's speed, conversion priority against the
+oracle and its frontier against fairness.
 
     .venv/bin/python bench/sim.py [--seed 1]
 
