@@ -59,13 +59,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from daemon.core.arrivals import MINUTE_MS, Coming, expected_capacity
+from daemon.core.patience import Survival
 from topics.events import AgentStatus
 
 COUNT_FROM = 0.5  # an expected arrival counts once this much of a slot is expected
 
 if TYPE_CHECKING:
     from daemon.core.candidate import Candidate, QueueItem
-    from daemon.core.model import AgentState
+    from daemon.core.model import AgentState, Buyer
     from daemon.core.slots import SlotTimes
 
 
@@ -78,12 +79,14 @@ class Outlook:
     times: SlotTimes  # when the candidate's next slots free (epoch ms, earliest first)
     rivals: list[tuple[Candidate, float]]  # queues sharing online agents, with that share
     coming: Coming  # expected slots of offline members online by each coming time
+    stays: list[float]  # [j]: expected stayers among the first j in line (empty: use stay)
 
 
 def outlook(
     cand: Candidate,
     neighbours: Sequence[Candidate],
     agents: Mapping[str, AgentState],
+    buyers: Mapping[str, Buyer],
     now: int,
     timeout_ms: int,
     seed_ms: int,
@@ -94,7 +97,25 @@ def outlook(
     timeout."""
     times = cand.slots.times(cand.caps, agents, now, timeout_ms)
     view = coming(cand, agents, now, timeout_ms)
-    return Outlook(now, seed_ms, times, rivals(cand, neighbours), view)
+    return Outlook(
+        now, seed_ms, times, rivals(cand, neighbours), view, stays_ahead(cand, buyers, now)
+    )
+
+
+def stays_ahead(cand: Candidate, buyers: Mapping[str, Buyer], now: int) -> list[float]:
+    """Prefix sums over `cand`'s line of the chance each buyer is still there at its own
+    announced time of service (daemon/core/patience.py); empty until anyone left."""
+    survival = Survival(cand.patience)
+    if not survival.known:
+        return []
+    sums = [0.0]
+    total = 0.0
+    for item in cand.queue:
+        entry = buyers[item[3]].queued
+        more = (entry.last_eta - now) / 1000.0 if entry is not None and entry.last_eta else 0.0
+        total += survival.stays((now - item[1]) / 1000.0, more)
+        sums.append(total)
+    return sums
 
 
 def coming(cand: Candidate, agents: Mapping[str, AgentState], now: int, timeout_ms: int) -> Coming:
@@ -129,10 +150,14 @@ def rivals(cand: Candidate, neighbours: Sequence[Candidate]) -> list[tuple[Candi
 
 
 def ahead(
-    cand: Candidate, position: int, item: QueueItem, rivals: list[tuple[Candidate, float]]
+    cand: Candidate,
+    position: int,
+    item: QueueItem,
+    rivals: list[tuple[Candidate, float]],
+    stays: list[float],
 ) -> int:
     """Buyers expected to be served from `cand`'s slots before the buyer at `position`."""
-    expected = (position - 1) * cand.stay
+    expected = stays[position - 1] if position <= len(stays) else (position - 1) * cand.stay
     for rival, share in rivals:
         expected += rival.queue.bisect_left(item) * share * rival.stay
     return round(expected)
@@ -140,7 +165,7 @@ def ahead(
 
 def estimate_s(cand: Candidate, position: int, item: QueueItem, view: Outlook) -> int:
     """Seconds until the buyer at `position` (queue item `item`) is served."""
-    before = ahead(cand, position, item, view.rivals)
+    before = ahead(cand, position, item, view.rivals, view.stays)
     need = before + 1 - cand.free_slots
     if need <= 0:
         return 0

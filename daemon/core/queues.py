@@ -71,7 +71,8 @@ class Queues:
         cand = self._routing.candidate(entry.cand)
         assert cand is not None
         cand.queue.remove(cand.item(entry, buyer.id))
-        cand.observe_exit(served=trigger is None)
+        waited = self._state.now - entry.arrival
+        cand.observe_exit(trigger is None, waited, left=trigger == "leave")
         self._effects.buyer_changed(buyer.id)
         if trigger is not None:
             buyer.move(trigger)
@@ -125,7 +126,13 @@ class Queues:
         q = state.config.queue
         neighbours = self._routing.neighbours[cand.key]
         return outlook(
-            cand, neighbours, state.agents, state.now, q.session_timeout, q.avg_handle_time
+            cand,
+            neighbours,
+            state.agents,
+            state.buyers,
+            state.now,
+            q.session_timeout,
+            q.avg_handle_time,
         )
 
     def flush(self, cand: Candidate) -> None:
