@@ -63,6 +63,7 @@ from daemon.core.patience import Survival
 from topics.events import AgentStatus
 
 COUNT_FROM = 0.5  # an expected arrival counts once this much of a slot is expected
+Rival = tuple["Candidate", float, list[float]]  # (candidate, share, its `stays_ahead`)
 
 if TYPE_CHECKING:
     from daemon.core.candidate import Candidate, QueueItem
@@ -77,7 +78,7 @@ class Outlook:
     now: int  # epoch ms
     seed_ms: int  # `queue.avg_handle_time`: the handle time before sessions are observed
     times: SlotTimes  # when the candidate's next slots free (epoch ms, earliest first)
-    rivals: list[tuple[Candidate, float]]  # queues sharing online agents, with that share
+    rivals: list[Rival]  # queues sharing online agents, with that share and their stays
     coming: Coming  # expected slots of offline members online by each coming time
     stays: list[float]  # [j]: expected stayers among the first j in line (empty: use stay)
 
@@ -97,9 +98,10 @@ def outlook(
     timeout."""
     times = cand.slots.times(cand.caps, agents, now, timeout_ms)
     view = coming(cand, agents, now, timeout_ms)
-    return Outlook(
-        now, seed_ms, times, rivals(cand, neighbours), view, stays_ahead(cand, buyers, now)
-    )
+    others = [
+        (rival, share, stays_ahead(rival, buyers, now)) for rival, share in rivals(cand, neighbours)
+    ]
+    return Outlook(now, seed_ms, times, others, view, stays_ahead(cand, buyers, now))
 
 
 def stays_ahead(cand: Candidate, buyers: Mapping[str, Buyer], now: int) -> list[float]:
@@ -150,16 +152,13 @@ def rivals(cand: Candidate, neighbours: Sequence[Candidate]) -> list[tuple[Candi
 
 
 def ahead(
-    cand: Candidate,
-    position: int,
-    item: QueueItem,
-    rivals: list[tuple[Candidate, float]],
-    stays: list[float],
+    cand: Candidate, position: int, item: QueueItem, rivals: list[Rival], stays: list[float]
 ) -> int:
     """Buyers expected to be served from `cand`'s slots before the buyer at `position`."""
     expected = stays[position - 1] if position <= len(stays) else (position - 1) * cand.stay
-    for rival, share in rivals:
-        expected += rival.queue.bisect_left(item) * share * rival.stay
+    for rival, share, theirs in rivals:
+        older = rival.queue.bisect_left(item)
+        expected += share * (theirs[older] if older < len(theirs) else older * rival.stay)
     return round(expected)
 
 

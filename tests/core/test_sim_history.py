@@ -44,7 +44,7 @@ def test_history_none_is_the_run_from_before_the_history_existed(big: ShopConfig
     candidates learn within the day (daemon/core/patience.py) needs no history."""
     data = run(big, "steady", "none", scale=0.5).trace.to_json()
     digest = hashlib.sha256(orjson.dumps(data)).hexdigest()
-    assert digest == "6e94a13ece91847e14791cc5ca74461be9b9edfefe049f3e5803b3ebb91a40bc"
+    assert digest == "e7c2f4b33ccd5a73d2b1d1e3caced8592d8f82a730c45166b8aea9dec88fd4fa"
     for inquiry in data["inquiries"]:
         inquiry["estimate_s"] = None
     digest = hashlib.sha256(orjson.dumps(data)).hexdigest()
