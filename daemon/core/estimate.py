@@ -63,12 +63,13 @@ from daemon.core.patience import Survival
 from topics.events import AgentStatus
 
 COUNT_FROM = 0.5  # an expected arrival counts once this much of a slot is expected
-Rival = tuple["Candidate", float, list[float]]  # (candidate, share, its `stays_ahead`)
 
 if TYPE_CHECKING:
     from daemon.core.candidate import Candidate, QueueItem
     from daemon.core.model import AgentState, Buyer
     from daemon.core.slots import SlotTimes
+
+    Rival = tuple[Candidate, float, list[float]]  # (candidate, share, its `stays_ahead`)
 
 
 @dataclass(slots=True)

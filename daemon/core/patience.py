@@ -24,6 +24,7 @@ for the whole line (`stays_ahead`), so each estimate reads a prefix sum.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 EDGES_S = (15.0, 30.0, 60.0, 90.0, 120.0, 180.0, 240.0, 360.0, 480.0, 720.0)
 BINS = len(EDGES_S) + 1
@@ -70,11 +71,14 @@ class Survival:
 
     def hazard(self, t: float) -> float:
         """Cumulative hazard of leaving by `t` seconds in line."""
-        b = 0
-        while b < BINS - 1 and t >= EDGES_S[b]:
-            b += 1
+        b = bisect_right(EDGES_S, t)
         return self._cum[b] + self._rates[b] * (t - _LOWS[b])
 
     def stays(self, waited_s: float, more_s: float) -> float:
         """The chance a buyer in line for `waited_s` is still there `more_s` later."""
-        return math.exp(self.hazard(waited_s) - self.hazard(waited_s + max(0.0, more_s)))
+        cum, rates = self._cum, self._rates
+        a = bisect_right(EDGES_S, waited_s)
+        end = waited_s + max(0.0, more_s)
+        b = bisect_right(EDGES_S, end)
+        gone = cum[b] + rates[b] * (end - _LOWS[b]) - cum[a] - rates[a] * (waited_s - _LOWS[a])
+        return math.exp(-gone) if gone > 0.0 else 1.0
