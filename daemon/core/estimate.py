@@ -9,21 +9,27 @@ average rate:
     T      = session_timeout
     H      = mean session duration in the candidate (`Candidate.handle_time_ms`)
     end(s) = last agent message + T       (the buyer wrote last: now + T), at least now —
-             the earliest the session can end; a chat that goes on ends later, but
-             agents also come online early, and the simulator's error figures bear the
-             earliest end out
+             the earliest the session can end; a chat that goes on ends later, but the
+             sessions a queued buyer waits for have mostly been quiet for minutes and
+             will end then: in the lab, reading every open session's true end instead
+             changes the error by under 1% (BENCHMARKS.md), so no chat model is kept
     slots  = for each online member agent at or over its cap, the ends of its sessions
              but the first load − cap (those only bring it back to its cap): each later
              end frees a slot; all sorted, the moments the candidate's next slots free
              (kept as an index per candidate, `daemon/core/slots.py`: O(log n) to read,
              so an estimate costs the same with 10,000 sessions open as with 10)
+    q(j)   = the chance the buyer j in line is still there when its turn comes: S(w + m)
+             / S(w), w its time in line, m until its own last announced moment of
+             service (`QueueEntry.last_eta`), S the candidate's learned patience
+             (daemon/core/patience.py: hazard of leaving by time in line, from exits);
+             Q(n) = q summed over the first n in line, once per outlook (`stays_ahead`)
     stay   = the share of a queue's buyers who stayed until served, of those who left it
-             lately (`Candidate.observe_exit`: an EWMA, 1 until anyone leaves)
+             lately (`Candidate.observe_exit`: an EWMA): q where nobody has left yet
     rivals = the other candidates with buyers in line that share online agents with this
              one; share(R) = the part of R's online capacity (Σ caps) those agents hold.
              A freed slot goes to the oldest head among the queues of its agent's
              candidates (`Queues.drain`), so R's older buyers take some of our slots
-    ahead  = round((k − 1) · stay + Σ_R older(R) · share(R) · stay(R))
+    ahead  = round(Q(k − 1) + Σ_R share(R) · Q_R(older(R)))
              for the buyer at 1-based position k; older(R) = R's buyers served before
              it in that order (higher priority, or equal and earlier)
     need   = ahead + 1 − free slots
@@ -43,12 +49,13 @@ average rate:
     Without expected arrivals (no history, everyone online) it is `known(need) − now`.
     E has at most one point per 15-minute bin of the horizon (9) plus one per member on a
     break; it is computed once a minute per candidate with a line (`coming`, cached on the
-    candidate) and each estimate walks it: O(points · log n).
+    candidate) and each estimate walks it: O(points · log n). Q costs O(line) per outlook
+    (one per tick and per buyer joining), each estimate then O(log n).
 
-It does not know which buyers ahead will give up, only how many tend to; nor which later
-messages will extend a session (errs short). Agents coming online it knows only as a habit
-(errs either way on a day unlike the ones it learned from). `fenliu simulate` measures its
-error against two baselines (BENCHMARKS.md, "Wait estimates that know who is coming").
+It does not know which buyers ahead will give up, only how likely each is to by then;
+agents coming online or going on a break it knows only as a habit (errs either way on a
+day unlike the ones it learned from). `fenliu simulate` measures its error against two
+baselines (BENCHMARKS.md, "Wait estimates that know who is coming").
 """
 
 from __future__ import annotations
