@@ -58,7 +58,7 @@ from sortedcontainers import SortedList
 
 from daemon.core.config import AgentConfig, GroupConfig, ShopConfig
 from daemon.core.model import AgentState, QueueEntry
-from daemon.core.patience import new_patience, observe
+from daemon.core.patience import Survival, new_patience, observe
 from daemon.core.slots import SlotIndex
 from topics.events import AgentStatus, Mode
 
@@ -116,6 +116,7 @@ class Candidate:
     handle_n: int = 0
     stay: float = 1.0  # share of this queue's buyers served rather than gone (observe_exit)
     patience: list[float] = field(default_factory=new_patience)  # when they give up
+    survival: Survival | None = None  # `patience` read (derived: None after each change)
     last_tick: int = -(10**15)
     dirty: bool = False
     contrib: dict[str, tuple[int, int, int]] = field(default_factory=dict)
@@ -371,6 +372,14 @@ class Candidate:
         gave up; else expired or overflowed)."""
         self.stay += STAY_EWMA * (float(served) - self.stay)
         observe(self.patience, waited_ms, left)
+        self.survival = None
+
+    def read_patience(self) -> Survival:
+        """`patience` read for the estimates, kept until the next exit changes it."""
+        survival = self.survival
+        if survival is None:
+            survival = self.survival = Survival(self.patience)
+        return survival
 
     def handle_time_ms(self, seed_ms: int) -> float:
         """Mean session duration: observed, blended with the seed until enough data."""
@@ -433,6 +442,7 @@ def set_runtime(cand: Candidate, data: dict[str, object]) -> None:
             elif isinstance(value, list):
                 value = [float(v) for v in value]
             setattr(cand, name, value)
+    cand.survival = None
 
 
 def build_candidates(

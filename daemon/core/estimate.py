@@ -63,20 +63,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from daemon.core.arrivals import MINUTE_MS, Coming, expected_capacity
-from daemon.core.patience import Survival
+from daemon.core.candidate import Candidate, QueueItem
+from daemon.core.model import AgentState, Buyer
+from daemon.core.slots import SlotTimes
 from topics.events import AgentStatus
 
 COUNT_FROM = 0.5  # an expected arrival counts once this much of a slot is expected
+EXACT_AHEAD = 8  # buyers of a line one joining buyer's estimate asks whether they stay
 
-if TYPE_CHECKING:
-    from daemon.core.candidate import Candidate, QueueItem
-    from daemon.core.model import AgentState, Buyer
-    from daemon.core.slots import SlotTimes
-
-    Rival = tuple[Candidate, float, list[float]]  # (candidate, share, its `stays_ahead`)
+# imported at run time, not only for the type checker: the compiled core (mypyc) needs the
+# modules of the native classes `Outlook` holds loaded first, else importing this module
+# alone crashed the interpreter
+Rival = tuple[Candidate, float, list[float]]  # (candidate, share, its `stays_ahead`)
 
 
 @dataclass(slots=True)
@@ -99,28 +99,38 @@ def outlook(
     now: int,
     timeout_ms: int,
     seed_ms: int,
+    limit: int | None = None,
 ) -> Outlook:
     """The slot times and rival queues of `cand` now; see the module docstring.
 
     `neighbours` are the candidates sharing agents with `cand`, `timeout_ms` the session
-    timeout."""
+    timeout; `limit` bounds how many buyers of each line are asked whether they will stay
+    (None: all; the rest count at the flat share, see `stays_ahead`)."""
     times = cand.slots.times(cand.caps, agents, now, timeout_ms)
     view = coming(cand, agents, now, timeout_ms)
     others = [
-        (rival, share, stays_ahead(rival, buyers, now)) for rival, share in rivals(cand, neighbours)
+        (rival, share, stays_ahead(rival, buyers, now, limit))
+        for rival, share in rivals(cand, neighbours)
     ]
-    return Outlook(now, seed_ms, times, others, view, stays_ahead(cand, buyers, now))
+    return Outlook(now, seed_ms, times, others, view, stays_ahead(cand, buyers, now, limit))
 
 
-def stays_ahead(cand: Candidate, buyers: Mapping[str, Buyer], now: int) -> list[float]:
-    """Prefix sums over `cand`'s line of the chance each buyer is still there at its own
-    announced time of service (daemon/core/patience.py); empty until anyone left."""
-    survival = Survival(cand.patience)
+def stays_ahead(
+    cand: Candidate, buyers: Mapping[str, Buyer], now: int, limit: int | None = None
+) -> list[float]:
+    """Prefix sums over the first `limit` (None: all) of `cand`'s line of the chance each
+    buyer is still there at its own announced time of service (daemon/core/patience.py);
+    empty until anyone left. A queue tick announces every buyer, so it reads the whole line
+    (O(line), like the announcements); one buyer's estimate (joining the line) reads at
+    most EXACT_AHEAD of each line, so joining costs the same with 5,000 in line as with 50,
+    and counts the buyers behind those at the line's flat share (`stayers`)."""
+    survival = cand.read_patience()
     if not survival.known:
         return []
     sums = [0.0]
     total = 0.0
-    for item in cand.queue:
+    queue = cand.queue if limit is None else cand.queue.islice(0, limit)
+    for item in queue:
         entry = buyers[item[3]].queued
         more = (entry.last_eta - now) / 1000.0 if entry is not None and entry.last_eta else 0.0
         total += survival.stays((now - item[1]) / 1000.0, more)
@@ -163,11 +173,21 @@ def ahead(
     cand: Candidate, position: int, item: QueueItem, rivals: list[Rival], stays: list[float]
 ) -> int:
     """Buyers expected to be served from `cand`'s slots before the buyer at `position`."""
-    expected = stays[position - 1] if position <= len(stays) else (position - 1) * cand.stay
+    expected = stayers(stays, position - 1, cand.stay)
     for rival, share, theirs in rivals:
-        older = rival.queue.bisect_left(item)
-        expected += share * (theirs[older] if older < len(theirs) else older * rival.stay)
+        expected += share * stayers(theirs, rival.queue.bisect_left(item), rival.stay)
     return round(expected)
+
+
+def stayers(stays: list[float], n: int, stay: float) -> float:
+    """Expected stayers among the first `n` in line: the prefix sums of `stays_ahead` as far
+    as they go, the flat share `stay` for each buyer beyond."""
+    if not stays:
+        return n * stay
+    last = len(stays) - 1
+    if n <= last:
+        return stays[n]
+    return stays[last] + (n - last) * stay
 
 
 def estimate_s(cand: Candidate, position: int, item: QueueItem, view: Outlook) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.core.estimate import EXACT_AHEAD, stayers, stays_ahead
 from daemon.core.patience import BINS, Survival, new_patience, observe
 from daemon.core.snapshot import dump_shop, load_shop
 from tests.scenario import SHOP, Scenario, shop
@@ -86,3 +87,31 @@ def test_patience_survives_a_snapshot_and_the_restored_shop_estimates_the_same()
     later = original.now + 20_000  # the next tick announces the line's waits again
     assert restored.on_timer(later) == original.on_timer(later)
     assert dump_shop(restored) == dump_shop(original)
+
+
+def test_a_joining_buyer_asks_only_the_first_buyers_ahead_the_rest_count_at_the_flat_share() -> (
+    None
+):
+    """Joining a long line costs the same as a short one: `stays_ahead` with a limit reads
+    EXACT_AHEAD buyers; `stayers` counts the ones behind those at the flat share `stay`."""
+    cfg = shop(["a1"], queue=_q(avg_handle_time="5m", session_timeout="2m"))
+    sc = Scenario(cfg)
+    sc.at("0s").online("a1")
+    sc.inquiry("s1")
+    sc.says("s1")
+    for n in range(30):
+        sc.after("5s").inquiry(f"gone{n}")
+        sc.after("25s").leave(f"gone{n}")
+    for n in range(EXACT_AHEAD + 20):
+        sc.after("1s").inquiry(f"w{n}")
+    engine = sc.engine.shop(SHOP)
+    cand = engine.routing.candidate("g")
+    assert cand is not None and len(cand.queue) == EXACT_AHEAD + 20
+    buyers, now = engine.state.buyers, engine.state.now
+    full = stays_ahead(cand, buyers, now)
+    some = stays_ahead(cand, buyers, now, EXACT_AHEAD)
+    assert len(full) == EXACT_AHEAD + 21 and some == full[: EXACT_AHEAD + 1]
+    n = EXACT_AHEAD + 20
+    assert stayers(some, n, cand.stay) == some[-1] + 20 * cand.stay
+    assert stayers(full, n, cand.stay) == full[-1] != stayers(some, n, cand.stay)
+    assert stayers([], n, cand.stay) == n * cand.stay  # nobody left yet: the flat share
