@@ -49,8 +49,10 @@ average rate:
     Without expected arrivals (no history, everyone online) it is `known(need) − now`.
     E has at most one point per 15-minute bin of the horizon (9) plus one per member on a
     break; it is computed once a minute per candidate with a line (`coming`, cached on the
-    candidate) and each estimate walks it: O(points · log n). Q costs O(line) per outlook
-    (one per tick and per buyer joining), each estimate then O(log n).
+    candidate) and each estimate walks it: O(points · log n). Q costs O(line) at a queue
+    tick (which announces the whole line anyway); a buyer joining reads Q over at most
+    EXACT_AHEAD buyers of each line and counts those behind at the flat `stay`, so joining
+    costs the same with 5,000 in line as with 50. Each estimate is then O(log n).
 
 It does not know which buyers ahead will give up, only how likely each is to by then;
 agents coming online or going on a break it knows only as a habit (errs either way on a
