@@ -10,11 +10,13 @@ messages in open sessions, buyer and agent taking turns — is timed twice on th
 - peak: every agent at its cap (10,000 sessions) and 5,000 buyers already queued, so every
   inquiry of the batch joins the line and is told its position and estimated wait.
 
-Sessions time out after 10 minutes and nobody gives up waiting, so nothing else happens
-while the batch runs. Each state is built afresh for each repetition (best of REPEATS).
-The scenario runs for queueing scope `shop` (one group) and for scope `groups` with three
-groups sharing every agent. Last line: `ratio peak/normal = X` for the one-group shop
-(issue 12's target: >= 0.5 through the engine).
+Sessions time out after 10 minutes. Before the line is filled, LEAVERS buyers join it and
+give up after 30 s, so the shop has learned that buyers leave (`daemon/core/patience.py`)
+and every estimate asks the buyers ahead whether they will stay; nobody else gives up, so
+nothing else happens while the batch runs. Each state is built afresh for each repetition
+(best of REPEATS). The scenario runs for queueing scope `shop` (one group) and for scope
+`groups` with three groups sharing every agent. Last line: `ratio peak/normal = X` for the
+one-group shop (issue 12's target: >= 0.5 through the engine).
 
 Then the same through the real daemon (`fenliu run` on a Tansu broker and a redis-server
 started here, one partition): the state is built by producing the events that built it on
@@ -55,6 +57,7 @@ from topics.events import (
     AgentStatusChanged,
     Assignment,
     BuyerInquired,
+    BuyerLeft,
     InputEvent,
     InquiryContext,
     MessageSent,
@@ -67,6 +70,7 @@ T0 = 1_700_000_000_000
 AGENTS = 200
 CAP = 50
 QUEUED = 5_000
+LEAVERS = 20  # buyers who give up before the line is filled (module docstring)
 INQUIRIES = 1_000  # in the timed batch
 MESSAGES_PER_INQUIRY = 10
 REPEATS = 3
@@ -112,6 +116,7 @@ class Rig:
         self.ids = 0
         self.open: list[tuple[str, str]] = []  # (buyer, agent) of open sessions, in order
         self.queued = 0
+        self.waiting: list[str] = []  # buyers queued, in order
         for agent in config.agents:
             self.feed(
                 AgentStatusChanged(self.next("s"), SHOP, self.now, agent.id, AgentStatus.ONLINE)
@@ -128,6 +133,7 @@ class Rig:
                 self.open.append((out.buyer_id, out.agent_id))
             elif isinstance(out, QueueUpdate) and out.status is QueueStatus.QUEUED:
                 self.queued += 1
+                self.waiting.append(out.buyer_id)
 
     def inquiry(self) -> BuyerInquired:
         intent = self.intents[self.ids % len(self.intents)]
@@ -141,6 +147,14 @@ class Rig:
             self.feed(self.inquiry())
         for buyer, agent in self.open:
             self.feed(MessageSent(self.next("m"), SHOP, self.now, buyer, "agent", agent))
+        if queued:  # a few give up first: the shop learns that buyers leave
+            while self.queued < LEAVERS:
+                self.now += 1
+                self.feed(self.inquiry())
+            self.now += 30_000
+            for buyer in self.waiting[:LEAVERS]:
+                self.feed(BuyerLeft(self.next("l"), SHOP, self.now, buyer))
+            self.queued -= LEAVERS
         while self.queued < queued:
             self.now += 1
             self.feed(self.inquiry())

@@ -31,6 +31,7 @@ HOT = (
     "engine",
     "estimate",
     "model",
+    "patience",
     "queues",
     "routing",
     "rules",

@@ -58,6 +58,7 @@ from sortedcontainers import SortedList
 
 from daemon.core.config import AgentConfig, GroupConfig, ShopConfig
 from daemon.core.model import AgentState, QueueEntry
+from daemon.core.patience import Survival, new_patience, observe
 from daemon.core.slots import SlotIndex
 from topics.events import AgentStatus, Mode
 
@@ -114,6 +115,8 @@ class Candidate:
     handle_ewma: float = 0.0
     handle_n: int = 0
     stay: float = 1.0  # share of this queue's buyers served rather than gone (observe_exit)
+    patience: list[float] = field(default_factory=new_patience)  # when they give up
+    survival: Survival | None = None  # `patience` read (derived: None after each change)
     last_tick: int = -(10**15)
     dirty: bool = False
     contrib: dict[str, tuple[int, int, int]] = field(default_factory=dict)
@@ -364,9 +367,19 @@ class Candidate:
             self.handle_ewma += HANDLE_EWMA * (duration_ms - self.handle_ewma)
         self.handle_n += 1
 
-    def observe_exit(self, served: bool) -> None:
-        """Feed one exit from the queue: served, or gone (left, expired, overflowed)."""
+    def observe_exit(self, served: bool, waited_ms: int, left: bool) -> None:
+        """Feed one exit from the queue after `waited_ms` in line: served, or gone (`left`:
+        gave up; else expired or overflowed)."""
         self.stay += STAY_EWMA * (float(served) - self.stay)
+        observe(self.patience, waited_ms, left)
+        self.survival = None
+
+    def read_patience(self) -> Survival:
+        """`patience` read for the estimates, kept until the next exit changes it."""
+        survival = self.survival
+        if survival is None:
+            survival = self.survival = Survival(self.patience)
+        return survival
 
     def handle_time_ms(self, seed_ms: int) -> float:
         """Mean session duration: observed, blended with the seed until enough data."""
@@ -404,6 +417,7 @@ RUNTIME_FIELDS = (
     "handle_ewma",
     "handle_n",
     "stay",
+    "patience",
     "last_tick",
     "dirty",
 )
@@ -414,6 +428,7 @@ def runtime_of(cand: Candidate) -> dict[str, object]:
     """A candidate's learned state as plain data."""
     data = {name: getattr(cand, name) for name in RUNTIME_FIELDS}
     data["passes"] = dict(cand.passes)
+    data["patience"] = list(cand.patience)
     return data
 
 
@@ -422,7 +437,12 @@ def set_runtime(cand: Candidate, data: dict[str, object]) -> None:
     for name in RUNTIME_FIELDS:
         if name in data:
             value = data[name]
-            setattr(cand, name, dict(value) if isinstance(value, dict) else value)
+            if isinstance(value, dict):
+                value = dict(value)
+            elif isinstance(value, list):
+                value = [float(v) for v in value]
+            setattr(cand, name, value)
+    cand.survival = None
 
 
 def build_candidates(

@@ -9,21 +9,27 @@ average rate:
     T      = session_timeout
     H      = mean session duration in the candidate (`Candidate.handle_time_ms`)
     end(s) = last agent message + T       (the buyer wrote last: now + T), at least now —
-             the earliest the session can end; a chat that goes on ends later, but
-             agents also come online early, and the simulator's error figures bear the
-             earliest end out
+             the earliest the session can end; a chat that goes on ends later, but the
+             sessions a queued buyer waits for have mostly been quiet for minutes and
+             will end then: in the lab, reading every open session's true end instead
+             changes the error by under 1% (BENCHMARKS.md), so no chat model is kept
     slots  = for each online member agent at or over its cap, the ends of its sessions
              but the first load − cap (those only bring it back to its cap): each later
              end frees a slot; all sorted, the moments the candidate's next slots free
              (kept as an index per candidate, `daemon/core/slots.py`: O(log n) to read,
              so an estimate costs the same with 10,000 sessions open as with 10)
+    q(j)   = the chance the buyer j in line is still there when its turn comes: S(w + m)
+             / S(w), w its time in line, m until its own last announced moment of
+             service (`QueueEntry.last_eta`), S the candidate's learned patience
+             (daemon/core/patience.py: hazard of leaving by time in line, from exits);
+             Q(n) = q summed over the first n in line, once per outlook (`stays_ahead`)
     stay   = the share of a queue's buyers who stayed until served, of those who left it
-             lately (`Candidate.observe_exit`: an EWMA, 1 until anyone leaves)
+             lately (`Candidate.observe_exit`: an EWMA): q where nobody has left yet
     rivals = the other candidates with buyers in line that share online agents with this
              one; share(R) = the part of R's online capacity (Σ caps) those agents hold.
              A freed slot goes to the oldest head among the queues of its agent's
              candidates (`Queues.drain`), so R's older buyers take some of our slots
-    ahead  = round((k − 1) · stay + Σ_R older(R) · share(R) · stay(R))
+    ahead  = round(Q(k − 1) + Σ_R share(R) · Q_R(older(R)))
              for the buyer at 1-based position k; older(R) = R's buyers served before
              it in that order (higher priority, or equal and earlier)
     need   = ahead + 1 − free slots
@@ -43,12 +49,15 @@ average rate:
     Without expected arrivals (no history, everyone online) it is `known(need) − now`.
     E has at most one point per 15-minute bin of the horizon (9) plus one per member on a
     break; it is computed once a minute per candidate with a line (`coming`, cached on the
-    candidate) and each estimate walks it: O(points · log n).
+    candidate) and each estimate walks it: O(points · log n). Q costs O(line) at a queue
+    tick (which announces the whole line anyway); a buyer joining reads Q over at most
+    EXACT_AHEAD buyers of each line and counts those behind at the flat `stay`, so joining
+    costs the same with 5,000 in line as with 50. Each estimate is then O(log n).
 
-It does not know which buyers ahead will give up, only how many tend to; nor which later
-messages will extend a session (errs short). Agents coming online it knows only as a habit
-(errs either way on a day unlike the ones it learned from). `fenliu simulate` measures its
-error against two baselines (BENCHMARKS.md, "Wait estimates that know who is coming").
+It does not know which buyers ahead will give up, only how likely each is to by then;
+agents coming online or going on a break it knows only as a habit (errs either way on a
+day unlike the ones it learned from). `fenliu simulate` measures its error against two
+baselines (BENCHMARKS.md, "Wait estimates that know who is coming").
 """
 
 from __future__ import annotations
@@ -56,17 +65,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from daemon.core.arrivals import MINUTE_MS, Coming, expected_capacity
+from daemon.core.candidate import Candidate, QueueItem
+from daemon.core.model import AgentState, Buyer
+from daemon.core.slots import SlotTimes
 from topics.events import AgentStatus
 
 COUNT_FROM = 0.5  # an expected arrival counts once this much of a slot is expected
+EXACT_AHEAD = 8  # buyers of a line one joining buyer's estimate asks whether they stay
 
-if TYPE_CHECKING:
-    from daemon.core.candidate import Candidate, QueueItem
-    from daemon.core.model import AgentState
-    from daemon.core.slots import SlotTimes
+# imported at run time, not only for the type checker: the compiled core (mypyc) needs the
+# modules of the native classes `Outlook` holds loaded first, else importing this module
+# alone crashed the interpreter
+Rival = tuple[Candidate, float, list[float]]  # (candidate, share, its `stays_ahead`)
 
 
 @dataclass(slots=True)
@@ -76,25 +88,56 @@ class Outlook:
     now: int  # epoch ms
     seed_ms: int  # `queue.avg_handle_time`: the handle time before sessions are observed
     times: SlotTimes  # when the candidate's next slots free (epoch ms, earliest first)
-    rivals: list[tuple[Candidate, float]]  # queues sharing online agents, with that share
+    rivals: list[Rival]  # queues sharing online agents, with that share and their stays
     coming: Coming  # expected slots of offline members online by each coming time
+    stays: list[float]  # [j]: expected stayers among the first j in line (empty: use stay)
 
 
 def outlook(
     cand: Candidate,
     neighbours: Sequence[Candidate],
     agents: Mapping[str, AgentState],
+    buyers: Mapping[str, Buyer],
     now: int,
     timeout_ms: int,
     seed_ms: int,
+    limit: int | None = None,
 ) -> Outlook:
     """The slot times and rival queues of `cand` now; see the module docstring.
 
     `neighbours` are the candidates sharing agents with `cand`, `timeout_ms` the session
-    timeout."""
+    timeout; `limit` bounds how many buyers of each line are asked whether they will stay
+    (None: all; the rest count at the flat share, see `stays_ahead`)."""
     times = cand.slots.times(cand.caps, agents, now, timeout_ms)
     view = coming(cand, agents, now, timeout_ms)
-    return Outlook(now, seed_ms, times, rivals(cand, neighbours), view)
+    others = [
+        (rival, share, stays_ahead(rival, buyers, now, limit))
+        for rival, share in rivals(cand, neighbours)
+    ]
+    return Outlook(now, seed_ms, times, others, view, stays_ahead(cand, buyers, now, limit))
+
+
+def stays_ahead(
+    cand: Candidate, buyers: Mapping[str, Buyer], now: int, limit: int | None = None
+) -> list[float]:
+    """Prefix sums over the first `limit` (None: all) of `cand`'s line of the chance each
+    buyer is still there at its own announced time of service (daemon/core/patience.py);
+    empty until anyone left. A queue tick announces every buyer, so it reads the whole line
+    (O(line), like the announcements); one buyer's estimate (joining the line) reads at
+    most EXACT_AHEAD of each line, so joining costs the same with 5,000 in line as with 50,
+    and counts the buyers behind those at the line's flat share (`stayers`)."""
+    survival = cand.read_patience()
+    if not survival.known:
+        return []
+    sums = [0.0]
+    total = 0.0
+    queue = cand.queue if limit is None else cand.queue.islice(0, limit)
+    for item in queue:
+        entry = buyers[item[3]].queued
+        more = (entry.last_eta - now) / 1000.0 if entry is not None and entry.last_eta else 0.0
+        total += survival.stays((now - item[1]) / 1000.0, more)
+        sums.append(total)
+    return sums
 
 
 def coming(cand: Candidate, agents: Mapping[str, AgentState], now: int, timeout_ms: int) -> Coming:
@@ -129,18 +172,29 @@ def rivals(cand: Candidate, neighbours: Sequence[Candidate]) -> list[tuple[Candi
 
 
 def ahead(
-    cand: Candidate, position: int, item: QueueItem, rivals: list[tuple[Candidate, float]]
+    cand: Candidate, position: int, item: QueueItem, rivals: list[Rival], stays: list[float]
 ) -> int:
     """Buyers expected to be served from `cand`'s slots before the buyer at `position`."""
-    expected = (position - 1) * cand.stay
-    for rival, share in rivals:
-        expected += rival.queue.bisect_left(item) * share * rival.stay
+    expected = stayers(stays, position - 1, cand.stay)
+    for rival, share, theirs in rivals:
+        expected += share * stayers(theirs, rival.queue.bisect_left(item), rival.stay)
     return round(expected)
+
+
+def stayers(stays: list[float], n: int, stay: float) -> float:
+    """Expected stayers among the first `n` in line: the prefix sums of `stays_ahead` as far
+    as they go, the flat share `stay` for each buyer beyond."""
+    if not stays:
+        return n * stay
+    last = len(stays) - 1
+    if n <= last:
+        return stays[n]
+    return stays[last] + (n - last) * stay
 
 
 def estimate_s(cand: Candidate, position: int, item: QueueItem, view: Outlook) -> int:
     """Seconds until the buyer at `position` (queue item `item`) is served."""
-    before = ahead(cand, position, item, view.rivals)
+    before = ahead(cand, position, item, view.rivals, view.stays)
     need = before + 1 - cand.free_slots
     if need <= 0:
         return 0

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from daemon.core.candidate import Candidate, QueueItem
 from daemon.core.effects import Effects
-from daemon.core.estimate import Outlook, estimate_s, outlook
+from daemon.core.estimate import EXACT_AHEAD, Outlook, estimate_s, outlook
 from daemon.core.model import Buyer, BuyerPhase, QueueEntry, Trigger
 from daemon.core.routing import Routing
 from daemon.core.sessions import Sessions
@@ -71,7 +71,8 @@ class Queues:
         cand = self._routing.candidate(entry.cand)
         assert cand is not None
         cand.queue.remove(cand.item(entry, buyer.id))
-        cand.observe_exit(served=trigger is None)
+        waited = self._state.now - entry.arrival
+        cand.observe_exit(trigger is None, waited, left=trigger == "leave")
         self._effects.buyer_changed(buyer.id)
         if trigger is not None:
             buyer.move(trigger)
@@ -112,20 +113,28 @@ class Queues:
             position = position or cand.position(entry, buyer_id)
             if estimate is None:
                 item = cand.item(entry, buyer_id)
-                estimate = estimate_s(cand, position, item, self.outlook(cand))
+                view = self.outlook(cand, EXACT_AHEAD)
+                estimate = estimate_s(cand, position, item, view)
             entry.last_position, entry.last_estimate = position, estimate
             entry.last_eta = now + estimate * 1000
         self._effects.queue_update(
             now, entry.inquiry_id, entry.updates, buyer_id, cand.group, status, position, estimate
         )
 
-    def outlook(self, cand: Candidate) -> Outlook:
-        """What the wait estimates of `cand`'s line read now."""
+    def outlook(self, cand: Candidate, limit: int | None = None) -> Outlook:
+        """What the wait estimates of `cand`'s line read now (`limit`: `estimate.outlook`)."""
         state = self._state
         q = state.config.queue
         neighbours = self._routing.neighbours[cand.key]
         return outlook(
-            cand, neighbours, state.agents, state.now, q.session_timeout, q.avg_handle_time
+            cand,
+            neighbours,
+            state.agents,
+            state.buyers,
+            state.now,
+            q.session_timeout,
+            q.avg_handle_time,
+            limit,
         )
 
     def flush(self, cand: Candidate) -> None:

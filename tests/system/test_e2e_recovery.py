@@ -12,6 +12,7 @@ import orjson
 import pytest
 import redis
 
+from daemon.core.patience import BINS, PATIENCE_EWMA
 from daemon.dev.stack import Broker
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
@@ -165,13 +166,14 @@ def _stored_agent(redis_url: str, prefix: str, shop: str, agent: str) -> dict:
     return orjson.loads(raw)
 
 
-async def test_the_learned_arrival_profile_moves_with_its_partition(
+async def test_the_learned_arrival_profile_and_patience_move_with_their_partition(
     broker: Broker, redis_url: str, tmp_path: Path
 ) -> None:
-    """Issue 15, fleet rule (STYLE 16): when an agent comes online is learned state. What one
-    live instance learned reaches the instance its partition moves to through the Redis
-    checkpoint, and that one learns on top of it: a1's shift starts and ends counted by the
-    first instance and by the second are all in the stored profile afterwards."""
+    """Issue 15, fleet rule (STYLE 16): when an agent comes online, and how long buyers wait
+    in line before giving up, are learned state. What one live instance learned reaches the
+    instance its partition moves to through the Redis checkpoint, and that one learns on top
+    of it: a1's shift starts and ends, and the buyers who queued behind a1 and left, counted
+    by the first instance and by the second, are all in the stored state afterwards."""
     topics = unique_topics()
     await create_topics(broker.bootstrap, topics, partitions=2)
     shops = {name: CRASH.replace('"crash"', f'"{name}"') for name in ("left", "right")}
@@ -188,6 +190,11 @@ async def test_the_learned_arrival_profile_moves_with_its_partition(
         await w.status("a1", "online")
         await w.inquiry(buyer)
         await w.assignment(buyer, timeout=40)
+        waiting = f"{buyer}-q"  # a1 is at its cap: queued, then gives up
+        await w.inquiry(waiting)
+        await w.wait_for(lambda e: e.get("status") == "queued" and e.get("buyer_id") == waiting)
+        await w.send(topics.inquiries, {"type": "leave", "buyer_id": waiting})
+        await w.wait_for(lambda e: e.get("status") == "left" and e.get("buyer_id") == waiting)
         await w.status("a1", "offline")
         await w.wait_for(lambda e: e["type"] == "session_closed" and e["buyer_id"] == buyer)
 
@@ -202,6 +209,9 @@ async def test_the_learned_arrival_profile_moves_with_its_partition(
         learned = {w.shop: _stored_agent(redis_url, prefix, w.shop, "a1") for w in wires}
         for row in learned.values():
             assert sum(weight for _, weight in row["arrivals"]) == pytest.approx(2, abs=1e-3)
+        waited = {w.shop: _stored_patience(redis_url, prefix, w.shop) for w in wires}
+        for leaves in waited.values():
+            assert leaves == pytest.approx(_leaves(2))
 
         second = DaemonProcess(config("second")).start(ready_within=40)
         code, _ = first.stop()  # every partition moves to the second instance
@@ -222,3 +232,21 @@ async def test_the_learned_arrival_profile_moves_with_its_partition(
         assert sum(weight for _, weight in row["departures"]) == pytest.approx(3, abs=1e-3)
         assert row["observed_since"] == before["observed_since"]  # first instance's start
         assert row["offline_at"] > before["offline_at"] and row["status"] == "offline"
+        assert _stored_patience(redis_url, prefix, shop) == pytest.approx(_leaves(3)), shop
+
+
+def _leaves(n: int) -> float:
+    """The weight of `n` leaves, the latest last, in a fresh candidate's patience."""
+    return sum(PATIENCE_EWMA * (1 - PATIENCE_EWMA) ** k for k in range(n))
+
+
+def _stored_patience(redis_url: str, prefix: str, shop: str) -> float:
+    """The leaves in group g's learned patience as the last checkpoint wrote it (the meta
+    part's `state`, daemon/service/store.py)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        raw = client.hget(f"{prefix}:{{{shop}}}:meta", "state")
+    finally:
+        client.close()
+    assert raw is not None, f"no stored meta of shop {shop}"
+    return float(sum(orjson.loads(raw)["candidates"]["g"]["patience"][:BINS]))
