@@ -33,18 +33,24 @@ def test_leaves_teach_the_hazard_by_time_in_line_and_served_buyers_only_exposure
     assert len(patience) == 2 * BINS
 
 
+def _taught(leavers: int) -> Scenario:
+    """a1 owes s1 a reply (its slot frees 2 min after now at the earliest), and `leavers`
+    buyers have each given up after 25 s in line."""
+    sc = Scenario(shop(["a1"], queue=_q(avg_handle_time="5m", session_timeout="2m")))
+    sc.at("0s").online("a1")
+    sc.inquiry("s1")
+    sc.says("s1")  # the session stays open until a1 replies
+    for n in range(leavers):
+        sc.after("5s").inquiry(f"gone{n}")
+        sc.after("25s").leave(f"gone{n}")
+    return sc
+
+
 def _estimate_behind_two(joined_before_s: int) -> int:
     """a1 owes s1 a reply (its slot frees 2 min after now at the earliest); 30 buyers have
     each given up after 25 s in line; two buyers join `joined_before_s` before x, who is
     third in line: its first estimate."""
-    cfg = shop(["a1"], queue=_q(avg_handle_time="5m", session_timeout="2m"))
-    sc = Scenario(cfg)
-    sc.at("0s").online("a1")
-    sc.inquiry("s1")
-    sc.says("s1")  # the session stays open until a1 replies
-    for n in range(30):
-        sc.after("5s").inquiry(f"gone{n}")
-        sc.after("25s").leave(f"gone{n}")
+    sc = _taught(30)
     sc.after("1m")
     sc.inquiry("y1")
     sc.inquiry("y2")
@@ -67,14 +73,8 @@ def test_buyers_ahead_past_the_usual_patience_are_expected_to_stay() -> None:
 
 
 def test_patience_survives_a_snapshot_and_the_restored_shop_estimates_the_same() -> None:
-    cfg = shop(["a1"], queue=_q(avg_handle_time="5m", session_timeout="2m"))
-    sc = Scenario(cfg)
-    sc.at("0s").online("a1")
-    sc.inquiry("s1")
-    sc.says("s1")
-    for n in range(10):
-        sc.after("5s").inquiry(f"gone{n}")
-        sc.after("25s").leave(f"gone{n}")
+    sc = _taught(10)
+    cfg = sc.engine.configs[SHOP]
     sc.inquiry("y1")
     sc.inquiry("y2")
     original = sc.engine.shop(SHOP)
@@ -94,14 +94,7 @@ def test_a_joining_buyer_asks_only_the_first_buyers_ahead_the_rest_count_at_the_
 ):
     """Joining a long line costs the same as a short one: `stays_ahead` with a limit reads
     EXACT_AHEAD buyers; `stayers` counts the ones behind those at the flat share `stay`."""
-    cfg = shop(["a1"], queue=_q(avg_handle_time="5m", session_timeout="2m"))
-    sc = Scenario(cfg)
-    sc.at("0s").online("a1")
-    sc.inquiry("s1")
-    sc.says("s1")
-    for n in range(30):
-        sc.after("5s").inquiry(f"gone{n}")
-        sc.after("25s").leave(f"gone{n}")
+    sc = _taught(30)
     for n in range(EXACT_AHEAD + 20):
         sc.after("1s").inquiry(f"w{n}")
     engine = sc.engine.shop(SHOP)
