@@ -25,15 +25,21 @@ def _conv_shop(strength: str = "mid", agents: list[Any] | None = None, **kw: Any
     )
 
 
-def _star_share(strength: str, buyers: int = 120) -> int:
-    sc = Scenario(_conv_shop(strength))
+def _star_rated(strength: str, others: float, buyers: int, **kw: Any) -> Scenario:
+    """Every agent online, "star" reported at 30% and the others at `others`, then `buyers`
+    buyers b0, b1, ... inquire."""
+    sc = Scenario(_conv_shop(strength, **kw))
     sc.at("0s").online(*AGENTS)
     sc.stats("star", 0.30)
     for agent in AGENTS[1:]:
-        sc.stats(agent, 0.10)
+        sc.stats(agent, others)
     for n in range(buyers):
         sc.inquiry(f"b{n}")
-    return sc.share(AGENTS)["star"]
+    return sc
+
+
+def _star_share(strength: str, buyers: int = 120) -> int:
+    return _star_rated(strength, 0.10, buyers).share(AGENTS)["star"]
 
 
 def test_high_conversion_agent_gets_a_larger_share_than_an_even_split() -> None:
@@ -176,14 +182,8 @@ def test_oracle_uses_efficiency_with_min_agents_or_fewer() -> None:
 # ------------------------------------------------------------------ issue 15: the model
 
 
-def _first_picks(strength: str, n: int, busy_threshold: int = 4) -> list[str]:
-    sc = Scenario(_conv_shop(strength, busy_threshold=busy_threshold))
-    sc.at("0s").online(*AGENTS)
-    sc.stats("star", 0.30)
-    for agent in AGENTS[1:]:
-        sc.stats(agent, 0.20)
-    for k in range(n):
-        sc.inquiry(f"b{k}")
+def _first_picks(strength: str, n: int) -> list[str]:
+    sc = _star_rated(strength, 0.20, n)
     return [sc.assignment(f"b{k}").agent_id for k in range(n)]
 
 
