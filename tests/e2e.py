@@ -57,17 +57,29 @@ def write_config(
     group_id: str = "fenliu-e2e",
     redis_cluster: bool = False,
     kafka_extra: str = "",
+    key_prefix: str | None = None,
 ) -> Path:
     """A fenliu.toml and shop files (name -> TOML text) in `folder`; returns the toml path.
 
-    The Redis key prefix is named after the topics, so daemons of different tests never
-    restore each other's shops.
+    The Redis key prefix is named after the topics unless given, so daemons of different
+    tests never restore each other's shops.
     """
     return write_daemon_config(
         folder, bootstrap=bootstrap, redis_url=redis_url, shops=shops, topics=topics,
-        group_id=group_id, key_prefix=topics.inquiries.split(".")[0],
+        group_id=group_id, key_prefix=key_prefix or topics.inquiries.split(".")[0],
         redis_cluster=redis_cluster, kafka_extra=kafka_extra,
     )  # fmt: skip
+
+
+def fleet_of_two(folder: Path, **config: Any) -> list[DaemonProcess]:
+    """Two instances of one fleet, not started: each with a fenliu.toml of its own in
+    `folder`/x and `folder`/y, written by `write_config(**config)` (same group, shops,
+    topics and Redis; each its own HTTP port and log)."""
+    daemons = []
+    for name in ("x", "y"):
+        (folder / name).mkdir(parents=True)
+        daemons.append(DaemonProcess(write_config(folder / name, **config)))
+    return daemons
 
 
 class DaemonProcess:

@@ -32,7 +32,7 @@ from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics
-from tests.e2e import DaemonProcess, Wire, write_config
+from tests.e2e import DaemonProcess, Wire, fleet_of_two, write_config
 from topics.events import BuyerInquired
 
 pytestmark = pytest.mark.e2e
@@ -73,15 +73,10 @@ async def test_a_paused_instance_wakes_fenced_and_publishes_nothing(
 ) -> None:
     topics = unique_topics()
     await create_topics(broker.bootstrap, topics, partitions=1)
-    daemons = []
-    for name in ("x", "y"):
-        (tmp_path / name).mkdir()
-        config = write_config(
-            tmp_path / name, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
-            shops={"s": SHOP.format(id="s")}, kafka_extra='session_timeout = "2s"',
-        )  # fmt: skip
-        daemons.append(DaemonProcess(config))
-    a, b = daemons
+    daemons = a, b = fleet_of_two(
+        tmp_path, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
+        shops={"s": SHOP.format(id="s")}, kafka_extra='session_timeout = "2s"',
+    )  # fmt: skip
     a.start()
     try:
         async with Wire(broker.bootstrap, topics, "s") as w:
@@ -283,14 +278,10 @@ async def test_each_instance_serves_the_api_of_its_own_shops_and_names_the_other
     first = next(s for s in ids if home_partition(s.encode(), 2) == 0)
     second = next(s for s in ids if home_partition(s.encode(), 2) == 1)
     shops = {s: SHOP.format(id=s) for s in (first, second)}
-    daemons = []
-    for name in ("x", "y"):
-        (tmp_path / name).mkdir()
-        config = write_config(
-            tmp_path / name, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
-            shops=shops, group_id=f"api-{topics.inquiries}",
-        )  # fmt: skip
-        daemons.append(DaemonProcess(config))
+    daemons = fleet_of_two(
+        tmp_path, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
+        shops=shops, group_id=f"api-{topics.inquiries}",
+    )  # fmt: skip
     try:
         for daemon in daemons:
             daemon.start(ready="/healthz")

@@ -32,7 +32,7 @@ from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics
-from tests.e2e import REPO, DaemonProcess, Wire, write_config
+from tests.e2e import REPO, Wire, fleet_of_two
 
 pytestmark = pytest.mark.e2e
 
@@ -99,14 +99,10 @@ async def test_librdkafka_defaults_are_dead_lettered_murmur2_routes_and_replay_r
     topics = unique_topics()
     await create_topics(broker.bootstrap, topics, partitions=PARTITIONS)
     shops = {s: SHOP.format(id=s) for s in SHOPS}
-    daemons = []
-    for name in ("x", "y"):
-        (tmp_path / name).mkdir()
-        config = write_config(
-            tmp_path / name, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
-            shops=shops, group_id=f"rdk-{topics.inquiries}",
-        )  # fmt: skip
-        daemons.append(DaemonProcess(config))
+    daemons = fleet_of_two(
+        tmp_path, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
+        shops=shops, group_id=f"rdk-{topics.inquiries}",
+    )  # fmt: skip
     # librdkafka's default (consistent_random) puts a keyed record on crc32(key) mod n
     misrouted = {
         s

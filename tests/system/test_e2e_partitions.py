@@ -26,14 +26,14 @@ import pytest
 
 from daemon.config.daemon_file import TopicsConfig
 from daemon.core.config import ShopConfig
-from daemon.dev.stack import Broker, write_daemon_config
+from daemon.dev.stack import Broker
 from daemon.service.clients import partition_counts
 from daemon.service.kafka import home_partition
 from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics
-from tests.e2e import DaemonProcess, Wire
+from tests.e2e import DaemonProcess, Wire, fleet_of_two
 
 pytestmark = pytest.mark.e2e
 
@@ -57,16 +57,11 @@ SHOPS = ("s1", "s4", "s5", "s8")  # homes on 2 partitions: 1, 0, 1, 1; on 4: 1, 
 def _configs(
     folder: Path, broker: Broker, redis_url: str, topics: TopicsConfig, prefix: str
 ) -> list[DaemonProcess]:
-    daemons = []
-    for name in ("x", "y"):
-        (folder / name).mkdir(parents=True)
-        config = write_daemon_config(
-            folder / name, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
-            shops={s: SHOP.format(id=s) for s in SHOPS}, group_id="fenliu-e2e",
-            key_prefix=prefix, kafka_extra='session_timeout = "2s"',
-        )  # fmt: skip
-        daemons.append(DaemonProcess(config))
-    return daemons
+    return fleet_of_two(
+        folder, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics,
+        shops={s: SHOP.format(id=s) for s in SHOPS}, key_prefix=prefix,
+        kafka_extra='session_timeout = "2s"',
+    )  # fmt: skip
 
 
 @pytest.mark.timeout(90)
