@@ -65,6 +65,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from daemon.core.arrivals import MINUTE_MS, Coming, expected_capacity
 from daemon.core.candidate import Candidate, QueueItem
@@ -131,7 +132,8 @@ def stays_ahead(
         return []
     sums = [0.0]
     total = 0.0
-    queue = cand.queue if limit is None else cand.queue.islice(0, limit)
+    # itertools.islice walks the sorted list's sublists in C; its own islice is Python
+    queue = cand.queue if limit is None else islice(cand.queue, limit)
     for item in queue:
         entry = buyers[item[3]].queued
         more = (entry.last_eta - now) / 1000.0 if entry is not None and entry.last_eta else 0.0

@@ -24,12 +24,13 @@ for the whole line (`stays_ahead`), so each estimate reads a prefix sum.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 
-EDGES_S = (15.0, 30.0, 60.0, 90.0, 120.0, 180.0, 240.0, 360.0, 480.0, 720.0)
+# typed `tuple[float, ...]`: mypyc would keep a fixed-length tuple unboxed and build a new
+# Python tuple each time it is indexed by a variable (every bin lookup of an estimate)
+EDGES_S: tuple[float, ...] = (15.0, 30.0, 60.0, 90.0, 120.0, 180.0, 240.0, 360.0, 480.0, 720.0)
 BINS = len(EDGES_S) + 1
 PATIENCE_EWMA = 0.01  # weight of each queue exit
-_LOWS = (0.0, *EDGES_S)
+_LOWS: tuple[float, ...] = (0.0, *EDGES_S)
 
 
 def new_patience() -> list[float]:
@@ -71,14 +72,27 @@ class Survival:
 
     def hazard(self, t: float) -> float:
         """Cumulative hazard of leaving by `t` seconds in line."""
-        b = bisect_right(EDGES_S, t)
+        b = _bin(t, 0)
         return self._cum[b] + self._rates[b] * (t - _LOWS[b])
 
     def stays(self, waited_s: float, more_s: float) -> float:
         """The chance a buyer in line for `waited_s` is still there `more_s` later."""
+        # Runs for each buyer asked by every estimate: float arithmetic and the bins found by
+        # a scan (no calls into bisect or max), all of which mypyc compiles to C.
         cum, rates = self._cum, self._rates
-        a = bisect_right(EDGES_S, waited_s)
-        end = waited_s + max(0.0, more_s)
-        b = bisect_right(EDGES_S, end)
+        a = _bin(waited_s, 0)
+        end = waited_s + (more_s if more_s > 0.0 else 0.0)
+        b = _bin(end, a)
         gone = cum[b] + rates[b] * (end - _LOWS[b]) - cum[a] - rates[a] * (waited_s - _LOWS[a])
         return math.exp(-gone) if gone > 0.0 else 1.0
+
+
+def _bin(t: float, start: int) -> int:
+    """The bin of `t` seconds, from bin `start` (at most that of `t`) on: the number of
+    EDGES_S at most `t`, as `bisect.bisect_right(EDGES_S, t)`."""
+    edges = EDGES_S
+    last = len(edges)
+    b = start
+    while b < last and not t < edges[b]:
+        b += 1
+    return b
