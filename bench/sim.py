@@ -412,56 +412,125 @@ def high_exponent(exponent: float) -> Iterator[None]:
 
 def even_bound(m_eff: dict[str, Any], m_orc: dict[str, Any], trace: Trace) -> dict[str, float]:
     """The highest presale Jain any routing could have at SHARE_TARGET of the oracle's
-    uplift: the assignments per online hour x (Jain's values) as even as possible, i.e.
-    min Σx² with Σx fixed, subject to the presale buyers' mean true rate reaching efficiency's
-    + SHARE_TARGET × (oracle's − efficiency's) (rates weighted by sessions, h·x). The
-    solution is x = α + β·h·(r − target): every agent gets the same plus a tilt by how much
-    better it converts; where that would be below 0, the agent gets 0 and the rest are
-    solved again. Caps are left out, so `jain` is an upper bound of the expected x.
-    Realised counts are less even (efficiency's presale Jain is 0.86-0.99 at light load,
-    not 1): `noisy` is the mean Jain of NOISY_DRAWS multinomial draws of the oracle's
-    number of presale sessions with chances h·x, and `even_noisy` the same with x equal
-    (to compare with efficiency's). `top`: the top 30% converters' share of sessions."""
+    uplift: the oracle's presale sessions spread as evenly as possible (`_placement` with
+    nothing fixed), subject to their mean true rate reaching efficiency's + SHARE_TARGET ×
+    (oracle's − efficiency's). Caps are left out, so `jain` is an upper bound of the
+    expected x. Realised counts are less even (efficiency's presale Jain is 0.86-0.99 at
+    light load, not 1): `noisy` is the mean Jain of NOISY_DRAWS multinomial draws of the
+    oracle's number of presale sessions with chances h·x, and `even_noisy` the same with x
+    equal (to compare with efficiency's). `top`: the top 30% converters' share of sessions."""
     per_hour = m_orc["fairness"]["by_group"]["presale"]["per_hour"]
     agents = sorted(per_hour)
     hours = {a: trace.agents[a].online_ms / HOUR_MS for a in agents}
     rate = {a: trace.agents[a].true_conversion for a in agents}
-
-    def mean_rate(x: dict[str, float]) -> float:
-        n = {a: x.get(a, 0.0) * hours[a] for a in agents}
-        return sum(n[a] * rate[a] for a in agents) / sum(n.values())
-
-    low = mean_rate(m_eff["fairness"]["by_group"]["presale"]["per_hour"])
-    target = low + SHARE_TARGET * (mean_rate(per_hour) - low)
-    x = _tilt({a: hours[a] * (rate[a] - target) for a in agents})
-    ranked = sorted(agents, key=lambda a: -rate[a])
-    top = set(ranked[: max(1, round(TOP * len(ranked)))])
-    sessions = round(sum(per_hour[a] * hours[a] for a in agents))
+    target = _target_rate(m_eff, m_orc, trace)
+    sessions = sum(per_hour[a] * hours[a] for a in agents)
+    x = _placement(dict.fromkeys(agents, 0.0), hours, rate, sessions, target * sessions)
     return {
-        "jain": jain([x[a] for a in agents]) or 0.0,
-        "top": sum(x[a] * hours[a] for a in top) / sum(x[a] * hours[a] for a in agents),
-        "noisy": _noisy_jain({a: x[a] * hours[a] for a in agents}, hours, sessions),
-        "even_noisy": _noisy_jain(hours, hours, sessions),
+        "jain": jain(list(x.values())) or 0.0,
+        "top": _top_share({a: x[a] * hours[a] for a in agents}, rate),
+        "noisy": _noisy_jain({a: x[a] * hours[a] for a in agents}, hours, round(sessions)),
+        "even_noisy": _noisy_jain(hours, hours, round(sessions)),
     }
 
 
+def placement_bound(
+    m_eff: dict[str, Any], m_orc: dict[str, Any], trace: Trace, orc_trace: Trace
+) -> dict[str, float]:
+    """The highest presale Jain at SHARE_TARGET of the oracle's uplift for a rule that
+    changes only which agent conversion mode picks: the presale sessions of `trace` (a
+    conversion:high run) not routed by conversion mode (the efficiency fallback at
+    `conversion_min_agents` or fewer eligible agents, sticky, repeat entry, active
+    session) stay where they went; its conversion-mode ones are placed as evenly as the
+    target allows (`_placement`). Caps are left out: an upper bound."""
+    per_hour = m_orc["fairness"]["by_group"]["presale"]["per_hour"]
+    agents = sorted(per_hour)
+    hours = {a: orc_trace.agents[a].online_ms / HOUR_MS for a in agents}
+    rate = {a: orc_trace.agents[a].true_conversion for a in agents}
+    fixed, placed = dict.fromkeys(agents, 0.0), 0
+    for r in trace.inquiries:
+        if r.served_at is None or r.agent_id not in fixed or group_of(r) != "presale":
+            continue
+        if r.mode == "conversion":
+            placed += 1
+        else:
+            fixed[r.agent_id] += 1 / hours[r.agent_id]
+    sessions = placed + sum(fixed[a] * hours[a] for a in agents)
+    need = _target_rate(m_eff, m_orc, orc_trace) * sessions
+    need -= sum(fixed[a] * hours[a] * rate[a] for a in agents)
+    x = _placement(fixed, hours, rate, placed, need)
+    return {"jain": jain(list(x.values())) or 0.0, "top": _top_share(
+        {a: x[a] * hours[a] for a in agents}, rate)}  # fmt: skip
+
+
+def _target_rate(m_eff: dict[str, Any], m_orc: dict[str, Any], trace: Trace) -> float:
+    """Presale buyers' mean true rate at SHARE_TARGET of the oracle's uplift over efficiency."""
+
+    def mean_rate(per_hour: dict[str, float]) -> float:
+        n = {a: x * trace.agents[a].online_ms for a, x in per_hour.items()}
+        return sum(n[a] * trace.agents[a].true_conversion for a in n) / sum(n.values())
+
+    low = mean_rate(m_eff["fairness"]["by_group"]["presale"]["per_hour"])
+    return low + SHARE_TARGET * (
+        mean_rate(m_orc["fairness"]["by_group"]["presale"]["per_hour"]) - low
+    )
+
+
+def _top_share(sessions: dict[str, float], rate: dict[str, float]) -> float:
+    """The top 30% converters' share of `sessions` (agent -> sessions)."""
+    ranked = sorted(sessions, key=lambda a: -rate[a])
+    top = ranked[: max(1, round(TOP * len(ranked)))]
+    return sum(sessions[a] for a in top) / sum(sessions.values())
+
+
+def _placement(
+    fixed: dict[str, float],
+    hours: dict[str, float],
+    rate: dict[str, float],
+    placed: float,
+    need: float,
+) -> dict[str, float]:
+    """Sessions per online hour x = fixed + y, as even as possible (least Σx²), where y >= 0
+    places `placed` sessions (Σ h·y) bringing at least `need` expected orders (Σ h·r·y).
+    By the KKT conditions y = max(0, h·(α + β·r) − fixed) with β >= 0: α is found by
+    bisection for each β, and β (the tilt toward better converters) as the least that
+    meets `need`; if even all on the best converter falls short, all go there."""
+    agents = sorted(fixed)
+
+    def spread(alpha: float, beta: float) -> dict[str, float]:
+        return {a: max(0.0, hours[a] * (alpha + beta * rate[a]) - fixed[a]) for a in agents}
+
+    def for_tilt(beta: float) -> dict[str, float]:
+        lo, hi = -beta * max(rate.values()), 1.0
+        while sum(hours[a] * y for a, y in spread(hi, beta).items()) < placed:
+            hi *= 2
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if sum(hours[a] * y for a, y in spread(mid, beta).items()) < placed:
+                lo = mid
+            else:
+                hi = mid
+        return spread(hi, beta)
+
+    def orders(y: dict[str, float]) -> float:
+        return sum(hours[a] * rate[a] * y[a] for a in agents)
+
+    y = for_tilt(0.0)
+    if orders(y) < need:
+        lo, hi = 0.0, 1.0
+        while orders(for_tilt(hi)) < need and hi < 1e9:
+            hi *= 2
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if orders(for_tilt(mid)) < need:
+                lo = mid
+            else:
+                hi = mid
+        y = for_tilt(hi)
+    return {a: fixed[a] + y[a] for a in agents}
+
+
 NOISY_DRAWS = 200
-
-
-def _tilt(g: dict[str, float]) -> dict[str, float]:
-    """min Σx² subject to Σx = 1, Σg·x >= 0 and x >= 0 (even_bound)."""
-    free = sorted(g)
-    while True:
-        # Σx = 1 and Σg·x = 0 over the free agents: kα + βΣg = 1, αΣg + βΣg² = 0
-        k, sg, sgg = len(free), sum(g[a] for a in free), sum(g[a] ** 2 for a in free)
-        if sg >= 0:  # equal shares among the free agents reach the target
-            return {a: 1 / k if a in free else 0.0 for a in g}
-        alpha = sgg / (k * sgg - sg * sg)
-        beta = -alpha * sg / sgg
-        x = {a: alpha + beta * g[a] for a in free}
-        if min(x.values()) >= 0:
-            return {a: x.get(a, 0.0) for a in g}
-        free.remove(min(free, key=x.__getitem__))  # the lowest, one at a time
 
 
 def _noisy_jain(weights: dict[str, float], hours: dict[str, float], sessions: int) -> float:
@@ -498,9 +567,12 @@ def frontier_rows(shop: ShopConfig, scale: float, seeds: range) -> list[dict[str
             "efficiency": {"jain": eff["fairness"]["by_group"]["presale"]["jain"]},
             "exponents": {},
         }
+        high = candidate.STRENGTH_EXPONENT["high"]
         for exponent in EXPONENTS:
             with high_exponent(exponent):
                 trace, m = one("conversion:high")
+            if exponent == high:
+                row["oracle"]["placement"] = placement_bound(eff, orc, trace, orc_trace)
             row["exponents"][exponent] = {
                 "share": oracle_share(m, eff, orc, ["presale"]),
                 "jain": m["fairness"]["by_group"]["presale"]["jain"],
@@ -576,6 +648,12 @@ def frontier_table(name: str, scale: float, rows: list[dict[str, Any]]) -> None:
         f"| the same, counts drawn (efficiency's shares drawn: "
         f"{_span([b['even_noisy'] for b in bounds])}) | {SHARE_TARGET} "
         f"| {_span([b['noisy'] for b in bounds])} | | |"
+    )
+    placements = [o["placement"] for o in orc]
+    say(
+        f"| conversion:high's own picks placed at share {SHARE_TARGET} (bound) "
+        f"| {SHARE_TARGET} | {_span([p['jain'] for p in placements])} "
+        f"| {_mean([p['top'] for p in placements]):.0%} | |"
     )
 
 
