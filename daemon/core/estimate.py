@@ -103,30 +103,43 @@ def outlook(
     timeout_ms: int,
     seed_ms: int,
     limit: int | None = None,
+    leavers: frozenset[str] | None = None,
 ) -> Outlook:
     """The slot times and rival queues of `cand` now; see the module docstring.
 
     `neighbours` are the candidates sharing agents with `cand`, `timeout_ms` the session
     timeout; `limit` bounds how many buyers of each line are asked whether they will stay
-    (None: all; the rest count at the flat share, see `stays_ahead`)."""
+    (None: all; the rest count at the flat share, see `stays_ahead`); `leavers` is the
+    policy lab's hindsight (`stays_ahead`)."""
     times = cand.slots.times(cand.caps, agents, now, timeout_ms)
     view = coming(cand, agents, now, timeout_ms)
     others = [
-        (rival, share, stays_ahead(rival, buyers, now, limit))
+        (rival, share, stays_ahead(rival, buyers, now, limit, leavers))
         for rival, share in rivals(cand, neighbours)
     ]
-    return Outlook(now, seed_ms, times, others, view, stays_ahead(cand, buyers, now, limit))
+    stays = stays_ahead(cand, buyers, now, limit, leavers)
+    return Outlook(now, seed_ms, times, others, view, stays)
 
 
 def stays_ahead(
-    cand: Candidate, buyers: Mapping[str, Buyer], now: int, limit: int | None = None
+    cand: Candidate,
+    buyers: Mapping[str, Buyer],
+    now: int,
+    limit: int | None = None,
+    leavers: frozenset[str] | None = None,
 ) -> list[float]:
     """Prefix sums over the first `limit` (None: all) of `cand`'s line of the chance each
     buyer is still there at its own announced time of service (daemon/core/patience.py);
     empty until anyone left. A queue tick announces every buyer, so it reads the whole line
     (O(line), like the announcements); one buyer's estimate (joining the line) reads at
     most EXACT_AHEAD of each line, so joining costs the same with 5,000 in line as with 50,
-    and counts the buyers behind those at the line's flat share (`stayers`)."""
+    and counts the buyers behind those at the line's flat share (`stayers`).
+
+    `leavers` (the policy lab's hindsight, `Queues.leavers`; the daemon never has it): the
+    inquiries that will leave their line unserved. A buyer then counts 1 or 0 as it will
+    really stay or not, whatever the learned patience says."""
+    if leavers is not None:
+        return _known_stays(cand, buyers, limit, leavers)
     survival = cand.read_patience()
     if not survival.known:
         return []
@@ -138,6 +151,20 @@ def stays_ahead(
         entry = buyers[item[3]].queued
         more = (entry.last_eta - now) / 1000.0 if entry is not None and entry.last_eta else 0.0
         total += survival.stays((now - item[1]) / 1000.0, more)
+        sums.append(total)
+    return sums
+
+
+def _known_stays(
+    cand: Candidate, buyers: Mapping[str, Buyer], limit: int | None, leavers: frozenset[str]
+) -> list[float]:
+    """`stays_ahead` in hindsight: 1 for each buyer who will be served, 0 for a leaver."""
+    sums = [0.0]
+    total = 0.0
+    for item in cand.queue if limit is None else islice(cand.queue, limit):
+        entry = buyers[item[3]].queued
+        if entry is None or entry.inquiry_id not in leavers:
+            total += 1.0
         sums.append(total)
     return sums
 

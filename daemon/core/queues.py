@@ -37,7 +37,7 @@ FLUSH_GAP_MS = 50  # front of the line first (a long line's burst never stalls t
 class Queues:
     """The lines of one shop; see the module docstring."""
 
-    __slots__ = ("_effects", "_routing", "_sessions", "_state", "seq")
+    __slots__ = ("_effects", "_routing", "_sessions", "_state", "leavers", "seq")
 
     def __init__(
         self, state: ShopState, effects: Effects, routing: Routing, sessions: Sessions
@@ -47,6 +47,10 @@ class Queues:
         self._routing = routing
         self._sessions = sessions
         self.seq = 0  # arrivals so far: the tie-break of equal arrival times, unique per shop
+        # the policy lab's hindsight alone (`simulate(leavers=...)`, bench/sim.py section 3;
+        # the daemon never sets it, nothing checkpoints it): the inquiries that will leave
+        # their line unserved, so that estimates count exactly who ahead stays
+        self.leavers: frozenset[str] | None = None
 
     # ------------------------------------------------------------------ joining, leaving
 
@@ -122,8 +126,10 @@ class Queues:
         )
 
     def outlook(self, cand: Candidate, limit: int | None = None) -> Outlook:
-        """What the wait estimates of `cand`'s line read now (`limit`: `estimate.outlook`)."""
+        """What the wait estimates of `cand`'s line read now (`limit`: `estimate.outlook`;
+        with the lab's `leavers`, every buyer is asked)."""
         state = self._state
+        leavers = self.leavers
         q = state.config.queue
         neighbours = self._routing.neighbours[cand.key]
         return outlook(
@@ -134,7 +140,8 @@ class Queues:
             state.now,
             q.session_timeout,
             q.avg_handle_time,
-            limit,
+            limit if leavers is None else None,
+            leavers,
         )
 
     def flush(self, cand: Candidate) -> None:

@@ -116,6 +116,7 @@ def simulate(
     days: int = 1,
     make_engine: EngineFactory = Engine,
     history: str = "30d",
+    leavers: frozenset[str] | None = None,
 ) -> SimRun:
     """Simulate `scenario` for `shop` under `policy` (see the module docstring).
 
@@ -126,7 +127,11 @@ def simulate(
     (`daemon.lab.history`): "30d" (the default) first feeds the engine the shop's past as
     its Redis would hold it (the agent-status events of the four weeks before, ordinary
     days even before a Double 11; no buyers) and sends the agents' conversion over 30 days
-    as `agent_stats` at the start and every midnight; "none" starts from nothing. Raises
+    as `agent_stats` at the start and every midnight; "none" starts from nothing.
+    `leavers` gives the engine hindsight for a gauge of the wait estimate (bench/sim.py,
+    section 3): the inquiry ids that will leave their line unserved (from a first run of
+    the same seed: the world does not read estimates, so the run is otherwise the same),
+    which the estimates then count exactly (`Queues.leavers`). Raises
     ValueError for an unknown scenario or history, a policy naming an unknown group,
     `days` > 1 of a scenario that is not one day long, or the oracle with a `make_engine`
     of its own.
@@ -148,6 +153,8 @@ def simulate(
     if history == "30d":
         runner.past(status_history(config, plan, seed))
         runner.stats_history()
+    if leavers is not None:
+        runner.engine.shop(config.id).queues.leavers = leavers
     runner.run()
     return SimRun(runner.trace, runner.engine, config)
 

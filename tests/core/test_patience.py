@@ -108,3 +108,28 @@ def test_a_joining_buyer_asks_only_the_first_buyers_ahead_the_rest_count_at_the_
     assert stayers(some, n, cand.stay) == some[-1] + 20 * cand.stay
     assert stayers(full, n, cand.stay) == full[-1] != stayers(some, n, cand.stay)
     assert stayers([], n, cand.stay) == n * cand.stay  # nobody left yet: the flat share
+
+
+def _estimate_in_hindsight(leaving: tuple[str, ...]) -> int:
+    """As `_estimate_behind_two(0)`, with the policy lab's hindsight (`Queues.leavers`)
+    naming which of the two ahead will leave."""
+    sc = _taught(30)
+    sc.after("1m")
+    ids = {buyer: sc.inquiry(buyer) for buyer in ("y1", "y2")}
+    sc.engine.shop(SHOP).queues.leavers = frozenset(ids[b] for b in leaving)
+    sc.inquiry("x")
+    first = sc.updates("x")[0]
+    assert first.position == 3 and first.estimated_wait_s is not None
+    return first.estimated_wait_s
+
+
+def test_hindsight_counts_exactly_the_buyers_ahead_who_will_stay() -> None:
+    """The lab's gauge: told who will leave, the estimate ignores the learned patience (which
+    expects both fresh buyers ahead to go, `_estimate_behind_two(0)` = 120 s) and counts
+    the stayers: none leaving, x waits for the first slot and two handle times more; one,
+    one more; both, the first slot."""
+    assert _estimate_behind_two(0) == 120
+    assert _estimate_in_hindsight(()) == 120 + 2 * 300
+    assert _estimate_in_hindsight(("y1",)) == 120 + 300
+    assert _estimate_in_hindsight(("y2",)) == 120 + 300
+    assert _estimate_in_hindsight(("y1", "y2")) == 120

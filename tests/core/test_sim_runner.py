@@ -335,3 +335,22 @@ def test_history_arrives_at_the_start_and_every_midnight(big: ShopConfig) -> Non
     stats.clear()
     run(big, "steady", make_engine=Spy, scale=0.05, history="none")  # type: ignore[arg-type]
     assert stats == []
+
+
+def test_hindsight_of_who_leaves_changes_the_estimates_and_nothing_else(big: ShopConfig) -> None:
+    """bench/sim.py's gauge of the wait estimate: told which inquiries will leave their line
+    unserved (from a first run; the world does not read estimates), the engine announces
+    other waits, and everything else happens exactly as before."""
+    first = run(big, "double11").trace
+    leavers = frozenset(
+        r.inquiry_id for r in first.inquiries if r.queued_at is not None and r.served_at is None
+    )
+    assert leavers
+    again = run(big, "double11", leavers=leavers).trace
+
+    def world(t: Trace) -> list[tuple[Any, ...]]:
+        return [(r.inquiry_id, r.served_at, r.agent_id, r.left_at, r.ordered) for r in t.inquiries]
+
+    assert world(again) == world(first)
+    told = [(r.estimate_s, again.inquiries[i].estimate_s) for i, r in enumerate(first.inquiries)]
+    assert any(before != after for before, after in told)
