@@ -451,9 +451,7 @@ def even_bound(m_eff: dict[str, Any], m_orc: dict[str, Any], trace: Trace) -> di
     oracle's number of presale sessions with chances h·x, and `even_noisy` the same with x
     equal (to compare with efficiency's). `top`: the top 30% converters' share of sessions."""
     per_hour = m_orc["fairness"]["by_group"]["presale"]["per_hour"]
-    agents = sorted(per_hour)
-    hours = {a: trace.agents[a].online_ms / HOUR_MS for a in agents}
-    rate = {a: trace.agents[a].true_conversion for a in agents}
+    agents, hours, rate = _presale(m_orc, trace)
     target = _target_rate(m_eff, m_orc, trace)
     sessions = sum(per_hour[a] * hours[a] for a in agents)
     x = _placement(dict.fromkeys(agents, 0.0), hours, rate, sessions, target * sessions)
@@ -474,10 +472,7 @@ def placement_bound(
     `conversion_min_agents` or fewer eligible agents, sticky, repeat entry, active
     session) stay where they went; its conversion-mode ones are placed as evenly as the
     target allows (`_placement`). Caps are left out: an upper bound."""
-    per_hour = m_orc["fairness"]["by_group"]["presale"]["per_hour"]
-    agents = sorted(per_hour)
-    hours = {a: orc_trace.agents[a].online_ms / HOUR_MS for a in agents}
-    rate = {a: orc_trace.agents[a].true_conversion for a in agents}
+    agents, hours, rate = _presale(m_orc, orc_trace)
     fixed, placed = dict.fromkeys(agents, 0.0), 0
     for r in trace.inquiries:
         if r.served_at is None or r.agent_id not in fixed or group_of(r) != "presale":
@@ -490,8 +485,18 @@ def placement_bound(
     need = _target_rate(m_eff, m_orc, orc_trace) * sessions
     need -= sum(fixed[a] * hours[a] * rate[a] for a in agents)
     x = _placement(fixed, hours, rate, placed, need)
-    return {"jain": jain(list(x.values())) or 0.0, "top": _top_share(
-        {a: x[a] * hours[a] for a in agents}, rate)}  # fmt: skip
+    top = _top_share({a: x[a] * hours[a] for a in agents}, rate)
+    return {"jain": jain(list(x.values())) or 0.0, "top": top}
+
+
+def _presale(
+    m_orc: dict[str, Any], trace: Trace
+) -> tuple[list[str], dict[str, float], dict[str, float]]:
+    """The presale agents the oracle's run measured, their hours online and true rates."""
+    agents = sorted(m_orc["fairness"]["by_group"]["presale"]["per_hour"])
+    hours = {a: trace.agents[a].online_ms / HOUR_MS for a in agents}
+    rate = {a: trace.agents[a].true_conversion for a in agents}
+    return agents, hours, rate
 
 
 def _target_rate(m_eff: dict[str, Any], m_orc: dict[str, Any], trace: Trace) -> float:

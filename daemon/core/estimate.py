@@ -138,10 +138,8 @@ def stays_ahead(
     `leavers` (the policy lab's hindsight, `Queues.leavers`; the daemon never has it): the
     inquiries that will leave their line unserved. A buyer then counts 1 or 0 as it will
     really stay or not, whatever the learned patience says."""
-    if leavers is not None:
-        return _known_stays(cand, buyers, limit, leavers)
     survival = cand.read_patience()
-    if not survival.known:
+    if leavers is None and not survival.known:
         return []
     sums = [0.0]
     total = 0.0
@@ -149,22 +147,11 @@ def stays_ahead(
     queue = cand.queue if limit is None else islice(cand.queue, limit)
     for item in queue:
         entry = buyers[item[3]].queued
-        more = (entry.last_eta - now) / 1000.0 if entry is not None and entry.last_eta else 0.0
-        total += survival.stays((now - item[1]) / 1000.0, more)
-        sums.append(total)
-    return sums
-
-
-def _known_stays(
-    cand: Candidate, buyers: Mapping[str, Buyer], limit: int | None, leavers: frozenset[str]
-) -> list[float]:
-    """`stays_ahead` in hindsight: 1 for each buyer who will be served, 0 for a leaver."""
-    sums = [0.0]
-    total = 0.0
-    for item in cand.queue if limit is None else islice(cand.queue, limit):
-        entry = buyers[item[3]].queued
-        if entry is None or entry.inquiry_id not in leavers:
-            total += 1.0
+        if leavers is not None:
+            total += 0.0 if entry is not None and entry.inquiry_id in leavers else 1.0
+        else:
+            more = (entry.last_eta - now) / 1000.0 if entry is not None and entry.last_eta else 0.0
+            total += survival.stays((now - item[1]) / 1000.0, more)
         sums.append(total)
     return sums
 
