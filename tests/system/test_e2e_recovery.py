@@ -16,7 +16,7 @@ from daemon.core.patience import BINS, PATIENCE_EWMA
 from daemon.dev.stack import Broker
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
-from tests.e2e import DaemonProcess, Wire, write_config
+from tests.e2e import DaemonProcess, Wire, fleet_of_two, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -104,15 +104,11 @@ async def test_partitions_move_between_instances_with_their_shops(
     topics = unique_topics()
     await create_topics(broker.bootstrap, topics, partitions=2)
     shops = {name: CRASH.replace('"crash"', f'"{name}"') for name in ("left", "right")}
+    first, second = fleet_of_two(
+        tmp_path, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics, shops=shops
+    )
 
-    def config(folder: str) -> Path:
-        return write_config(
-            tmp_path / folder, bootstrap=broker.bootstrap, redis_url=redis_url,
-            topics=topics, shops=shops,
-        )  # fmt: skip
-
-    first = DaemonProcess(config("first")).start()
-    second: DaemonProcess | None = None
+    first.start()
     try:
         wires = [Wire(broker.bootstrap, topics, name) for name in shops]
         for w in wires:  # left and right land on different partitions (murmur2)
@@ -122,7 +118,7 @@ async def test_partitions_move_between_instances_with_their_shops(
             await w.inquiry("b2")
             await w.wait_for(lambda e: e.get("status") == "queued")
 
-        second = DaemonProcess(config("second")).start(ready_within=40)
+        second.start(ready_within=40)
         for w in wires:
             await w.inquiry("b3")
             b3 = await w.wait_for(lambda e: e.get("status") == "queued" and e["buyer_id"] == "b3")
@@ -147,12 +143,21 @@ async def test_partitions_move_between_instances_with_their_shops(
                 assert all(c == copies[0] for c in copies), f"{event_id} differs"
             await w.__aexit__()
     finally:
-        first.stop()
-        if second is not None:
-            code, _ = second.stop()
+        code = _stop_both(first, second)
     assert code == 0
-    moved = second.log_path.read_text()
-    assert moved.count('"event":"restored"') >= 2, "the second instance restored twice"
+    assert _restored(second) >= 2, "the second instance restored twice"
+
+
+def _stop_both(first: DaemonProcess, second: DaemonProcess) -> int | None:
+    """Stop both instances of a hand-over (the first may have stopped already): the second's
+    exit code, None if it never started."""
+    first.stop()
+    return second.stop()[0] if second.proc is not None else None
+
+
+def _restored(daemon: DaemonProcess) -> int:
+    """How many times the instance restored shops from Redis (its log's `restored` lines)."""
+    return daemon.log_path.read_text().count('"event":"restored"')
 
 
 def _stored_agent(redis_url: str, prefix: str, shop: str, agent: str) -> dict:
@@ -178,12 +183,9 @@ async def test_the_learned_arrival_profile_and_patience_move_with_their_partitio
     await create_topics(broker.bootstrap, topics, partitions=2)
     shops = {name: CRASH.replace('"crash"', f'"{name}"') for name in ("left", "right")}
     prefix = topics.inquiries.split(".")[0]
-
-    def config(folder: str) -> Path:
-        return write_config(
-            tmp_path / folder, bootstrap=broker.bootstrap, redis_url=redis_url,
-            topics=topics, shops=shops,
-        )  # fmt: skip
+    first, second = fleet_of_two(
+        tmp_path, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics, shops=shops
+    )
 
     async def shift(w: Wire, buyer: str) -> None:
         """a1 starts a shift (serves `buyer`, which shows the events were applied) and ends it."""
@@ -198,8 +200,7 @@ async def test_the_learned_arrival_profile_and_patience_move_with_their_partitio
         await w.status("a1", "offline")
         await w.wait_for(lambda e: e["type"] == "session_closed" and e["buyer_id"] == buyer)
 
-    first = DaemonProcess(config("first")).start()
-    second: DaemonProcess | None = None
+    first.start()
     try:
         wires = [Wire(broker.bootstrap, topics, name) for name in shops]
         for w in wires:
@@ -213,7 +214,7 @@ async def test_the_learned_arrival_profile_and_patience_move_with_their_partitio
         for leaves in waited.values():
             assert leaves == pytest.approx(_leaves(2))
 
-        second = DaemonProcess(config("second")).start(ready_within=40)
+        second.start(ready_within=40)
         code, _ = first.stop()  # every partition moves to the second instance
         assert code == 0, first.log_tail()
         for w in wires:
@@ -221,11 +222,9 @@ async def test_the_learned_arrival_profile_and_patience_move_with_their_partitio
             await w.settle(0.5)
             await w.__aexit__()
     finally:
-        first.stop()
-        if second is not None:
-            code, _ = second.stop()
+        code = _stop_both(first, second)
     assert code == 0
-    assert second.log_path.read_text().count('"event":"restored"') >= 2
+    assert _restored(second) >= 2
     for shop, before in learned.items():
         row = _stored_agent(redis_url, prefix, shop, "a1")
         assert sum(weight for _, weight in row["arrivals"]) == pytest.approx(3, abs=1e-3), shop
