@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     ValidationInfo,
     field_validator,
 )
@@ -199,6 +200,9 @@ class HttpConfig(_Frozen):
         "127.0.0.1:9464"
     )
     token: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    # /metrics: per-agent series too (fenliu_agent_open_sessions, fenliu_agent_pending);
+    # off, each shop's agents are summed (fenliu_shop_*): ~8 series a shop instead of ~20
+    per_agent_metrics: StrictBool = False
 
     @field_validator("token")
     @classmethod

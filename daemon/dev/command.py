@@ -121,6 +121,7 @@ def dev_command(options: DevOptions, console: Console | None = None) -> int:
             redis_url=redis.url,
             shops={shop.id: options.shop_path.read_text()},
             http_port=http_port,
+            per_agent_metrics=True,  # the live view shows each agent's load
         )
         with (folder / "daemon.log").open("ab") as log:
             return asyncio.run(_main(options, shop, config_path, log, out))

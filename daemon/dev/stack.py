@@ -53,12 +53,14 @@ def write_daemon_config(
     redis_cluster: bool = False,
     kafka_extra: str = "",
     http_port: int | None = None,
+    per_agent_metrics: bool = False,
 ) -> Path:
     """A fenliu.toml (HTTP on `http_port` of 127.0.0.1, else a free port) and
     shops/<name>.toml files in `folder`.
 
     `shops` maps a file name to the shop file's TOML text; `kafka_extra` is added to the
-    `[kafka]` table as it is (e.g. `session_timeout = "3s"`). The broker here is Tansu, so
+    `[kafka]` table as it is (e.g. `session_timeout = "3s"`); `per_agent_metrics` as
+    `fenliu dev`'s live view needs it. The broker here is Tansu, so
     `leave_group = false` (a leave during a rebalance can stall its groups). Used by
     `fenliu dev`, the end-to-end tests and the benches; returns the fenliu.toml path.
     """
@@ -76,7 +78,8 @@ def write_daemon_config(
         f"{topic_table}\n"
         f'[redis]\nurl = "{redis_url}"\nkey_prefix = "{key_prefix}"\n'
         f"cluster = {'true' if redis_cluster else 'false'}\n\n"
-        f'[http]\nlisten = "{HOST}:{http_port or free_port()}"\n\n'
+        f'[http]\nlisten = "{HOST}:{http_port or free_port()}"\n'
+        f"per_agent_metrics = {'true' if per_agent_metrics else 'false'}\n\n"
         '[shops]\ndir = "shops"\n'
     )
     return path

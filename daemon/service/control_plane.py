@@ -124,7 +124,7 @@ def routes(service: Served) -> list[web.RouteDef]:
     """The HTTP routes of a running `service` (each reads its state when asked)."""
 
     async def metrics(request: web.Request) -> web.StreamResponse:
-        body = service.metrics.render()
+        body = service.metrics.latest()  # the loop's snapshot: nothing is read here
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
     async def healthz(request: web.Request) -> web.StreamResponse:

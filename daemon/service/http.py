@@ -31,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Iterable, Sequence
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -51,6 +53,10 @@ class Limits:
     body_s: float = 5.0  # a body must arrive within this once its head is in
     linger_s: float = 1.0  # the unread rest of a refused body is drained this long at most
     shutdown_s: float = 1.0  # requests in flight at `close()` get this long
+    write_s: float = 10.0  # an answer must be taken by the client within this
+    rate: float = 100.0  # requests answered per second (probes and the rest, each)
+    burst: int = 20  # requests answered at once after a quiet spell
+    queue_s: float = 1.0  # a request waits this long at most for its turn, else 429
 
 
 class _NoClientErrors(logging.Filter):
@@ -104,13 +110,82 @@ def _body_guard(limits: Limits) -> Middleware:
     return guard
 
 
+class Pace:
+    """A token bucket in virtual time: `burst` requests at once, then one every 1/`rate`
+    s; a request whose turn is more than `queue_s` away is refused (None)."""
+
+    def __init__(
+        self, rate: float, burst: int, queue_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._gap = 1 / rate
+        self._span = (burst - 1) * self._gap  # a full bucket: `burst` turns at once
+        self._queue_s = queue_s
+        self._clock = clock
+        self._next = -math.inf  # the turn of the next request
+
+    def turn(self) -> float | None:
+        """How long this request waits for its turn (0: none), or None: refused."""
+        now = self._clock()
+        slot = max(self._next, now - self._span)
+        if slot - now > self._queue_s:
+            return None
+        self._next = slot + self._gap
+        return max(0.0, slot - now)
+
+
+PROBES = frozenset({"/healthz", "/readyz"})  # paced apart: a flood elsewhere never fails them
+
+
+def _pacer(limits: Limits) -> Middleware:
+    """Answer at most `rate` requests a second (probes apart): a request waits for its turn
+    without cost, or is answered 429 and its connection closed when the queue is full."""
+    probes = Pace(limits.rate, limits.burst, limits.queue_s)
+    others = Pace(limits.rate, limits.burst, limits.queue_s)
+
+    @web.middleware
+    async def pacer(request: web.Request, handler: Handler) -> web.StreamResponse:
+        wait = (probes if request.path in PROBES else others).turn()
+        if wait is None:
+            answer = json_error(429, f"over {limits.rate:g} requests a second: ask again later")
+            answer.headers["Retry-After"] = "1"
+            answer.force_close()
+            return answer
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return await handler(request)
+
+    return pacer
+
+
+def _write_guard(limits: Limits) -> Middleware:
+    """Send the answer here, within `write_s`: a client that does not read it (a full
+    socket buffer) has its connection aborted, and the answer's bytes are freed."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        answer = await handler(request)
+        try:
+            async with asyncio.timeout(limits.write_s):
+                await answer.prepare(request)
+                await answer.write_eof()
+        except TimeoutError:
+            transport = request.transport
+            if transport is not None:
+                transport.abort()  # close() would wait for the buffer to drain
+            raise asyncio.CancelledError from None  # the connection is gone: nothing to send
+        return answer
+
+    return guard
+
+
 def _make_app(
     routes: Iterable[web.AbstractRouteDef], middlewares: Sequence[Middleware], limits: Limits
 ) -> web.Application:
-    """An application serving `routes` under `limits` (the body guard runs first)."""
+    """An application serving `routes` under `limits` (the write guard, the pacer and the
+    body guard run first, in that order)."""
     app = web.Application(
         client_max_size=limits.max_body,
-        middlewares=[_body_guard(limits), *middlewares],
+        middlewares=[_write_guard(limits), _pacer(limits), _body_guard(limits), *middlewares],
     )
     app.add_routes(list(routes))
     return app
@@ -139,6 +214,11 @@ class HttpServer:
         """The bound port (useful when asked for port 0)."""
         assert self._runner is not None
         return int(self._runner.addresses[0][1])
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return len(self._runner.server.connections) if self._runner and self._runner.server else 0
 
     async def start(self) -> None:
         """Bind and start serving."""

@@ -12,29 +12,43 @@ to compare, and the alert rules in deploy/prometheus would miss that first failu
 from __future__ import annotations
 
 import gc
+import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from topics.events import Assignment, OutputEvent, Rejected, RejectKind
 
 if TYPE_CHECKING:
     from daemon.core.engine import Engine
+    from daemon.core.shop import ShopEngine
 
 LATENCY_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 RejectReason = RejectKind  # the `reason` label of fenliu_rejected_total
 REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
 RESULTS = ("ok", "failed")  # of a reload, of a checkpoint
+SNAPSHOT_EVERY_S = 1.0  # the loop starts a snapshot at most this often
+STEP_BUDGET_S = 0.002  # the loop reads shops for a snapshot about this long per batch
+STEP_SHOPS = 50  # shops read between two looks at the clock
 
 
 class Metrics:
-    """Every metric the daemon exports, in its own registry."""
+    """Every metric the daemon exports, and the snapshot a scrape is answered with."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, per_agent: bool = False, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.per_agent = per_agent
+        self._clock = clock
+        self._state: _State | None = None
+        self._ready: Callable[[], bool] = lambda: False
+        self._assigned: dict[str, dict[tuple[str, str], int]] = {}  # shop -> (reason, mode)
+        self._snapshot = b""
+        self._built = -math.inf  # clock() when the latest snapshot began
+        self._round_at: float | None = None  # clock() when the one being read began
+        self.builds = 0
         self.registry = CollectorRegistry()
         r = self.registry
         self.events_in = Counter(
@@ -42,9 +56,6 @@ class Metrics:
         )
         self.rejects = Counter(
             "fenliu_rejects", "Input records sent to the dead-letter topic", ["reason"], registry=r
-        )
-        self.assignments = Counter(
-            "fenliu_assignments", "Buyers given to agents", ["shop", "reason", "mode"], registry=r
         )
         self.outputs = Counter("fenliu_outputs", "Output records produced", ["type"], registry=r)
         self.decision_seconds = Histogram(
@@ -113,8 +124,11 @@ class Metrics:
         """Count what the engine decided."""
         for out in outputs:
             if isinstance(out, Assignment):
-                mode = out.mode.value if out.mode else ""
-                self.assignments.labels(out.shop_id, out.reason.value, mode).inc()
+                counts = self._assigned.get(out.shop_id)
+                if counts is None:
+                    counts = self._assigned[out.shop_id] = {}
+                key = (out.reason.value, out.mode.value if out.mode else "")
+                counts[key] = counts.get(key, 0) + 1
             elif isinstance(out, Rejected):
                 continue
             self.outputs.labels(type(out).__name__).inc()
@@ -128,8 +142,11 @@ class Metrics:
         ready: Callable[[], bool],
     ) -> None:
         """Export the engine's state, consumer lag, the shops set aside (shop -> whether
-        it waits for Redis, else it is quarantined) and readiness at every scrape."""
-        self.registry.register(_StateCollector(engine, lag, set_aside, ready))
+        it waits for Redis, else it is quarantined) in each snapshot, and readiness at
+        every scrape; build the first snapshot."""
+        self._state = _State(engine, lag, set_aside)
+        self._ready = ready
+        self.build()
 
     def watch_gc(self) -> Callable[[], None]:
         """Time the garbage collector's pauses (a process-wide hook); return its removal."""
@@ -142,88 +159,211 @@ class Metrics:
         else:
             self._gc_pauses[info["generation"]].observe(time.perf_counter() - self._gc_started)
 
+    def refresh(self) -> bool:
+        """Work on the next snapshot for about STEP_BUDGET_S (the loop calls this between
+        batches): a round starts at most every SNAPSHOT_EVERY_S, reads a slice of the
+        shops per call, and is published once it has read them all; whether it was."""
+        if self._state is None:
+            return False
+        if self._round_at is None:
+            if self._clock() - self._built < SNAPSHOT_EVERY_S:
+                return False
+            self._round_at = self._clock()
+            self._state.begin()
+        if not self._state.step(STEP_BUDGET_S, per_agent=self.per_agent):
+            return False
+        self._publish(self._state.text(per_agent=self.per_agent), self._round_at)
+        return True
+
+    def build(self) -> None:
+        """Take a whole snapshot now (tests, benches; the loop calls `refresh`)."""
+        state = self._state.render(per_agent=self.per_agent) if self._state else ""
+        self._publish(state, self._clock())
+
+    def _publish(self, state: str, at: float) -> None:
+        """Make the registry's metrics, the assignments and `state` the snapshot of `at`."""
+        parts = (generate_latest(self.registry), _assignments(self._assigned).encode())
+        self._snapshot = b"".join((*parts, state.encode()))
+        self._built, self._round_at = at, None
+        self.builds += 1
+
+    def latest(self) -> bytes:
+        """What a scrape is answered: the latest snapshot, then readiness and the
+        snapshot's age, read now (a bool and a clock: nothing is walked)."""
+        age = max(0.0, self._clock() - self._built)
+        ready = 1.0 if self._ready() else 0.0
+        return self._snapshot + (_LIVE % (ready, age)).encode()
+
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """Build a snapshot now and answer as a scrape would (tests, benches)."""
+        self.build()
+        return self.latest()
 
 
-class _StateCollector(Collector):
+_LIVE = """# HELP fenliu_ready 1 while /readyz answers 200 (consuming, Kafka and Redis reachable)
+# TYPE fenliu_ready gauge
+fenliu_ready %r
+# HELP fenliu_metrics_age_seconds Age of the snapshot the other metrics were read from
+# TYPE fenliu_metrics_age_seconds gauge
+fenliu_metrics_age_seconds %.3f
+"""
+
+
+def _esc(value: str) -> str:
+    """A label value as the text format writes it."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def _family(name: str, kind: str, text: str, lines: list[str]) -> str:
+    """One metric family: its HELP and TYPE lines, then its samples."""
+    head = f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
+    return head + "".join(line + "\n" for line in lines)
+
+
+def _assignments(assigned: Mapping[str, Mapping[tuple[str, str], int]]) -> str:
+    """fenliu_assignments_total{shop,reason,mode} (counted in a dict, not by
+    prometheus_client: thousands of shops make thousands of series, and its rendering
+    costs ~10 µs a sample)."""
+    lines = [
+        f'fenliu_assignments_total{{mode="{mode}",reason="{reason}",shop="{_esc(shop)}"}} '
+        f"{float(count)!r}"
+        for shop, counts in assigned.items()
+        for (reason, mode), count in counts.items()
+    ]
+    return _family("fenliu_assignments_total", "counter", "Buyers given to agents", lines)
+
+
+_FAMILIES = (  # the engine's gauges: name, help; per shop in this order
+    ("fenliu_queue_length", "Buyers waiting"),
+    ("fenliu_queue_oldest_wait_seconds", "Wait of the longest-waiting buyer"),
+    ("fenliu_queue_max_wait_seconds",
+     "The shop's configured queue max_wait (only shops queueing with one)"),
+    ("fenliu_agents", "Agents by status"),
+    ("fenliu_shop_open_sessions", "Open sessions of the shop's agents"),
+    ("fenliu_shop_pending", "Sessions awaiting a reply from the shop's agents"),
+    ("fenliu_agent_open_sessions", "Open sessions (per agent: [http] per_agent_metrics)"),
+    ("fenliu_agent_pending", "Sessions awaiting the agent's reply (per agent)"),
+)  # fmt: skip
+_PER_AGENT = 2  # the last two families, only with per_agent
+
+
+class _State:
+    """The gauges read from the engine and the service for a snapshot. The engine's are
+    read a slice of shops at a time (`step`), each shop's lines kept until the round
+    has visited every shop; `text` then joins them with the service's gauges."""
+
     def __init__(
         self,
         engine: Callable[[], Engine],
         lag: Callable[[], dict[str, int]],
         set_aside: Callable[[], Mapping[str, bool]],
-        ready: Callable[[], bool],
     ) -> None:
         self._engine = engine
         self._lag = lag
         self._set_aside = set_aside
-        self._ready = ready
+        self._todo: list[str] = []  # shops the round has still to visit, last first
+        self._lines: list[tuple[str, ...]] = []  # per shop visited: its lines per family
 
-    def collect(self) -> Iterator[Metric]:
-        yield from self._engine_state()
-        yield from self._service_state()
+    def begin(self) -> None:
+        """Start a round over the engine's shops."""
+        self._todo = list(reversed(self._engine().shops))
+        self._lines = []
 
-    def _engine_state(self) -> Iterator[Metric]:
-        queue_len = GaugeMetricFamily(
-            "fenliu_queue_length", "Buyers waiting", labels=["shop", "group"]
-        )
-        oldest = GaugeMetricFamily(
-            "fenliu_queue_oldest_wait_seconds", "Wait of the longest-waiting buyer",
-            labels=["shop", "group"],
-        )  # fmt: skip
-        max_wait = GaugeMetricFamily(
-            "fenliu_queue_max_wait_seconds",
-            "The shop's configured queue max_wait (only shops queueing with one)",
-            labels=["shop"],
-        )
-        sessions = GaugeMetricFamily(
-            "fenliu_agent_open_sessions", "Open sessions", labels=["shop", "agent"]
-        )
-        pending = GaugeMetricFamily(
-            "fenliu_agent_pending", "Sessions awaiting the agent's reply", labels=["shop", "agent"]
-        )
-        status = GaugeMetricFamily("fenliu_agents", "Agents by status", labels=["shop", "status"])
+    def step(self, budget_s: float, *, per_agent: bool) -> bool:
+        """Visit shops for about `budget_s` (at least one); whether the round is done."""
         engine = self._engine()
-        for shop_id, shop in engine.shops.items():
-            now = shop.now
-            for cand in shop.all_candidates():
-                group = cand.group or "(pool)"
-                queue_len.add_metric([shop_id, group], len(cand.queue))
-                head = cand.head()
-                oldest.add_metric([shop_id, group], (now - head[1]) / 1000 if head else 0.0)
-            queue = engine.configs[shop_id].queue
-            if queue.enabled and queue.max_wait > 0:
-                max_wait.add_metric([shop_id], queue.max_wait / 1000)
-            by_status: dict[str, int] = {"online": 0, "suspended": 0, "offline": 0}
-            for agent in shop.agents.values():
-                sessions.add_metric([shop_id, agent.id], agent.load)
-                pending.add_metric([shop_id, agent.id], agent.pending)
-                by_status[agent.status.value] += 1
-            for name, count in by_status.items():
-                status.add_metric([shop_id, name], count)
-        yield from (queue_len, oldest, max_wait, sessions, pending, status)
+        until = time.perf_counter() + budget_s
+        todo, lines = self._todo, self._lines
+        while todo:
+            for _ in range(min(len(todo), STEP_SHOPS)):
+                shop_id = todo.pop()
+                shop = engine.shops.get(shop_id)
+                if shop is not None:  # else: removed by a reload since the round began
+                    lines.append(_shop_lines(shop_id, shop, engine, per_agent=per_agent))
+            if time.perf_counter() >= until:
+                break
+        return not todo
 
-    def _service_state(self) -> Iterator[Metric]:
-        lag = GaugeMetricFamily(
-            "fenliu_consumer_lag", "Records not yet consumed", labels=["partition"]
-        )
-        for partition, value in self._lag().items():
-            lag.add_metric([partition], value)
-        quarantined = GaugeMetricFamily(
-            "fenliu_shop_quarantined",
-            "1 for each shop set aside (not served, records held); see the error log",
-            labels=["shop"],
-        )
-        waiting = GaugeMetricFamily(
-            "fenliu_shop_waiting",
-            "1 for each shop waiting for its Redis node (retried every second; records held)",
-            labels=["shop"],
-        )
+    def text(self, *, per_agent: bool) -> str:
+        """The gauges of the finished round and the service's, as exposition text."""
+        count = len(_FAMILIES) - (0 if per_agent else _PER_AGENT)
+        lines = self._lines
+        parts = [
+            f"# HELP {name} {text}\n# TYPE {name} gauge\n" + "".join(s[i] for s in lines)
+            for i, (name, text) in enumerate(_FAMILIES[:count])
+        ]
+        self._lines = []
+        return "".join(parts) + self._service_state()
+
+    def render(self, *, per_agent: bool) -> str:
+        """Every gauge now, in one go."""
+        self.begin()
+        self.step(math.inf, per_agent=per_agent)
+        return self.text(per_agent=per_agent)
+
+    def _service_state(self) -> str:
+        lag = [
+            f'fenliu_consumer_lag{{partition="{_esc(p)}"}} {float(v)!r}'
+            for p, v in self._lag().items()
+        ]
+        quarantined: list[str] = []
+        waiting: list[str] = []
         for shop_id, retry in self._set_aside().items():
-            (waiting if retry else quarantined).add_metric([shop_id], 1)
-        ready = GaugeMetricFamily(
-            "fenliu_ready", "1 while /readyz answers 200 (consuming, Kafka and Redis reachable)"
-        )
-        ready.add_metric([], 1 if self._ready() else 0)
-        yield from (lag, quarantined, waiting, ready)
+            name = "fenliu_shop_waiting" if retry else "fenliu_shop_quarantined"
+            (waiting if retry else quarantined).append(f'{name}{{shop="{_esc(shop_id)}"}} 1.0')
+        return "".join((
+            _family("fenliu_consumer_lag", "gauge", "Records not yet consumed", lag),
+            _family(
+                "fenliu_shop_quarantined", "gauge",
+                "1 for each shop set aside (not served, records held); see the error log",
+                quarantined,
+            ),
+            _family(
+                "fenliu_shop_waiting", "gauge",
+                "1 for each shop waiting for its Redis node (retried every second; records "
+                "held)", waiting,
+            ),
+        ))  # fmt: skip
+
+
+def _shop_lines(
+    shop_id: str, shop: ShopEngine, engine: Engine, *, per_agent: bool
+) -> tuple[str, ...]:
+    """A shop's sample lines, one string per family of `_FAMILIES`."""
+    s = _esc(shop_id)
+    now = shop.now
+    queue_len = oldest = max_wait = agent_sessions = agent_pending = ""
+    for cand in shop.all_candidates():
+        labels = f'{{group="{_esc(cand.group or "(pool)")}",shop="{s}"}} '
+        queue_len += f"fenliu_queue_length{labels}{float(len(cand.queue))!r}\n"
+        head = cand.head()
+        wait = (now - head[1]) / 1000 if head else 0.0
+        oldest += f"fenliu_queue_oldest_wait_seconds{labels}{wait!r}\n"
+    config = engine.configs.get(shop_id)
+    if config is not None and config.queue.enabled and config.queue.max_wait > 0:
+        max_wait = f'fenliu_queue_max_wait_seconds{{shop="{s}"}} {config.queue.max_wait / 1000!r}\n'
+    online = suspended = offline = load = owed = 0
+    for agent in shop.agents.values():
+        value = agent.status.value
+        if value == "online":
+            online += 1
+        elif value == "suspended":
+            suspended += 1
+        else:
+            offline += 1
+        load += agent.load
+        owed += agent.pending
+        if per_agent:
+            labels = f'{{agent="{_esc(agent.id)}",shop="{s}"}} '
+            agent_sessions += f"fenliu_agent_open_sessions{labels}{agent.load}.0\n"
+            agent_pending += f"fenliu_agent_pending{labels}{agent.pending}.0\n"
+    status = (
+        f'fenliu_agents{{shop="{s}",status="online"}} {online}.0\n'
+        f'fenliu_agents{{shop="{s}",status="suspended"}} {suspended}.0\n'
+        f'fenliu_agents{{shop="{s}",status="offline"}} {offline}.0\n'
+    )
+    sessions = f'fenliu_shop_open_sessions{{shop="{s}"}} {load}.0\n'
+    pending = f'fenliu_shop_pending{{shop="{s}"}} {owed}.0\n'
+    return (queue_len, oldest, max_wait, status, sessions, pending, agent_sessions, agent_pending)

@@ -103,7 +103,7 @@ class Service:
             self.redis, config.redis.key_prefix, dedup_capacity=self.engine.dedup_capacity
         )
         self.checkpoint = Checkpoint(self.engine, self.store)
-        self.metrics = Metrics()
+        self.metrics = Metrics(per_agent=config.http.per_agent_metrics)
         self.topics = TopicMap(config.kafka.topics)
         self.log = get_logger()
         self.heap = Heap(self.log)
@@ -245,6 +245,7 @@ class Service:
                     self.heap.settled()
             if self._broken is None and self.views.due():
                 self.views.build(self.engine, self.checkpoint, self.decisions, self.clock())
+            self.metrics.refresh()  # a slice of the next /metrics snapshot, a few ms at most
             if time.monotonic() - last_ping > REDIS_PING_EVERY_S:
                 last_ping = time.monotonic()
                 self._redis_ok = await redis_answers(
@@ -350,6 +351,7 @@ class Service:
                     self._broken = None
                     self.heap.reset("restore")
                     return
+            self.metrics.refresh()  # the failures and readiness stay visible meanwhile
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
 

@@ -1,14 +1,19 @@
 """The daemon's own metrics that need no broker: the garbage collector's pauses, the gauges
-read at scrape time that the alert rules of deploy/prometheus use (readiness, each queue's
-max_wait), and counters whose failures are exported as 0 before the first one."""
+the alert rules of deploy/prometheus use (readiness, each queue's max_wait), counters whose
+failures are exported as 0 before the first one, and the snapshot a scrape is answered
+with: built at a bounded rate a slice of shops at a time, never by the scrape, and small
+enough at thousands of shops."""
 
 from __future__ import annotations
 
 import gc
 
+import pytest
+
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
-from daemon.service.metrics import Metrics
+from daemon.service import metrics as metrics_module
+from daemon.service.metrics import SNAPSHOT_EVERY_S, Metrics
 
 FULL = 'fenliu_gc_pause_seconds_count{generation="2"}'
 
@@ -21,6 +26,12 @@ def _count(metrics: Metrics) -> float:
 def _samples(metrics: Metrics) -> dict[str, float]:
     """Every sample line of the exposition: series -> value."""
     lines = metrics.render().decode().splitlines()
+    return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines if ln[:1] != "#"}
+
+
+def _latest(metrics: Metrics) -> dict[str, float]:
+    """Every sample line of what a scrape is answered now (no build)."""
+    lines = metrics.latest().decode().splitlines()
     return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines if ln[:1] != "#"}
 
 
@@ -46,12 +57,13 @@ def test_gc_pauses_are_timed_by_generation_until_unwatched() -> None:
 
 
 def test_readiness_is_a_gauge_read_at_each_scrape() -> None:
+    """Even between snapshots (the loop may be recovering, building none)."""
     ready = [False]
     metrics = Metrics()
     metrics.watch(lambda: Engine({}), dict, dict, ready=lambda: ready[0])
-    assert _samples(metrics)["fenliu_ready"] == 0.0
+    assert _latest(metrics)["fenliu_ready"] == 0.0
     ready[0] = True
-    assert _samples(metrics)["fenliu_ready"] == 1.0
+    assert _latest(metrics)["fenliu_ready"] == 1.0
 
 
 def test_max_wait_is_exported_for_queueing_shops_that_have_one() -> None:
@@ -79,3 +91,95 @@ def test_failures_and_rejects_are_exported_as_zero_before_the_first_one() -> Non
         'fenliu_rejects_total{reason="misrouted"}',
     ):
         assert samples[series] == 0.0, series
+
+
+def _many(count: int, agents: int = 3) -> Engine:
+    """`count` shops of `agents` agents in one group, queueing with a max_wait."""
+    return Engine({
+        f"s{i:05d}": ShopConfig.model_validate({
+            "id": f"s{i:05d}", "queue": {"enabled": True, "max_wait": "90s"},
+            "agents": [{"id": f"a{j}"} for j in range(agents)],
+            "groups": [{"name": "g", "agents": [f"a{j}" for j in range(agents)]}],
+        })
+        for i in range(count)
+    })  # fmt: skip
+
+
+def test_a_scrape_answers_the_snapshot_and_reads_nothing() -> None:
+    """Between two builds every scrape gets the same bytes (but the two live gauges), and
+    none of them reads the engine, the lag or the shops set aside."""
+    engine = _many(3)
+    reads: list[str] = []
+
+    def watched(name: str, value: object) -> object:
+        reads.append(name)
+        return value
+
+    now = [0.0]
+    metrics = Metrics(clock=lambda: now[0])
+    metrics.watch(
+        lambda: watched("engine", engine), lambda: watched("lag", {}),  # type: ignore[arg-type,return-value]
+        lambda: watched("aside", {}), ready=lambda: True,  # type: ignore[arg-type,return-value]
+    )  # fmt: skip
+    reads.clear()
+    first = metrics.latest()
+    engine.shops["s00000"].agents["a0"].pending = 7  # the engine moves on
+    metrics.outputs.labels("Assignment").inc()
+    now[0] += SNAPSHOT_EVERY_S / 2
+    again = [metrics.latest() for _ in range(100)]
+    assert reads == []
+    cut = {b.split(b"# HELP fenliu_ready")[0] for b in (first, *again)}
+    assert len(cut) == 1
+    assert b'fenliu_shop_pending{shop="s00000"} 0.0' in first
+    metrics.build()
+    assert b'fenliu_shop_pending{shop="s00000"} 7.0' in metrics.latest()
+    assert "engine" in reads
+
+
+def test_snapshots_are_built_at_most_once_every_snapshot_every_s() -> None:
+    now = [0.0]
+    metrics = Metrics(clock=lambda: now[0])
+    metrics.watch(lambda: _many(2), dict, dict, ready=lambda: True)
+    builds = metrics.builds
+    assert [metrics.refresh() for _ in range(1000)] == [False] * 1000
+    now[0] += SNAPSHOT_EVERY_S
+    assert metrics.refresh() and not metrics.refresh()
+    now[0] += SNAPSHOT_EVERY_S * 0.9
+    assert not any(metrics.refresh() for _ in range(1000))
+    assert metrics.builds == builds + 1
+    assert _latest(metrics)["fenliu_metrics_age_seconds"] == pytest.approx(SNAPSHOT_EVERY_S * 0.9)
+
+
+def test_a_snapshot_of_many_shops_is_read_a_slice_per_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no time budget, each call reads STEP_SHOPS shops; the previous snapshot is
+    served until the round has read every shop."""
+    monkeypatch.setattr(metrics_module, "STEP_BUDGET_S", 0.0)
+    engine = _many(1000)
+    now = [0.0]
+    metrics = Metrics(clock=lambda: now[0])
+    metrics.watch(lambda: engine, dict, dict, ready=lambda: True)
+    engine.shops["s00999"].agents["a0"].pending = 3
+    now[0] += SNAPSHOT_EVERY_S
+    calls = 1
+    while not metrics.refresh():
+        assert b'fenliu_shop_pending{shop="s00999"} 0.0' in metrics.latest()
+        calls += 1
+    assert calls == -(-1000 // metrics_module.STEP_SHOPS)
+    assert b'fenliu_shop_pending{shop="s00999"} 3.0' in metrics.latest()
+
+
+def test_the_series_stay_few_per_shop_unless_per_agent_is_asked() -> None:
+    """3,000 shops of 3 agents: 8 series a shop by default (the queue's length and oldest
+    wait, max_wait, 3 statuses, sessions, pending); per agent adds 2 an agent."""
+    shops, agents = 3000, 3
+    engine = _many(shops, agents)
+    counts = {}
+    for per_agent in (False, True):
+        metrics = Metrics(per_agent=per_agent)
+        metrics.watch(lambda: engine, dict, dict, ready=lambda: True)
+        counts[per_agent] = len(_samples(metrics))
+    fixed = len(_samples(Metrics()))  # the service's own counters and histograms
+    assert counts[False] - fixed <= 8 * shops
+    assert counts[True] - counts[False] == 2 * agents * shops

@@ -1,5 +1,6 @@
 """The daemon's HTTP stack (daemon/service/http.py) on a real socket: its routes, and the
-limits on header size, body size and slow clients, and its shutdown.
+limits on header size, body size, slow clients, clients that do not read and request
+rates, and its shutdown.
 
 The service behind it is a real `Service` that was never started (its routes read its state
 when asked); every request goes through a real TCP connection to aiohttp."""
@@ -7,15 +8,17 @@ when asked); every request goes through a real TCP connection to aiohttp."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from daemon.config import FenliuConfig, KafkaConfig, RedisConfig
 from daemon.service.control_plane import routes
-from daemon.service.http import HttpServer, Limits
+from daemon.service.http import HttpServer, Limits, Pace
 from daemon.service.run import Service
 
 LIMITS = Limits(max_line=1024, max_field=1024, max_body=1024, idle_s=0.5, body_s=0.5)
@@ -165,3 +168,112 @@ async def test_close_finishes_a_request_in_flight_then_stops_listening() -> None
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
     await http.close()  # idempotent
+
+
+async def _until(check: Callable[[], bool], within: float = 20.0) -> bool:
+    """Whether `check` holds within `within` seconds (looked at every 50 ms)."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def test_a_client_that_pipelines_and_never_reads_is_cut_off() -> None:
+    """Requests for a large answer, pipelined, never read: once an answer has waited
+    `write_s` for the client's full socket buffer, the connection is aborted (its buffered
+    answer freed), and the server keeps answering everyone else."""
+    big = b"x" * (4 << 20)
+
+    async def large(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=big)
+
+    limits = Limits(write_s=0.3)
+    http = HttpServer([web.get("/large", large), *routes(_service())], "127.0.0.1", 0,
+                      limits=limits)  # fmt: skip
+    await http.start()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", http.port))
+    try:
+        sock.sendall(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
+        assert await _until(lambda: http.connections == 1), "the connection was not opened"
+        assert await _until(lambda: http.connections == 0), "a client that never reads is held"
+        assert _status(await _exchange(http.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                       b"Connection: close\r\n\r\n")) == 200  # fmt: skip
+    finally:
+        sock.close()
+        await http.close()
+
+
+async def test_a_reading_client_gets_a_large_answer_whole() -> None:
+    """The write guard sends the answer itself: a client that reads gets every byte."""
+    big = b"y" * (4 << 20)
+
+    async def large(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=big)
+
+    http = HttpServer([web.get("/large", large)], "127.0.0.1", 0, limits=Limits(write_s=5))
+    await http.start()
+    try:
+        answer = await _exchange(http.port, b"GET /large HTTP/1.1\r\nHost: x\r\n"
+                                 b"Connection: close\r\n\r\n", read_for=20)  # fmt: skip
+        assert _status(answer) == 200 and answer.endswith(big)
+    finally:
+        await http.close()
+
+
+def test_the_pace_lets_a_burst_through_then_one_request_per_gap() -> None:
+    now = [100.0]
+    pace = Pace(rate=10, burst=3, queue_s=0.25, clock=lambda: now[0])
+    assert [pace.turn() for _ in range(3)] == [0.0, 0.0, 0.0]  # the burst
+    assert pace.turn() == pytest.approx(0.1)
+    assert pace.turn() == pytest.approx(0.2)
+    assert pace.turn() is None  # 0.3 s away: over queue_s, refused (and not queued)
+    now[0] += 0.2
+    assert pace.turn() == pytest.approx(0.1)  # the refused one took no turn
+    now[0] += 100  # a quiet spell fills the bucket again, no more
+    assert [pace.turn() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert pace.turn() == pytest.approx(0.1)
+
+
+async def test_over_the_rate_is_429_and_closed_while_probes_still_answer() -> None:
+    limits = Limits(rate=0.01, burst=1, queue_s=0.1)  # one request, then one per 100 s
+    http = HttpServer(routes(_service()), "127.0.0.1", 0, limits=limits)
+    await http.start()
+    close = b"Host: x\r\nConnection: close\r\n\r\n"
+    try:
+        assert _status(await _exchange(http.port, b"GET /metrics HTTP/1.1\r\n" + close)) == 200
+        reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 3)  # keep-alive, pipelined
+        answer = await asyncio.wait_for(reader.read(), 10)  # read() ends: the server closed
+        writer.close()
+        assert _status(answer) == 429 and b"Retry-After: 1\r\n" in answer
+        assert answer.count(b"HTTP/1.1 ") == 1, "the connection is closed after the 429"
+        assert _status(await _exchange(http.port, b"GET /healthz HTTP/1.1\r\n" + close)) == 200
+    finally:
+        await http.close()
+
+
+async def test_metrics_answers_the_snapshot_without_building_one(server: HttpServer) -> None:
+    """/metrics reads the latest snapshot: requests between two builds build nothing and
+    get the same bytes (but for the two gauges read live, readiness and the age)."""
+    service = _service()
+    http = HttpServer(routes(service), "127.0.0.1", 0, limits=LIMITS)
+    await http.start()
+    close = b"Host: x\r\nConnection: close\r\n\r\n"
+    try:
+        builds = service.metrics.builds
+        bodies = [await _exchange(http.port, b"GET /metrics HTTP/1.1\r\n" + close)
+                  for _ in range(3)]  # fmt: skip
+        assert service.metrics.builds == builds
+        service.metrics.outputs.labels("Assignment").inc()  # not in a snapshot until built
+        bodies.append(await _exchange(http.port, b"GET /metrics HTTP/1.1\r\n" + close))
+        cut = [b.split(b"\r\n\r\n", 1)[1].split(b"# HELP fenliu_ready")[0] for b in bodies]
+        assert len(set(cut)) == 1 and b"fenliu_outputs_total{" not in cut[0]
+        service.metrics.build()
+        after = await _exchange(http.port, b"GET /metrics HTTP/1.1\r\n" + close)
+        assert b'fenliu_outputs_total{type="Assignment"} 1.0' in after
+    finally:
+        await http.close()

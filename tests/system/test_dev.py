@@ -121,7 +121,7 @@ def test_the_view_shows_queues_loads_rates_and_decisions_from_real_metrics() -> 
             for out in engine.handle(event, T0 + 10_000):
                 traffic.observe(out, T0 + 10_000)
                 monitor.observe(out)
-    metrics = Metrics()
+    metrics = Metrics(per_agent=True)  # as `fenliu dev` configures its daemon
     metrics.watch(lambda: engine, dict, dict, ready=lambda: True)
     monitor.scrape(metrics.render().decode())
     assert monitor.agents and sum(load for load, _ in monitor.agents.values()) > 0

@@ -235,7 +235,7 @@ def test_metrics_and_readiness_are_served(daemon: DaemonProcess) -> None:
     assert status == 200
     for name in (
         "fenliu_events_in_total", "fenliu_decision_seconds_bucket", "fenliu_queue_length",
-        "fenliu_agent_open_sessions", "fenliu_agents", "fenliu_consumer_lag",
+        "fenliu_shop_open_sessions", "fenliu_agents", "fenliu_consumer_lag",
         'fenliu_gc_pause_seconds_bucket{generation="2"',
     ):  # fmt: skip
         assert name in body, name
