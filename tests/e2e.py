@@ -128,6 +128,24 @@ class DaemonProcess:
         except (urllib.error.URLError, OSError):
             return 0, ""
 
+    def fresh_metrics(self, within: float = 15.0) -> str:
+        """/metrics from a snapshot the daemon began after this call (it answers the
+        latest, up to a second or so old, with its age in `fenliu_metrics_age_seconds`)."""
+        asked = time.monotonic()
+        deadline = asked + within
+        while True:
+            sent = time.monotonic()
+            status, text = self.get("/metrics")
+            age = next(
+                (float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith("fenliu_metrics_age_seconds ")), None,
+            )  # fmt: skip
+            if status == 200 and age is not None and sent - age >= asked:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no fresh /metrics within {within}s:\n{self.log_tail()}")
+            time.sleep(0.2)
+
     def signal(self, sig: signal.Signals) -> None:
         """Send a signal to the daemon."""
         assert self.proc is not None

@@ -342,6 +342,7 @@ def test_fleet_settings_are_checked(tmp_path: Path, extra: str, message: str) ->
         ('[redis]\nurl = "redis://h"\nkey_prefix = "{x}"', "redis.key_prefix: must not contain"),
         ('[http]\nlisten = "9464"', "http.listen: '9464' is not host:port"),
         ('[http]\nlisten = "127.0.0.1:70000"', "http.listen: '127.0.0.1:70000' is not host:port"),
+        ('[http]\nper_agent_metrics = "yes"', "http.per_agent_metrics: must be true or false"),
     ],
 )
 def test_redis_and_http_settings_are_checked(tmp_path: Path, table: str, message: str) -> None:

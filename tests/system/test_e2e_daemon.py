@@ -360,7 +360,7 @@ async def test_sighup_raising_a_cap_serves_waiting_buyers(broker, redis_url, tmp
         (tmp_path / "shops" / "q.toml").write_text("id = 'q'\nmode = 'fastest'\n")
         status, body = process.get("/-/reload", method="POST")
         assert status == 422 and "mode" in body
-        assert 'fenliu_reloads_total{result="failed"} 1.0' in process.get("/metrics")[1]
+        assert 'fenliu_reloads_total{result="failed"} 1.0' in process.fresh_metrics()
     finally:
         code, _ = process.stop()
     assert code == 0

@@ -147,7 +147,7 @@ async def test_a_shop_with_inconsistent_state_is_quarantined_then_released_by_re
             client.hset(agents, "a1", row.replace(b'"sessions":["b1"]', b'"sessions":[]'))
 
             daemon.start()
-            metrics = daemon.get("/metrics")[1]
+            metrics = daemon.fresh_metrics()
             assert 'fenliu_shop_quarantined{shop="bad"} 1.0' in metrics
             log = daemon.log_tail(60)
             assert '"shop_quarantined"' in log and "does not list the session" in log
@@ -164,7 +164,7 @@ async def test_a_shop_with_inconsistent_state_is_quarantined_then_released_by_re
             assert daemon.get("/-/reload", method="POST")[0] == 200
             served = await bad.assignment("b2", timeout=20)
             assert served["agent_id"] == "a1", "the held inquiry is decided after release"
-            assert "fenliu_shop_quarantined{" not in daemon.get("/metrics")[1]
+            assert "fenliu_shop_quarantined{" not in daemon.fresh_metrics()
     finally:
         client.close()
         code, _ = daemon.stop()
@@ -259,7 +259,7 @@ async def test_a_record_on_another_partition_than_its_shop_is_dead_lettered(
             await w.inquiry("b2")  # its own partition: routed as usual
             await w.assignment("b2")
             assert not [e for e in w.seen if e.get("buyer_id") == "b1" and e["type"] != "rejected"]
-            metrics = daemon.get("/metrics")[1]
+            metrics = daemon.fresh_metrics()
             assert f'fenliu_misrouted_total{{topic="{topics.inquiries}"}} 1.0' in metrics
     finally:
         code, _ = daemon.stop()

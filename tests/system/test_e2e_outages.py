@@ -117,7 +117,7 @@ async def test_redis_stopped_then_started(
         b4 = next(e for e in w.seen if e.get("status") == "queued" and e["buyer_id"] == "b4")
         assert b4["position"] == 2, "the queue lost b3 across the outage"
         failed = 'fenliu_checkpoints_total{result="failed"} '  # exported at 0 from the start
-        metrics = process.get("/metrics")[1].splitlines()
+        metrics = process.fresh_metrics().splitlines()
         assert float(next(ln for ln in metrics if ln.startswith(failed)).split()[-1]) >= 1
     finally:
         code, _ = process.stop()
