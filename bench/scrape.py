@@ -161,8 +161,8 @@ async def one_count(
             for agent in ("xiaomei", "ajie", "lele"):
                 await wire.status(agent, "online")
             await latencies(wire, 10, "warm")
-            time.sleep(1.5)  # a fresh snapshot, with the traffic shop's agents online
-            best = min(await asyncio.to_thread(scrape, daemon.http) for _ in range(5))
+            await asyncio.sleep(1.5)  # a fresh snapshot, with the traffic shop's agents online
+            best = min([await asyncio.to_thread(scrape, daemon.http) for _ in range(5)])
             say(f"  scrape: {best[0] * 1000:.1f} ms, {best[1] / 1024:.0f} KiB, {best[2]:,} samples")
             quiet: list[float] = []
             loud: list[float] = []
