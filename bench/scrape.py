@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import multiprocessing
 import os
@@ -33,12 +34,17 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fleet import SHOP, shop_files
 
+from daemon.config import TopicsConfig
 from daemon.config.files import load_shop_file
 from daemon.core.engine import Engine
 from daemon.dev.stack import Broker, RedisServer
@@ -46,7 +52,7 @@ from daemon.service import metrics as metrics_module
 from daemon.service.metrics import Metrics
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
-from tests.e2e import DaemonProcess, Wire, write_config
+from tests.e2e import DaemonProcess, write_config
 
 GAP_S = 0.05  # between two timed inquiries
 
@@ -56,13 +62,15 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def hammer(address: str, until: float, counts: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """GET /metrics on a keep-alive connection until `until` (epoch s), as fast as answered;
-    put (200s, 429s, other) on `counts`."""
+def hammer(address: str, stop: Any, counts: Any) -> None:
+    """GET /metrics on a keep-alive connection until `stop` is set, as fast as answered;
+    put None once started, then (200s, 429s, other, seconds) on `counts`."""
     host, port = address.rsplit(":", 1)
     ok = refused = other = 0
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    while time.time() < until:
+    counts.put(None)  # started
+    started = time.monotonic()
+    while not stop.is_set():
         try:
             conn.request("GET", "/metrics")
             answer = conn.getresponse()
@@ -81,7 +89,60 @@ def hammer(address: str, until: float, counts: multiprocessing.Queue) -> None:  
             conn.close()
             conn = http.client.HTTPConnection(host, int(port), timeout=10)
     conn.close()
-    counts.put((ok, refused, other))
+    counts.put((ok, refused, other, time.monotonic() - started))
+
+
+class Reader:
+    """Reads the assignments topic (fetch wait 5 ms, as bench/e2e_load.py measures) and
+    notes when each buyer's assignment was read."""
+
+    def __init__(self, bootstrap: str, topics: TopicsConfig) -> None:
+        self.consumer = AIOKafkaConsumer(
+            topics.assignments, bootstrap_servers=bootstrap, group_id=None,
+            auto_offset_reset="latest", fetch_max_wait_ms=5,
+        )  # fmt: skip
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        self.topics = topics
+        self.read: dict[str, asyncio.Future[float]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.consumer.start()
+        await self.consumer.seek_to_end()
+        self._task = asyncio.create_task(self._collect())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def _collect(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    buyer = orjson.loads(record.value).get("buyer_id", "")
+                    future = self.read.get(buyer)
+                    if future is not None and not future.done():
+                        future.set_result(now)
+
+    async def send(self, topic: str, body: dict[str, Any]) -> None:
+        body = {"id": f"{SHOP}-{time.monotonic_ns()}", "shop_id": SHOP,
+                "ts": int(time.time() * 1000), **body}  # fmt: skip
+        await self.producer.send_and_wait(topic, orjson.dumps(body), key=SHOP.encode())
+
+    async def latency_ms(self, buyer: str) -> float:
+        """Send an inquiry of `buyer`; milliseconds until its assignment is read back."""
+        future = self.read[buyer] = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
+        await self.send(self.topics.inquiries, {"type": "inquiry", "buyer_id": buyer})
+        read: float = await asyncio.wait_for(future, 30)
+        return (read - started) * 1000
 
 
 def scrape(address: str) -> tuple[float, int, int]:
@@ -97,15 +158,11 @@ def scrape(address: str) -> tuple[float, int, int]:
     return took, len(body), samples
 
 
-async def latencies(wire: Wire, count: int, tag: str) -> list[float]:
+async def latencies(reader: Reader, count: int, tag: str) -> list[float]:
     """`count` inquiries, one at a time: milliseconds from send to assignment read back."""
     out = []
     for i in range(count):
-        buyer = f"{tag}-{i}"
-        started = time.perf_counter()
-        await wire.inquiry(buyer)
-        await wire.assignment(buyer, timeout=30)
-        out.append((time.perf_counter() - started) * 1000)
+        out.append(await reader.latency_ms(f"{tag}-{i}"))
         await asyncio.sleep(GAP_S)
     return out
 
@@ -157,10 +214,15 @@ async def one_count(
     await asyncio.to_thread(daemon.start, 300.0)
     say(f"{count} shop(s): daemon ready")
     try:
-        async with Wire(broker.bootstrap, topics, SHOP) as wire:
+        reader = Reader(broker.bootstrap, topics)
+        await reader.start()
+        try:
             for agent in ("xiaomei", "ajie", "lele"):
-                await wire.status(agent, "online")
-            await latencies(wire, 10, "warm")
+                await reader.send(
+                    topics.agent_status,
+                    {"type": "agent_status", "agent_id": agent, "status": "online"},
+                )
+            await latencies(reader, 10, "warm")
             await asyncio.sleep(1.5)  # a fresh snapshot, with the traffic shop's agents online
             best = min([await asyncio.to_thread(scrape, daemon.http) for _ in range(5)])
             say(f"  scrape: {best[0] * 1000:.1f} ms, {best[1] / 1024:.0f} KiB, {best[2]:,} samples")
@@ -168,23 +230,31 @@ async def one_count(
             loud: list[float] = []
             spawn = multiprocessing.get_context("spawn")
             for round_ in (1, 2):
-                quiet += await latencies(wire, inquiries // 2, f"q{round_}")
-                counts = spawn.Queue()
-                until = time.time() + 600
+                quiet += await latencies(reader, inquiries // 2, f"q{round_}")
+                stop, counts = spawn.Event(), spawn.Queue()
                 procs = [
-                    spawn.Process(target=hammer, args=(daemon.http, until, counts))
+                    spawn.Process(target=hammer, args=(daemon.http, stop, counts))
                     for _ in range(clients)
                 ]
                 for proc in procs:
                     proc.start()
-                await asyncio.sleep(1.0)  # every client is hammering
+                for _ in procs:  # every client has started (spawned, imported) and asks
+                    await asyncio.to_thread(counts.get, True, 120)
+                await asyncio.sleep(1.0)
                 started = time.monotonic()
-                loud += await latencies(wire, inquiries // 2, f"h{round_}")
+                loud += await latencies(reader, inquiries // 2, f"h{round_}")
                 seconds = time.monotonic() - started
+                stop.set()
+                answers = [await asyncio.to_thread(counts.get, True, 30) for _ in procs]
                 for proc in procs:
-                    proc.terminate()  # our own children, by their pid
-                    proc.join()
-                say(f"  round {round_}: {clients} clients hammered /metrics for {seconds:.0f} s")
+                    await asyncio.to_thread(proc.join)
+                ok, refused, other = (sum(a[i] for a in answers) for i in range(3))
+                spell = max(a[3] for a in answers)
+                say(
+                    f"  round {round_}: {clients} clients on /metrics for {spell:.0f} s "
+                    f"({seconds:.0f} s timed): {ok} answered 200, {refused} 429, {other} "
+                    f"other ({(ok + refused) / spell:.0f} answers/s)"
+                )
             say(row("quiet", quiet))
             say(row(f"{clients} clients on /metrics", loud))
             q50, l50 = statistics.median(quiet), statistics.median(loud)
@@ -192,6 +262,8 @@ async def one_count(
                 f"  ratio p50 hammered/quiet {l50 / q50:.2f} (target ≤ 1.5); max hammered - "
                 f"quiet max {max(loud) - max(quiet):+.1f} ms (target ≤ +50)"
             )
+        finally:
+            await reader.stop()
     finally:
         daemon.stop()
     whole, longest, calls = snapshot_cost(files, folder / "cost")
