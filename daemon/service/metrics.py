@@ -159,6 +159,11 @@ class Metrics:
         else:
             self._gc_pauses[info["generation"]].observe(time.perf_counter() - self._gc_started)
 
+    @property
+    def building(self) -> bool:
+        """Whether a snapshot is half read (the loop should not sleep meanwhile)."""
+        return self._round_at is not None
+
     def refresh(self) -> bool:
         """Work on the next snapshot for about STEP_BUDGET_S (the loop calls this between
         batches): a round starts at most every SNAPSHOT_EVERY_S, reads a slice of the

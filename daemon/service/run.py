@@ -227,6 +227,8 @@ class Service:
             reload_outputs = self._reload() if self._reloads else []
             deadline = self.engine.next_deadline()
             wait = MAX_WAIT_MS if deadline is None else deadline - self.clock()
+            if self.metrics.building or self.views.building:
+                wait = 0  # a snapshot is half read: finish it before sleeping
             try:  # getmany waits without limit for the assignment while the group rebalances
                 batch = await asyncio.wait_for(
                     consumer.getmany(

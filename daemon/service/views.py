@@ -5,9 +5,12 @@ it wants (`Views.get`: the list of shops, one shop, or one shop's explanation) a
 the latest `View`, plain data the loop built between batches (`Views.due` / `Views.build`,
 synchronous: no batch runs meanwhile). The loop builds only what was asked for in the last
 `WANTED_S`, at most once every `BUILD_EVERY_S`: an idle console costs nothing, a busy one
-one build a second. A handler whose answer is not in the latest view, or whose view is
-older than `STALE_S`, waits for the next build (at most `WAIT_S`; the loop wakes at least
-once a second).
+one build a second. No call is long, whatever is asked (CONTRACT 6): the list of shops is
+read `STEP_BUDGET_S` at a time over several calls (the loop does not sleep meanwhile:
+`building`), and a view holds at most `MAX_PARTS` shops and explanations, the most
+recently asked. A handler whose answer is not in the latest view, or whose view is older
+than `STALE_S`, waits for the next build (at most `WAIT_S`; the loop wakes at least once a
+second).
 
 `Decisions` keeps each shop's last `DECISIONS_KEPT` outputs as `Intake.add_output` passes
 them (references to the frozen events; rendered only when a view is built). They are not
@@ -37,6 +40,9 @@ WANTED_S = 10.0  # a view part asked for within this long is built
 BUILD_EVERY_S = 1.0
 STALE_S = 2.0
 WAIT_S = 3.0
+MAX_PARTS = 16  # shop views and explanations built per view, the most recently asked first
+STEP_BUDGET_S = 0.002  # the list of shops is read about this long per loop call
+STEP_SHOPS = 50  # shops summarized between two looks at the clock
 
 LIST = ("list", "")  # what `Views.get` is asked: LIST, ("shop", id) or ("explain", id)
 Ask = tuple[str, str]
@@ -139,6 +145,8 @@ class Views:
         self._asked: dict[Ask, float] = {}  # what was asked, when (monotonic)
         self._waiting: list[asyncio.Future[None]] = []
         self.latest: View | None = None
+        self._todo: list[str] | None = None  # shops of the list still to read, last first
+        self._rows: list[dict[str, Any]] = []  # the list's summaries read so far
 
     async def get(self, ask: Ask) -> View | None:
         """The latest view, waiting for a build (up to WAIT_S) if it lacks `ask` or is
@@ -155,8 +163,15 @@ class Views:
             await asyncio.wait_for(future, WAIT_S)
         return self.latest
 
+    @property
+    def building(self) -> bool:
+        """Whether a list of shops is half read (the loop should not sleep meanwhile)."""
+        return self._todo is not None
+
     def due(self) -> bool:
-        """Whether the loop should build a view now."""
+        """Whether the loop should build a view now (or go on reading the list)."""
+        if self._todo is not None:
+            return True
         now = self._clock()
         built = self.latest.built if self.latest is not None else -BUILD_EVERY_S
         if now - built < BUILD_EVERY_S:
@@ -168,29 +183,51 @@ class Views:
         self, engine: Engine, checkpoint: Checkpoint, decisions: Decisions, now_ms: int
     ) -> None:
         """Build the parts asked for from the engine's current state (call between batches
-        only), then wake the handlers waiting for it."""
+        only), then wake the handlers waiting for it. The list of shops is read a slice at a
+        time (about STEP_BUDGET_S a call: the view is published once the slice that ends it
+        is read), and at most MAX_PARTS shops or explanations are built a view, the most
+        recently asked first: no number of requests makes one call long."""
         aside = {s: a.cause for s, a in checkpoint.set_aside.items()}
         served = (s for s in checkpoint.partition_of if s in engine.shops and s not in aside)
         owned = frozenset(served)
         summaries = None
+        if LIST in self._asked:
+            if self._todo is None:
+                self._todo, self._rows = sorted(owned, reverse=True), []
+            if not self._read_list(engine, owned, now_ms):
+                return
+            summaries, self._todo, self._rows = self._rows, None, []
         shops: dict[str, dict[str, Any]] = {}
         explains: dict[str, dict[str, Any]] = {}
-        for kind, shop_id in self._asked:
-            if kind == "list":
-                summaries = [shop_summary(engine.shops[s], now_ms) for s in sorted(owned)]
-            elif shop_id in owned:
-                shop = engine.shops[shop_id]
-                at = max(now_ms, shop.now)
-                if kind == "shop":
-                    shops[shop_id] = {**shop_view(shop, at), "decisions": decisions.rows(shop_id)}
-                else:
-                    explains[shop_id] = {
-                        **explain_shop(shop, at),
-                        "partition": checkpoint.partition_of.get(shop_id),
-                    }
+        parts = [a for a in self._asked if a[0] != "list" and a[1] in owned]
+        parts.sort(key=self._asked.__getitem__, reverse=True)
+        for kind, shop_id in parts[:MAX_PARTS]:
+            shop = engine.shops[shop_id]
+            at = max(now_ms, shop.now)
+            if kind == "shop":
+                shops[shop_id] = {**shop_view(shop, at), "decisions": decisions.rows(shop_id)}
+            else:
+                explains[shop_id] = {
+                    **explain_shop(shop, at),
+                    "partition": checkpoint.partition_of.get(shop_id),
+                }
         view = View(now_ms, self._clock(), owned, aside, summaries, shops, explains)
         self.latest = view
         waiting, self._waiting = self._waiting, []
         for future in waiting:
             if not future.done():
                 future.set_result(None)
+
+    def _read_list(self, engine: Engine, owned: frozenset[str], now_ms: int) -> bool:
+        """Summarize the next shops of the list for about STEP_BUDGET_S; whether done."""
+        todo, rows = self._todo, self._rows
+        assert todo is not None
+        until = time.perf_counter() + STEP_BUDGET_S
+        while todo:
+            for _ in range(min(len(todo), STEP_SHOPS)):
+                shop_id = todo.pop()
+                if shop_id in owned:  # else: let go or set aside since the list began
+                    rows.append(shop_summary(engine.shops[shop_id], now_ms))
+            if time.perf_counter() >= until:
+                break
+        return not todo
