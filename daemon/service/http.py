@@ -17,8 +17,27 @@ a network needs, all set here in `Limits`:
 - a body must arrive within `body_s` (408 and closed otherwise); the unread rest of a
   refused body is drained for at most `linger_s` before the connection is closed;
 - a handler whose client went away is cancelled (`handler_cancellation`);
+- an answer must be taken within `write_s`: a client that pipelines requests and never
+  reads has its connection aborted once its answer has waited that long on a full socket
+  buffer (the buffered bytes freed; aiohttp itself stops reading a connection whose parsed
+  requests queue up);
+- at most `rate` requests a second are answered (`burst` at once), the probes in a bucket
+  of their own: a request over the rate sleeps until its turn, and one whose turn is more
+  than `queue_s` away is answered 429 (`Retry-After: 1`) and its connection closed;
 - `close()` stops listening, gives requests in flight `shutdown_s` to finish, then closes
   every connection: well inside the daemon's 1.5 s per-client budget at SIGTERM.
+
+Why pace rather than serve from a thread of its own (CONTRACT 6, "Watching never slows
+routing"): /metrics is a snapshot (daemon.service.metrics), so a scrape renders nothing, yet
+16 keep-alive clients asking as fast as they are answered still cost the loop most of a
+core in aiohttp's parsing and writing alone — with the snapshot, routing latency p50 went
+×2.9 at 1 shop and ×9.9 at 3,000 (BENCHMARKS.md, issue 23). A second thread and event loop
+would run that same Python under the same GIL: the loop, each time it waits on a socket,
+then waits up to the interpreter's 5 ms switch interval for the GIL back, several times an
+event; and rendering per request in a thread was measured at 1.5 s p50 before. Pacing bounds
+the cost whatever the clients do (~100 answers a second: a few percent of a core, the
+ratio 1.12 at 3,000 shops), keeps one loop, and a scraper, a console or a probe never waits
+more than `queue_s`.
 
 No access log: the console's address may carry `?token=` (daemon.service.api), and a
 request line is not worth a log line per scrape anyway. Malformed requests (the client's
