@@ -155,7 +155,10 @@ class Pace:
 PROBES = frozenset({"/healthz", "/readyz"})  # paced apart: a flood elsewhere never fails them
 
 
-def _pacer(limits: Limits) -> Middleware:
+LIMITED = ("rate", "write_timeout")  # what `on_limit` is told: a 429, an aborted answer
+
+
+def _pacer(limits: Limits, on_limit: Callable[[str], None]) -> Middleware:
     """Answer at most `rate` requests a second (probes apart): a request waits for its turn
     without cost, or is answered 429 and its connection closed when the queue is full."""
     probes = Pace(limits.rate, limits.burst, limits.queue_s)
@@ -165,6 +168,7 @@ def _pacer(limits: Limits) -> Middleware:
     async def pacer(request: web.Request, handler: Handler) -> web.StreamResponse:
         wait = (probes if request.path in PROBES else others).turn()
         if wait is None:
+            on_limit("rate")
             answer = json_error(429, f"over {limits.rate:g} requests a second: ask again later")
             answer.headers["Retry-After"] = "1"
             answer.force_close()
@@ -176,7 +180,7 @@ def _pacer(limits: Limits) -> Middleware:
     return pacer
 
 
-def _write_guard(limits: Limits) -> Middleware:
+def _write_guard(limits: Limits, on_limit: Callable[[str], None]) -> Middleware:
     """Send the answer here, within `write_s`: a client that does not read it (a full
     socket buffer) has its connection aborted, and the answer's bytes are freed."""
 
@@ -188,6 +192,7 @@ def _write_guard(limits: Limits) -> Middleware:
                 await answer.prepare(request)
                 await answer.write_eof()
         except TimeoutError:
+            on_limit("write_timeout")
             transport = request.transport
             if transport is not None:
                 transport.abort()  # close() would wait for the buffer to drain
@@ -198,21 +203,30 @@ def _write_guard(limits: Limits) -> Middleware:
 
 
 def _make_app(
-    routes: Iterable[web.AbstractRouteDef], middlewares: Sequence[Middleware], limits: Limits
+    routes: Iterable[web.AbstractRouteDef],
+    middlewares: Sequence[Middleware],
+    limits: Limits,
+    on_limit: Callable[[str], None],
 ) -> web.Application:
     """An application serving `routes` under `limits` (the write guard, the pacer and the
     body guard run first, in that order)."""
     app = web.Application(
         client_max_size=limits.max_body,
-        middlewares=[_write_guard(limits), _pacer(limits), _body_guard(limits), *middlewares],
+        middlewares=[
+            _write_guard(limits, on_limit),
+            _pacer(limits, on_limit),
+            _body_guard(limits),
+            *middlewares,
+        ],
     )
     app.add_routes(list(routes))
     return app
 
 
 class HttpServer:
-    """Serves `routes` on host:port until `close()`, `middlewares` after the body guard
-    (see the module docstring)."""
+    """Serves `routes` on host:port until `close()`, `middlewares` after the body guard;
+    `on_limit` is told each request refused over the rate and each answer cut off (a
+    name of LIMITED; see the module docstring)."""
 
     def __init__(
         self,
@@ -222,8 +236,9 @@ class HttpServer:
         *,
         middlewares: Sequence[Middleware] = (),
         limits: Limits = Limits(),
+        on_limit: Callable[[str], None] = lambda limit: None,
     ) -> None:
-        self._app = _make_app(routes, middlewares, limits)
+        self._app = _make_app(routes, middlewares, limits, on_limit)
         self._host, self._port = host, port
         self._limits = limits
         self._runner: web.AppRunner | None = None

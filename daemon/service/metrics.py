@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from daemon.service.http import LIMITED
 from topics.events import Assignment, OutputEvent, Rejected, RejectKind
 
 if TYPE_CHECKING:
@@ -117,6 +118,15 @@ class Metrics:
             buckets=(0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3),
             registry=r,
         )
+        self.http_limited = Counter(
+            "fenliu_http_limited",
+            "HTTP requests answered 429 over the rate, and answers cut off when the client "
+            "did not read them (daemon/service/http.py)",
+            ["limit"],
+            registry=r,
+        )
+        for limit in LIMITED:
+            self.http_limited.labels(limit)
         self._gc_pauses = [self.gc_pause_seconds.labels(str(g)) for g in range(3)]
         self._gc_started = 0.0
         for reason in REJECT_REASONS:
@@ -163,6 +173,10 @@ class Metrics:
         self._state = _State(engine, lag, set_aside)
         self._ready = ready
         self.build()
+
+    def http_limit(self, limit: str) -> None:
+        """Count a request or an answer the HTTP server's limits stopped (`on_limit`)."""
+        self.http_limited.labels(limit).inc()
 
     def watch_gc(self) -> Callable[[], None]:
         """Time the garbage collector's pauses (a process-wide hook); return its removal."""

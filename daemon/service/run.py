@@ -163,6 +163,7 @@ class Service:
         http = HttpServer(
             routes(self), http_config.host, http_config.port,
             middlewares=[token_guard(http_config.token.get_secret_value())],
+            on_limit=self.metrics.http_limit,
         )  # fmt: skip
         await http.start()
         self.http_port = http.port

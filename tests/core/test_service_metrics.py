@@ -89,6 +89,8 @@ def test_failures_and_rejects_are_exported_as_zero_before_the_first_one() -> Non
         'fenliu_rejects_total{reason="unknown_shop"}',
         'fenliu_rejects_total{reason="refused"}',
         'fenliu_rejects_total{reason="misrouted"}',
+        'fenliu_http_limited_total{limit="rate"}',
+        'fenliu_http_limited_total{limit="write_timeout"}',
     ):
         assert samples[series] == 0.0, series
 

@@ -189,9 +189,9 @@ async def test_a_client_that_pipelines_and_never_reads_is_cut_off() -> None:
     async def large(request: web.Request) -> web.StreamResponse:
         return web.Response(body=big)
 
-    limits = Limits(write_s=0.3)
+    limits, limited = Limits(write_s=0.3), list[str]()
     http = HttpServer([web.get("/large", large), *routes(_service())], "127.0.0.1", 0,
-                      limits=limits)  # fmt: skip
+                      limits=limits, on_limit=limited.append)  # fmt: skip
     await http.start()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -200,6 +200,7 @@ async def test_a_client_that_pipelines_and_never_reads_is_cut_off() -> None:
         sock.sendall(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
         assert await _until(lambda: http.connections == 1), "the connection was not opened"
         assert await _until(lambda: http.connections == 0), "a client that never reads is held"
+        assert limited == ["write_timeout"]
         assert _status(await _exchange(http.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
                                        b"Connection: close\r\n\r\n")) == 200  # fmt: skip
     finally:
@@ -240,7 +241,8 @@ def test_the_pace_lets_a_burst_through_then_one_request_per_gap() -> None:
 
 async def test_over_the_rate_is_429_and_closed_while_probes_still_answer() -> None:
     limits = Limits(rate=0.01, burst=1, queue_s=0.1)  # one request, then one per 100 s
-    http = HttpServer(routes(_service()), "127.0.0.1", 0, limits=limits)
+    service, limited = _service(), list[str]()
+    http = HttpServer(routes(service), "127.0.0.1", 0, limits=limits, on_limit=limited.append)
     await http.start()
     close = b"Host: x\r\nConnection: close\r\n\r\n"
     try:
@@ -251,6 +253,7 @@ async def test_over_the_rate_is_429_and_closed_while_probes_still_answer() -> No
         writer.close()
         assert _status(answer) == 429 and b"Retry-After: 1\r\n" in answer
         assert answer.count(b"HTTP/1.1 ") == 1, "the connection is closed after the 429"
+        assert limited == ["rate"]
         assert _status(await _exchange(http.port, b"GET /healthz HTTP/1.1\r\n" + close)) == 200
     finally:
         await http.close()
