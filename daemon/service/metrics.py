@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, get_args
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from daemon.service.http import LIMITED
+from daemon.service.logs import get_logger
 from topics.events import Assignment, OutputEvent, Rejected, RejectKind
 
 if TYPE_CHECKING:
@@ -205,9 +206,14 @@ class Metrics:
                 return False
             self._round_at = self._clock()
             self._state.begin()
-        if not self._state.step(STEP_BUDGET_S, per_agent=self.per_agent):
+        try:
+            if not self._state.step(STEP_BUDGET_S, per_agent=self.per_agent):
+                return False
+            self._publish(self._state.text(per_agent=self.per_agent), self._round_at)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stop routing
+            get_logger().error("metrics_snapshot_failed", error=repr(exc)[:500])
+            self._built, self._round_at = self._clock(), None  # tried again in a while
             return False
-        self._publish(self._state.text(per_agent=self.per_agent), self._round_at)
         return True
 
     def build(self) -> None:

@@ -185,3 +185,27 @@ def test_the_series_stay_few_per_shop_unless_per_agent_is_asked() -> None:
     fixed = len(_samples(Metrics()))  # the service's own counters and histograms
     assert counts[False] - fixed <= 8 * shops
     assert counts[True] - counts[False] == 2 * agents * shops
+
+
+def test_a_snapshot_that_fails_keeps_the_last_one_and_never_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in the metrics must not stop the loop: the last snapshot is served (its age
+    grows) and a new one is tried SNAPSHOT_EVERY_S later."""
+    now = [0.0]
+    metrics = Metrics(clock=lambda: now[0])
+    metrics.watch(lambda: _many(2), dict, dict, ready=lambda: True)
+    before = metrics.latest().split(b"# HELP fenliu_ready")[0]
+    real = metrics_module._shop_lines
+
+    def broken(*args: object, **kwargs: object) -> tuple[str, ...]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(metrics_module, "_shop_lines", broken)
+    now[0] += SNAPSHOT_EVERY_S
+    assert not metrics.refresh() and not metrics.building
+    assert metrics.latest().split(b"# HELP fenliu_ready")[0] == before
+    monkeypatch.setattr(metrics_module, "_shop_lines", real)
+    assert not metrics.refresh(), "tried again only SNAPSHOT_EVERY_S later"
+    now[0] += SNAPSHOT_EVERY_S
+    assert metrics.refresh()
