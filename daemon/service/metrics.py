@@ -171,7 +171,7 @@ class Metrics:
         """Export the engine's state, consumer lag, the shops set aside (shop -> whether
         it waits for Redis, else it is quarantined) in each snapshot, and readiness at
         every scrape; build the first snapshot."""
-        self._state = _State(engine, lag, set_aside)
+        self._state = _State(engine, lag, set_aside, self._assigned)
         self._ready = ready
         self.build()
 
@@ -223,8 +223,8 @@ class Metrics:
 
     def _publish(self, state: str, at: float) -> None:
         """Make the registry's metrics, the assignments and `state` the snapshot of `at`."""
-        parts = (generate_latest(self.registry), _assignments(self._assigned).encode())
-        self._snapshot = b"".join((*parts, state.encode()))
+        assigned = "" if self._state else _assignments(self._assigned)  # else in `state`
+        self._snapshot = b"".join((generate_latest(self.registry), (assigned + state).encode()))
         self._built, self._round_at = at, None
         self.builds += 1
 
@@ -263,47 +263,60 @@ def _family(name: str, kind: str, text: str, lines: list[str]) -> str:
     return head + "".join(line + "\n" for line in lines)
 
 
-def _assignments(assigned: Mapping[str, Mapping[tuple[str, str], int]]) -> str:
-    """fenliu_assignments_total{shop,reason,mode} (counted in a dict, not by
-    prometheus_client: thousands of shops make thousands of series, and its rendering
-    costs ~10 µs a sample)."""
-    lines = [
-        f'fenliu_assignments_total{{mode="{mode}",reason="{reason}",shop="{_esc(shop)}"}} '
-        f"{float(count)!r}"
-        for shop, counts in assigned.items()
-        for (reason, mode), count in counts.items()
-    ]
+Assigned = Mapping[str, Mapping[tuple[str, str], int]]  # shop -> (reason, mode) -> count
+
+
+def _assignments(assigned: Assigned) -> str:
+    """fenliu_assignments_total of every shop, when no engine is watched."""
+    lines = [_assigned_lines(_esc(shop), counts) for shop, counts in assigned.items()]
     return _family("fenliu_assignments_total", "counter", "Buyers given to agents", lines)
 
 
-_FAMILIES = (  # the engine's gauges: name, help; per shop in this order
-    ("fenliu_queue_length", "Buyers waiting"),
-    ("fenliu_queue_oldest_wait_seconds", "Wait of the longest-waiting buyer"),
-    ("fenliu_queue_max_wait_seconds",
+def _assigned_lines(shop: str, counts: Mapping[tuple[str, str], int] | None) -> str:
+    """fenliu_assignments_total{shop,reason,mode} of one shop (label `shop` escaped)."""
+    if not counts:
+        return ""
+    return "".join(
+        f'fenliu_assignments_total{{mode="{mode}",reason="{reason}",shop="{shop}"}} '
+        f"{float(count)!r}\n"
+        for (reason, mode), count in counts.items()
+    )
+
+
+_FAMILIES = (  # the families read per shop: name, type, help; in this order
+    ("fenliu_assignments_total", "counter", "Buyers given to agents"),
+    ("fenliu_queue_length", "gauge", "Buyers waiting"),
+    ("fenliu_queue_oldest_wait_seconds", "gauge", "Wait of the longest-waiting buyer"),
+    ("fenliu_queue_max_wait_seconds", "gauge",
      "The shop's configured queue max_wait (only shops queueing with one)"),
-    ("fenliu_agents", "Agents by status"),
-    ("fenliu_shop_open_sessions", "Open sessions of the shop's agents"),
-    ("fenliu_shop_pending", "Sessions awaiting a reply from the shop's agents"),
-    ("fenliu_agent_open_sessions", "Open sessions (per agent: [http] per_agent_metrics)"),
-    ("fenliu_agent_pending", "Sessions awaiting the agent's reply (per agent)"),
+    ("fenliu_agents", "gauge", "Agents by status"),
+    ("fenliu_shop_open_sessions", "gauge", "Open sessions of the shop's agents"),
+    ("fenliu_shop_pending", "gauge", "Sessions awaiting a reply from the shop's agents"),
+    ("fenliu_agent_open_sessions", "gauge",
+     "Open sessions (per agent: [http] per_agent_metrics)"),
+    ("fenliu_agent_pending", "gauge", "Sessions awaiting the agent's reply (per agent)"),
 )  # fmt: skip
 _PER_AGENT = 2  # the last two families, only with per_agent
 
 
 class _State:
-    """The gauges read from the engine and the service for a snapshot. The engine's are
-    read a slice of shops at a time (`step`), each shop's lines kept until the round
-    has visited every shop; `text` then joins them with the service's gauges."""
+    """What a snapshot reads of the engine and the service. The shops are read a slice at
+    a time (`step`: their gauges and their assignment counts), each shop's lines kept
+    until the round has visited every shop; `text` then joins them with the service's
+    gauges. The counts of a shop no longer in the engine (removed by a reload) are not
+    exported any more."""
 
     def __init__(
         self,
         engine: Callable[[], Engine],
         lag: Callable[[], dict[str, int]],
         set_aside: Callable[[], Mapping[str, bool]],
+        assigned: Assigned,
     ) -> None:
         self._engine = engine
         self._lag = lag
         self._set_aside = set_aside
+        self._assigned = assigned
         self._todo: list[str] = []  # shops the round has still to visit, last first
         self._lines: list[tuple[str, ...]] = []  # per shop visited: its lines per family
 
@@ -316,13 +329,14 @@ class _State:
         """Visit shops for about `budget_s` (at least one); whether the round is done."""
         engine = self._engine()
         until = time.perf_counter() + budget_s
-        todo, lines = self._todo, self._lines
+        todo, lines, assigned = self._todo, self._lines, self._assigned
         while todo:
             for _ in range(min(len(todo), STEP_SHOPS)):
                 shop_id = todo.pop()
                 shop = engine.shops.get(shop_id)
                 if shop is not None:  # else: removed by a reload since the round began
-                    lines.append(_shop_lines(shop_id, shop, engine, per_agent=per_agent))
+                    counts = assigned.get(shop_id)
+                    lines.append(_shop_lines(shop_id, shop, engine, counts, per_agent=per_agent))
             if time.perf_counter() >= until:
                 break
         return not todo
@@ -332,14 +346,14 @@ class _State:
         count = len(_FAMILIES) - (0 if per_agent else _PER_AGENT)
         lines = self._lines
         parts = [
-            f"# HELP {name} {text}\n# TYPE {name} gauge\n" + "".join(s[i] for s in lines)
-            for i, (name, text) in enumerate(_FAMILIES[:count])
+            f"# HELP {name} {text}\n# TYPE {name} {kind}\n" + "".join(s[i] for s in lines)
+            for i, (name, kind, text) in enumerate(_FAMILIES[:count])
         ]
         self._lines = []
         return "".join(parts) + self._service_state()
 
     def render(self, *, per_agent: bool) -> str:
-        """Every gauge now, in one go."""
+        """Everything now, in one go."""
         self.begin()
         self.step(math.inf, per_agent=per_agent)
         return self.text(per_agent=per_agent)
@@ -370,7 +384,12 @@ class _State:
 
 
 def _shop_lines(
-    shop_id: str, shop: ShopEngine, engine: Engine, *, per_agent: bool
+    shop_id: str,
+    shop: ShopEngine,
+    engine: Engine,
+    assigned: Mapping[tuple[str, str], int] | None,
+    *,
+    per_agent: bool,
 ) -> tuple[str, ...]:
     """A shop's sample lines, one string per family of `_FAMILIES`."""
     s = _esc(shop_id)
@@ -407,4 +426,7 @@ def _shop_lines(
     )
     sessions = f'fenliu_shop_open_sessions{{shop="{s}"}} {load}.0\n'
     pending = f'fenliu_shop_pending{{shop="{s}"}} {owed}.0\n'
-    return (queue_len, oldest, max_wait, status, sessions, pending, agent_sessions, agent_pending)
+    return (
+        _assigned_lines(s, assigned), queue_len, oldest, max_wait, status, sessions, pending,
+        agent_sessions, agent_pending,
+    )  # fmt: skip

@@ -14,6 +14,7 @@ from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
 from daemon.service import metrics as metrics_module
 from daemon.service.metrics import SNAPSHOT_EVERY_S, Metrics
+from topics.events import AgentStatus, AgentStatusChanged, BuyerInquired
 
 FULL = 'fenliu_gc_pause_seconds_count{generation="2"}'
 
@@ -209,3 +210,18 @@ def test_a_snapshot_that_fails_keeps_the_last_one_and_never_raises(
     assert not metrics.refresh(), "tried again only SNAPSHOT_EVERY_S later"
     now[0] += SNAPSHOT_EVERY_S
     assert metrics.refresh()
+
+
+def test_assignments_are_counted_per_shop_reason_and_mode_in_the_snapshot() -> None:
+    engine = _many(2, agents=1)
+    metrics = Metrics()
+    metrics.watch(lambda: engine, dict, dict, ready=lambda: True)
+    online = AgentStatusChanged("e1", "s00001", 1000, "a0", AgentStatus.ONLINE)
+    metrics.decided(engine.handle(online, 1000))
+    for n in range(3):
+        metrics.decided(engine.handle(BuyerInquired(f"i{n}", "s00001", 1001, f"b{n}"), 1001))
+    assigned = {k: v for k, v in _samples(metrics).items() if "fenliu_assignments" in k}
+    series = 'fenliu_assignments_total{mode="efficiency",reason="routed",shop="s00001"}'
+    assert assigned == {series: 3.0}
+    text = metrics.latest().decode()
+    assert text.count("# TYPE fenliu_assignments_total counter") == 1
