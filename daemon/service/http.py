@@ -35,8 +35,8 @@ core in aiohttp's parsing and writing alone — with the snapshot, routing laten
 would run that same Python under the same GIL: the loop, each time it waits on a socket,
 then waits up to the interpreter's 5 ms switch interval for the GIL back, several times an
 event; and rendering per request in a thread was measured at 1.5 s p50 before. Pacing bounds
-the cost whatever the clients do (~100 answers a second: a few percent of a core, the
-ratio 1.12 at 3,000 shops), keeps one loop, and a scraper, a console or a probe never waits
+the cost whatever the clients do (~100 answers a second: a few percent of a core, p50
+×1.1–1.3 at 3,000 shops), keeps one loop, and a scraper, a console or a probe never waits
 more than `queue_s`.
 
 No access log: the console's address may carry `?token=` (daemon.service.api), and a
