@@ -5,15 +5,19 @@ producer and admin clients (the daemon passes the same ones to all three; so doe
 topics create`). `partition_counts` reads partition counts without ever creating a topic (a
 plain metadata request would auto-create it on brokers that allow that, Tansu included).
 `check_partitions` runs before any consumer connects: the three input topics must exist and
-share a partition count (a shop's events share a partition number on every topic), or the
-service refuses to start (`StartupError`). `close_within` gives each client at most
-CLOSE_TIMEOUT_S to close, so SIGTERM exits within 10 s even while Kafka or Redis is away.
+share a partition count (a shop's events share a partition number on every topic). Topics
+that do not exist yet are waited for (`TopicsMissingError`, daemon.service.startup); topics
+that disagree are a configuration error, and the service refuses to start (`StartupError`).
+`close_within` gives each client at most CLOSE_TIMEOUT_S to close, so SIGTERM exits within
+10 s even while Kafka or Redis is away.
 
 Errors of the metadata and admin calls (library errors are translated here, ``raise ... from
-exc``)::
+exc``), and of the start-up check::
 
     TopicsAdminError          the broker refused something (names the topic and the error)
      └── KafkaUnreachableError   no answer from the bootstrap servers in time
+    TopicsMissingError        input topics that do not exist (yet): start-up waits
+    StartupError              the input topics disagree: start-up refuses (exit 2)
 """
 
 from __future__ import annotations
@@ -44,7 +48,15 @@ _LEADER_NOT_AVAILABLE = 5  # a topic created a moment ago: its partitions are li
 
 
 class StartupError(RuntimeError):
-    """The service cannot start; the message says why and what to do."""
+    """The service cannot start (a configuration error); the message says why and what to do."""
+
+
+class TopicsMissingError(Exception):
+    """Input topics that do not exist (yet); `missing` names them."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"input topics {missing} do not exist")
+        self.missing = missing
 
 
 class TopicsAdminError(Exception):
@@ -127,22 +139,23 @@ async def partition_counts(
 async def check_partitions(
     bootstrap_servers: str, inputs: list[str], security: dict[str, Any]
 ) -> None:
-    """Refuse (StartupError) unless every input topic exists with the same partition count."""
-    try:
-        counts = await partition_counts(bootstrap_servers, inputs, security)
-    except Exception as exc:
-        raise StartupError(f"cannot reach Kafka to inspect the input topics: {exc}") from exc
-    missing = [name for name in inputs if not counts.get(name)]
-    if missing:
-        raise StartupError(
-            f"input topics {missing} do not exist; create them with "
-            "`fenliu topics create --config FILE`"
-        )
-    if len({counts[name] for name in inputs}) > 1:
+    """Return if every input topic exists, all with the same partition count.
+
+    Raises StartupError if the topics that exist have different counts (a configuration
+    error: creating the missing ones would not mend it), else TopicsMissingError if some do
+    not exist; the errors of `partition_counts` (TopicsAdminError, KafkaUnreachableError)
+    pass through. daemon.service.startup says which of these start-up waits out.
+    """
+    counts = await partition_counts(bootstrap_servers, inputs, security)
+    counts = {name: n for name, n in counts.items() if n}  # none listed yet: being created
+    if len(set(counts.values())) > 1:
         raise StartupError(
             f"input topics must have the same partition count (a shop's events must share "
             f"a partition number on every topic); found {counts}"
         )
+    missing = [name for name in inputs if name not in counts]
+    if missing:
+        raise TopicsMissingError(missing)
 
 
 def make_consumer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaConsumer:
