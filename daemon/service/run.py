@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -422,11 +423,19 @@ class Service:
         return outputs
 
 
+def _stop_before_start(signum: int, frame: object) -> None:
+    """SIGTERM or SIGINT while the configuration loads or HTTP starts: nothing is running
+    yet that could have state to save, so a stop is an exit 0 at once."""
+    raise SystemExit(EXIT_OK)
+
+
 def run_command(config_path: Path, log_level: str = "info") -> int:
     """`fenliu run --config PATH`: validate the configuration, then serve until stopped."""
     from daemon.service.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(log_level)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # until the service's own handlers take over
+        signal.signal(sig, _stop_before_start)
     try:
         config = load_config(config_path)
     except ConfigError as exc:
