@@ -169,9 +169,9 @@ class Service:
         if self.install_signals:
             install_signals(self.request_stop, self.request_reload)
         kafka = self.config.kafka
-        security = kafka_client_kwargs(kafka)
         code = EXIT_OK
         try:
+            security = kafka_client_kwargs(kafka)
             clients = await wait_for_kafka(
                 kafka, list(self.topics.inputs), security, stopping=self._stop_flag, log=self.log
             )
