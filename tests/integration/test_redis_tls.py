@@ -1,7 +1,8 @@
 """Redis over TLS (CONTRACT 5): the store checkpoints through `rediss://` to a real
 TLS-only redis-server, trusting a throw-away CA named by `ssl_ca_certs` in the URL; a CA that
 did not sign the server's certificate is a TLS failure (`redis_tls_failed`, `tls: ...`), not
-an outage, and the password in the URL is in no log line."""
+an outage, and the password in the URL is in no log line. The Kafka client's handshake
+failing against the same TLS endpoint is named TLS in its library line."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from daemon.config import RedisConfig
+from daemon.config import KafkaConfig, RedisConfig
 from daemon.core.snapshot import ShopDelta
 from daemon.dev.processes import free_port
-from daemon.service.clients import make_redis
+from daemon.service.clients import (
+    KafkaUnreachableError,
+    kafka_client_kwargs,
+    make_redis,
+    partition_counts,
+)
 from daemon.service.logs import LINE_MAX, configure_logging, get_logger
 from daemon.service.readiness import redis_answers
 from daemon.service.store import OutboxRecord, Outcome, Owned, ShopCheckpoint, Store, StoreError
@@ -116,3 +122,26 @@ async def test_a_wrong_ca_is_logged_as_tls_not_as_unreachable(
     assert unreachable["event"] == "redis_unreachable"
     assert str(unreachable["error"]).startswith("Redis: unreachable: ")
     assert "tls: certificate verify failed" in str(restore["error"])
+
+
+async def test_a_kafka_tls_failure_is_named_in_the_library_line(
+    tls_redis: TlsRedis, certs: Certs
+) -> None:
+    """aiokafka logs a failed handshake as "Unable connect to …" and raises only that it
+    could not bootstrap: the library line carries the TLS reason (`tls`). Any TLS endpoint
+    shows it; the TLS Redis is at hand, its certificate signed by a CA not trusted here."""
+    stream = io.BytesIO()
+    configure_logging("info", stream=stream)
+    kafka = KafkaConfig(
+        bootstrap_servers=f"127.0.0.1:{tls_redis.port}",
+        security_protocol="SSL",
+        ssl_cafile=certs.other_ca,
+    )
+    with pytest.raises(KafkaUnreachableError):
+        await partition_counts(kafka.bootstrap_servers, ["t"], kafka_client_kwargs(kafka))
+    tls = [line for line in _log_lines(stream) if "tls" in line]
+    assert tls, stream.getvalue()
+    assert tls[0]["event"] == "library_log"
+    assert tls[0]["tls"] == (
+        "certificate verify failed: self-signed certificate in certificate chain"
+    )
