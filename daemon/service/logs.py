@@ -69,7 +69,9 @@ class LibraryHandler(logging.Handler):
 
     A library that repeats itself (aiokafka logs every reconnect attempt during an outage)
     is condensed: the same message again within `quiet_s` is counted, not written, and the
-    next line written for it says how many were held back (`repeated`).
+    next line written for it says how many were held back (`repeated`). Its lines are
+    bounded like every other (`bound_fields`), and a record caused by a TLS failure (an
+    `ssl.SSLError` among its arguments: aiokafka's failed handshake) says so in `tls`.
     """
 
     def __init__(self, quiet_s: float = 10.0) -> None:

@@ -74,7 +74,7 @@ def test_control_characters_stay_escaped_on_one_line_under_4_kib() -> None:
     raw, line = _rendered(**{f"f{n}": nasty for n in range(8)}, shop_id="s1")
     assert len(raw) <= LINE_MAX
     assert line["shop_id"] == "s1" and line["level"] == "warning"
-    assert line["line_cut"] > LINE_MAX  # the size it would have had
+    assert isinstance(line["line_cut"], int) and line["line_cut"] > LINE_MAX  # as it would be
     assert str(line["f0"]).startswith(nasty[:64]) and "…[cut, 3200 chars]" in str(line["f0"])
 
 

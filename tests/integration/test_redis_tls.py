@@ -24,7 +24,15 @@ from daemon.service.clients import (
 )
 from daemon.service.logs import LINE_MAX, configure_logging, get_logger
 from daemon.service.readiness import redis_answers
-from daemon.service.store import OutboxRecord, Outcome, Owned, ShopCheckpoint, Store, StoreError
+from daemon.service.store import (
+    OutboxRecord,
+    Outcome,
+    Owned,
+    ShopCheckpoint,
+    Store,
+    StoredShop,
+    StoreError,
+)
 from tests.tls import KEY_PASSWORD, Certs, TlsRedis, make_certs
 
 PASSWORD = "redis-hunter2"
@@ -50,13 +58,16 @@ def _store(url: str) -> Store:
 async def test_a_checkpoint_goes_to_redis_over_tls(tls_redis: TlsRedis, certs: Certs) -> None:
     store = _store(tls_redis.tls_url(certs.ca))
     try:
-        epoch = (await store.claim_shops([SHOP]))[SHOP].epoch
+        claimed = (await store.claim_shops([SHOP]))[SHOP]
+        assert isinstance(claimed, StoredShop), claimed
+        epoch = claimed.epoch
         delta = ShopDelta(meta=META, agents={}, buyers={"b1": {"id": "b1"}}, seen=["e1"])
         record = OutboxRecord("assignments", SHOP.encode(), b"x1")
         checkpoint = ShopCheckpoint(delta, {"inquiries": 1}, [record])
         saved = await store.save_shops({SHOP: (Owned(epoch, 1), checkpoint)})
         assert saved == {SHOP: Outcome.OK}
         stored = (await store.claim_shops([SHOP]))[SHOP]
+        assert isinstance(stored, StoredShop), stored
         assert stored.snapshot is not None and set(stored.snapshot["buyers"]) == {"b1"}
         assert (stored.offsets, stored.outbox) == ({"inquiries": 1}, [record])
     finally:
