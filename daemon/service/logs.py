@@ -146,7 +146,7 @@ def _bounded_items(value: Any, limit: int, depth: int) -> Any:
             if n == ITEMS_MAX:
                 out["…"] = more
                 break
-            out[cut(str(key), limit)] = bounded(item, limit, depth + 1)
+            out[bounded(str(key), limit)] = bounded(item, limit, depth + 1)
         return out
     items = [bounded(item, limit, depth + 1) for item in itertools.islice(value, ITEMS_MAX)]
     return [*items, more] if size > ITEMS_MAX else items
@@ -159,7 +159,7 @@ def bound_fields(_logger: Any, _method: str, event_dict: Any) -> Any:
         if key == "exception" and isinstance(value, str) and len(value) > EXCEPTION_MAX:
             out[key] = f"…[cut, {len(value)} chars] {value[-EXCEPTION_MAX:]}"
         else:
-            out[cut(str(key))] = bounded(value)
+            out[bounded(str(key))] = bounded(value)
     return out
 
 
