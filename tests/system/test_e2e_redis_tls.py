@@ -128,8 +128,11 @@ async def test_a_wrong_ca_is_logged_as_tls_and_the_daemon_stays_up(
     finally:
         code, _ = process.stop()
     assert code == 0
-    failures = [line for line in _lines(process) if "error" in line]
+    about_redis = {"restore_failed", "recovery_retry", "redis_failed", "redis_unreachable"}
+    lines = _lines(process)
+    failures = [line for line in lines if line["event"] in about_redis | {"redis_tls_failed"}]
     assert failures, "the failure is logged"
     for line in failures:
         assert "tls: certificate verify failed" in str(line["error"]), line
         assert "unreachable" not in orjson.dumps(line).decode(), line
+    assert not [line for line in lines if line["event"] == "redis_unreachable"]
