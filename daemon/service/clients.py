@@ -71,6 +71,8 @@ def kafka_client_kwargs(kafka: KafkaConfig) -> dict[str, object]:
     """aiokafka keyword arguments for `[kafka]`'s client id, security protocol, SASL and TLS.
 
     The result holds the SASL password in clear text (aiokafka needs it): never log it.
+    TLS: `ssl_cafile` (the system CAs without one) and the client certificate, if any, in
+    one `ssl.SSLContext` (aiokafka's `create_ssl_context`).
     """
     kwargs: dict[str, object] = {}
     if kafka.client_id is not None:
@@ -78,14 +80,23 @@ def kafka_client_kwargs(kafka: KafkaConfig) -> dict[str, object]:
     protocol = kafka.security_protocol or "PLAINTEXT"
     kwargs["security_protocol"] = protocol
     if protocol in {"SSL", "SASL_SSL"}:
-        cafile = str(kafka.ssl_cafile) if kafka.ssl_cafile is not None else None
-        kwargs["ssl_context"] = create_ssl_context(cafile=cafile)  # system CAs without one
+        key_password = kafka.ssl_password.get_secret_value() if kafka.ssl_password else None
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=_text(kafka.ssl_cafile),
+            certfile=_text(kafka.ssl_certfile),
+            keyfile=_text(kafka.ssl_keyfile),
+            password=key_password or None,
+        )
     if protocol.startswith("SASL_"):
         kwargs["sasl_mechanism"] = kafka.sasl_mechanism
         kwargs["sasl_plain_username"] = kafka.sasl_username
         password = kafka.sasl_password
         kwargs["sasl_plain_password"] = password.get_secret_value() if password else None
     return kwargs
+
+
+def _text(path: object) -> str | None:
+    return str(path) if path is not None else None
 
 
 def unreachable(bootstrap: str, exc: BaseException) -> KafkaUnreachableError:

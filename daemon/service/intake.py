@@ -23,7 +23,7 @@ from daemon.service.checkpoint import Checkpoint
 from daemon.service.checkpoint_types import Batch
 from daemon.service.kafka import Decoded, TopicMap, ordered_batch
 from daemon.service.metrics import Metrics, RejectReason
-from daemon.service.record_log import dead_letter, log_decision
+from daemon.service.record_log import Rejections, dead_letter, log_decision
 from daemon.service.restore import RELEASE_HINT
 from daemon.service.store import OutboxRecord
 from daemon.service.views import Decisions
@@ -57,6 +57,7 @@ class Intake:
         self.received = 0
         self.rejected = 0
         self._misrouted_logged: set[tuple[str, str, int]] = set()
+        self._rejections = Rejections(log)  # `event_rejected`: once per pattern per 10 s
 
     def apply(self, work: Batch, batch: Polled, now: int) -> None:
         """Feed the records of `batch` (owned partitions only) to the engine."""
@@ -168,7 +169,7 @@ class Intake:
     ) -> OutputEvent:
         self.rejected += 1
         self._metrics.rejects.labels(kind).inc()
-        return dead_letter(record, reason, kind, now, self._log if logged else None)
+        return dead_letter(record, reason, kind, now, self._rejections if logged else None)
 
     def _decode(self, record: ConsumerRecord[Any, Any]) -> Decoded:
         try:
