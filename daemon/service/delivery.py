@@ -137,7 +137,8 @@ class Refusals:
     def refused(self, record: OutboxRecord, exc: BaseException) -> None:
         """Log and count a refused record; set its shop aside if it is a routing output."""
         kind, id_ = _described(record.value)
-        error = f"{type(exc).__name__}: {exc}"
+        name, text = type(exc).__name__, str(exc)
+        error = text if name in text else f"{name}: {text}"
         self._metrics.undelivered.labels(kind, "refused").inc()
         shop_id = self._shop_of(record)
         self._log.error(
