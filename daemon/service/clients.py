@@ -149,7 +149,12 @@ async def check_partitions(
 
 
 def make_consumer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaConsumer:
-    """Auto-commit off (positions live in Redis), co-partitioned assignment, short waits."""
+    """Auto-commit off (positions live in Redis), co-partitioned assignment, short waits.
+
+    The fetch sizes stay aiokafka's (`max_partition_fetch_bytes` 1 MiB, `fetch_max_bytes`
+    50 MiB): a broker returns a first record batch larger than them whole (KIP-74; Tansu
+    too), so a record of any size the broker took is consumed, and then dead-lettered.
+    """
     return AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         group_id=kafka.group_id,
