@@ -208,7 +208,10 @@ class Intake:
     ) -> OutputEvent:
         self.rejected += 1
         self._metrics.rejects.labels(kind).inc()
-        return dead_letter(record, reason, kind, now, self._log if logged else None)
+        letter = dead_letter(record, reason, kind, now, self._log if logged else None)
+        if isinstance(letter, Rejected) and (letter.raw_truncated or letter.key_truncated):
+            self._metrics.rejects_cut.inc()  # the dead letter says so too (raw_truncated)
+        return letter
 
     def _decode(self, record: ConsumerRecord[Any, Any]) -> Decoded:
         try:

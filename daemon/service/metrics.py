@@ -104,6 +104,12 @@ class Metrics:
             "Partitions found claimed by another instance at checkpoint (their batch was dropped)",
             registry=r,
         )
+        self.rejects_cut = Counter(
+            "fenliu_rejects_cut",
+            "Dead letters that hold only an excerpt of their record (value over 16 KiB, or key "
+            "over 1 KiB): the whole record stays in its source topic",
+            registry=r,
+        )
         self.undelivered = Counter(
             "fenliu_outputs_undelivered",
             "Outputs dropped from the outbox: too large to send (oversized) or refused for good "

@@ -96,6 +96,11 @@ async def _until(predicate: object, timeout: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
+def _sample(metrics: str, name: str) -> float:
+    """The value of a metric without labels in a /metrics answer."""
+    return float(next(x for x in metrics.splitlines() if x.startswith(f"{name} ")).split()[1])
+
+
 def _ready(*daemons: DaemonProcess) -> bool:
     return all(d.get("/readyz")[0] == 200 for d in daemons)
 
@@ -177,9 +182,12 @@ async def test_poison_on_every_input_topic_never_stops_a_fleet_of_two(
             await w.wait_for(lambda e, shop=w.shop: e.get("buyer_id") == f"{shop}-last", 60)
         assert all(d.proc is not None and d.proc.poll() is None for d in daemons)
         assert _ready(x, y)
+        cut = 0.0
         for d in daemons:
             metrics = d.get("/metrics")[1]
             assert "fenliu_shop_quarantined{" not in metrics, d.log_tail()
+            cut += _sample(metrics, "fenliu_rejects_cut_total")
+        assert cut > 0, "cut dead letters are counted"
     finally:
         await usual.stop()
         await big.stop()
