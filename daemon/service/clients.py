@@ -42,6 +42,9 @@ TIMEOUT_S = 10.0  # each metadata or admin call gives up after this long without
 REQUEST_TIMEOUT_MS = 5_000
 FETCH_MAX_WAIT_MS = 10  # some brokers (Tansu) hold a fetch this long even when data is there
 CLOSE_TIMEOUT_S = 1.5  # per client closed at the end (SIGTERM to exit within 10 s)
+MAX_REQUEST_BYTES = 1_048_576  # the producer's max_request_size: aiokafka's default
+RECORD_HEADROOM = 1_024  # a record batch's and a record's own headers, with room to spare
+MAX_OUTPUT_BYTES = MAX_REQUEST_BYTES - RECORD_HEADROOM  # key + value of one output record
 _NO_ERROR = 0
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
 _LEADER_NOT_AVAILABLE = 5  # a topic created a moment ago: its partitions are listed already
@@ -170,7 +173,12 @@ async def check_partitions(
 
 
 def make_consumer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaConsumer:
-    """Auto-commit off (positions live in Redis), co-partitioned assignment, short waits."""
+    """Auto-commit off (positions live in Redis), co-partitioned assignment, short waits.
+
+    The fetch sizes stay aiokafka's (`max_partition_fetch_bytes` 1 MiB, `fetch_max_bytes`
+    50 MiB): a broker returns a first record batch larger than them whole (KIP-74; Tansu
+    too), so a record of any size the broker took is consumed, and then dead-lettered.
+    """
     return AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         group_id=kafka.group_id,
@@ -206,7 +214,8 @@ def skip_leave_group(consumer: AIOKafkaConsumer) -> None:
 
 
 def make_producer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaProducer:
-    """No linger, `acks=all`, no idempotence (which Tansu lacks).
+    """No linger, `acks=all`, no idempotence (which Tansu lacks), requests of at most
+    MAX_REQUEST_BYTES (the service sizes every output against MAX_OUTPUT_BYTES first).
 
     A linger would only delay every decision: the loop hands a batch's outputs to the
     producer all at once, before its sender runs, and aiokafka keeps one produce request
@@ -217,6 +226,7 @@ def make_producer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaProdu
         linger_ms=0,
         acks="all",
         enable_idempotence=False,
+        max_request_size=MAX_REQUEST_BYTES,
         **security,
     )
 

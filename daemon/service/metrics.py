@@ -29,6 +29,8 @@ LATENCY_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0
 RejectReason = RejectKind  # the `reason` label of fenliu_rejected_total
 REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
 RESULTS = ("ok", "failed")  # of a reload, of a checkpoint
+OUTPUT_TYPES = ("assignment", "session_closed", "queue_update", "rejected")
+UNDELIVERED = ("oversized", "refused")  # the `cause` label of fenliu_outputs_undelivered_total
 
 
 class Metrics:
@@ -102,6 +104,22 @@ class Metrics:
             "Partitions found claimed by another instance at checkpoint (their batch was dropped)",
             registry=r,
         )
+        self.rejects_cut = Counter(
+            "fenliu_rejects_cut",
+            "Dead letters that hold only an excerpt of their record (value over 16 KiB, or key "
+            "over 1 KiB): the whole record stays in its source topic",
+            registry=r,
+        )
+        self.undelivered = Counter(
+            "fenliu_outputs_undelivered",
+            "Outputs dropped from the outbox: too large to send (oversized) or refused for good "
+            "by Kafka (refused); a routing output's shop is set aside (see the error log)",
+            ["type", "cause"],
+            registry=r,
+        )
+        for kind in OUTPUT_TYPES:
+            for cause in UNDELIVERED:
+                self.undelivered.labels(kind, cause)
         self.misrouted = Counter(
             "fenliu_misrouted",
             "Input records found on another partition than murmur2(key) mod partitions",

@@ -60,7 +60,7 @@ from daemon.service.clients import (
 )
 from daemon.service.clock import wall_ms
 from daemon.service.control_plane import apply_reload, install_signals, remove_signals, routes
-from daemon.service.delivery import Deliveries
+from daemon.service.delivery import Deliveries, Refusals
 from daemon.service.heap import Heap
 from daemon.service.http import HttpServer
 from daemon.service.intake import Intake
@@ -126,10 +126,15 @@ class Service:
         self.intake = Intake(
             self.engine, self.checkpoint, self.topics, self.metrics, self.log, self.decisions
         )
-        self.deliveries = Deliveries(self.checkpoint, self.log)
+        self.refusals = Refusals(
+            self.checkpoint, self.topics.topics.dead_letter, self.metrics, self.log,
+            self.decisions.forget,
+        )  # fmt: skip
+        self.deliveries = Deliveries(self.checkpoint, self.refusals, self.log)
         self.ownership = Ownership(
-            self.checkpoint, stopping=self._stop_flag, metrics=self.metrics, log=self.log
-        )
+            self.checkpoint, stopping=self._stop_flag, refusals=self.refusals,
+            metrics=self.metrics, log=self.log,
+        )  # fmt: skip
         self.metrics.watch(
             lambda: self.engine,
             lambda: consumer_lag(self._consumer, self.intake.positions),
