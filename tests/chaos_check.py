@@ -40,6 +40,7 @@ time), both wall clock on one machine: an input is decided no earlier than its `
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -187,10 +188,16 @@ def _dedup(outputs: Sequence[Event], verdict: Verdict) -> list[Event]:
 
 
 def _rejected_ids(outputs: Iterable[Event]) -> set[str]:
-    """Ids of the input events the dead-letter topic refused (parsed from `raw`)."""
+    """Ids of the input events the dead-letter topic refused (parsed from `raw`; from the
+    start of a cut one, whose excerpt is no longer JSON)."""
     ids: set[str] = set()
     for e in outputs:
         if e["type"] == "rejected" and e.get("raw_encoding", "utf-8") == "utf-8":
+            if e.get("raw_truncated") is True:
+                found = _FIRST_ID.search(e["raw"])
+                if found is not None:
+                    ids.add(orjson.loads(f'"{found.group(1)}"'))
+                continue
             try:
                 raw = orjson.loads(e["raw"])
             except orjson.JSONDecodeError:
@@ -198,6 +205,9 @@ def _rejected_ids(outputs: Iterable[Event]) -> set[str]:
             if isinstance(raw, dict) and isinstance(raw.get("id"), str):
                 ids.add(raw["id"])
     return ids
+
+
+_FIRST_ID = re.compile(r'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 def _agents_by_inquiry(outputs: Iterable[Event]) -> dict[str, set[str]]:

@@ -19,11 +19,10 @@ absent or JSON null; unknown fields are ignored, so producers may add fields.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final
 
 import orjson
 
@@ -47,6 +46,7 @@ from topics.events import (
     SessionClosed,
     SessionTransferred,
 )
+from topics.excerpt import error_excerpt, key_excerpt, value_excerpt
 
 __all__ = [
     "DEFAULT_TOPICS",
@@ -243,7 +243,8 @@ def encode(event: OutputEvent | InputEvent) -> bytes:
 
     Output events keep `group` and `mode` (null when None); `queue_update` leaves out
     `position`/`estimated_wait_s` when None and `rejected` leaves out `raw_encoding` when
-    it is "utf-8" (and `reason` when None). Input events leave out every None field and an
+    it is "utf-8" (and `reason` when None, and the size and hash fields of `raw` and of the
+    key unless they were cut). Input events leave out every None field and an
     empty context, so that `decode(encode(e), ...) == e`.
     """
     return orjson.dumps(_wire(event))
@@ -256,14 +257,27 @@ def _wire(event: OutputEvent | InputEvent) -> Obj:
         case QueueUpdate():
             return _output_wire(event, drop_none=("position", "estimated_wait_s"))
         case Rejected():
-            omit = ("raw_encoding",) if event.raw_encoding == "utf-8" else ()
-            return _output_wire(event, drop=omit, drop_none=("reason",))
+            return _output_wire(event, drop=_rejected_omits(event), drop_none=("reason",))
         case BuyerInquired():
             return _inquiry_wire(event)
         case MessageSent():
             return _input_wire(event, "message", {"sender": "from"})
         case _:
             return _input_wire(event, _INPUT_TYPES[type(event)])
+
+
+_RAW_CUT: Final = ("raw_truncated", "raw_size", "raw_sha256")
+_KEY_CUT: Final = ("key_truncated", "key_size", "key_sha256")
+
+
+def _rejected_omits(event: Rejected) -> tuple[str, ...]:
+    """The fields of a dead letter left out on the wire: those that say nothing new."""
+    omit: tuple[str, ...] = ("raw_encoding",) if event.raw_encoding == "utf-8" else ()
+    if not event.raw_truncated:
+        omit += _RAW_CUT
+    if not event.key_truncated:
+        omit += _KEY_CUT
+    return omit
 
 
 _OUTPUT_TYPES: Final[Mapping[type, str]] = {
@@ -342,33 +356,30 @@ def rejected_for(
 ) -> Rejected:
     """The dead-letter event for a record that failed to decode (or was refused later).
 
-    Its id depends only on where the record was, so a replay yields the same event.
+    Its id depends only on where the record was, so a replay yields the same event. It
+    always fits the broker: `raw`, the echoed key (`shop_id`) and `error` are bounded
+    excerpts (topics.excerpt), and a cut `raw` or key carries the original's size and hash.
     """
-    shop_id: str | None
-    try:
-        shop_id = None if key is None else key.decode()
-    except UnicodeDecodeError:
-        shop_id = None
-    raw, raw_encoding = _raw_text(b"" if value is None else value)
+    key_cut = key_excerpt(key)
+    raw, raw_encoding = value_excerpt(b"" if value is None else value)
     return Rejected(
         id=f"rej:{source_topic}:{partition}:{offset}",
-        shop_id=shop_id,
+        shop_id=None if key_cut is None else key_cut.text,
         ts=now_ms,
-        error=error,
+        error=error_excerpt(error),
         source_topic=source_topic,
         partition=partition,
         offset=offset,
-        raw=raw,
+        raw=raw.text,
         raw_encoding=raw_encoding,
         reason=kind,
+        raw_truncated=raw.truncated,
+        raw_size=raw.size,
+        raw_sha256=raw.sha256,
+        key_truncated=key_cut is not None and key_cut.truncated,
+        key_size=None if key_cut is None else key_cut.size,
+        key_sha256=None if key_cut is None else key_cut.sha256,
     )
-
-
-def _raw_text(value: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
-    try:
-        return value.decode(), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(value).decode("ascii"), "base64"
 
 
 def type_name(event: OutputEvent | InputEvent) -> str:

@@ -222,7 +222,8 @@ shop's (`misrouted`)."""
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """`rejected` (dead-letter): an input record that was refused, and why."""
+    """`rejected` (dead-letter): an input record that was refused, and why; `raw` and
+    `shop_id` are bounded excerpts of its value and key."""
 
     id: str
     shop_id: str | None
@@ -234,6 +235,14 @@ class Rejected:
     raw: str
     raw_encoding: Literal["utf-8", "base64"] = "utf-8"
     reason: RejectKind | None = None  # None only in dead letters written before the field
+    # A dead letter carries bounded excerpts (topics.excerpt): a cut `raw`, or a cut record
+    # key in `shop_id`, says so, with the size (bytes) and SHA-256 (hex) of the original.
+    raw_truncated: bool = False
+    raw_size: int | None = None
+    raw_sha256: str | None = None
+    key_truncated: bool = False
+    key_size: int | None = None
+    key_sha256: str | None = None
 
 
 OutputEvent = Assignment | SessionClosed | QueueUpdate | Rejected

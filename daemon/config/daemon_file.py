@@ -3,31 +3,35 @@
 
 Field validators word their own problems (a bad host:port, topic name or Redis URL, an unset
 environment variable); `kafka_problems` cross-checks `[kafka]` settings against each other.
-Reading the files and wording pydantic's errors is in daemon.config.files. Secrets
-(`kafka.sasl_password`, a password in `redis.url`) stay out of every str and repr.
+Reading the files and wording pydantic's errors is in daemon.config.files. Every setting
+that may hold a secret (`redis.url`, `kafka.sasl_password`, `kafka.ssl_password`,
+`http.token`) expands `${NAME}` from the environment (daemon.config.secrets) and stays out
+of every str, repr and dump: the passwords and token are SecretStr, and `redis.url` shows
+and dumps as `redacted_url`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     StrictBool,
     ValidationInfo,
+    field_serializer,
     field_validator,
 )
 
+from daemon.config.secrets import expand_env, redact_url
 from daemon.core.config import DurationMs, ShopConfig
 
 __all__ = [
@@ -67,19 +71,18 @@ def _topic(name: str) -> str:
 TopicName = Annotated[str, AfterValidator(_topic)]
 
 
-def _expand_env(text: str | None) -> str | None:
-    """`${NAME}` (or `$NAME`) replaced by the environment's value; empty means None."""
-    if text is None:
-        return None
-    missing = [m.group(1) or m.group(2) for m in _ENV_VAR.finditer(text)]
-    missing = [name for name in missing if name not in os.environ]
-    if missing:
-        raise ValueError(f"uses environment variable {missing[0]}, which is not set")
-    expanded = os.path.expandvars(text)
-    return expanded or None
+def _expand_name(text: str | None) -> str | None:
+    """A name with `${NAME}` (or `$NAME`) from the environment; empty means None."""
+    return (expand_env(text, bare=True) or None) if text is not None else None
 
 
-_ENV_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+def _expand_secret(value: object) -> object:
+    """A secret setting's text with `${NAME}` from the environment (before validation:
+    anything else is left for the type to refuse)."""
+    return expand_env(value) if isinstance(value, str) else value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_expand_secret)]
 
 
 class _Frozen(BaseModel):
@@ -106,17 +109,28 @@ class KafkaConfig(_Frozen):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None  # relative to fenliu.toml's folder; absolute once loaded
+    sasl_password: Secret | None = None
+    # TLS (SSL, SASL_SSL): the CA to trust, and a client certificate if the brokers ask for
+    # one (its key in ssl_keyfile or in the same file, encrypted with ssl_password); paths
+    # relative to fenliu.toml's folder, absolute once loaded
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: Secret | None = None
     # group membership: a dead instance's partitions move after `session_timeout`; a
     # non-empty `group_instance_id` is static membership (KIP-345), "${VAR}" expanded
     session_timeout: Annotated[DurationMs, Field(ge=1000, le=300_000)] = 6000
-    group_instance_id: Annotated[str | None, AfterValidator(_expand_env)] = None
+    group_instance_id: Annotated[str | None, AfterValidator(_expand_name)] = None
     # send LeaveGroup when stopping, so the group rebalances at once (false: the group
     # notices after session_timeout; for brokers where a leave during a rebalance can
     # stall the group, such as Tansu 0.6 — docs/daemon.md, "Running a fleet")
     leave_group: bool = True
     topics: TopicsConfig = TopicsConfig()
+
+
+KAFKA_TLS_SETTINGS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
+KAFKA_TLS_FILES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+REDIS_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")  # query arguments of the URL
 
 
 def kafka_problems(kafka: KafkaConfig) -> list[tuple[str, str]]:
@@ -128,8 +142,12 @@ def kafka_problems(kafka: KafkaConfig) -> list[tuple[str, str]]:
             problems.append((name, f"is required with security_protocol = {proto!r}"))
         elif not proto.startswith("SASL_") and getattr(kafka, name) is not None:
             problems.append((name, "is only used with security_protocol SASL_PLAINTEXT/SASL_SSL"))
-    if kafka.ssl_cafile is not None and proto not in {"SSL", "SASL_SSL"}:
-        problems.append(("ssl_cafile", "is only used with security_protocol SSL or SASL_SSL"))
+    if proto not in {"SSL", "SASL_SSL"}:
+        tls = [name for name in KAFKA_TLS_SETTINGS if getattr(kafka, name) is not None]
+        problems += [(n, "is only used with security_protocol SSL or SASL_SSL") for n in tls]
+    if kafka.ssl_certfile is None:
+        keys = [name for name in ("ssl_keyfile", "ssl_password") if getattr(kafka, name)]
+        problems += [(n, "belongs to a client certificate: set ssl_certfile too") for n in keys]
     seen: dict[str, str] = {}
     for name, topic in kafka.topics:
         if topic in seen:
@@ -140,9 +158,11 @@ def kafka_problems(kafka: KafkaConfig) -> list[tuple[str, str]]:
 
 class RedisConfig(_Frozen):
     """`[redis]`: where routing state is checkpointed. `url` may hold a password: print
-    `redacted_url`, never `url`."""
+    `redacted_url`, never `url` (repr and dumps show the redacted one). TLS is `rediss://`,
+    with redis-py's query arguments: `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` (files,
+    relative to fenliu.toml's folder, absolute once loaded), `ssl_password`, ..."""
 
-    url: str = Field(repr=False)
+    url: Annotated[str, BeforeValidator(_expand_secret)] = Field(repr=False)
     key_prefix: str = Field(default="fenliu", min_length=1)
     cluster: bool = False  # `url` names one node of a Redis Cluster
 
@@ -155,7 +175,31 @@ class RedisConfig(_Frozen):
             urlsplit(url).port  # noqa: B018 - parses the port, raising on garbage
         except ValueError:
             raise ValueError("is not a valid URL (check the host and port)") from None
+        tls = [name for name, _ in _query(url) if name.startswith("ssl_")]
+        if tls and not url.startswith("rediss://"):
+            raise ValueError(f"{tls[0]} is only used with TLS: the URL must start with rediss://")
         return url
+
+    @field_serializer("url")
+    def _dump_redacted(self, url: str) -> str:
+        return redact_url(url)
+
+    @property
+    def tls_files(self) -> dict[str, str]:
+        """The files the URL names (`ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`), by
+        query argument."""
+        return {name: value for name, value in _query(self.url) if name in REDIS_TLS_FILES}
+
+    def files_under(self, base: Path) -> RedisConfig:
+        """This configuration with the URL's relative TLS file paths made absolute under
+        `base` (fenliu.toml's folder)."""
+        url, mark, query = self.url.partition("?")
+        args = []
+        for arg in query.split("&") if mark else ():
+            name, _, value = arg.partition("=")
+            absolute = quote(str(base / unquote(value)), safe="/")
+            args.append(f"{name}={absolute}" if unquote(name) in REDIS_TLS_FILES else arg)
+        return self.model_copy(update={"url": url + mark + "&".join(args)})
 
     @field_validator("key_prefix")
     @classmethod
@@ -166,19 +210,20 @@ class RedisConfig(_Frozen):
 
     @property
     def redacted_url(self) -> str:
-        """The URL with any password replaced by ``***``: safe to log or print."""
-        # Text, not urlsplit: a password holding '/' or '#' must not end up in the host part.
-        scheme, _, rest = self.url.partition("://")
-        userinfo, at, rest = rest.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        rest, mark, query = rest.partition("?")
-        args = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(query, True)]
-        hidden = (f"{user}:***@" if colon else "***@") if at else ""
-        return f"{scheme}://{hidden}{rest}{mark}{urlencode(args, safe='*')}"
+        """The URL with its credentials replaced by ``***`` (the user info's password, query
+        arguments named like secrets: daemon.config.secrets): safe to log or print."""
+        return redact_url(self.url)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         yield "url", self.redacted_url
         yield from super().__repr_args__()
+
+
+def _query(url: str) -> list[tuple[str, str]]:
+    """A URL's query arguments (name, value), unquoted, in order."""
+    query = url.partition("?")[2]
+    pairs = (arg.partition("=") for arg in query.split("&") if arg)
+    return [(unquote(name), unquote(value)) for name, _, value in pairs]
 
 
 def is_loopback_host(host: str) -> bool:
@@ -199,7 +244,7 @@ class HttpConfig(_Frozen):
     listen: Annotated[str, AfterValidator(lambda t: _host_port(t, lowest_port=0))] = (
         "127.0.0.1:9464"
     )
-    token: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    token: Secret = Field(default=SecretStr(""), validate_default=True)
     # /metrics: per-agent series too (fenliu_agent_open_sessions, fenliu_agent_pending);
     # off, each shop's agents are summed (fenliu_shop_*): ~8 series a shop instead of ~20
     per_agent_metrics: StrictBool = False

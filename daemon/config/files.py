@@ -6,22 +6,27 @@ as ``file: key: message`` (keys are dotted TOML paths: ``agents[3].weight``,
 ``kafka.topics.inquiries``). A caller gets a whole valid configuration or none. What a valid
 shop is lives in `daemon.core.config`, what `fenliu.toml` may say in
 `daemon.config.daemon_file`; this module reads the TOML files, checks a shop's
-cross-references even when its names fail validation, and is `fenliu check-config`. Secrets
-(`kafka.sasl_password`, a password in `redis.url`) appear neither in the str/repr of the
-configuration nor in any message.
+cross-references even when its names fail validation, checks that the TLS files exist
+(and that a Kafka client certificate loads with its key and password), and is `fenliu
+check-config`. Secrets (daemon.config.secrets: `redis.url`'s credentials, `kafka.sasl_password`,
+`kafka.ssl_password`, `http.token`) appear neither in the str/repr of the configuration nor
+in any message; an unset `${NAME}` is named, its key too.
 """
 
 from __future__ import annotations
 
+import ssl
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from daemon.config.daemon_file import (
+    KAFKA_TLS_FILES,
     DaemonFile,
     FenliuConfig,
     KafkaConfig,
+    RedisConfig,
     ShopsConfig,
     kafka_problems,
 )
@@ -144,10 +149,49 @@ def _load_daemon_file(
         kafka = result.kafka
     if isinstance(kafka, KafkaConfig):
         problems.extend(ConfigProblem(path, f"kafka.{k}", m) for k, m in kafka_problems(kafka))
-        cafile = None if kafka.ssl_cafile is None else path.parent / kafka.ssl_cafile
-        if cafile is not None and not cafile.is_file():
-            problems.append(ConfigProblem(path, "kafka.ssl_cafile", f"no such file: {cafile}"))
+        problems.extend(ConfigProblem(path, f"kafka.{k}", m) for k, m in _kafka_tls(kafka, path))
+    if isinstance(result, DaemonFile):
+        for name, file in result.redis.tls_files.items():
+            if not (path.parent / file).is_file():
+                message = f"{name} names no such file: {path.parent / file}"
+                problems.append(ConfigProblem(path, "redis.url", message))
     return (result if isinstance(result, DaemonFile) else None), folder
+
+
+def _kafka_tls(kafka: KafkaConfig, path: Path) -> list[tuple[str, str]]:
+    """The TLS files of `[kafka]` that do not exist, or a client certificate that does not
+    load with its key and password (the SSL library's reason; never the password)."""
+    problems: list[tuple[str, str]] = []
+    files = {n: path.parent / f for n in KAFKA_TLS_FILES if (f := getattr(kafka, n)) is not None}
+    for name, file in files.items():
+        if not file.is_file():
+            problems.append((name, f"no such file: {file}"))
+    if problems or "ssl_certfile" not in files:
+        return problems
+    password = kafka.ssl_password.get_secret_value() if kafka.ssl_password else None
+    try:  # with no password, an encrypted key fails here instead of prompting on the terminal
+        ssl.create_default_context().load_cert_chain(
+            files["ssl_certfile"], files.get("ssl_keyfile"), password=password or _no_password
+        )
+    except ssl.SSLError as exc:
+        reason = str(exc).rsplit(" (_ssl.c:", 1)[0]
+        message = "does not load with its key (a wrong ssl_password, or not its key)"
+        problems.append(("ssl_certfile", f"{message}: {reason}"))
+    except (OSError, ValueError) as exc:
+        problems.append(("ssl_certfile", f"does not load with its key and password: {exc}"))
+    return problems
+
+
+def _no_password() -> str:
+    raise ValueError("its key is encrypted: set ssl_password")
+
+
+def _absolute(
+    kafka: KafkaConfig, redis: RedisConfig, base: Path
+) -> tuple[KafkaConfig, RedisConfig]:
+    """`[kafka]` and `[redis]` with their TLS file paths made absolute under `base`."""
+    files = {n: base / f for n in KAFKA_TLS_FILES if (f := getattr(kafka, n)) is not None}
+    return kafka.model_copy(update=files), redis.files_under(base)
 
 
 def _load_shops(
@@ -188,13 +232,10 @@ def load_config(path: Path) -> FenliuConfig:
     configs, sources = _load_shops(path, folder, problems) if folder else ({}, {})
     if problems or daemon is None or folder is None:
         raise ConfigError(problems)
-    base = path.parent.absolute()
-    kafka = daemon.kafka
-    if kafka.ssl_cafile is not None:
-        kafka = kafka.model_copy(update={"ssl_cafile": base / kafka.ssl_cafile})
+    kafka, redis = _absolute(daemon.kafka, daemon.redis, path.parent.absolute())
     return FenliuConfig(
         kafka=kafka,
-        redis=daemon.redis,
+        redis=redis,
         http=daemon.http,
         shops=ShopsConfig(dir=folder.absolute()),
         config_path=path.absolute(),

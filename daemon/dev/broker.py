@@ -82,7 +82,10 @@ class Broker(ManagedProcess):
     through that port, whatever address it bootstrapped from.
 
     Everything is lost when it stops. What to know about Tansu (0.6): it supports neither
-    idempotent nor transactional producers; it answers a consumer's JoinGroup only after
+    idempotent nor transactional producers; it sets no record size limit of its own (a 20 MB
+    record is taken, and fetched whole by a consumer with aiokafka's default fetch sizes),
+    so the limit that counts is the producer's `max_request_size` (1 MiB by default, like a
+    Kafka broker's `message.max.bytes`); it answers a consumer's JoinGroup only after
     about half the consumer's `session_timeout_ms` (at least 1 s), so tests use short
     session timeouts; and it prints "listening on" before binding and exits with code 0 when
     the port is taken, which is why readiness is a real Metadata request, not a log line.

@@ -3,6 +3,7 @@
     run.py               the `Service` loop and `fenliu run`
     clock.py             the daemon's clock
     clients.py           the Kafka and Redis clients, topic metadata, the startup check
+    startup.py           waiting for Kafka at start-up: the backoff, its bounded log
     kafka.py             home partitions, co-partitioned assignment, batch order, output routing
     intake.py            a polled batch and the due timers into engine calls and outbox records
     delivery.py          outputs to the producer, their acknowledgements, emptying the outboxes

@@ -5,15 +5,19 @@ producer and admin clients (the daemon passes the same ones to all three; so doe
 topics create`). `partition_counts` reads partition counts without ever creating a topic (a
 plain metadata request would auto-create it on brokers that allow that, Tansu included).
 `check_partitions` runs before any consumer connects: the three input topics must exist and
-share a partition count (a shop's events share a partition number on every topic), or the
-service refuses to start (`StartupError`). `close_within` gives each client at most
-CLOSE_TIMEOUT_S to close, so SIGTERM exits within 10 s even while Kafka or Redis is away.
+share a partition count (a shop's events share a partition number on every topic). Topics
+that do not exist yet are waited for (`TopicsMissingError`, daemon.service.startup); topics
+that disagree are a configuration error, and the service refuses to start (`StartupError`).
+`close_within` gives each client at most CLOSE_TIMEOUT_S to close, so SIGTERM exits within
+10 s even while Kafka or Redis is away.
 
 Errors of the metadata and admin calls (library errors are translated here, ``raise ... from
-exc``)::
+exc``), and of the start-up check::
 
     TopicsAdminError          the broker refused something (names the topic and the error)
      └── KafkaUnreachableError   no answer from the bootstrap servers in time
+    TopicsMissingError        input topics that do not exist (yet): start-up waits
+    StartupError              the input topics disagree: start-up refuses (exit 2)
 """
 
 from __future__ import annotations
@@ -38,13 +42,24 @@ TIMEOUT_S = 10.0  # each metadata or admin call gives up after this long without
 REQUEST_TIMEOUT_MS = 5_000
 FETCH_MAX_WAIT_MS = 10  # some brokers (Tansu) hold a fetch this long even when data is there
 CLOSE_TIMEOUT_S = 1.5  # per client closed at the end (SIGTERM to exit within 10 s)
+MAX_REQUEST_BYTES = 1_048_576  # the producer's max_request_size: aiokafka's default
+RECORD_HEADROOM = 1_024  # a record batch's and a record's own headers, with room to spare
+MAX_OUTPUT_BYTES = MAX_REQUEST_BYTES - RECORD_HEADROOM  # key + value of one output record
 _NO_ERROR = 0
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
 _LEADER_NOT_AVAILABLE = 5  # a topic created a moment ago: its partitions are listed already
 
 
 class StartupError(RuntimeError):
-    """The service cannot start; the message says why and what to do."""
+    """The service cannot start (a configuration error); the message says why and what to do."""
+
+
+class TopicsMissingError(Exception):
+    """Input topics that do not exist (yet); `missing` names them."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"input topics {missing} do not exist")
+        self.missing = missing
 
 
 class TopicsAdminError(Exception):
@@ -59,6 +74,8 @@ def kafka_client_kwargs(kafka: KafkaConfig) -> dict[str, object]:
     """aiokafka keyword arguments for `[kafka]`'s client id, security protocol, SASL and TLS.
 
     The result holds the SASL password in clear text (aiokafka needs it): never log it.
+    TLS: `ssl_cafile` (the system CAs without one) and the client certificate, if any, in
+    one `ssl.SSLContext` (aiokafka's `create_ssl_context`).
     """
     kwargs: dict[str, object] = {}
     if kafka.client_id is not None:
@@ -66,14 +83,23 @@ def kafka_client_kwargs(kafka: KafkaConfig) -> dict[str, object]:
     protocol = kafka.security_protocol or "PLAINTEXT"
     kwargs["security_protocol"] = protocol
     if protocol in {"SSL", "SASL_SSL"}:
-        cafile = str(kafka.ssl_cafile) if kafka.ssl_cafile is not None else None
-        kwargs["ssl_context"] = create_ssl_context(cafile=cafile)  # system CAs without one
+        key_password = kafka.ssl_password.get_secret_value() if kafka.ssl_password else None
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=_text(kafka.ssl_cafile),
+            certfile=_text(kafka.ssl_certfile),
+            keyfile=_text(kafka.ssl_keyfile),
+            password=key_password or None,
+        )
     if protocol.startswith("SASL_"):
         kwargs["sasl_mechanism"] = kafka.sasl_mechanism
         kwargs["sasl_plain_username"] = kafka.sasl_username
         password = kafka.sasl_password
         kwargs["sasl_plain_password"] = password.get_secret_value() if password else None
     return kwargs
+
+
+def _text(path: object) -> str | None:
+    return str(path) if path is not None else None
 
 
 def unreachable(bootstrap: str, exc: BaseException) -> KafkaUnreachableError:
@@ -127,26 +153,32 @@ async def partition_counts(
 async def check_partitions(
     bootstrap_servers: str, inputs: list[str], security: dict[str, Any]
 ) -> None:
-    """Refuse (StartupError) unless every input topic exists with the same partition count."""
-    try:
-        counts = await partition_counts(bootstrap_servers, inputs, security)
-    except Exception as exc:
-        raise StartupError(f"cannot reach Kafka to inspect the input topics: {exc}") from exc
-    missing = [name for name in inputs if not counts.get(name)]
-    if missing:
-        raise StartupError(
-            f"input topics {missing} do not exist; create them with "
-            "`fenliu topics create --config FILE`"
-        )
-    if len({counts[name] for name in inputs}) > 1:
+    """Return if every input topic exists, all with the same partition count.
+
+    Raises StartupError if the topics that exist have different counts (a configuration
+    error: creating the missing ones would not mend it), else TopicsMissingError if some do
+    not exist; the errors of `partition_counts` (TopicsAdminError, KafkaUnreachableError)
+    pass through. daemon.service.startup says which of these start-up waits out.
+    """
+    counts = await partition_counts(bootstrap_servers, inputs, security)
+    counts = {name: n for name, n in counts.items() if n}  # none listed yet: being created
+    if len(set(counts.values())) > 1:
         raise StartupError(
             f"input topics must have the same partition count (a shop's events must share "
             f"a partition number on every topic); found {counts}"
         )
+    missing = [name for name in inputs if name not in counts]
+    if missing:
+        raise TopicsMissingError(missing)
 
 
 def make_consumer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaConsumer:
-    """Auto-commit off (positions live in Redis), co-partitioned assignment, short waits."""
+    """Auto-commit off (positions live in Redis), co-partitioned assignment, short waits.
+
+    The fetch sizes stay aiokafka's (`max_partition_fetch_bytes` 1 MiB, `fetch_max_bytes`
+    50 MiB): a broker returns a first record batch larger than them whole (KIP-74; Tansu
+    too), so a record of any size the broker took is consumed, and then dead-lettered.
+    """
     return AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         group_id=kafka.group_id,
@@ -182,7 +214,8 @@ def skip_leave_group(consumer: AIOKafkaConsumer) -> None:
 
 
 def make_producer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaProducer:
-    """No linger, `acks=all`, no idempotence (which Tansu lacks).
+    """No linger, `acks=all`, no idempotence (which Tansu lacks), requests of at most
+    MAX_REQUEST_BYTES (the service sizes every output against MAX_OUTPUT_BYTES first).
 
     A linger would only delay every decision: the loop hands a batch's outputs to the
     producer all at once, before its sender runs, and aiokafka keeps one produce request
@@ -193,6 +226,7 @@ def make_producer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaProdu
         linger_ms=0,
         acks="all",
         enable_idempotence=False,
+        max_request_size=MAX_REQUEST_BYTES,
         **security,
     )
 

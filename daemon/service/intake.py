@@ -9,6 +9,17 @@ it. A record that does not decode, one found on another partition than its shop'
 held, to be read again when the shop is readmitted. Every output goes to the outbox of its
 shop, or of its input partition, and to the shop's last decisions (daemon.service.views).
 A shop whose engine fails is quarantined; the others go on.
+
+Every output is sized before it enters an outbox: its key and value together must fit
+`max_output_bytes` (daemon.service.clients.MAX_OUTPUT_BYTES, the producer's request limit
+less headroom for the record's own headers), or Kafka would refuse it and, sent again by
+every restore, it would stop the service. One that does not fit is not put in the outbox:
+it is logged (`output_oversized`) and counted (`fenliu_outputs_undelivered_total{type,
+cause="oversized"}`), and a routing output's shop is set aside (quarantined) with the cause
+— routing outputs are small by the contract's field limits, so this is a bug to fix, and the
+shop's records are held meanwhile. A dead letter that does not fit (it cannot at the
+production limit: dead letters stay under 64 KiB, topics.excerpt) is dropped; the record it
+describes stays in its source topic.
 """
 
 from __future__ import annotations
@@ -21,14 +32,15 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from daemon.core.engine import Engine, EventRejected
 from daemon.service.checkpoint import Checkpoint
 from daemon.service.checkpoint_types import Batch
+from daemon.service.clients import MAX_OUTPUT_BYTES
 from daemon.service.kafka import Decoded, TopicMap, ordered_batch
 from daemon.service.metrics import Metrics, RejectReason
-from daemon.service.record_log import dead_letter, log_decision
+from daemon.service.record_log import Rejections, dead_letter, log_decision
 from daemon.service.restore import RELEASE_HINT
 from daemon.service.store import OutboxRecord
 from daemon.service.views import Decisions
 from topics.codec import DecodeError, decode, encode, type_name
-from topics.events import InputEvent, OutputEvent
+from topics.events import InputEvent, OutputEvent, Rejected
 
 Polled = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
 
@@ -36,7 +48,7 @@ Polled = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
 class Intake:
     """Turns records and timers into the engine's outputs, in the batch being checkpointed.
     `positions` is where each input partition will be read next (the lag metric reads it);
-    `received` and `rejected` count records."""
+    `received` and `rejected` count records; `max_output_bytes` bounds an output record."""
 
     def __init__(
         self,
@@ -46,8 +58,11 @@ class Intake:
         metrics: Metrics,
         log: Any,
         decisions: Decisions,
+        *,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
     ) -> None:
         self._engine = engine
+        self.max_output_bytes = max_output_bytes
         self._decisions = decisions
         self._checkpoint = checkpoint
         self._topics = topics
@@ -57,6 +72,7 @@ class Intake:
         self.received = 0
         self.rejected = 0
         self._misrouted_logged: set[tuple[str, str, int]] = set()
+        self._rejections = Rejections(log)  # `event_rejected`: once per pattern per 10 s
 
     def apply(self, work: Batch, batch: Polled, now: int) -> None:
         """Feed the records of `batch` (owned partitions only) to the engine."""
@@ -98,11 +114,20 @@ class Intake:
                 self.add_output(work, event, None)
 
     def add_output(self, work: Batch, event: OutputEvent, part: int | None) -> None:
-        """Put an output in the outbox of its shop, or of its input partition `part`."""
+        """Put an output in the outbox of its shop, or of its input partition `part`, if it
+        fits (see the module docstring). A decision of a shop set aside earlier in the batch
+        is dropped with the rest of its batch: its records are held and read again."""
+        checkpoint = self._checkpoint
+        owner = checkpoint.owner_of(event.shop_id, part)
+        if owner in checkpoint.set_aside and not isinstance(event, Rejected):
+            return
         key = event.shop_id.encode() if event.shop_id is not None else None
         record = OutboxRecord(self._topics.output_topic(event), key, encode(event))
-        checkpoint = self._checkpoint
-        checkpoint.output(work, checkpoint.owner_of(event.shop_id, part), record)
+        size = len(record.value) + len(key or b"")
+        if size > self.max_output_bytes:
+            self._oversized(work, event, size, owner)
+            return
+        checkpoint.output(work, owner, record)
         self._metrics.decided([event])
         self._decisions.add(event)
         log_decision(self._log, event)
@@ -138,6 +163,22 @@ class Intake:
             exc_info=exc,
         )  # fmt: skip
 
+    def _oversized(self, work: Batch, event: OutputEvent, size: int, owner: int | str) -> None:
+        """An output too large to send: not in the outbox; its shop set aside unless it is a
+        dead letter."""
+        kind = type_name(event)
+        self._metrics.undelivered.labels(kind, "oversized").inc()
+        self._log.error(
+            "output_oversized", type=kind, id=event.id, shop_id=event.shop_id, bytes=size,
+            limit=self.max_output_bytes,
+        )  # fmt: skip
+        if isinstance(event, Rejected) or not isinstance(owner, str):
+            return
+        cause = f"output {event.id} is {size} bytes, over the {self.max_output_bytes}-byte limit"
+        self._checkpoint.put_aside(owner, cause, work)
+        self._decisions.forget([owner])
+        self._log.error("shop_quarantined", shop_id=owner, cause=cause, release=RELEASE_HINT)
+
     def _misrouted(self, record: ConsumerRecord[Any, Any], shop_id: str, now: int) -> OutputEvent:
         """The dead letter of a record on another partition than its shop's (CONTRACT 1);
         logged once per topic, shop and partition found, counted every time."""
@@ -168,7 +209,10 @@ class Intake:
     ) -> OutputEvent:
         self.rejected += 1
         self._metrics.rejects.labels(kind).inc()
-        return dead_letter(record, reason, kind, now, self._log if logged else None)
+        letter = dead_letter(record, reason, kind, now, self._rejections if logged else None)
+        if isinstance(letter, Rejected) and (letter.raw_truncated or letter.key_truncated):
+            self._metrics.rejects_cut.inc()  # the dead letter says so too (raw_truncated)
+        return letter
 
     def _decode(self, record: ConsumerRecord[Any, Any]) -> Decoded:
         try:

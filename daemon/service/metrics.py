@@ -50,6 +50,8 @@ RESULTS = ("ok", "failed")  # of a reload, of a checkpoint
 SNAPSHOT_EVERY_S = 1.0  # the loop starts a snapshot at most this often
 STEP_BUDGET_S = 0.002  # the loop reads shops for a snapshot about this long per batch
 STEP_SHOPS = 50  # shops read between two looks at the clock
+OUTPUT_TYPES = ("assignment", "session_closed", "queue_update", "rejected")
+UNDELIVERED = ("oversized", "refused")  # the `cause` label of fenliu_outputs_undelivered_total
 
 
 class Metrics:
@@ -140,6 +142,22 @@ class Metrics:
             "Partitions found claimed by another instance at checkpoint (their batch was dropped)",
             registry=r,
         )
+        self.rejects_cut = Counter(
+            "fenliu_rejects_cut",
+            "Dead letters that hold only an excerpt of their record (value over 16 KiB, or key "
+            "over 1 KiB): the whole record stays in its source topic",
+            registry=r,
+        )
+        self.undelivered = Counter(
+            "fenliu_outputs_undelivered",
+            "Outputs dropped from the outbox: too large to send (oversized) or refused for good "
+            "by Kafka (refused); a routing output's shop is set aside (see the error log)",
+            ["type", "cause"],
+            registry=r,
+        )
+        for kind in OUTPUT_TYPES:
+            for cause in UNDELIVERED:
+                self.undelivered.labels(kind, cause)
         self.misrouted = Counter(
             "fenliu_misrouted",
             "Input records found on another partition than murmur2(key) mod partitions",

@@ -31,13 +31,14 @@ def partitions_fresh(consumer: AIOKafkaConsumer, owned: Iterable[TopicPartition]
 
 
 async def redis_answers(store: Store | None, *, was_ok: bool, log: Any) -> bool:
-    """Whether Redis answers a PING (`redis_unreachable` logged when it stops answering)."""
+    """Whether Redis answers a PING (`redis_unreachable` logged when it stops answering,
+    `redis_tls_failed` when the TLS handshake fails: a certificate not trusted, say)."""
     assert store is not None
     try:
         await store.ping()
     except StoreError as exc:
         if was_ok:
-            log.warning("redis_unreachable", error=str(exc))
+            log.warning("redis_tls_failed" if exc.tls else "redis_unreachable", error=str(exc))
         return False
     return True
 

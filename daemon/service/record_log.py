@@ -1,12 +1,19 @@
 """What the service logs per record: a refused input record and each decision.
 
-A refused record becomes a dead-letter record and one `event_rejected` warning (topic,
-partition, offset, shop_id); each decision is one debug line — `assignment`,
-`session_closed`, `queue_update` — with shop_id, buyer_id and agent_id (docs/daemon.md).
+A refused record becomes a dead-letter record (and is counted, by the caller) every time,
+but its `event_rejected` warning is bounded (CONTRACT 6): `Rejections` writes one line per
+pattern — input topic and reason kind — per QUIET_S, naming the first record of it (topic,
+partition, offset, shop_id, reason); the records of that pattern refused meanwhile are held
+back and counted, and the next line written for it says how many (`repeated`). Nothing is
+flushed at the end: what was held back after the last line is in the dead letters and in
+`fenliu_rejected_total`. Each decision is one debug line — `assignment`, `session_closed`,
+`queue_update` — with shop_id, buyer_id and agent_id (docs/daemon.md).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
@@ -14,13 +21,49 @@ from aiokafka.structs import ConsumerRecord
 from topics.codec import rejected_for
 from topics.events import Assignment, OutputEvent, QueueUpdate, RejectKind, SessionClosed
 
+QUIET_S = 10.0  # one `event_rejected` line per topic and reason kind this often, at most
+
+
+class Rejections:
+    """`event_rejected` warnings, one per (topic, reason kind) per `quiet_s`; the rest
+    counted and reported as `repeated` on the pattern's next line."""
+
+    def __init__(
+        self, log: Any, quiet_s: float = QUIET_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.log = log
+        self.quiet_s = quiet_s
+        self._clock = clock
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}  # written at, held since
+
+    def rejected(
+        self, record: ConsumerRecord[Any, Any], reason: str, kind: RejectKind, shop_id: str | None
+    ) -> None:
+        """Log a refused record, unless its pattern was logged less than `quiet_s` ago."""
+        pattern = (record.topic, kind)
+        now = self._clock()
+        written, held = self._last.get(pattern, (now - self.quiet_s, 0))
+        if now - written < self.quiet_s:
+            self._last[pattern] = (written, held + 1)
+            return
+        self._last[pattern] = (now, 0)
+        self.log.warning(
+            "event_rejected", kind=kind, reason=reason, topic=record.topic,
+            partition=record.partition, offset=record.offset, shop_id=shop_id,
+            **({"repeated": held} if held else {}),
+        )  # fmt: skip
+
 
 def dead_letter(
-    record: ConsumerRecord[Any, Any], reason: str, kind: RejectKind, now: int, log: Any | None
+    record: ConsumerRecord[Any, Any],
+    reason: str,
+    kind: RejectKind,
+    now: int,
+    log: Rejections | None,
 ) -> OutputEvent:
     """The dead-letter record for a refused input record (`reason` the sentence, `kind` the
-    reason's kind), logged as `event_rejected` (unless `log` is None: the caller logs the
-    pattern once instead)."""
+    reason's kind), logged as `event_rejected` through `log` (unless it is None: the caller
+    logs the pattern once instead)."""
     rejected = rejected_for(
         reason,
         source_topic=record.topic,
@@ -33,14 +76,7 @@ def dead_letter(
     )
     if log is None:
         return rejected
-    log.warning(
-        "event_rejected",
-        reason=reason,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        shop_id=rejected.shop_id,
-    )
+    log.rejected(record, reason, kind, rejected.shop_id)
     return rejected
 
 

@@ -4,7 +4,8 @@
 home they are (daemon.service.store: claiming fences the previous owner), loads the shops —
 quarantining any whose stored state fails its check, setting aside any whose Redis node
 does not answer —, and `resume`s: produces their outboxes again (same ids, same contents),
-waits for the acknowledgements and seeks each input partition to its watermark — or, if
+waits for the acknowledgements (an outbox record Kafka refuses for good is settled, not
+retried: daemon.service.delivery) and seeks each input partition to its watermark — or, if
 Redis has none, to the group's committed offset, or the beginning. The service `resume`s
 the same way after readmitting shops that were set aside (daemon.service.checkpoint).
 Any failure raises (StoreError from Redis, KafkaError from Kafka) and the service retries.
@@ -35,7 +36,7 @@ from aiokafka.structs import TopicPartition
 
 from daemon.service.checkpoint import Checkpoint
 from daemon.service.checkpoint_types import Restored
-from daemon.service.delivery import retrieve
+from daemon.service.delivery import Refusals, refused_for_good, retrieve, send_all
 from daemon.service.metrics import Metrics
 from daemon.service.store import StoreError
 
@@ -57,6 +58,7 @@ async def restore_partitions(
     assigned: Iterable[TopicPartition],
     *,
     stopping: Callable[[], bool],
+    refusals: Refusals,
     metrics: Metrics,
     log: Any,
 ) -> set[TopicPartition]:
@@ -68,7 +70,10 @@ async def restore_partitions(
     count = max((len(consumer.partitions_for_topic(tp.topic) or ()) for tp in tps), default=0)
     restored = await checkpoint.restore({tp.partition for tp in tps}, count or 1)
     owned = {tp for tp in tps if tp.partition in restored.owned}
-    await resume(checkpoint, consumer, producer, restored, owned, stopping=stopping, log=log)
+    await resume(
+        checkpoint, consumer, producer, restored, owned, stopping=stopping, refusals=refusals,
+        log=log,
+    )  # fmt: skip
     metrics.restores.inc()
     seconds = time.perf_counter() - started
     metrics.restore_seconds.observe(seconds)
@@ -92,6 +97,7 @@ async def resume(
     fresh: Iterable[TopicPartition],
     *,
     stopping: Stopping,
+    refusals: Refusals,
     log: Any,
 ) -> None:
     """After a claim or a readmission: log what was set aside, send the outboxes again and
@@ -104,14 +110,19 @@ async def resume(
             log.warning("shop_waiting", shop_id=shop_id, cause=problem)
         elif aside is not None:
             log.error("shop_quarantined", shop_id=shop_id, cause=problem, release=RELEASE_HINT)
-    await _resend(producer, restored, stopping)
+    await _resend(producer, restored, stopping, refusals)
     await checkpoint.acknowledged()
     await _seek(consumer, restored, set(fresh))
 
 
-async def _resend(producer: AIOKafkaProducer, restored: Restored, stopping: Stopping) -> None:
-    """Produce the outboxes again and wait for every acknowledgement (KafkaError)."""
-    futures = [await producer.send(r.topic, r.value, r.key) for r in restored.resend]
+async def _resend(
+    producer: AIOKafkaProducer, restored: Restored, stopping: Stopping, refusals: Refusals
+) -> None:
+    """Produce the outboxes again and wait for every acknowledgement (KafkaError). A record
+    Kafka refuses for good is settled by `refusals` (daemon.service.delivery): it leaves its
+    outbox with the others, so it never holds the restore back."""
+    sent = await send_all(producer, restored.resend, refusals)
+    futures = [future for _, future in sent]
     waited = 0.0
     while futures and not all(f.done() for f in futures):
         if stopping() or waited >= RESEND_TIMEOUT_S:
@@ -120,8 +131,15 @@ async def _resend(producer: AIOKafkaProducer, restored: Restored, stopping: Stop
             raise KafkaTimeoutError(f"{len(futures)} outbox records not acknowledged")
         await asyncio.wait(futures, timeout=RESEND_CHECK_S)
         waited += RESEND_CHECK_S
-    for future in futures:
-        future.result()  # a refused record raises (KafkaError): the restore is retried
+    failure = None
+    for record, future in sent:
+        exc = future.exception()
+        if exc is not None and refused_for_good(exc):
+            refusals.refused(record, exc)
+        elif exc is not None:
+            failure = failure or exc
+    if failure is not None:
+        raise failure  # Kafka may get over it: the restore is retried
 
 
 async def _seek(consumer: AIOKafkaConsumer, restored: Restored, fresh: set[TopicPartition]) -> None:
@@ -146,10 +164,17 @@ class Ownership:
     and the moves that change them. The service makes each move under its lock."""
 
     def __init__(
-        self, checkpoint: Checkpoint, *, stopping: Stopping, metrics: Metrics, log: Any
+        self,
+        checkpoint: Checkpoint,
+        *,
+        stopping: Stopping,
+        refusals: Refusals,
+        metrics: Metrics,
+        log: Any,
     ) -> None:
         self._checkpoint = checkpoint
         self._stopping = stopping
+        self._refusals = refusals
         self._metrics = metrics
         self._log = log
         self.owned: set[TopicPartition] = set()
@@ -189,6 +214,7 @@ class Ownership:
             producer,
             assigned,
             stopping=self._stopping,
+            refusals=self._refusals,
             metrics=self._metrics,
             log=self._log,
         )
@@ -201,17 +227,18 @@ class Ownership:
         read again from where they were held; nothing was lost. Redis still unreachable:
         nothing changes (tried again later); KafkaError when Kafka fails."""
         checkpoint, log, stopping = self._checkpoint, self._log, self._stopping
+        refusals = self._refusals
         shops = list(checkpoint.set_aside if released else checkpoint.waiting)
         try:
             readmitted = await checkpoint.readmit(shops)
             await resume(checkpoint, consumer, producer, readmitted, (), stopping=stopping,
-                         log=log)  # fmt: skip
+                         refusals=refusals, log=log)  # fmt: skip
             assignment = {tp.partition for tp in consumer.assignment()}
             parts = [p for p in checkpoint.waiting_partitions if p in assignment]
             claimed = await checkpoint.claim(parts)
             fresh = {tp for tp in consumer.assignment() if tp.partition in claimed.owned}
             await resume(checkpoint, consumer, producer, claimed, fresh, stopping=stopping,
-                         log=log)  # fmt: skip
+                         refusals=refusals, log=log)  # fmt: skip
         except StoreError:
             return
         self.owned |= fresh

@@ -22,6 +22,7 @@ fenced lets them go and asks for a rebalance; shops and partitions whose Redis n
 answer are readmitted every RETRY_WAITING_S.
 
 Around it, in daemon.service: clients (the Kafka and Redis clients, the startup check),
+startup (what `run` waits for before it routes: HTTP listens first, then Kafka is awaited),
 intake (records and timers into the engine), delivery (outputs to Kafka and their
 acknowledgements), restore (the restore, the partitions owned, the rebalance listener),
 control_plane (HTTP routes, reload), api and views (the JSON API, and the snapshot views
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,18 +52,15 @@ from daemon.service.checkpoint import Checkpoint
 from daemon.service.checkpoint_types import Batch
 from daemon.service.clients import (
     StartupError,
-    check_partitions,
     close_within,
     kafka_client_kwargs,
-    make_consumer,
-    make_producer,
     make_redis,
     request_rejoin,
     skip_leave_group,
 )
 from daemon.service.clock import wall_ms
 from daemon.service.control_plane import apply_reload, install_signals, remove_signals, routes
-from daemon.service.delivery import Deliveries
+from daemon.service.delivery import Deliveries, Refusals
 from daemon.service.heap import Heap
 from daemon.service.http import HttpServer
 from daemon.service.intake import Intake
@@ -70,6 +69,7 @@ from daemon.service.logs import get_logger
 from daemon.service.metrics import Metrics
 from daemon.service.readiness import consumer_lag, partitions_fresh, redis_answers
 from daemon.service.restore import Ownership, Rebalance
+from daemon.service.startup import wait_for_kafka
 from daemon.service.store import Store, StoreError
 from daemon.service.views import Decisions, Views
 from topics.events import OutputEvent
@@ -81,7 +81,11 @@ POLL_GUARD_S = 2.0  # a poll that waits longer is waiting for a rebalance: stop 
 REDIS_PING_EVERY_S = 2.0
 RETRY_WAITING_S = 1.0  # shops and partitions waiting for their Redis node: retried this often
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0  # retrying after an outage
-EXIT_OK, EXIT_CONFIG = 0, 2
+# Exit codes (CONTRACT 6; docs/daemon.md, "Start-up order and exit codes"): 0 a clean stop;
+# 1 an unexpected failure (`service_crashed`); 2 invalid configuration or arguments
+# (`config_invalid`, `startup_refused`; argparse's own code), nothing else; 3 the HTTP
+# address cannot be listened on (`http_listen_failed`).
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LISTEN = 0, 1, 2, 3
 
 
 class Service:
@@ -122,10 +126,15 @@ class Service:
         self.intake = Intake(
             self.engine, self.checkpoint, self.topics, self.metrics, self.log, self.decisions
         )
-        self.deliveries = Deliveries(self.checkpoint, self.log)
+        self.refusals = Refusals(
+            self.checkpoint, self.topics.topics.dead_letter, self.metrics, self.log,
+            self.decisions.forget,
+        )  # fmt: skip
+        self.deliveries = Deliveries(self.checkpoint, self.refusals, self.log)
         self.ownership = Ownership(
-            self.checkpoint, stopping=self._stop_flag, metrics=self.metrics, log=self.log
-        )
+            self.checkpoint, stopping=self._stop_flag, refusals=self.refusals,
+            metrics=self.metrics, log=self.log,
+        )  # fmt: skip
         self.metrics.watch(
             lambda: self.engine,
             lambda: consumer_lag(self._consumer, self.intake.positions),
@@ -148,35 +157,57 @@ class Service:
     # ----------------------------------------------------------------------- lifecycle
 
     async def run(self) -> int:
-        """Start, serve until asked to stop, shut down cleanly; the exit code."""
-        kafka = self.config.kafka
-        security = kafka_client_kwargs(kafka)
-        inputs = list(self.topics.inputs)
-        try:
-            await check_partitions(kafka.bootstrap_servers, inputs, security)
-        except StartupError as exc:
-            self.log.error("startup_refused", reason=str(exc))
-            return EXIT_CONFIG
-        consumer = make_consumer(kafka, security)
-        producer = make_producer(kafka, security)
+        """Listen on HTTP, wait for Kafka, serve until asked to stop, shut down cleanly; the
+        exit code (docs/daemon.md, "Start-up order and exit codes")."""
         http_config = self.config.http
         http = HttpServer(
             routes(self), http_config.host, http_config.port,
             middlewares=[token_guard(http_config.token.get_secret_value())],
             on_limit=self.metrics.http_limit,
         )  # fmt: skip
-        await http.start()
+        try:
+            await http.start()  # first: /healthz and /readyz answer while Kafka is awaited
+        except OSError as exc:
+            self.log.error("http_listen_failed", listen=http_config.listen, error=str(exc))
+            await close_within(self.redis.aclose(), "redis", self.log)
+            return EXIT_LISTEN
         self.http_port = http.port
-        await producer.start()
-        await consumer.start()
+        if self.install_signals:
+            install_signals(self.request_stop, self.request_reload)
+        kafka = self.config.kafka
+        code = EXIT_OK
+        try:
+            security = kafka_client_kwargs(kafka)
+            clients = await wait_for_kafka(
+                kafka, list(self.topics.inputs), security, stopping=self._stop_flag, log=self.log
+            )
+            if clients is not None:
+                await self._serve(*clients)
+        except StartupError as exc:
+            self.log.error("startup_refused", reason=str(exc))
+            code = EXIT_CONFIG
+        finally:
+            self.ready = False
+            if self.install_signals:
+                remove_signals()
+            await close_within(self.redis.aclose(), "redis", self.log)
+            await close_within(http.close(), "http", self.log)
+        if code == EXIT_OK:
+            intake, sent = self.intake, self.deliveries.sent
+            counts = {"in": intake.received, "out": sent, "rejected": intake.rejected}
+            self.log.info("service_stopped", **counts)
+        return code
+
+    async def _serve(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """Subscribe and run the loop until asked to stop; close both clients."""
+        kafka = self.config.kafka
+        inputs = list(self.topics.inputs)
         listener = Rebalance(
             revoked=lambda tps: self._on_revoked(consumer, tps),
             assigned=lambda tps: self._on_assigned(consumer, producer, tps),
         )
         consumer.subscribe(inputs, listener=listener)
         self._consumer = consumer
-        if self.install_signals:
-            install_signals(self.request_stop, self.request_reload)
         self.log.info(
             "service_started",
             shops=len(self.engine.shops),
@@ -194,18 +225,10 @@ class Service:
             unwatch_gc()
             gc.unfreeze()  # an embedding process (tests, `fenliu dev`) collects as before
             self.ready = False
-            if self.install_signals:
-                remove_signals()
             if not kafka.leave_group:
                 skip_leave_group(consumer)
             await close_within(consumer.stop(), "consumer", self.log)
             await close_within(producer.stop(), "producer", self.log)
-            await close_within(self.redis.aclose(), "redis", self.log)
-            await close_within(http.close(), "http", self.log)
-            intake, sent = self.intake, self.deliveries.sent
-            counts = {"in": intake.received, "out": sent, "rejected": intake.rejected}
-            self.log.info("service_stopped", **counts)
-        return EXIT_OK
 
     # ------------------------------------------------------------------------ the loop
 
@@ -410,15 +433,28 @@ class Service:
         return outputs
 
 
+def _stop_before_start(signum: int, frame: object) -> None:
+    """SIGTERM or SIGINT while the configuration loads or HTTP starts: nothing is running
+    yet that could have state to save, so a stop is an exit 0 at once."""
+    raise SystemExit(EXIT_OK)
+
+
 def run_command(config_path: Path, log_level: str = "info") -> int:
     """`fenliu run --config PATH`: validate the configuration, then serve until stopped."""
     from daemon.service.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(log_level)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # until the service's own handlers take over
+        signal.signal(sig, _stop_before_start)
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
             get_logger().error("config_invalid", problem=str(problem))
         return EXIT_CONFIG
-    return asyncio.run(Service(config).run())
+    try:
+        return asyncio.run(Service(config).run())
+    except Exception as exc:  # noqa: BLE001 - the outermost supervisor: named, not a traceback
+        error = f"{type(exc).__name__}: {exc}"
+        get_logger().critical("service_crashed", error=error, exc_info=True)
+        return EXIT_FAILED

@@ -50,11 +50,23 @@ import orjson
 from redis.exceptions import NoScriptError, RedisError
 
 from daemon.core.snapshot import ROW_PARTS, ShopDelta, delta_ops, stored_snapshot
+from daemon.service.failures import failure, failure_text
 from daemon.service.scripts import CLAIM, WRITE, op, sha
 
 
 class StoreError(RuntimeError):
-    """Redis did not take (or give back) a checkpoint; the message says what failed."""
+    """Redis did not take (or give back) a checkpoint; the message says what failed, and
+    `tls` whether it was the TLS handshake (a certificate not trusted, say), not an outage."""
+
+    def __init__(self, message: str, *, tls: bool = False) -> None:
+        super().__init__(message)
+        self.tls = tls
+
+    @classmethod
+    def of(cls, what: str, exc: BaseException) -> StoreError:
+        """`what` failed because of `exc`, worded by daemon.service.failures (`tls: ...`,
+        `unreachable: ...`), not as redis-py says it (`network:ConnectionError`)."""
+        return cls(f"{what}: {failure_text(exc)}", tls=failure(exc)[0] == "tls")
 
 
 class Outcome(StrEnum):
@@ -170,7 +182,7 @@ class Store:
         claimed: dict[int, StoredPartition | StoreError] = {}
         for partition, reply in zip(wanted, replies, strict=True):
             if isinstance(reply, Exception):
-                claimed[partition] = StoreError(f"partition not claimed: {reply!r}")
+                claimed[partition] = StoreError.of("partition not claimed", reply)
                 continue
             epoch, mark, outbox = reply
             fields = {k: int(v) for k, v in _pairs(mark).items() if k not in ("epoch", "ckseq")}
@@ -186,7 +198,7 @@ class Store:
         calls = [(CLAIM, self._shop_keys(s), kinds) for s in wanted]
         replies = await self._scripts(calls, "shops not claimed", per_call=True)
         return {
-            s: StoreError(f"shop not claimed: {reply!r}")
+            s: StoreError.of("shop not claimed", reply)
             if isinstance(reply, Exception)
             else _stored(*reply)
             for s, reply in zip(wanted, replies, strict=True)
@@ -265,7 +277,7 @@ class Store:
         try:
             await self.client.ping()
         except (RedisError, OSError) as exc:
-            raise StoreError(f"Redis unreachable: {exc}") from exc
+            raise StoreError.of("Redis", exc) from exc
 
     # ------------------------------------------------------------------------ scripts
 
@@ -279,7 +291,7 @@ class Store:
         out: list[Outcome | StoreError] = []
         for reply in replies:
             if isinstance(reply, Exception):
-                out.append(StoreError(f"checkpoint not written: {reply!r}"))
+                out.append(StoreError.of("checkpoint not written", reply))
             else:
                 out.append(Outcome(reply.decode() if isinstance(reply, bytes) else reply))
         return out
@@ -305,7 +317,7 @@ class Store:
                 replies[i] = reply
         failed = [r for r in replies if isinstance(r, Exception)]
         if failed and (not per_call or len(failed) == len(replies)):
-            raise StoreError(f"{what}: {failed[0]!r}")
+            raise StoreError.of(what, failed[0])
         return replies
 
     async def _pipeline(
@@ -320,7 +332,7 @@ class Store:
             return list(await pipe.execute(raise_on_error=False))
         except (RedisError, OSError) as exc:
             if len(commands) == 1:
-                raise StoreError(f"{what}: {exc}") from exc
+                raise StoreError.of(what, exc) from exc
         replies: list[Any] = []
         for command, script, keys, args in commands:
             try:

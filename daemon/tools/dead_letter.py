@@ -10,9 +10,15 @@ still does not decode, or whose shop is still not configured, is reported and no
 Each source record is sent at most once per replay, and keeps its event id: the daemon drops
 a second copy as a duplicate, so replaying twice is harmless.
 
-`plan_replay` (which records, where, and why not) and `summary` are pure; `replay` does the
-Kafka part with aiokafka. Exit 0 when done (dry run included), 1 when Kafka failed, 2 for
-bad arguments or a bad configuration.
+A dead letter whose `raw` (or key) was cut to fit (`raw_truncated`, `key_truncated`:
+topics.excerpt) cannot be replayed from itself: the original record is fetched from its
+`source_topic` at `partition` and `offset`, checked against the dead letter's size and
+SHA-256, and replayed like any other. One whose original is gone (retention) or is not the
+same record is reported as still invalid, with why, and not sent.
+
+`plan_replay` (which records, where, and why not; `cut_sources`, which originals it needs)
+and `summary` are pure; `replay` does the Kafka part with aiokafka. Exit 0 when done (dry
+run included), 1 when Kafka failed, 2 for bad arguments or a bad configuration.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 import sys
+import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +54,7 @@ from topics.codec import DecodeError, TopicKind, decode
 from topics.events import RejectKind
 
 KINDS: tuple[RejectKind, ...] = get_args(RejectKind)
+FETCH_WAIT_S = 5.0  # fetching an original record: how long to wait for its partition
 EXIT_DONE, EXIT_KAFKA, EXIT_USAGE = 0, 1, 2
 
 # Dead letters written before `rejected` carried its `reason`: the kind, told by the sentence.
@@ -53,6 +62,10 @@ _LEGACY_MARKS: tuple[tuple[str, RejectKind], ...] = (
     ("belongs on partition", "misrouted"),
     ("is not configured", "unknown_shop"),
 )
+
+
+Source = tuple[str, int, int]  # where a record was: topic, partition, offset
+Original = tuple[bytes | None, bytes | None]  # a record fetched from its source: key, value
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +130,26 @@ def _original(letter: Mapping[str, Any]) -> bytes:
     return raw.encode()
 
 
+def _cut(letter: Mapping[str, Any]) -> bool:
+    """Whether a dead letter holds only an excerpt of its record's value or key."""
+    return letter.get("raw_truncated") is True or letter.get("key_truncated") is True
+
+
+def _source(letter: Mapping[str, Any]) -> Source:
+    return letter["source_topic"], letter["partition"], letter["offset"]
+
+
+def cut_sources(values: Iterable[bytes | None], *, kinds: Collection[str]) -> set[Source]:
+    """Where the records of the selected dead letters that hold only an excerpt are: what
+    `replay` fetches for `plan_replay`."""
+    letters = (_letter(v) for v in values)
+    return {
+        _source(letter)
+        for letter in letters
+        if letter is not None and _cut(letter) and (not kinds or kind_of(letter) in kinds)
+    }
+
+
 def plan_replay(
     values: Iterable[bytes | None],
     *,
@@ -124,9 +157,12 @@ def plan_replay(
     inputs: Mapping[str, TopicKind],
     partitions: Mapping[str, int],
     shops: Collection[str],
+    originals: Mapping[Source, Original] | None = None,
 ) -> Plan:
     """Which dead letters to send again (`kinds` selects; empty selects all), where, and why
-    the others are not: still invalid (reported) or skipped (counted by why)."""
+    the others are not: still invalid (reported) or skipped (counted by why). A dead letter
+    that holds only an excerpt is replayed from its record in `originals` (fetched from its
+    source), if there and the same record."""
     plan = Plan()
     sources: set[str] = set()
     events: set[tuple[str, str]] = set()
@@ -146,7 +182,7 @@ def plan_replay(
             plan.skipped["the same record dead-lettered again"] += 1
             continue
         sources.add(source)
-        outcome = _check(source, letter, inputs, partitions, shops)
+        outcome = _check(source, letter, inputs, partitions, shops, originals or {})
         if isinstance(outcome, StillInvalid):
             plan.still_invalid.append(outcome)
         elif (topic, outcome.event_id) in events:
@@ -163,25 +199,67 @@ def _check(
     inputs: Mapping[str, TopicKind],
     partitions: Mapping[str, int],
     shops: Collection[str],
+    originals: Mapping[Source, Original],
 ) -> Resend | StillInvalid:
     topic: str = letter["source_topic"]
     if topic not in inputs or not partitions.get(topic):
         return StillInvalid(source, f"{topic} is not an input topic of the configuration")
-    shop_id = letter.get("shop_id")
-    if not isinstance(shop_id, str):
-        return StillInvalid(source, "the record had no UTF-8 key")
-    key = shop_id.encode()
+    record = _record(letter, originals)
+    if isinstance(record, str):
+        return StillInvalid(source, record)
+    key, value = record
     try:
-        value = _original(letter)
         event = decode(value, key, inputs[topic])
-    except binascii.Error:
-        return StillInvalid(source, "raw is not valid base64")
     except DecodeError as exc:
         return StillInvalid(source, str(exc))
     if event.shop_id not in shops:
         return StillInvalid(source, f"shop {event.shop_id!r} is still not configured")
     where = home_partition(key, partitions[topic])
     return Resend(source, topic, where, key, value, event.id)
+
+
+def _record(
+    letter: Mapping[str, Any], originals: Mapping[Source, Original]
+) -> tuple[bytes, bytes] | str:
+    """The key and value to send again, or why there are none: from the dead letter itself,
+    or, when it holds only an excerpt, from the original fetched from its source."""
+    if _cut(letter):
+        return _fetched(letter, originals)
+    shop_id = letter.get("shop_id")
+    if not isinstance(shop_id, str):
+        return "the record had no UTF-8 key"
+    try:
+        return shop_id.encode(), _original(letter)
+    except binascii.Error:
+        return "raw is not valid base64"
+
+
+def _fetched(
+    letter: Mapping[str, Any], originals: Mapping[Source, Original]
+) -> tuple[bytes, bytes] | str:
+    """The original of a dead letter that holds only an excerpt, if it is the same record."""
+    topic, part, offset = where = _source(letter)
+    found = originals.get(where)
+    if found is None:
+        return (
+            f"the dead letter holds only an excerpt, and the record is no longer in {topic} "
+            f"partition {part} at offset {offset}"
+        )
+    key, value = found
+    for what, original, cut in (("value", value, "raw"), ("key", key, "key")):
+        told = (letter.get(f"{cut}_size"), letter.get(f"{cut}_sha256"))
+        if letter.get(f"{cut}_truncated") is True and _fingerprint(original) != told:
+            return (
+                f"the record at {topic} partition {part} offset {offset} is not the one "
+                f"dead-lettered (its {what} differs)"
+            )
+    if key is None:
+        return "the record had no key"
+    return key, value or b""
+
+
+def _fingerprint(data: bytes | None) -> tuple[int, str] | None:
+    return None if data is None else (len(data), hashlib.sha256(data).hexdigest())
 
 
 def summary(plan: Plan, *, dead_letter_topic: str, dry_run: bool) -> list[str]:
@@ -266,6 +344,35 @@ async def _seek(
         consumer.seek(tp, starts[tp])
 
 
+async def _fetch(config: FenliuConfig, sources: Collection[Source]) -> dict[Source, Original]:
+    """The records at these places (key, value), those that are still there."""
+    kafka = config.kafka
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kafka_client_kwargs(kafka),
+    )
+    await consumer.start()
+    found: dict[Source, Original] = {}
+    try:
+        for topic, part, offset in sorted(sources):
+            tp = TopicPartition(topic, part)
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            deadline = time.monotonic() + FETCH_WAIT_S
+            while time.monotonic() < deadline:  # a record past it: the original is gone
+                records = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
+                if records:
+                    first = records[0]
+                    if first.offset == offset:
+                        found[(topic, part, offset)] = (first.key, first.value)
+                    break
+        return found
+    finally:
+        await consumer.stop()
+
+
 async def replay(
     config: FenliuConfig, *, since: int | None, kinds: Collection[str], dry_run: bool
 ) -> Plan:
@@ -277,9 +384,12 @@ async def replay(
     counts = await partition_counts(kafka.bootstrap_servers, names, security)
     dead = counts.get(kafka.topics.dead_letter, 0)
     values = await _read(config, since, dead) if dead else []
+    wanted = {s for s in cut_sources(values, kinds=kinds) if s[0] in topics.inputs}
+    originals = await _fetch(config, wanted) if wanted else {}
     plan = plan_replay(
-        values, kinds=kinds, inputs=topics.inputs, partitions=counts, shops=config.shop_configs
-    )
+        values, kinds=kinds, inputs=topics.inputs, partitions=counts, shops=config.shop_configs,
+        originals=originals,
+    )  # fmt: skip
     if dry_run or not plan.resend:
         return plan
     producer = make_producer(kafka, security)

@@ -268,3 +268,11 @@ def test_a_rejected_inquiry_is_not_counted_as_accepted() -> None:
               raw='{"type":"inquiry","id":"i13","shop_id":"s","ts":1,"buyer_id":"b"}')  # fmt: skip
     verdict = judge([*INPUTS, inquiry("i13", "b13", 900)], [*OUTPUTS, dead])
     assert verdict.clean and verdict.figures["rejected"] == 1
+
+
+def test_a_rejected_inquiry_whose_dead_letter_holds_only_an_excerpt_is_not_accepted() -> None:
+    cut = '{"type":"inquiry","id":"i\\"14","shop_id":"s","ts":1,"context":{"crowd":["vvv'
+    dead = ev("rejected", "dl:2", 950, error="x", source_topic="in", partition=0, offset=10,
+              raw=cut, raw_truncated=True, raw_size=70_000, raw_sha256="0" * 64)  # fmt: skip
+    verdict = judge([*INPUTS, inquiry('i"14', "b14", 900)], [*OUTPUTS, dead])
+    assert verdict.clean and verdict.figures["rejected"] == 1

@@ -1,6 +1,7 @@
 """`fenliu dead-letter replay`'s pure part: which dead letters are selected, where each record
 goes (murmur2 home partition of its source topic), which are still invalid and why, what is
-skipped, and the summary it prints (daemon.tools.dead_letter)."""
+skipped, the summary it prints, and which dead letters hold only an excerpt and are replayed
+from their record fetched from its source (daemon.tools.dead_letter)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ import pytest
 
 from daemon.cli import build_parser
 from daemon.service.kafka import home_partition
-from daemon.tools.dead_letter import Plan, kind_of, parse_since, plan_replay, summary
+from daemon.tools.dead_letter import (
+    Plan,
+    cut_sources,
+    kind_of,
+    parse_since,
+    plan_replay,
+    summary,
+)
 from topics.codec import TopicKind, encode, rejected_for
-from topics.events import BuyerInquired, RejectKind
+from topics.events import BuyerInquired, InquiryContext, RejectKind
 
 INQ = "fenliu.inquiries"
 INPUTS = {INQ: TopicKind.INQUIRIES, "fenliu.agent-status": TopicKind.AGENT_STATUS}
@@ -189,3 +197,64 @@ def test_a_bad_config_or_since_exits_2(tmp_path: Any, capsys: pytest.CaptureFixt
     assert main(["dead-letter", "replay", "--config", str(missing)]) == 2
     assert main(["dead-letter", "replay", "--config", str(missing), "--since", "x"]) == 2
     assert "--since" in capsys.readouterr().err
+
+
+# --------------------------------------------- dead letters that hold only an excerpt
+
+
+def _big_inquiry(shop: str, n: int) -> bytes:
+    """A valid inquiry of about 26 KB: more than a dead letter keeps, less than 64 KiB."""
+    context = InquiryContext(crowd=tuple(f"{i:03}" + "t" * 120 for i in range(200)))
+    value = encode(BuyerInquired(f"inq-{shop}-{n}", shop, 1000 + n, f"b-{shop}-{n}", context))
+    assert 16_384 < len(value) < 65_536
+    return value
+
+
+def test_a_cut_dead_letter_is_replayed_from_its_record_fetched_from_the_source() -> None:
+    value = _big_inquiry("s1", 1)
+    letter = _letter(value, "unknown_shop", offset=5)
+    assert orjson.loads(letter)["raw_truncated"] is True
+    assert cut_sources([letter, _letter(_inquiry("s1", 2), "misrouted")], kinds=set()) == {
+        (INQ, 3, 5)
+    }
+    assert cut_sources([letter], kinds={"misrouted"}) == set()
+    plan = plan_replay(
+        [letter], kinds=set(), inputs=INPUTS, partitions=COUNTS, shops=SHOPS,
+        originals={(INQ, 3, 5): (b"s1", value)},
+    )  # fmt: skip
+    (resend,) = plan.resend
+    assert (resend.key, resend.value, resend.event_id) == (b"s1", value, "inq-s1-1")
+
+
+def test_a_cut_dead_letter_whose_record_is_gone_or_another_is_not_sent() -> None:
+    letter = _letter(_big_inquiry("s1", 1), "unknown_shop", offset=5)
+    gone = _plan([letter])
+    assert gone.resend == []
+    assert "holds only an excerpt, and the record is no longer in" in gone.still_invalid[0].why
+    other = plan_replay(
+        [letter], kinds=set(), inputs=INPUTS, partitions=COUNTS, shops=SHOPS,
+        originals={(INQ, 3, 5): (b"s1", _big_inquiry("s1", 2))},
+    )  # fmt: skip
+    assert other.resend == []
+    assert "is not the one dead-lettered (its value differs)" in other.still_invalid[0].why
+
+
+def test_a_cut_key_is_checked_against_the_records_key() -> None:
+    key = b"s1" * 1_000
+    event = rejected_for(
+        "why", source_topic=INQ, partition=3, offset=9, value=_inquiry("s1", 1), key=key,
+        now_ms=5, kind="invalid",
+    )  # fmt: skip
+    assert event.key_truncated
+    letter = encode(event)
+    assert cut_sources([letter], kinds=set()) == {(INQ, 3, 9)}
+    originals = {(INQ, 3, 9): (b"s2" * 1_000, _inquiry("s1", 1))}
+    (bad,) = plan_replay(
+        [letter], kinds=set(), inputs=INPUTS, partitions=COUNTS, shops=SHOPS, originals=originals
+    ).still_invalid
+    assert bad.why.endswith("(its key differs)")
+    originals = {(INQ, 3, 9): (key, _inquiry("s1", 1))}
+    (still,) = plan_replay(
+        [letter], kinds=set(), inputs=INPUTS, partitions=COUNTS, shops=SHOPS, originals=originals
+    ).still_invalid
+    assert "record key" in still.why, "the whole key, fetched, still differs from shop_id"
