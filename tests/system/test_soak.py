@@ -24,7 +24,7 @@ from tests.soak import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-PLAN = SoakPlan(seconds=120.0, seed=3, rss_every_s=2.0, settle_s=60.0)
+PLAN = SoakPlan(seconds=120.0, seed=3, flood_rate=100.0, rss_every_s=2.0, settle_s=60.0)
 
 
 @pytest.mark.timeout(480)
@@ -53,7 +53,7 @@ async def test_abuse_soak_stops_nothing(broker: Broker, redis_url: str, tmp_path
     for dead in result.dead:
         assert dead.raw_bytes <= RAW_LIMIT and dead.key_bytes <= RAW_LIMIT, dead
         assert dead.record_bytes <= DEAD_LETTER_BOUND, dead
-        sent = result.sent.get(dead.id)
+        sent = result.sent.get(dead.source)
         assert sent is None or sent.value_size <= RAW_LIMIT or dead.truncated, (sent, dead)
     assert result.log.longest <= LOG_LINE_LIMIT, report
     assert result.log.rejection_lines * LOG_RATIO <= result.bad, report
