@@ -11,10 +11,10 @@ Used by `bench/soak.py --minutes N` (30 by default; the figures go in BENCHMARKS
   `plan.probe_ceiling`);
 - drives, for `plan.seconds`: the chaos suite's `Driver` (inquiries, messages, leaves,
   orders, agent status flips; all valid); `BadProducer`, `plan.bad_per_s` records a second of
-  every kind in `BAD_KINDS` on each input topic in turn, one in `plan.big_every` of them a
-  big one (`BIG_KINDS`: a 100 KB key, 200 KB and 900 KB values, one just under Kafka's
-  default 1 MiB and one just under the broker's limit); a record the broker refuses is no
-  input and is only counted; the HTTP flood (tests/flood.py, its own process):
+  every kind in `BAD_KINDS` on each input topic in turn and, every `plan.big_every_s`, a big
+  one (`BIG_KINDS`: a 100 KB key, 200 KB and 900 KB values, one just under Kafka's default
+  1 MiB and one just under the broker's limit) on the next topic; a record the broker
+  refuses is no input and is only counted; the HTTP flood (tests/flood.py, its own process):
   `plan.flood_clients` keep-alive clients on /metrics and /api/*; the daemon's RSS
   (/proc/PID/status, VmRSS) every `plan.rss_every_s`; a progress line every
   `plan.progress_every_s`;
@@ -121,6 +121,7 @@ class BadRecords:
     def __init__(self, seed: int, partitions: int, limit: int) -> None:
         self.rng = random.Random(seed)
         self.partitions, self.limit = partitions, limit
+        self._n = itertools.count(1)  # numbers the records, for their ids
         self.small: dict[str, Callable[[str, int], BadRecord]] = {
             "not_json": self.not_json,
             "not_object": self.not_object,
@@ -150,15 +151,12 @@ class BadRecords:
             ),
         }
 
-    def stream(self, big_every: int) -> Iterator[tuple[str, BadRecord]]:
-        """(input topic field, record) forever: every small kind on every topic in turn, and
-        in every `big_every`-th place the next big kind on the next topic."""
-        small = itertools.cycle([(k, t) for k in self.small for t in INPUTS])
-        big = itertools.cycle([(k, t) for k in self.big for t in INPUTS])
-        for n in itertools.count(1):
-            kind, topic = next(big) if big_every and n % big_every == 0 else next(small)
-            make = self.small.get(kind) or self.big[kind]
-            yield topic, make(topic, n)
+    def stream(self, big: bool) -> Iterator[tuple[str, BadRecord]]:
+        """(input topic field, record) forever: every small kind (or every big one) on every
+        input topic in turn."""
+        makers = self.big if big else self.small
+        for kind, topic in itertools.cycle([(k, t) for k in makers for t in INPUTS]):
+            yield topic, makers[kind](topic, next(self._n))
 
     # --- the small kinds
 
@@ -295,17 +293,24 @@ class BadProducer:
         self.bytes = 0
         self.stopping = False
 
-    async def run(self, rate: float, big_every: int) -> None:
-        """Produce until `stopping`, `rate` records a second."""
+    async def run(self, rate: float, big_every_s: float) -> None:
+        """Produce until `stopping`: small records, `rate` a second, and a big one every
+        `big_every_s` seconds (never, if 0)."""
+        small, big = self.records.stream(big=False), self.records.stream(big=True)
         await self.producer.start()
         try:
-            next_at = time.monotonic()
-            for topic, record in self.records.stream(big_every):
-                if self.stopping:
-                    break
+            next_small = next_big = time.monotonic()
+            while not self.stopping:
+                now = time.monotonic()
+                if big_every_s and now >= next_big:
+                    topic, record = next(big)
+                    next_big = max(next_big + big_every_s, now)
+                else:
+                    topic, record = next(small)
+                    next_small = max(next_small + 1 / rate, now - 1.0)  # no burst after a lag
                 await self.produce(getattr(self.topics, topic), record)
-                next_at += 1 / rate
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                due = min(next_small, next_big) if big_every_s else next_small
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
         finally:
             await self.producer.stop()
 
@@ -529,8 +534,8 @@ class SoakPlan:
     seconds: float = 1800.0
     seed: int = 1
     partitions: int = 4
-    bad_per_s: float = 5.0  # bad records a second, all kinds and topics in turn
-    big_every: int = 25  # one bad record in this many is a big one
+    bad_per_s: float = 20.0  # small bad records a second, all kinds and topics in turn
+    big_every_s: float = 5.0  # and a big one every so many seconds (0: none)
     flood_clients: int = 16
     flood_rate: float = 200.0  # HTTP requests a second over all clients; 0 = unpaced
     api_every: int = 10  # one request in this many goes to /api/*
@@ -790,7 +795,7 @@ async def run_soak(
             tasks = [
                 asyncio.create_task(fleet.watch()),
                 asyncio.create_task(driver.drive()),
-                asyncio.create_task(bad.run(plan.bad_per_s, plan.big_every)),
+                asyncio.create_task(bad.run(plan.bad_per_s, plan.big_every_s)),
                 asyncio.create_task(rss.run(daemon, plan.rss_every_s, started)),
             ]
             flood = _Flood(plan, daemon.http, folder)
