@@ -52,10 +52,11 @@ async def main(plan: SoakPlan, *, keep: bool) -> int:
     say(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
+    big = f"a big one every {plan.big_every_s:g}s" if plan.big_every_s else "no big ones"
     say(
-        f"{plan.seconds / 60:g} min, seed {plan.seed}: {plan.bad_per_s:g} bad records/s "
-        f"and a big one every {plan.big_every_s:g}s, flood {plan.flood_clients} clients at "
-        f"{plan.flood_rate:g} requests/s, RSS every {plan.rss_every_s:g}s"
+        f"{plan.seconds / 60:g} min, seed {plan.seed}: {plan.bad_per_s:g} bad records/s and "
+        f"{big}, flood {plan.flood_clients} clients at {plan.flood_rate:g} requests/s, "
+        f"RSS every {plan.rss_every_s:g}s"
     )
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
