@@ -21,10 +21,11 @@ Used by `bench/soak.py --minutes N` (30 by default; the figures go in BENCHMARKS
 - then puts every agent online, has every buyer answered, stops the flood, waits until
   nothing is open or queued and every bad record has its dead letter (or nothing moves),
   reads every output topic from the beginning and judges: crashes; every bad record
-  dead-lettered (matched by source topic, partition and offset: the dead letter's id) and
-  no dead letter for a good record; CONTRACT 6 over the good traffic (tests/chaos_check.py's
+  dead-lettered (matched by the dead letter's `source_topic`, `partition` and `offset`)
+  and no dead letter for a good record; CONTRACT 6 over the good traffic (tests/chaos_check.py's
   `check`, whose `lost` says every good inquiry was decided); each dead letter's `raw`
-  within 16 KiB of the original and its record within `DEAD_LETTER_BOUND`; the daemon's
+  within 16 KiB of the original (`raw_truncated` when cut) and its record within
+  `DEAD_LETTER_BOUND`; the daemon's
   log: lines, the longest, lines about rejected records against bad records sent; RSS from
   1/6 of the drive (minute 5 of 30) to its end.
 
