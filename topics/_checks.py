@@ -18,6 +18,8 @@ MAX_RECORD_BYTES: Final = 65_536
 """Largest accepted record value, in bytes (64 KiB); the key is not counted."""
 MAX_NAME_CHARS: Final = 128
 """Longest id, shop id, buyer id, agent id, group name or context string, in characters."""
+MAX_TS: Final = 253_402_300_799_999
+"""The latest `ts` accepted: 9999-12-31T23:59:59.999Z in epoch milliseconds."""
 MAX_PRIORITY: Final = 1_000_000
 """`inquiry.priority` lies in [-MAX_PRIORITY, MAX_PRIORITY]."""
 
@@ -105,13 +107,17 @@ def _integer(v: object) -> int | None:
 
 
 def ts(obj: Obj) -> int:
-    """`ts`: an integer >= 0, epoch milliseconds (slow path of the inlined check)."""
+    """`ts`: an integer from 0 to MAX_TS, epoch milliseconds (slow path of the inlined
+    check)."""
     v = obj.get("ts")
     value = _integer(v)
     if value is None:
         wrong("ts", v, "ts" in obj, "an integer (epoch milliseconds)")
-    if value < 0:
-        fail(f"field 'ts' must be an integer >= 0 (epoch milliseconds), got {show(v)}")
+    if not 0 <= value <= MAX_TS:
+        fail(
+            f"field 'ts' must be an integer from 0 to {MAX_TS} (epoch milliseconds, up to the "
+            f"year 9999), got {show(v)}"
+        )
     return value
 
 

@@ -27,7 +27,15 @@ from typing import Final
 import orjson
 
 from topics import _checks as check
-from topics._checks import MAX_NAME_CHARS, MAX_PRIORITY, MAX_RECORD_BYTES, DecodeError, Obj, fail
+from topics._checks import (
+    MAX_NAME_CHARS,
+    MAX_PRIORITY,
+    MAX_RECORD_BYTES,
+    MAX_TS,
+    DecodeError,
+    Obj,
+    fail,
+)
 from topics.events import (
     AgentStatsReported,
     AgentStatus,
@@ -54,6 +62,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "MAX_PRIORITY",
     "MAX_RECORD_BYTES",
+    "MAX_TS",
     "DecodeError",
     "TopicKind",
     "decode",
@@ -193,7 +202,7 @@ def decode(value: bytes | None, key: bytes | None, kind: TopicKind) -> InputEven
     if key is None or key != shop_id.encode():
         fail(_key_problem(key, shop_id))
     ts = obj.get("ts")
-    if type(ts) is not int or ts < 0:
+    if type(ts) is not int or not 0 <= ts <= MAX_TS:
         ts = check.ts(obj)
     return build(obj, id_, shop_id, ts)
 

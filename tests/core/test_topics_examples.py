@@ -24,6 +24,7 @@ from topics.codec import (
     DEFAULT_TOPICS,
     EVENT_TYPES,
     MAX_RECORD_BYTES,
+    MAX_TS,
     DecodeError,
     TopicKind,
     decode,
@@ -220,7 +221,7 @@ def test_rejected_for_tombstone_has_empty_raw_and_no_raw_encoding_on_the_wire() 
 
 _names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=128)
 _optional_names = st.none() | _names
-_envelope = {"id": _names, "shop_id": _names, "ts": st.integers(0, 2**64 - 1)}
+_envelope = {"id": _names, "shop_id": _names, "ts": st.integers(0, MAX_TS)}
 _contexts = st.builds(
     InquiryContext,
     crowd=st.lists(_names, max_size=4).map(tuple),

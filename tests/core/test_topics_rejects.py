@@ -126,6 +126,8 @@ SPECIFIC_CASES = [
     _case("ts-boolean", "leave", _record("leave", _set(ts=True)), "ts"),
     _case("ts-negative", "leave", _record("leave", _set(ts=-1)), "ts"),
     _case("ts-fraction", "leave", _record("leave", _set(ts=1.5)), "ts"),
+    _case("ts-after-9999", "leave", _record("leave", _set(ts=253_402_300_800_000)), "ts"),
+    _case("ts-huge-float", "leave", _record("leave", _set(ts=1e300)), "ts"),
     _case("id-empty", "leave", _record("leave", _set(id="")), "id"),
     _case("id-129-chars", "leave", _record("leave", _set(id="i" * 129)), "id"),
     _case("buyer-id-null", "leave", _record("leave", _set(buyer_id=None)), "buyer_id"),
@@ -248,6 +250,7 @@ def _padded_to(limit: int) -> bytes:
 
 EDGES = {
     "ts-integral-float": ("inquiry", _set(ts=1763861400000.0)),
+    "ts-last-of-9999": ("inquiry", _set(ts=253_402_300_799_999)),
     "priority-integral-float": ("inquiry", _set(priority=3.0)),
     "optionals-null": ("inquiry", _set(priority=None, context=None)),
     "optionals-absent": ("inquiry", _drop("priority", "context")),
