@@ -22,6 +22,22 @@ from daemon.config import TopicsConfig
 from daemon.dev.stack import write_daemon_config
 
 REPO = Path(__file__).resolve().parents[1]
+TWO_AGENTS_SHOP = """
+id = "{id}"
+sticky_window = 0
+[queue]
+enabled = true
+default_cap = 2
+session_timeout = "60s"
+update_interval = "1s"
+[[agents]]
+id = "a1"
+[[agents]]
+id = "a2"
+[[groups]]
+name = "g"
+agents = ["a1", "a2"]
+"""  # a shop file (`.format(id=...)`): two agents of cap 2 in one queued group
 
 
 def kafka_only_config(folder: Path, bootstrap: str, topics: TopicsConfig) -> Path:

@@ -4,7 +4,8 @@
 a client certificate whose key is encrypted with a password, and a second CA that signed
 nothing (the wrong CA to trust). `TlsRedis` is daemon.dev's RedisServer listening on a TLS
 port only (`--port 0 --tls-port`), with a password (`requirepass`); it is started and
-stopped by PID like every ManagedProcess.
+stopped by PID like every ManagedProcess. `auth_and_ping` is the readiness probe of a
+redis-server that needs a password (this one, and tests/integration/test_redis_acl.py's).
 """
 
 from __future__ import annotations
@@ -101,12 +102,17 @@ class TlsRedis(RedisServer):
             socket.create_connection((HOST, self.port), timeout=1.0) as raw,
             context.wrap_socket(raw, server_hostname=HOST) as sock,
         ):
-            sock.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
-            answer = b""
-            while b"\r\n" not in answer.partition(b"\r\n")[2]:  # both replies
-                chunk = sock.recv(64)
-                if not chunk:
-                    break
-                answer += chunk
-        if b"+PONG" not in answer:
-            raise NotReadyError(f"PING answered {answer!r}")
+            auth_and_ping(sock, self.password)
+
+
+def auth_and_ping(sock: socket.socket | ssl.SSLSocket, *auth: str) -> None:
+    """Send `AUTH *auth` and `PING` on a connected socket; NotReadyError unless PONG."""
+    sock.sendall(f"AUTH {' '.join(auth)}\r\nPING\r\n".encode())
+    answer = b""
+    while b"\r\n" not in answer.partition(b"\r\n")[2]:  # both replies
+        chunk = sock.recv(64)
+        if not chunk:
+            break
+        answer += chunk
+    if b"+PONG" not in answer:
+        raise NotReadyError(f"AUTH and PING answered {answer!r}")

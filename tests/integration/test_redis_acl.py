@@ -17,7 +17,7 @@ import pytest
 
 from daemon.config import RedisConfig
 from daemon.core.snapshot import ShopDelta
-from daemon.dev.processes import HOST, NotReadyError
+from daemon.dev.processes import HOST
 from daemon.dev.redis_server import RedisServer
 from daemon.service.clients import make_redis
 from daemon.service.store import (
@@ -29,6 +29,7 @@ from daemon.service.store import (
     StoredShop,
     StoreError,
 )
+from tests.tls import auth_and_ping
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 PASSWORD = "acl-hunter2"
@@ -50,15 +51,7 @@ class AclRedis(RedisServer):
 
     def _probe(self) -> None:
         with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
-            sock.sendall(f"AUTH fenliu {PASSWORD}\r\nPING\r\n".encode())
-            answer = b""
-            while b"\r\n" not in answer.partition(b"\r\n")[2]:  # both replies
-                chunk = sock.recv(64)
-                if not chunk:
-                    break
-                answer += chunk
-        if b"+PONG" not in answer:
-            raise NotReadyError(f"AUTH and PING answered {answer!r}")
+            auth_and_ping(sock, "fenliu", PASSWORD)
 
 
 @pytest.fixture(scope="module")

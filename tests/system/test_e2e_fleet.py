@@ -32,27 +32,12 @@ from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics
-from tests.e2e import DaemonProcess, Wire, fleet_of_two, write_config
+from tests.e2e import TWO_AGENTS_SHOP, DaemonProcess, Wire, fleet_of_two, write_config
 from topics.events import BuyerInquired
 
 pytestmark = pytest.mark.e2e
 
-SHOP = """
-id = "{id}"
-sticky_window = 0
-[queue]
-enabled = true
-default_cap = 2
-session_timeout = "60s"
-update_interval = "1s"
-[[agents]]
-id = "a1"
-[[agents]]
-id = "a2"
-[[groups]]
-name = "g"
-agents = ["a1", "a2"]
-"""
+SHOP = TWO_AGENTS_SHOP
 
 
 def _config(shop: str) -> ShopConfig:

@@ -44,28 +44,13 @@ from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics
-from tests.e2e import DaemonProcess, Wire, fleet_of_two
+from tests.e2e import TWO_AGENTS_SHOP, DaemonProcess, Wire, fleet_of_two
 from topics.codec import MAX_RECORD_BYTES
 from topics.excerpt import MAX_KEY_BYTES, MAX_RAW_BYTES
 
 pytestmark = pytest.mark.e2e
 
-SHOP = """
-id = "{id}"
-sticky_window = 0
-[queue]
-enabled = true
-default_cap = 2
-session_timeout = "60s"
-update_interval = "1s"
-[[agents]]
-id = "a1"
-[[agents]]
-id = "a2"
-[[groups]]
-name = "g"
-agents = ["a1", "a2"]
-"""
+SHOP = TWO_AGENTS_SHOP
 SHOPS = ("s0", "s1", "s2", "s3")
 CLIENT_LIMIT = 1_048_576  # aiokafka's (and the Java client's) default max_request_size
 JUST_UNDER = CLIENT_LIMIT - 256  # a value a default producer can still send with its key
