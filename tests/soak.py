@@ -27,7 +27,7 @@ Used by `bench/soak.py --minutes N` (30 by default; the figures go in BENCHMARKS
   within 16 KiB of the original (`raw_truncated` when cut) and its record within
   `DEAD_LETTER_BOUND`; the daemon's
   log: lines, the longest, lines about rejected records against bad records sent; RSS from
-  1/6 of the drive (minute 5 of 30) to its end.
+  1/6 of the drive (minute 5 of 30) to its end, each the median of a minute of samples.
 
 `SoakResult.targets()` lists every target with its value and whether it was met (the bench
 prints them as a table, the test asserts them); RSS is a target of the bench only.
@@ -40,6 +40,7 @@ import contextlib
 import itertools
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -79,6 +80,7 @@ DEAD_LETTER_BOUND = 128 * KIB  # key + value of one dead letter: a few 16 KiB ex
 LOG_LINE_LIMIT = 4 * KIB  # no log line longer (issue 23)
 LOG_RATIO = 5  # at least this many bad records per log line about rejected records
 RSS_GROWTH = 1.10  # RSS at the end of the drive / RSS at 1/6 of it
+RSS_SPAN_S = 60.0  # each of the two RSS figures is the median of this long (Report.rss_window)
 KAFKA_DEFAULT_LIMIT = 1_048_588  # Kafka's message.max.bytes (a record batch, overhead included)
 
 SHOP = "chaos-a"  # the configured shop most bad records pretend to be
@@ -459,13 +461,13 @@ class RssSamples:
                     self.cpu_s[pid] = cpu
             await asyncio.sleep(every_s)
 
-    def at(self, second: float) -> tuple[float, int, int] | None:
-        """The first sample at or after `second`."""
-        return next((s for s in self.samples if s[0] >= second), None)
-
-    def last_before(self, second: float) -> tuple[float, int, int] | None:
-        before = [s for s in self.samples if s[0] <= second]
-        return before[-1] if before else None
+    def median(self, start: float, end: float) -> int | None:
+        """The median RSS (KiB) of the samples from `start` to `end` seconds, None unless
+        there are some and one process took them all (the daemon was not restarted)."""
+        within = [s for s in self.samples if start <= s[0] <= end]
+        if not within or len({s[2] for s in within}) > 1:
+            return None
+        return int(statistics.median(s[1] for s in within))
 
 
 def vm_rss_kib(pid: int) -> int | None:
@@ -588,12 +590,16 @@ class SoakResult:
 
     def rss_window(self) -> tuple[int, int] | None:
         """RSS (KiB) at 1/6 of the drive and at its end, by the same process; None when the
-        daemon was restarted in between or not sampled."""
-        first = self.rss.at(self.drive_s / 6)
-        last = self.rss.last_before(self.drive_s)
-        if first is None or last is None or first[2] != last[2]:
+        daemon was restarted in between or not sampled. Each is the median of the samples of
+        the minute around 1/6 and of the last minute (a sixtieth of the drive when shorter):
+        a big record in flight lifts RSS for a few seconds (an 8 MiB value read, decoded and
+        dead-lettered) and a single sample taken then would be that record, not growth."""
+        span = min(RSS_SPAN_S, self.drive_s / 60)
+        first = self.rss.median(self.drive_s / 6 - span / 2, self.drive_s / 6 + span / 2)
+        last = self.rss.median(self.drive_s - span, self.drive_s)
+        if first is None or last is None:
             return None
-        return first[1], last[1]
+        return first, last
 
     def targets(self, *, rss: bool = True) -> list[Target]:
         v, dead = self.verdict, self.dead
