@@ -61,7 +61,7 @@ from daemon.service.clients import (
 from daemon.service.clock import wall_ms
 from daemon.service.control_plane import apply_reload, install_signals, remove_signals, routes
 from daemon.service.delivery import Deliveries, Refusals
-from daemon.service.heap import Heap
+from daemon.service.heap import Heap, return_large_blocks
 from daemon.service.http import HttpServer
 from daemon.service.intake import Intake
 from daemon.service.kafka import TopicMap
@@ -452,6 +452,7 @@ def run_command(config_path: Path, log_level: str = "info") -> int:
         for problem in exc.problems:
             get_logger().error("config_invalid", problem=str(problem))
         return EXIT_CONFIG
+    return_large_blocks()  # a process-wide allocator setting: the daemon's own process only
     try:
         return asyncio.run(Service(config).run())
     except Exception as exc:  # noqa: BLE001 - the outermost supervisor: named, not a traceback

@@ -1,10 +1,13 @@
 """The collector's policy (daemon.service.heap): what it freezes, when it searches again, and
 the premise it rests on — the routing core makes no reference cycles while it routes, so
-frozen state it drops is still freed by reference counting."""
+frozen state it drops is still freed by reference counting; and below it, that the C
+allocator gives large blocks back once they are freed."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -167,3 +170,45 @@ def test_a_dropped_shop_does_hold_cycles(thawed: None) -> None:
         gc.garbage.clear()
         gc.enable()
     assert kinds["AgentState"] == len(shop.agents) > 0
+
+
+LARGE_BLOCKS = """
+import os, sys
+from daemon.service.heap import return_large_blocks
+
+def rss_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+pinned = return_large_blocks() if sys.argv[1] == "pinned" else None
+kept, start = [], 0
+for round in range(6):  # a large record value, decoded, while small objects that stay are made
+    value = os.urandom(8 * 1024 * 1024)
+    text = value.decode("latin-1")
+    small = [bytes(200) for _ in range(20_000)]
+    kept.append(small[::50])
+    del value, text, small
+    start = start or rss_kib()  # after the first round: what the small objects take is in
+print(pinned, rss_kib() - start)
+"""
+
+
+def _retained_kib(mode: str) -> tuple[str, int]:
+    """What a fresh interpreter holds more after freeing five more 8 MiB values (KiB)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LARGE_BLOCKS, mode],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    pinned, retained = done.stdout.split()
+    return pinned, int(retained)
+
+
+def test_large_blocks_go_back_to_the_system_once_freed() -> None:
+    """With the mmap threshold pinned (`return_large_blocks`, as `fenliu run` does), freed
+    8 MiB values leave nothing behind; glibc's own dynamic threshold keeps them in the heap
+    behind the small objects allocated meanwhile."""
+    pinned, with_pin = _retained_kib("pinned")
+    assert pinned == "True", "glibc's mallopt took the threshold"
+    _, without = _retained_kib("default")
+    assert with_pin < 4 * 1024, f"{with_pin} KiB held after the large values were freed"
+    assert without > with_pin + 8 * 1024, (without, with_pin)
