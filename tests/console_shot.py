@@ -1,4 +1,4 @@
-"""The console of a real `fenliu dev` run, in a real browser: what the README's screenshot
+"""The console of a real `fenliu dev` run, in a real browser: what docs/development.md's screenshot
 (docs/console.png) is made with, and what tests/system/test_console.py checks.
 
     python -m tests.console_shot [--out docs/console.png] [--settle 40] [--rate 2]

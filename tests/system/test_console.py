@@ -167,7 +167,7 @@ async def test_fenliu_dev_prints_the_console_first_and_it_shows_the_live_shop(
 ) -> None:
     """The first line of `fenliu dev` is the console's address; the page there shows the dev
     shop's agents, decisions and explanation without a script or console error (what
-    `python -m tests.console_shot` screenshots for the README)."""
+    `python -m tests.console_shot` screenshots for docs/development.md)."""
     require_browser()
     out = tmp_path / "console.png"
     problems = await shoot(out, settle_s=3, rate=2)
