@@ -21,7 +21,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, BinaryIO
 
 import orjson
@@ -64,6 +64,32 @@ def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> No
     root.setLevel(logging.WARNING)  # libraries (aiokafka, redis) speak up only when it matters
 
 
+class Repeats:
+    """Which lines of a repeating pattern to write: the first, then at most one per
+    `quiet_s`; the ones held back in between are counted, and `admit` hands the count to the
+    next line written. At most `most` patterns are remembered (all are forgotten past it)."""
+
+    def __init__(
+        self, quiet_s: float, clock: Callable[[], float] = time.monotonic, most: int = 1000
+    ) -> None:
+        self.quiet_s = quiet_s
+        self._clock = clock
+        self._most = most
+        self._last: dict[Hashable, tuple[float, int]] = {}  # written at, held back since
+
+    def admit(self, pattern: Hashable) -> int | None:
+        """None: hold this line back (counted); else write it, saying how many were held."""
+        now = self._clock()
+        last = self._last.get(pattern)
+        if last is not None and now - last[0] < self.quiet_s:
+            self._last[pattern] = (last[0], last[1] + 1)
+            return None
+        if last is None and len(self._last) >= self._most:
+            self._last.clear()
+        self._last[pattern] = (now, 0)
+        return 0 if last is None else last[1]
+
+
 class LibraryHandler(logging.Handler):
     """Library log records (aiokafka's, say) as JSON lines like ours: `event` "library_log".
 
@@ -76,8 +102,7 @@ class LibraryHandler(logging.Handler):
 
     def __init__(self, quiet_s: float = 10.0) -> None:
         super().__init__()
-        self.quiet_s = quiet_s
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        self._repeats = Repeats(quiet_s)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write one record unless it repeats one written less than `quiet_s` ago."""
@@ -85,15 +110,9 @@ class LibraryHandler(logging.Handler):
             message = record.getMessage()
         except (TypeError, ValueError):
             message = str(record.msg)
-        key = (record.name, message[:FIELD_MAX])
-        now = time.monotonic()
-        written, held = self._last.get(key, (-self.quiet_s, 0))
-        if now - written < self.quiet_s:
-            self._last[key] = (written, held + 1)
+        held = self._repeats.admit((record.name, message[:FIELD_MAX]))
+        if held is None:
             return
-        if len(self._last) > 1000:
-            self._last.clear()
-        self._last[key] = (now, 0)
         log = structlog.get_logger("fenliu").bind(logger=record.name)
         fields: dict[str, Any] = {"message": message}
         if held:

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
+from daemon.service.logs import Repeats
 from topics.codec import rejected_for
 from topics.events import Assignment, OutputEvent, QueueUpdate, RejectKind, SessionClosed
 
@@ -32,21 +33,15 @@ class Rejections:
         self, log: Any, quiet_s: float = QUIET_S, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.log = log
-        self.quiet_s = quiet_s
-        self._clock = clock
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}  # written at, held since
+        self._repeats = Repeats(quiet_s, clock)
 
     def rejected(
         self, record: ConsumerRecord[Any, Any], reason: str, kind: RejectKind, shop_id: str | None
     ) -> None:
         """Log a refused record, unless its pattern was logged less than `quiet_s` ago."""
-        pattern = (record.topic, kind)
-        now = self._clock()
-        written, held = self._last.get(pattern, (now - self.quiet_s, 0))
-        if now - written < self.quiet_s:
-            self._last[pattern] = (written, held + 1)
+        held = self._repeats.admit((record.topic, kind))
+        if held is None:
             return
-        self._last[pattern] = (now, 0)
         self.log.warning(
             "event_rejected", kind=kind, reason=reason, topic=record.topic,
             partition=record.partition, offset=record.offset, shop_id=shop_id,

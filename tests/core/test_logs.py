@@ -19,6 +19,7 @@ from daemon.service.logs import (
     ITEMS_MAX,
     LINE_MAX,
     LibraryHandler,
+    Repeats,
     configure_logging,
     get_logger,
 )
@@ -31,12 +32,13 @@ def test_library_warnings_are_json_lines_and_repeats_are_counted() -> None:
     configure_logging("info", stream=stream)
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, LibraryHandler)
-    handler.quiet_s = 0.2
+    now = [0.0]
+    handler._repeats = Repeats(0.2, clock=lambda: now[0])
     kafka = logging.getLogger("aiokafka.conn")
     for _ in range(5):
         kafka.warning("Unable connect to node with id %s", 111)
     logging.getLogger("aiokafka").info("chatter below WARNING is dropped")
-    handler._last = {k: (w - 1.0, held) for k, (w, held) in handler._last.items()}  # time passes
+    now[0] += 1.0  # time passes
     kafka.warning("Unable connect to node with id %s", 111)
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert [(e["event"], e["logger"], e["level"]) for e in lines] == [
