@@ -88,6 +88,10 @@ class TlsRedis(RedisServer):
             "--tls-key-file", str(self.certs.server_key),
             "--tls-ca-cert-file", str(self.certs.ca),
             "--tls-auth-clients", "yes" if self.auth_clients else "no",
+            # a client certificate is checked inside a TLS 1.2 handshake; under TLS 1.3 the
+            # client's handshake is over before the server refuses it, and the refusal then
+            # reaches the client as a reset or as an alert, by the timing of the two
+            *(["--tls-protocols", "TLSv1.2"] if self.auth_clients else []),
             "--requirepass", self.password,
         ]
         # fmt: on
