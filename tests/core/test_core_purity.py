@@ -1,4 +1,5 @@
-"""daemon/core is sans-I/O (STYLE.md 1): it imports no I/O library and never reads a clock."""
+"""daemon/core is sans-I/O (house rule 1, docs/development.md): it imports no I/O library and
+never reads a clock."""
 
 from __future__ import annotations
 

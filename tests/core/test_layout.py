@@ -1,6 +1,7 @@
-"""The folder is the architecture (STYLE.md 15): what runs in production (core, config,
-service) imports nothing of the operator tools, the dev stack or the lab, and the service's
-modules import each other without a cycle. Imports are read with `ast`, lazy ones included."""
+"""The folder is the architecture (house rule 15, docs/development.md): what runs in production
+(core, config, service) imports nothing of the operator tools, the dev stack or the lab, and the
+service's modules import each other without a cycle. Imports are read with `ast`, lazy ones
+included."""
 
 from __future__ import annotations
 

@@ -174,11 +174,12 @@ def _stored_agent(redis_url: str, prefix: str, shop: str, agent: str) -> dict:
 async def test_the_learned_arrival_profile_and_patience_move_with_their_partition(
     broker: Broker, redis_url: str, tmp_path: Path
 ) -> None:
-    """Issue 15, fleet rule (STYLE 16): when an agent comes online, and how long buyers wait
-    in line before giving up, are learned state. What one live instance learned reaches the
-    instance its partition moves to through the Redis checkpoint, and that one learns on top
-    of it: a1's shift starts and ends, and the buyers who queued behind a1 and left, counted
-    by the first instance and by the second, are all in the stored state afterwards."""
+    """Issue 15, house rule 16 (fleet first, docs/development.md): when an agent comes online,
+    and how long buyers wait in line before giving up, are learned state. What one live instance
+    learned reaches the instance its partition moves to through the Redis checkpoint, and that
+    one learns on top of it: a1's shift starts and ends, and the buyers who queued behind a1 and
+    left, counted by the first instance and by the second, are all in the stored state
+    afterwards."""
     topics = unique_topics()
     await create_topics(broker.bootstrap, topics, partitions=2)
     shops = {name: CRASH.replace('"crash"', f'"{name}"') for name in ("left", "right")}
