@@ -8,7 +8,9 @@
 # asks 127.0.0.1:9464, so keep the port 9464 (or override HEALTHCHECK when changing it).
 
 # --- build: the package and its runtime dependencies in a virtualenv (no extras), with the
-# routing core compiled by mypyc in a throw-away build venv (the image carries no compiler)
+# routing core compiled by mypyc in a throw-away build venv (the image carries no compiler);
+# the last step fails the build if the installed package would run the core as plain Python
+# (-I: the installed package, not the one in /src)
 FROM python:3.11-slim AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -27,7 +29,8 @@ RUN python -m venv /opt/build \
     && /opt/build/bin/pip install --no-cache-dir '.[compiled]' \
     && /opt/build/bin/python -m daemon.tools.compile \
     && python -m venv /opt/fenliu \
-    && /opt/fenliu/bin/pip install --no-cache-dir .
+    && /opt/fenliu/bin/pip install --no-cache-dir . \
+    && FENLIU_CORE=compiled /opt/fenliu/bin/python -I -c "import daemon"
 
 # --- runtime: the virtualenv on a clean slim image, run by an unprivileged user -----------
 FROM python:3.11-slim

@@ -5,20 +5,28 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := tests/npm/node_modules/.package-lock.json
 
-.PHONY: setup compile dev test tools lint typecheck unit bench clean npm
+.PHONY: setup compile uncompile dev test tools lint typecheck unit bench clean npm
 
+## Under CI=true, setup compiles the routing core, so the suite runs what the image runs.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,lab,test,compiled]'
-	$(BIN)/python -m daemon.tools.compile || test "$$CI" != true
+	test "$$CI" != true || $(BIN)/python -m daemon.tools.compile
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-## Compile the routing core again after changing it (it runs as plain Python until then).
-compile: $(STAMP)
+## Compile the routing core with mypyc (a checkout runs it as plain Python until then); again
+## after changing it, for the suite refuses a build older than its source. `make uncompile`
+## goes back to plain Python (docs/architecture.md, The compiled core).
+CORE_BUILD := daemon/core/compiled.json
+compile: $(CORE_BUILD)
+$(CORE_BUILD): $(wildcard daemon/core/*.py) | $(STAMP)
 	$(BIN)/python -m daemon.tools.compile
+
+uncompile: $(STAMP)
+	$(BIN)/python -m daemon.tools.compile --clean
 
 ## Set up and run the local demo.
 dev: $(STAMP)

@@ -1,24 +1,26 @@
 """Fenliu: the routing daemon (sans-I/O core in `daemon.core`, asyncio shell around it).
 
-How the core loads. It runs as plain Python, or compiled by mypyc from the same source
-(`python -m daemon.tools.compile`, which `make setup` and the image run): the modules in
-`HOT` then lie beside their `.py` in daemon/core as extension modules, with
-daemon/core/compiled.json holding the hash of each source they were built from. Python
-would import an extension module in preference to its source even after the source
-changed, so this package (imported before daemon.core, which itself does no I/O) checks the
-hashes first: when any source changed since the build, or `FENLIU_CORE=python` is set,
-every core module is loaded from its `.py` (all or none: compiled classes expect compiled
-neighbours). `FENLIU_CORE=compiled` makes a missing or stale build an ImportError instead.
-`CORE` says which one runs, `CORE_NOTE` why when it is not the compiled one. Both give the
-same outputs: tests/integration/test_compiled_core.py holds them to the same digest.
+How the core loads (docs/architecture.md, The compiled core). It runs as plain Python, or
+compiled by mypyc from the same source: `python -m daemon.tools.compile` (`make compile`,
+the image's build) leaves the modules in `HOT` beside their `.py` in daemon/core as
+extension modules, and Python's import system loads those instead of the source, as it
+does for any extension module. To set `CORE`, importing this package asks the import system
+which loader each hot module would get; it reads no file. Whether a build still matches its
+source is checked where sources change, not here: `make compile` rebuilds, and the test
+suite refuses a stale build (tests/core_build.py, `python -m daemon.tools.compile --check`).
+
+`FENLIU_CORE=python` loads every core module from its `.py` even beside a build, through a
+meta-path finder installed only then (and for a build cut short: compiled classes expect
+compiled neighbours, so all or none); `FENLIU_CORE=compiled` makes a core without a whole
+build an ImportError. `CORE` says which core runs, `CORE_NOTE` why when it is not the
+compiled one. Both give the same outputs: tests/integration/test_compiled_core.py holds
+them to the same digest.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -45,37 +47,6 @@ HOT = (
 snapshots, or the exceptions, which mypyc cannot subclass from ValueError)."""
 
 HERE = Path(__file__).parent / "core"
-MANIFEST = HERE / "compiled.json"
-
-
-def source_hash(module: str) -> str:
-    """The sha256 of a core module's source."""
-    return hashlib.sha256((HERE / f"{module}.py").read_bytes()).hexdigest()
-
-
-def build_tag() -> str:
-    """The interpreter a build is for (an extension module runs on that one only)."""
-    return f"{sys.implementation.cache_tag}-{sys.platform}"
-
-
-def extension(name: str) -> Path:
-    """Where a build leaves the extension module `name` of daemon/core."""
-    return HERE / f"{name}{importlib.machinery.EXTENSION_SUFFIXES[0]}"
-
-
-def compiled_problem() -> str | None:
-    """Why the compiled core cannot be used here, or None when it can."""
-    if not MANIFEST.exists():
-        return "not compiled (python -m daemon.tools.compile)"
-    manifest = json.loads(MANIFEST.read_bytes())
-    if manifest.get("python") != build_tag():
-        return f"compiled for {manifest.get('python')}, this is {build_tag()}"
-    for module in HOT:
-        if not extension(module).exists():
-            return f"{extension(module).name} is missing"
-        if manifest.get("sources", {}).get(module) != source_hash(module):
-            return f"{module}.py changed since it was compiled (python -m daemon.tools.compile)"
-    return None
 
 
 class _SourceFirst:
@@ -92,17 +63,29 @@ class _SourceFirst:
         return importlib.util.spec_from_file_location(name, source) if source.exists() else None
 
 
+def _is_compiled(module: str) -> bool:
+    spec = importlib.machinery.PathFinder.find_spec(f"daemon.core.{module}", [str(HERE)])
+    return spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader)
+
+
 def _choose() -> tuple[str, str]:
     wanted = os.environ.get("FENLIU_CORE", "auto")
     if wanted not in ("auto", "python", "compiled"):
         raise ImportError(f"FENLIU_CORE={wanted!r}: expected auto, python or compiled")
-    problem = "FENLIU_CORE=python" if wanted == "python" else compiled_problem()
-    if problem is None:
+    if wanted == "python":
+        sys.meta_path.insert(0, _SourceFirst())
+        return "python", "FENLIU_CORE=python"
+    compiled = [module for module in HOT if _is_compiled(module)]
+    if len(compiled) == len(HOT):
         return "compiled", ""
     if wanted == "compiled":
-        raise ImportError(f"FENLIU_CORE=compiled, but the compiled core is {problem}")
-    sys.meta_path.insert(0, _SourceFirst())
-    return "python", problem
+        raise ImportError(
+            f"FENLIU_CORE=compiled, but {len(compiled)} of the {len(HOT)} core modules are compiled"
+        )
+    if compiled:  # a build cut short: compiled classes expect compiled neighbours
+        sys.meta_path.insert(0, _SourceFirst())
+        return "python", f"a build cut short ({len(compiled)} of {len(HOT)}): compile again"
+    return "python", "not compiled (python -m daemon.tools.compile)"
 
 
 CORE, CORE_NOTE = _choose()
