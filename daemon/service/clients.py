@@ -193,26 +193,6 @@ def make_consumer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaConsu
     )
 
 
-def request_rejoin(consumer: AIOKafkaConsumer) -> None:
-    """Ask the group coordinator for a rebalance (aiokafka has no public call for it)."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is not None:
-        coordinator.request_rejoin()
-
-
-def skip_leave_group(consumer: AIOKafkaConsumer) -> None:
-    """Stop without LeaveGroup (`[kafka] leave_group = false`): the group drops this member
-    after its session timeout instead. aiokafka has no public switch for it."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None:
-        return
-
-    async def stay() -> None:
-        coordinator.reset_generation()
-
-    coordinator._maybe_leave_group = stay
-
-
 def make_producer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaProducer:
     """No linger, `acks=all`, no idempotence (which Tansu lacks), requests of at most
     MAX_REQUEST_BYTES (the service sizes every output against MAX_OUTPUT_BYTES first).

@@ -47,6 +47,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 import daemon
 from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine
+from daemon.service.aiokafka_compat import request_rejoin, skip_leave_group
 from daemon.service.api import token_guard
 from daemon.service.checkpoint import Checkpoint
 from daemon.service.checkpoint_types import Batch
@@ -55,8 +56,6 @@ from daemon.service.clients import (
     close_within,
     kafka_client_kwargs,
     make_redis,
-    request_rejoin,
-    skip_leave_group,
 )
 from daemon.service.clock import wall_ms
 from daemon.service.control_plane import apply_reload, install_signals, remove_signals, routes
