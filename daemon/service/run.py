@@ -45,7 +45,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 import daemon
-from daemon.config import ConfigError, FenliuConfig, load_config
+from daemon.config import FenliuConfig, load_config_or_report
 from daemon.core.engine import Engine
 from daemon.service.aiokafka_compat import request_rejoin, skip_leave_group
 from daemon.service.api import token_guard
@@ -445,11 +445,11 @@ def run_command(config_path: Path, log_level: str = "info") -> int:
     configure_logging(log_level)
     for sig in (signal.SIGTERM, signal.SIGINT):  # until the service's own handlers take over
         signal.signal(sig, _stop_before_start)
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            get_logger().error("config_invalid", problem=str(problem))
+    log = get_logger()
+    config = load_config_or_report(
+        config_path, report=lambda problem: log.error("config_invalid", problem=problem)
+    )
+    if config is None:
         return EXIT_CONFIG
     return_large_blocks()  # a process-wide allocator setting: the daemon's own process only
     try:
