@@ -98,7 +98,7 @@ class Intake:
                     self.add_output(work, self._reject(record, item.error, now, "invalid"), part)
                 elif configured is not None and home is None:
                     self.add_output(work, self._misrouted(record, event.shop_id, now), part)
-                elif home not in checkpoint.set_aside:  # else held: read again on readmission
+                elif home is None or checkpoint.aside(home) is None:  # else held: read again
                     self._handle(work, record, event, part, now)
 
     def fire_timers(self, work: Batch, now: int) -> None:
@@ -119,7 +119,8 @@ class Intake:
         is dropped with the rest of its batch: its records are held and read again."""
         checkpoint = self._checkpoint
         owner = checkpoint.owner_of(event.shop_id, part)
-        if owner in checkpoint.set_aside and not isinstance(event, Rejected):
+        aside = isinstance(owner, str) and checkpoint.aside(owner) is not None
+        if aside and not isinstance(event, Rejected):
             return
         key = event.shop_id.encode() if event.shop_id is not None else None
         record = OutboxRecord(self._topics.output_topic(event), key, encode(event))

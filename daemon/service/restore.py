@@ -105,7 +105,7 @@ async def resume(
     group's committed offset, or the beginning; any other position in `restored.seeks`
     back to where a readmitted shop's records were held (never forward)."""
     for shop_id, problem in restored.set_aside.items():
-        aside = checkpoint.set_aside.get(shop_id)
+        aside = checkpoint.aside(shop_id)
         if aside is not None and aside.retry:
             log.warning("shop_waiting", shop_id=shop_id, cause=problem)
         elif aside is not None:
@@ -242,7 +242,7 @@ class Ownership:
         except StoreError:
             return
         self.owned |= fresh
-        back = [s for s in shops if s not in checkpoint.set_aside]
+        back = [s for s in shops if checkpoint.aside(s) is None]
         if back or claimed.owned:
             log.info("readmitted", shops=len(back), partitions=sorted(claimed.owned))
 

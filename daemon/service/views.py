@@ -188,7 +188,8 @@ class Views:
         is read), and at most MAX_PARTS shops or explanations are built a view, the most
         recently asked first: no number of requests makes one call long."""
         aside = {s: a.cause for s, a in checkpoint.set_aside.items()}
-        served = (s for s in checkpoint.partition_of if s in engine.shops and s not in aside)
+        partition_of = checkpoint.partition_of
+        served = (s for s in partition_of if s in engine.shops and s not in aside)
         owned = frozenset(served)
         summaries = None
         if LIST in self._asked:
@@ -209,7 +210,7 @@ class Views:
             else:
                 explains[shop_id] = {
                     **explain_shop(shop, at),
-                    "partition": checkpoint.partition_of.get(shop_id),
+                    "partition": partition_of.get(shop_id),
                 }
         view = View(now_ms, self._clock(), owned, aside, summaries, shops, explains)
         self.latest = view

@@ -142,14 +142,14 @@ async def test_a_shop_moved_by_more_partitions_keeps_its_state_and_reads_its_new
     a = _instance(client)
     await a.restore([0], 1)
     await _step(a, 0, [_online(1, "a1"), BuyerInquired("e2", SHOP, 1002, "b1")], 1002)
-    assert a.floors[(SHOP, TOPIC)] == 2
+    assert a.floor(SHOP, TOPIC) == 2
 
     b = _instance(client)
     restored = await b.restore(range(4), 4)
     assert b.home(SHOP) == 1 and restored.shops == 1 and not restored.set_aside
     assert b.engine.shop(SHOP).buyers["b1"].session is not None, "the session follows the shop"
     assert not b.seen_before(SHOP, TOPIC, 1, 0), "partition 1's first record is new to s1"
-    assert (SHOP, TOPIC) not in b.floors
+    assert b.floor(SHOP, TOPIC) is None
 
     batch = Batch()
     b.consumed(batch, SHOP, TOPIC, 1, 0)
@@ -158,4 +158,4 @@ async def test_a_shop_moved_by_more_partitions_keeps_its_state_and_reads_its_new
     await b.save(batch)
     c = _instance(client)
     await c.restore(range(4), 4)
-    assert c.floors[(SHOP, TOPIC)] == 1, "offsets now counted on the new home"
+    assert c.floor(SHOP, TOPIC) == 1, "offsets now counted on the new home"
