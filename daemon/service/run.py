@@ -332,6 +332,8 @@ class Service:
         self.decisions.forget(self.checkpoint.set_aside)  # they start again from Redis
         try:
             await self.ownership.readmit(consumer, producer, released=released)
+        except StoreError as exc:  # half way: what is owned is restored from Redis
+            self._break("redis", exc)
         except (KafkaError, OSError) as exc:
             self._break("kafka", exc)
 
