@@ -7,10 +7,10 @@ daemon.service.kafka.home_partition), the owner epochs and checkpoint numbers th
 instance once another has claimed a shop or partition (daemon.service.store), the offsets
 each shop's stored state reflects and each partition's consumed position (records below them
 are skipped when read again), which outboxes hold records Kafka has not acknowledged yet, and
-the shops and partitions set aside. It keeps them in one record per partition held
-(`OwnedPartition`, holding its shops, or `WaitingPartition`), replaced whole by each move:
-letting a partition go drops its record. These records, and the values it exchanges with the
-service, are in daemon.service.checkpoint_types.
+the shops and partitions set aside. It keeps them in `held` (daemon.service.holdings: one
+record per partition held, replaced whole by each move), which the service and its other
+parts read and only this module changes; the values it exchanges with the service are in
+daemon.service.checkpoint_types.
 
 **Set aside.** A shop is set aside when its engine failed unexpectedly or its stored state
 failed its consistency check (*quarantined*: released by a restart or a reload), or when
@@ -29,19 +29,14 @@ from dataclasses import replace
 from daemon.core.consistency import consistency_problems
 from daemon.core.engine import Engine
 from daemon.core.snapshot import SnapshotError
-from daemon.service.checkpoint_types import (
-    Batch,
-    Held,
+from daemon.service.checkpoint_types import Batch, Owner, Position, Restored, Saved
+from daemon.service.holdings import (
+    Holdings,
     OwnedPartition,
     OwnedShop,
-    Owner,
-    Position,
-    Restored,
-    Saved,
     SetAside,
     WaitingPartition,
 )
-from daemon.service.kafka import home_partition
 from daemon.service.store import (
     OutboxRecord,
     Outcome,
@@ -62,121 +57,24 @@ def _bump(owned: Owned) -> Owned:
 
 
 class Checkpoint:
-    """Checkpoints of the shops of the partitions this instance owns.
-
-    What it owns is one record per partition held (daemon.service.checkpoint_types:
-    `OwnedPartition` with its shops, or `WaitingPartition`), replaced whole by each move;
-    letting partitions go drops their records, a restore drops them all.
-    """
+    """Checkpoints of the shops of the partitions this instance owns (`held`)."""
 
     def __init__(self, engine: Engine, store: Store) -> None:
         self.engine = engine
         self.store = store
-        self.partitions = 0  # input partition count, known from the first restore
-        self._held: dict[int, Held] = {}
+        self.held = Holdings()
         self._abandoned = False  # deliveries given up on: outboxes keep them until a restore
-        self._homes: dict[str, int] = {}
-
-    def home(self, shop_id: str) -> int:
-        """The partition a shop's records belong on (CONTRACT 1)."""
-        home = self._homes.get(shop_id)
-        if home is None:
-            home = self._homes[shop_id] = home_partition(shop_id.encode(), self.partitions)
-        return home
-
-    # ---------------------------------------------------------------------- what is owned
-
-    def _owned(self, part: int) -> OwnedPartition | None:
-        held = self._held.get(part)
-        return held if isinstance(held, OwnedPartition) else None
-
-    def _holding(self, shop_id: str) -> OwnedPartition | None:
-        """The record of the partition through which this instance owns `shop_id`, if any."""
-        home = self._homes.get(shop_id)  # every shop claimed has its home known: no other
-        if home is None:  # id (a dead letter's, say) is hashed, or remembered
-            return None
-        held = self._held.get(home)
-        if isinstance(held, OwnedPartition) and shop_id in held.shops:
-            return held
-        return None
-
-    def owns(self, shop_id: str) -> bool:
-        """Whether this instance owns the shop (served or set aside)."""
-        return self._holding(shop_id) is not None
-
-    def aside(self, shop_id: str) -> SetAside | None:
-        """Why an owned shop is set aside, if it is."""
-        held = self._holding(shop_id)
-        return held.set_aside.get(shop_id) if held is not None else None
-
-    def floor(self, shop_id: str, topic: str) -> int | None:
-        """The first offset on `topic` an owned shop's stored state does not reflect."""
-        held = self._holding(shop_id)
-        return held.shops[shop_id].floors.get(topic) if held is not None else None
-
-    @property
-    def partition_of(self) -> dict[str, int]:
-        """Owned shops -> home partition."""
-        return {
-            shop_id: part
-            for part, held in self._held.items()
-            if isinstance(held, OwnedPartition)
-            for shop_id in held.shops
-        }
-
-    @property
-    def set_aside(self) -> dict[str, SetAside]:
-        """Owned shops set aside (see the module docstring) -> why."""
-        return {
-            shop_id: aside
-            for held in self._held.values()
-            if isinstance(held, OwnedPartition)
-            for shop_id, aside in held.set_aside.items()
-        }
-
-    @property
-    def quarantined(self) -> dict[str, SetAside]:
-        """Shops set aside until a restart or reload (engine failure, bad stored state)."""
-        return {s: a for s, a in self.set_aside.items() if not a.retry}
-
-    @property
-    def waiting(self) -> dict[str, SetAside]:
-        """Shops set aside until their Redis node answers again (retried by themselves)."""
-        return {s: a for s, a in self.set_aside.items() if a.retry}
-
-    @property
-    def waiting_partitions(self) -> dict[int, str]:
-        """Partitions assigned but not claimed (their bookkeeping did not answer) -> why."""
-        return {p: h.cause for p, h in self._held.items() if isinstance(h, WaitingPartition)}
-
-    def _change(
-        self,
-        part: int,
-        *,
-        shops: Mapping[str, OwnedShop] | None = None,
-        set_aside: Mapping[str, SetAside] | None = None,
-        unacked: Iterable[str] = (),
-    ) -> None:
-        """Replace an owned partition's record with these of its shops changed."""
-        held = self._held[part]
-        assert isinstance(held, OwnedPartition)
-        self._held[part] = replace(
-            held,
-            shops={**held.shops, **shops} if shops else held.shops,
-            set_aside={**held.set_aside, **set_aside} if set_aside else held.set_aside,
-            unacked_shops=held.unacked_shops.union(unacked),
-        )
 
     # --------------------------------------------------------------------------- batches
 
     def seen_before(self, shop_id: str | None, topic: str, part: int, offset: int) -> bool:
         """Whether a record read again is already reflected: in its owned shop's stored
         state, or (a record of no owned shop) consumed before."""
-        held = self._holding(shop_id) if shop_id is not None else None
-        if held is not None and shop_id is not None:
-            floor = held.shops[shop_id].floors.get(topic)
+        shop = self.held.shop(shop_id) if shop_id is not None else None
+        if shop is not None:
+            floor = shop.floors.get(topic)
         else:
-            owned = self._owned(part)
+            owned = self.held.owned(part)
             floor = owned.done.get(topic) if owned is not None else None
         return floor is not None and offset < floor
 
@@ -185,7 +83,7 @@ class Checkpoint:
     ) -> None:
         """Note a consumed record (applied, rejected, skipped or set aside)."""
         self._partition(batch, part).done[topic] = offset + 1
-        held = self._holding(shop_id) if shop_id is not None else None
+        held = self.held.holding(shop_id) if shop_id is not None else None
         if held is None or shop_id is None:
             return
         aside = held.set_aside.get(shop_id)
@@ -193,7 +91,8 @@ class Checkpoint:
             if topic not in aside.holds:
                 floor = held.shops[shop_id].floors.get(topic, offset)
                 holds = {**aside.holds, topic: min(floor, offset)}
-                self._change(self.home(shop_id), set_aside={shop_id: replace(aside, holds=holds)})
+                aside = replace(aside, holds=holds)
+                self.held.change(self.held.home(shop_id), set_aside={shop_id: aside})
             return
         cp = self._shop(batch, shop_id)
         cp.first.setdefault(topic, offset)
@@ -211,7 +110,7 @@ class Checkpoint:
     def owner_of(self, shop_id: str | None, part: int | None) -> Owner:
         """Whose outbox an output goes to: its shop's if this instance owns the shop, else
         its input partition's (timers fire only in owned shops)."""
-        if shop_id is not None and self.owns(shop_id):
+        if shop_id is not None and self.held.owns(shop_id):
             return shop_id
         if part is None:
             raise RuntimeError(f"output of shop {shop_id!r} whose partition is unknown")
@@ -252,7 +151,7 @@ class Checkpoint:
         """Set an owned shop aside (a shop set aside already keeps its cause), holding its
         partition's watermarks at the first record of `unsaved`, and at `holds`."""
         self.engine.reset_shop(shop_id)
-        held = self._holding(shop_id)
+        held = self.held.holding(shop_id)
         if held is None:
             return
         aside = held.set_aside.get(shop_id) or SetAside(cause, retry)
@@ -263,15 +162,15 @@ class Checkpoint:
             aside = replace(aside, holds=more)
         if holds:
             aside = replace(aside, holds={**aside.holds, **holds})
-        self._change(self.home(shop_id), set_aside={shop_id: aside})
+        self.held.change(self.held.home(shop_id), set_aside={shop_id: aside})
 
     async def save(self, batch: Batch) -> Saved:
         """Write the engine's changes with the batch's offsets and outboxes. A shop or
         partition another instance has claimed comes back lost; one whose Redis node did
         not answer is set aside to wait. StoreError when Redis as a whole did not answer."""
+        held = self.held
         for shop_id, delta in self.engine.take_deltas().items():
-            held = self._holding(shop_id)
-            if held is not None and shop_id not in held.set_aside:
+            if held.owns(shop_id) and held.aside(shop_id) is None:
                 self._shop(batch, shop_id).delta = delta
         lost = await self._save_shops(batch.shops)
         parts = {p: cp for p, cp in batch.partitions.items() if p not in lost}
@@ -279,12 +178,12 @@ class Checkpoint:
         lost |= more_lost
         self.release(lost | waiting)
         for part in waiting:
-            self._held[part] = WaitingPartition("its bookkeeping in Redis did not answer")
+            held.put(part, WaitingPartition("its bookkeeping in Redis did not answer"))
         sends = [  # a released partition's shops are no longer owned
             record
             for owner, record in batch.sends
             if (
-                self.owns(owner) and self.aside(owner) is None
+                held.owns(owner) and held.aside(owner) is None
                 if isinstance(owner, str)
                 else owner not in lost | waiting
             )
@@ -292,11 +191,10 @@ class Checkpoint:
         return Saved(sends, lost, waiting)
 
     def _shop_owner(self, shop_id: str) -> Owned:
-        held = self._holding(shop_id)
-        owner = held.shops[shop_id].owner if held is not None else None
-        if owner is None:
+        shop = self.held.shop(shop_id)
+        if shop is None or shop.owner is None:
             raise KeyError(f"shop {shop_id!r} has no claim to write under")
-        return owner
+        return shop.owner
 
     async def _save_shops(self, shops: dict[str, ShopCheckpoint]) -> set[int]:
         """Write the shops' checkpoints; the partitions of those found fenced. A shop whose
@@ -310,24 +208,18 @@ class Checkpoint:
             if isinstance(outcome, StoreError):
                 self._put_aside(shop_id, str(outcome), True, cp)
                 continue
-            part = self.home(shop_id)
+            part = self.held.home(shop_id)
             if outcome is Outcome.FENCED:
                 lost.add(part)
                 continue
-            floors = self._held_shop(shop_id).floors
-            saved.setdefault(part, {})[shop_id] = OwnedShop(
-                writes[shop_id][0], {**floors, **cp.offsets}
-            )
+            before = self.held.shop(shop_id)
+            floors = {**(before.floors if before else {}), **cp.offsets}
+            saved.setdefault(part, {})[shop_id] = OwnedShop(writes[shop_id][0], floors)
             if cp.outbox:
                 unacked.setdefault(part, []).append(shop_id)
         for part, owned in saved.items():
-            self._change(part, shops=owned, unacked=unacked.get(part, ()))
+            self.held.change(part, shops=owned, unacked=unacked.get(part, ()))
         return lost
-
-    def _held_shop(self, shop_id: str) -> OwnedShop:
-        held = self._holding(shop_id)
-        assert held is not None
-        return held.shops[shop_id]
 
     async def _save_partitions(
         self, partitions: dict[int, PartitionCheckpoint]
@@ -336,7 +228,7 @@ class Checkpoint:
         and shop-less outboxes; the partitions found fenced, and those that failed."""
         writes = {}
         for part, cp in partitions.items():
-            held = self._owned(part)
+            held = self.held.owned(part)
             if held is not None:  # records read again never move `done` back
                 cp.done = {t: max(o, held.done.get(t, 0)) for t, o in cp.done.items()}
                 cp.marks = {t: min(o, _lowest_hold(held, t)) for t, o in cp.done.items()}
@@ -344,19 +236,17 @@ class Checkpoint:
         lost: set[int] = set()
         failed: set[int] = set()
         for part, outcome in (await self.store.save_partitions(writes)).items():
-            held = self._owned(part)
+            held = self.held.owned(part)
             if isinstance(outcome, StoreError):
                 failed.add(part)
             elif outcome is Outcome.FENCED:
                 lost.add(part)
             elif held is not None:
                 cp = partitions[part]
-                self._held[part] = replace(
-                    held,
-                    owner=writes[part][0],
-                    done={**held.done, **cp.done},
+                self.held.put(part, replace(
+                    held, owner=writes[part][0], done={**held.done, **cp.done},
                     unacked=held.unacked or bool(cp.outbox),
-                )
+                ))  # fmt: skip
         return lost, failed
 
     async def acknowledged(self) -> None:
@@ -364,23 +254,22 @@ class Checkpoint:
         whose node did not answer is emptied next time (or sent again by a restore)."""
         if self._abandoned:
             return
-        owned = {p: h for p, h in self._held.items() if isinstance(h, OwnedPartition)}
+        claimed = self.held.claimed()
         shops = {
             s: owner.epoch
-            for held in owned.values()
+            for held in claimed.values()
             for s in held.unacked_shops
             if (owner := held.shops[s].owner) is not None
         }
-        parts = {p: held.owner.epoch for p, held in owned.items() if held.unacked}
+        parts = {p: held.owner.epoch for p, held in claimed.items() if held.unacked}
         outcomes = await self.store.clear_outboxes(shops, parts)
         failed = {o for o, outcome in outcomes.items() if isinstance(outcome, StoreError)}
-        for part, held in self._held.items():
-            if isinstance(held, OwnedPartition) and (held.unacked or held.unacked_shops):
-                self._held[part] = replace(
-                    held,
-                    unacked=held.unacked and part in failed,
-                    unacked_shops=held.unacked_shops & failed,
-                )
+        for part, held in self.held.claimed().items():
+            if held.unacked or held.unacked_shops:
+                self.held.put(part, replace(
+                    held, unacked=held.unacked and part in failed,
+                    unacked_shops=held.unacked_shops.intersection(failed),
+                ))  # fmt: skip
 
     def abandon(self) -> None:
         """Deliveries were given up on (daemon.service.delivery): their records stay in the
@@ -394,9 +283,7 @@ class Checkpoint:
         not answer)."""
         for shop_id in list(self.engine.shops):
             self.engine.reset_shop(shop_id)
-        if partition_count != self.partitions:
-            self.partitions, self._homes = partition_count, {}
-        self._held = {}
+        self.held.clear(partition_count)
         self._abandoned = False
         return await self.claim(partitions)
 
@@ -408,11 +295,11 @@ class Checkpoint:
         whose stored state does not load or fails its consistency check is quarantined.
         StoreError when Redis as a whole did not answer: nothing is changed here then.
         """
+        held = self.held
         wanted = sorted(set(partitions))
         claims = await self.store.claim_partitions(wanted)
         owned = {p for p in wanted if not isinstance(claims[p], StoreError)}
-        mine = [s for s in self.engine.shops if self.home(s) in owned]
-        shops = await self.store.claim_shops(mine)
+        shops = await self.store.claim_shops(s for s in self.engine.shops if held.home(s) in owned)
         resend: list[OutboxRecord] = []
         seeks: dict[Position, int] = {}
         waiting: dict[int, str] = {}
@@ -420,18 +307,17 @@ class Checkpoint:
             stored = claims[part]
             if isinstance(stored, StoreError):
                 waiting[part] = str(stored)
-                self._held[part] = WaitingPartition(str(stored))
+                held.put(part, WaitingPartition(str(stored)))
                 continue
             seeks.update({(topic, part): mark for topic, mark in stored.marks.items()})
             resend.extend(stored.outbox)
-            self._held[part] = OwnedPartition(
-                Owned(stored.epoch, 0), dict(stored.done), unacked=bool(stored.outbox)
-            )
+            owner = Owned(stored.epoch, 0)
+            held.put(part, OwnedPartition(owner, dict(stored.done), bool(stored.outbox)))
         restored, problems = 0, {}
         for shop_id, shop in shops.items():
             if isinstance(shop, StoreError):
                 problems[shop_id] = str(shop)
-                self._change(self.home(shop_id), shops={shop_id: OwnedShop(None)})
+                held.change(held.home(shop_id), shops={shop_id: OwnedShop(None)})
                 self._put_aside(shop_id, str(shop), True)
                 continue
             problem = self._take(shop_id, shop, resend)
@@ -444,18 +330,15 @@ class Checkpoint:
     def _take(self, shop_id: str, shop: StoredShop, resend: list[OutboxRecord]) -> str | None:
         """Own a claimed shop: its epoch, offsets, outbox and state; what is wrong with the
         state, if anything (the shop is then quarantined)."""
-        part = self.home(shop_id)
-        held = self._owned(part)
-        assert held is not None
-        before = held.shops.get(shop_id)
+        part = self.held.home(shop_id)
+        before = self.held.shop(shop_id)
         floors = dict(before.floors) if before is not None else {}
         if shop.partition in (None, part):
             # offsets counted on another partition (the partition count changed and the shop
             # moved) say nothing of its new home's records: those are all new to it
             floors.update(shop.offsets)
-        unacked = [shop_id] if shop.outbox else []
         owned = OwnedShop(Owned(shop.epoch, 0), floors)
-        self._change(part, shops={shop_id: owned}, unacked=unacked)
+        self.held.change(part, shops={shop_id: owned}, unacked=[shop_id] if shop.outbox else [])
         resend.extend(shop.outbox)
         if shop.snapshot is None:
             return None
@@ -480,7 +363,7 @@ class Checkpoint:
         """Claim and load shops set aside again; where to read their partitions again from
         (their holds). A shop that fails again stays (or is again) set aside. StoreError
         when Redis as a whole did not answer: nothing is changed here then."""
-        wanted = [s for s in shop_ids if self.aside(s) is not None]
+        wanted = [s for s in shop_ids if self.held.aside(s) is not None]
         claimed = await self.store.claim_shops(wanted)
         seeks: dict[Position, int] = {}
         resend: list[OutboxRecord] = []
@@ -489,21 +372,16 @@ class Checkpoint:
             if isinstance(shop, StoreError):
                 problems[shop_id] = str(shop)
                 continue
-            held = self._holding(shop_id)
-            assert held is not None
-            aside = held.set_aside[shop_id]
-            self._held[self.home(shop_id)] = replace(
-                held, set_aside={s: a for s, a in held.set_aside.items() if s != shop_id}
-            )
+            aside = self.held.released(shop_id)
             problem = self._take(shop_id, shop, resend)
             if problem is not None:
                 problems[shop_id] = problem
-                again = self.aside(shop_id)
-                assert again is not None
-                self._put_aside(shop_id, problem, False, holds={**aside.holds, **again.holds})
+                again = self.held.aside(shop_id)
+                holds = {**aside.holds, **(again.holds if again else {})}
+                self._put_aside(shop_id, problem, False, holds=holds)
                 continue
             restored += shop.snapshot is not None
-            part = self.home(shop_id)
+            part = self.held.home(shop_id)
             for topic, hold in aside.holds.items():
                 seeks[(topic, part)] = min(hold, seeks.get((topic, part), hold))
         return Restored(resend, restored, seeks, problems, set(), {})
@@ -512,7 +390,7 @@ class Checkpoint:
         """Forget `partitions` and their shops (another instance owns them now, or they
         wait)."""
         for part in set(partitions):
-            held = self._held.pop(part, None)
+            held = self.held.drop(part)
             if isinstance(held, OwnedPartition):
                 for shop_id in held.shops:
                     if shop_id in self.engine.shops:
@@ -522,5 +400,5 @@ class Checkpoint:
 def _lowest_hold(held: OwnedPartition, topic: str) -> int:
     """The lowest watermark hold on `topic` of a shop of the partition set aside (or a value
     above any offset when there is none)."""
-    return min((a.holds[topic] for a in held.set_aside.values() if topic in a.holds),
-               default=_NO_HOLD)  # fmt: skip
+    holds = [a.holds[topic] for a in held.set_aside.values() if topic in a.holds]
+    return min(holds, default=_NO_HOLD)

@@ -1,16 +1,13 @@
 """The values `daemon.service.checkpoint.Checkpoint` passes to and from the service: the batch
-in the making (`Batch`), what saving it wrote (`Saved`), what a claim of partitions or a
-readmission of shops brought back (`Restored`) and why a shop is set aside (`SetAside`);
-and the records in which it keeps what it owns, one per partition held (`OwnedPartition`,
-with its `OwnedShop`s; or `WaitingPartition`), each replaced whole.
+in the making (`Batch`), what saving it wrote (`Saved`) and what a claim of partitions or a
+readmission of shops brought back (`Restored`). What it owns is in daemon.service.holdings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from daemon.service.store import OutboxRecord, Owned, PartitionCheckpoint, ShopCheckpoint
+from daemon.service.store import OutboxRecord, PartitionCheckpoint, ShopCheckpoint
 
 Owner = str | int  # a shop id, or the partition number of shop-less outputs
 Position = tuple[str, int]  # (topic, partition)
@@ -34,56 +31,6 @@ class Saved:
     sends: list[OutboxRecord]
     lost: set[int]
     waiting: set[int]
-
-
-@dataclass(frozen=True, slots=True)
-class SetAside:
-    """Why a shop is set aside, whether it is retried by itself (Redis did not answer), and
-    where its partition's watermark is held per topic."""
-
-    cause: str
-    retry: bool = False
-    holds: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class OwnedShop:
-    """A shop this instance owns: its owner token in Redis (None while its claim did not
-    answer: it is then set aside, waiting) and, per topic, the first offset its stored state
-    does not reflect (`floors`: records below it are skipped when read again)."""
-
-    owner: Owned | None
-    floors: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class OwnedPartition:
-    """A partition this instance has claimed, with everything it owns through it; a move
-    replaces the record whole, and letting the partition go drops it.
-
-    `owner` is the partition's owner token, `done` its consumed position per topic (records
-    of no owned shop below it are skipped when read again), `unacked` whether its own
-    (shop-less) outbox holds records Kafka has not acknowledged yet. `shops` are the shops
-    whose home it is, `set_aside` those of them set aside, `unacked_shops` those whose outbox
-    holds unacknowledged records."""
-
-    owner: Owned
-    done: Mapping[str, int] = field(default_factory=dict)
-    unacked: bool = False
-    shops: Mapping[str, OwnedShop] = field(default_factory=dict)
-    set_aside: Mapping[str, SetAside] = field(default_factory=dict)
-    unacked_shops: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class WaitingPartition:
-    """A partition assigned to this instance whose claim did not answer (`cause`): nothing
-    of it is consumed until a readmission claims it."""
-
-    cause: str
-
-
-Held = OwnedPartition | WaitingPartition
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,7 +152,7 @@ class Refusals:
     def set_aside(self, shop_id: str, cause: str) -> None:
         """Quarantine a shop whose output cannot be delivered; the others go on."""
         checkpoint = self._checkpoint
-        if checkpoint.aside(shop_id) is not None:
+        if checkpoint.held.aside(shop_id) is not None:
             return
         checkpoint.put_aside(shop_id, cause)
         self._forget([shop_id])
@@ -166,7 +166,7 @@ class Refusals:
             shop_id = record.key.decode()
         except UnicodeDecodeError:
             return None
-        return shop_id if self._checkpoint.owns(shop_id) else None
+        return shop_id if self._checkpoint.held.owns(shop_id) else None
 
 
 class Deliveries:

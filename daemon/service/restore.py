@@ -107,7 +107,7 @@ async def resume(
     group's committed offset, or the beginning; any other position in `restored.seeks`
     back to where a readmitted shop's records were held (never forward)."""
     for shop_id, problem in restored.set_aside.items():
-        aside = checkpoint.aside(shop_id)
+        aside = checkpoint.held.aside(shop_id)
         if aside is not None and aside.retry:
             log.warning("shop_waiting", shop_id=shop_id, cause=problem)
         elif aside is not None:
@@ -188,8 +188,8 @@ class Ownership:
     def waiting(self) -> bool:
         """Whether shops or partitions wait for their Redis node, or a release of the
         quarantined shops for Redis (all retried by `readmit`)."""
-        checkpoint = self._checkpoint
-        return bool(checkpoint.waiting_partitions or checkpoint.waiting or self._release)
+        held = self._checkpoint.held
+        return bool(held.waiting_partitions or held.waiting or self._release)
 
     def assigned(self) -> None:
         """A rebalance assigned partitions: the hand-off is timed until records come."""
@@ -240,9 +240,9 @@ class Ownership:
         what is owned half moved: StoreError, and the service restores (as after any Redis
         failure). KafkaError when Kafka fails."""
         checkpoint, log, stopping = self._checkpoint, self._log, self._stopping
-        refusals = self._refusals
+        refusals, held = self._refusals, checkpoint.held
         released = released or self._release
-        shops = list(checkpoint.set_aside if released else checkpoint.waiting)
+        shops = list(held.set_aside if released else held.waiting)
         try:
             readmitted = await checkpoint.readmit(shops)
         except StoreError as exc:
@@ -253,7 +253,7 @@ class Ownership:
         await resume(checkpoint, consumer, producer, readmitted, (), stopping=stopping,
                      refusals=refusals, log=log)  # fmt: skip
         assignment = {tp.partition for tp in consumer.assignment()}
-        parts = [p for p in checkpoint.waiting_partitions if p in assignment]
+        parts = [p for p in held.waiting_partitions if p in assignment]
         claimed: set[int] = set()
         try:
             claim = await checkpoint.claim(parts)
@@ -265,17 +265,17 @@ class Ownership:
             await resume(checkpoint, consumer, producer, claim, fresh, stopping=stopping,
                          refusals=refusals, log=log)  # fmt: skip
             self.owned |= fresh
-        back = [s for s in shops if checkpoint.aside(s) is None]
+        back = [s for s in shops if held.aside(s) is None]
         if back or claimed:
             log.info("readmitted", shops=len(back), partitions=sorted(claimed))
 
     def _not_answered(self, exc: StoreError) -> None:
         held_back = self._unanswered.admit("readmit_failed")
         if held_back is not None:
-            checkpoint = self._checkpoint
+            held = self._checkpoint.held
             self._log.warning(
-                "readmit_failed", error=str(exc), shops=len(checkpoint.set_aside),
-                partitions=sorted(checkpoint.waiting_partitions),
+                "readmit_failed", error=str(exc), shops=len(held.set_aside),
+                partitions=sorted(held.waiting_partitions),
                 **({"repeated": held_back} if held_back else {}),
             )  # fmt: skip
 

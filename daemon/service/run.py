@@ -136,7 +136,7 @@ class Service:
         self.metrics.watch(
             lambda: self.engine,
             lambda: consumer_lag(self._consumer, self.intake.positions),
-            lambda: {s: a.retry for s, a in self.checkpoint.set_aside.items()},
+            lambda: {s: a.retry for s, a in self.checkpoint.held.set_aside.items()},
             ready=lambda: self.ready,
         )
 
@@ -268,7 +268,7 @@ class Service:
                     last_settle = time.monotonic()
                     self.heap.settled()
             if self.lifecycle.in_step and self.views.due():
-                self.views.build(self.engine, self.checkpoint, self.decisions, self.clock())
+                self.views.build(self.engine, self.checkpoint.held, self.decisions, self.clock())
             self.metrics.refresh()  # a slice of the next /metrics snapshot, a few ms at most
             if time.monotonic() - last_ping > REDIS_PING_EVERY_S:
                 last_ping = time.monotonic()
@@ -320,7 +320,7 @@ class Service:
         if saved.waiting:
             self.ownership.wait(saved.waiting)
         if saved.lost or saved.waiting:
-            self.decisions.keep_only(self.checkpoint.partition_of)
+            self.decisions.keep_only(self.checkpoint.held.partition_of)
         await self.deliveries.send(producer, saved.sends)
 
     async def _readmit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
@@ -329,7 +329,7 @@ class Service:
         released = self.lifecycle.phase is Phase.READMIT_DUE
         if released:
             self.lifecycle = self.lifecycle.readmitted()
-        self.decisions.forget(self.checkpoint.set_aside)  # they start again from Redis
+        self.decisions.forget(self.checkpoint.held.set_aside)  # they start again from Redis
         try:
             await self.ownership.readmit(consumer, producer, released=released)
         except StoreError as exc:  # half way: what is owned is restored from Redis
@@ -392,7 +392,7 @@ class Service:
             if self.lifecycle.in_step:
                 await self._settle(consumer)
             self.ownership.revoke(revoked)
-            self.decisions.keep_only(self.checkpoint.partition_of)
+            self.decisions.keep_only(self.checkpoint.held.partition_of)
 
     async def _on_assigned(
         self,
@@ -433,7 +433,7 @@ class Service:
             self.lifecycle = self.lifecycle.restore_due()  # and the restore resets the heap
         else:
             self.heap.reset("reload")  # reconfigured shops left their old parts behind
-            if self.checkpoint.quarantined:
+            if self.checkpoint.held.quarantined:
                 self.lifecycle = self.lifecycle.readmit_due()
         return outputs
 

@@ -74,13 +74,13 @@ async def test_a_release_redis_does_not_answer_is_logged_keeps_the_shop_safe_and
     failed = [line for line in logs if line["event"] == "readmit_failed"]
     assert len(failed) == 1 and "unreachable" in failed[0]["error"], logs
     assert failed[0]["log_level"] == "warning" and failed[0]["shops"] == 1
-    assert SHOP in checkpoint.quarantined, "still quarantined: nothing of it is served"
-    assert checkpoint.quarantined[SHOP].holds == {TOPIC: 7}, "its records are held"
+    assert SHOP in checkpoint.held.quarantined, "still quarantined: nothing of it is served"
+    assert checkpoint.held.quarantined[SHOP].holds == {TOPIC: 7}, "its records are held"
     assert ownership.waiting, "the release is tried again"
 
     monkeypatch.setattr(store, "claim_shops", answer)  # Redis answers again
     with capture_logs() as logs:
         await ownership.readmit(consumer, None, released=False)  # the service's retry
-    assert not checkpoint.set_aside and checkpoint.owns(SHOP), "the release went through"
+    assert not checkpoint.held.set_aside and checkpoint.held.owns(SHOP), "the release went through"
     assert [line["shops"] for line in logs if line["event"] == "readmitted"] == [1]
     assert not ownership.waiting
