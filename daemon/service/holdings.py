@@ -5,8 +5,9 @@ it: its owner token, its consumed positions, whether its own (shop-less) outbox 
 acknowledgements, and the shops whose home it is (`OwnedShop`), those of them set aside
 (`SetAside`) and those whose outbox waits. A `WaitingPartition` is assigned, but its claim
 did not answer. Letting a partition go drops its record (`drop`); a restore drops them all
-(`clear`). A shop is found through its home partition (CONTRACT 1); only the shops of a
-claim have their home remembered, so an id from outside (a dead letter's) is never kept.
+(`clear`). A shop is found through its home partition (CONTRACT 1), remembered by `home`;
+lookups never remember one (only configured shops are asked their home: by the claims, the
+intake and the API), so an id from outside, a dead letter's say, is never kept.
 
 `Holdings` is daemon.service.checkpoint's state; the service and its other parts read it
 (`checkpoint.held`), and only the checkpoint changes it.
