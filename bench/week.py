@@ -242,7 +242,7 @@ class Week:
         topic = INPUT_TOPIC[type_name(event)]
         offset = self.offsets.get(topic, 0)
         self.offsets[topic] = offset + 1
-        part = self.checkpoint.home(event.shop_id)
+        part = self.checkpoint.held.home(event.shop_id)
         self.checkpoint.consumed(self.batch, event.shop_id, topic, part, offset)
         self.events += 1
         self.dirty = True

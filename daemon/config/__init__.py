@@ -1,7 +1,8 @@
 """The configuration: `fenliu.toml` and its shop files, read and validated once, up front.
 
     daemon_file.py  the models of `fenliu.toml`'s tables, `FenliuConfig`, `[kafka]` cross-checks
-    files.py        reading TOML, `load_config`, `load_shop_file`, `fenliu check-config`
+    files.py        reading TOML, `load_config` (`load_config_or_report` for commands),
+                    `load_shop_file`, `fenliu check-config`
     problems.py     problems named by file and key, pydantic's errors worded for people
 
 What a valid shop is lives in `daemon.core.config`.
@@ -15,7 +16,13 @@ from daemon.config.daemon_file import (
     ShopsConfig,
     TopicsConfig,
 )
-from daemon.config.files import check_config_command, describe_shop, load_config, load_shop_file
+from daemon.config.files import (
+    check_config_command,
+    describe_shop,
+    load_config,
+    load_config_or_report,
+    load_shop_file,
+)
 from daemon.config.problems import ConfigError, ConfigProblem
 
 __all__ = [
@@ -30,5 +37,6 @@ __all__ = [
     "check_config_command",
     "describe_shop",
     "load_config",
+    "load_config_or_report",
     "load_shop_file",
 ]

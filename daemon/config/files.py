@@ -18,6 +18,7 @@ from __future__ import annotations
 import ssl
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +46,7 @@ __all__ = [
     "FenliuConfig",
     "check_config_command",
     "load_config",
+    "load_config_or_report",
     "load_shop_file",
 ]
 
@@ -263,14 +265,31 @@ def describe_shop(shop: ShopConfig) -> str:
     )
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def load_config_or_report(
+    path: Path, *, report: Callable[[str], None] = _to_stderr, preface: str | None = None
+) -> FenliuConfig | None:
+    """`load_config`, or None once every problem was reported, one `report` call each (a line
+    on stderr unless told otherwise), after `preface` if given: a command then returns its
+    configuration-error exit code."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        if preface is not None:
+            report(preface)
+        for problem in exc.problems:
+            report(str(problem))
+        return None
+
+
 def check_config_command(path: Path) -> int:
     """`fenliu check-config PATH`: print every problem to stderr and return 1, or one summary
     line per shop to stdout and return 0."""
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    config = load_config_or_report(path)
+    if config is None:
         return 1
     for shop in config.shop_configs.values():
         print(describe_shop(shop))

@@ -1,8 +1,10 @@
 """The running daemon, `fenliu run`: the asyncio shell around the routing core.
 
     run.py               the `Service` loop and `fenliu run`
+    lifecycle.py         the service's phase as one value: serving, restoring, stopping...
     clock.py             the daemon's clock
     clients.py           the Kafka and Redis clients, topic metadata, the startup check
+    aiokafka_compat.py   the aiokafka internals the service uses, checked by a test
     startup.py           waiting for Kafka at start-up: the backoff, its bounded log
     kafka.py             home partitions, co-partitioned assignment, batch order, output routing
     intake.py            a polled batch and the due timers into engine calls and outbox records
@@ -10,7 +12,8 @@
     store.py             Redis checkpoints, fenced by owner epochs
     scripts.py           the store's Lua scripts and the encoding of their arguments
     checkpoint.py        what a batch checkpoints, what a restore brings back, shops set aside
-    checkpoint_types.py  the values a checkpoint passes: Batch, Saved, Restored, SetAside
+    checkpoint_types.py  the values a checkpoint passes: Batch, Saved, Restored
+    holdings.py          what this instance holds: one record per partition, shops set aside
     restore.py           the restore, the partitions owned and the rebalance listener
     readiness.py         what /readyz and the lag metric read
     control_plane.py     the HTTP routes, the signals and reloading

@@ -63,8 +63,8 @@ def _not_served(service: Viewed, view: View | None, shop_id: str) -> web.Respons
     where = {
         "shop_id": shop_id,
         "configured": shop_id in config,
-        "partition": checkpoint.home(shop_id)
-        if shop_id in config and checkpoint.partitions
+        "partition": checkpoint.held.home(shop_id)
+        if shop_id in config and checkpoint.held.partitions
         else None,
     }
     if shop_id in view.set_aside:

@@ -7,7 +7,9 @@ daemon.service.kafka.home_partition), the owner epochs and checkpoint numbers th
 instance once another has claimed a shop or partition (daemon.service.store), the offsets
 each shop's stored state reflects and each partition's consumed position (records below them
 are skipped when read again), which outboxes hold records Kafka has not acknowledged yet, and
-the shops and partitions set aside. The values it exchanges with the service are in
+the shops and partitions set aside. It keeps them in `held` (daemon.service.holdings: one
+record per partition held, replaced whole by each move), which the service and its other
+parts read and only this module changes; the values it exchanges with the service are in
 daemon.service.checkpoint_types.
 
 **Set aside.** A shop is set aside when its engine failed unexpectedly or its stored state
@@ -21,13 +23,20 @@ nothing is lost. A partition whose own bookkeeping did not answer waits as a who
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from daemon.core.consistency import consistency_problems
 from daemon.core.engine import Engine
 from daemon.core.snapshot import SnapshotError
-from daemon.service.checkpoint_types import Batch, Owner, Position, Restored, Saved, SetAside
-from daemon.service.kafka import home_partition
+from daemon.service.checkpoint_types import Batch, Owner, Position, Restored, Saved
+from daemon.service.holdings import (
+    Holdings,
+    OwnedPartition,
+    OwnedShop,
+    SetAside,
+    WaitingPartition,
+)
 from daemon.service.store import (
     OutboxRecord,
     Outcome,
@@ -48,50 +57,25 @@ def _bump(owned: Owned) -> Owned:
 
 
 class Checkpoint:
-    """Checkpoints of the shops of the partitions this instance owns."""
+    """Checkpoints of the shops of the partitions this instance owns (`held`)."""
 
     def __init__(self, engine: Engine, store: Store) -> None:
         self.engine = engine
         self.store = store
-        self.partitions = 0  # input partition count, known from the first restore
-        self.partition_of: dict[str, int] = {}  # owned shops -> home partition
-        self.shop_owner: dict[str, Owned] = {}  # epoch and last checkpoint number
-        self.partition_owner: dict[int, Owned] = {}
-        self.floors: dict[tuple[str, str], int] = {}  # (shop, topic) -> first new offset
-        self.part_floors: dict[tuple[int, str], int] = {}  # shop-less records: the same
-        self.set_aside: dict[str, SetAside] = {}
-        self.waiting_partitions: dict[int, str] = {}  # assigned, not claimed: why
-        self.unacked_shops: set[str] = set()
-        self.unacked_partitions: set[int] = set()
-        self.abandoned = False  # deliveries given up on: outboxes keep them until a restore
-        self._homes: dict[str, int] = {}
-
-    def home(self, shop_id: str) -> int:
-        """The partition a shop's records belong on (CONTRACT 1)."""
-        home = self._homes.get(shop_id)
-        if home is None:
-            home = self._homes[shop_id] = home_partition(shop_id.encode(), self.partitions)
-        return home
-
-    @property
-    def quarantined(self) -> dict[str, SetAside]:
-        """Shops set aside until a restart or reload (engine failure, bad stored state)."""
-        return {s: a for s, a in self.set_aside.items() if not a.retry}
-
-    @property
-    def waiting(self) -> dict[str, SetAside]:
-        """Shops set aside until their Redis node answers again (retried by themselves)."""
-        return {s: a for s, a in self.set_aside.items() if a.retry}
+        self.held = Holdings()
+        self._abandoned = False  # deliveries given up on: outboxes keep them until a restore
 
     # --------------------------------------------------------------------------- batches
 
     def seen_before(self, shop_id: str | None, topic: str, part: int, offset: int) -> bool:
         """Whether a record read again is already reflected: in its owned shop's stored
         state, or (a record of no owned shop) consumed before."""
-        if shop_id is not None and shop_id in self.partition_of:
-            floor = self.floors.get((shop_id, topic))
+        shop = self.held.shop(shop_id) if shop_id is not None else None
+        if shop is not None:
+            floor = shop.floors.get(topic)
         else:
-            floor = self.part_floors.get((part, topic))
+            owned = self.held.owned(part)
+            floor = owned.done.get(topic) if owned is not None else None
         return floor is not None and offset < floor
 
     def consumed(
@@ -99,12 +83,16 @@ class Checkpoint:
     ) -> None:
         """Note a consumed record (applied, rejected, skipped or set aside)."""
         self._partition(batch, part).done[topic] = offset + 1
-        if shop_id is None or shop_id not in self.partition_of:
+        held = self.held.holding(shop_id) if shop_id is not None else None
+        if held is None or shop_id is None:
             return
-        aside = self.set_aside.get(shop_id)
+        aside = held.set_aside.get(shop_id)
         if aside is not None:
             if topic not in aside.holds:
-                aside.holds[topic] = min(self.floors.get((shop_id, topic), offset), offset)
+                floor = held.shops[shop_id].floors.get(topic, offset)
+                holds = {**aside.holds, topic: min(floor, offset)}
+                aside = replace(aside, holds=holds)
+                self.held.change(self.held.home(shop_id), set_aside={shop_id: aside})
             return
         cp = self._shop(batch, shop_id)
         cp.first.setdefault(topic, offset)
@@ -122,7 +110,7 @@ class Checkpoint:
     def owner_of(self, shop_id: str | None, part: int | None) -> Owner:
         """Whose outbox an output goes to: its shop's if this instance owns the shop, else
         its input partition's (timers fire only in owned shops)."""
-        if shop_id is not None and shop_id in self.partition_of:
+        if shop_id is not None and self.held.owns(shop_id):
             return shop_id
         if part is None:
             raise RuntimeError(f"output of shop {shop_id!r} whose partition is unknown")
@@ -146,26 +134,43 @@ class Checkpoint:
     ) -> None:
         """Set a shop aside (see the module docstring): drop its state and the unsaved part
         of `batch`, and hold its partition's watermarks at its first unsaved record."""
-        self.engine.reset_shop(shop_id)
-        aside = self.set_aside.setdefault(shop_id, SetAside(cause, retry))
-        if batch is None:
-            return
-        cp = batch.shops.pop(shop_id, None)
-        if cp is not None:
-            self._hold(shop_id, aside, cp)
-        batch.sends = [(o, r) for o, r in batch.sends if o != shop_id]
+        unsaved = None
+        if batch is not None:
+            unsaved = batch.shops.pop(shop_id, None)
+            batch.sends = [(o, r) for o, r in batch.sends if o != shop_id]
+        self._put_aside(shop_id, cause, retry, unsaved)
 
-    def _hold(self, shop_id: str, aside: SetAside, cp: ShopCheckpoint) -> None:
-        for topic, first in cp.first.items():
-            floor = self.floors.get((shop_id, topic), first)
-            aside.holds.setdefault(topic, min(floor, first))
+    def _put_aside(
+        self,
+        shop_id: str,
+        cause: str,
+        retry: bool,
+        unsaved: ShopCheckpoint | None = None,
+        holds: Mapping[str, int] | None = None,
+    ) -> None:
+        """Set an owned shop aside (a shop set aside already keeps its cause), holding its
+        partition's watermarks at the first record of `unsaved`, and at `holds`."""
+        self.engine.reset_shop(shop_id)
+        held = self.held.holding(shop_id)
+        if held is None:
+            return
+        aside = held.set_aside.get(shop_id) or SetAside(cause, retry)
+        if unsaved is not None:
+            floors, more = held.shops[shop_id].floors, dict(aside.holds)
+            for topic, first in unsaved.first.items():
+                more.setdefault(topic, min(floors.get(topic, first), first))
+            aside = replace(aside, holds=more)
+        if holds:
+            aside = replace(aside, holds={**aside.holds, **holds})
+        self.held.change(self.held.home(shop_id), set_aside={shop_id: aside})
 
     async def save(self, batch: Batch) -> Saved:
         """Write the engine's changes with the batch's offsets and outboxes. A shop or
         partition another instance has claimed comes back lost; one whose Redis node did
         not answer is set aside to wait. StoreError when Redis as a whole did not answer."""
+        held = self.held
         for shop_id, delta in self.engine.take_deltas().items():
-            if shop_id in self.partition_of and shop_id not in self.set_aside:
+            if held.owns(shop_id) and held.aside(shop_id) is None:
                 self._shop(batch, shop_id).delta = delta
         lost = await self._save_shops(batch.shops)
         parts = {p: cp for p, cp in batch.partitions.items() if p not in lost}
@@ -173,36 +178,47 @@ class Checkpoint:
         lost |= more_lost
         self.release(lost | waiting)
         for part in waiting:
-            self.waiting_partitions[part] = "its bookkeeping in Redis did not answer"
-        sends = [  # a released partition's shops are no longer in partition_of
+            held.put(part, WaitingPartition("its bookkeeping in Redis did not answer"))
+        sends = [  # a released partition's shops are no longer owned
             record
             for owner, record in batch.sends
             if (
-                owner in self.partition_of and owner not in self.set_aside
+                held.owns(owner) and held.aside(owner) is None
                 if isinstance(owner, str)
                 else owner not in lost | waiting
             )
         ]
         return Saved(sends, lost, waiting)
 
+    def _shop_owner(self, shop_id: str) -> Owned:
+        shop = self.held.shop(shop_id)
+        if shop is None or shop.owner is None:
+            raise KeyError(f"shop {shop_id!r} has no claim to write under")
+        return shop.owner
+
     async def _save_shops(self, shops: dict[str, ShopCheckpoint]) -> set[int]:
         """Write the shops' checkpoints; the partitions of those found fenced. A shop whose
         write failed is set aside to wait (its outputs are not sent)."""
-        writes = {s: (_bump(self.shop_owner[s]), cp) for s, cp in shops.items()}
+        writes = {s: (_bump(self._shop_owner(s)), cp) for s, cp in shops.items()}
         lost: set[int] = set()
+        saved: dict[int, dict[str, OwnedShop]] = {}
+        unacked: dict[int, list[str]] = {}
         for shop_id, outcome in (await self.store.save_shops(writes)).items():
             cp = shops[shop_id]
             if isinstance(outcome, StoreError):
-                self.put_aside(shop_id, str(outcome), retry=True)
-                self._hold(shop_id, self.set_aside[shop_id], cp)
+                self._put_aside(shop_id, str(outcome), True, cp)
                 continue
+            part = self.held.home(shop_id)
             if outcome is Outcome.FENCED:
-                lost.add(self.partition_of[shop_id])
+                lost.add(part)
                 continue
-            self.shop_owner[shop_id] = writes[shop_id][0]
-            self.floors.update({(shop_id, t): o for t, o in cp.offsets.items()})
+            before = self.held.shop(shop_id)
+            floors = {**(before.floors if before else {}), **cp.offsets}
+            saved.setdefault(part, {})[shop_id] = OwnedShop(writes[shop_id][0], floors)
             if cp.outbox:
-                self.unacked_shops.add(shop_id)
+                unacked.setdefault(part, []).append(shop_id)
+        for part, owned in saved.items():
+            self.held.change(part, shops=owned, unacked=unacked.get(part, ()))
         return lost
 
     async def _save_partitions(
@@ -212,52 +228,53 @@ class Checkpoint:
         and shop-less outboxes; the partitions found fenced, and those that failed."""
         writes = {}
         for part, cp in partitions.items():
-            if part in self.partition_owner:  # records read again never move `done` back
-                cp.done = {
-                    t: max(o, self.part_floors.get((part, t), 0)) for t, o in cp.done.items()
-                }
-                cp.marks = {t: min(o, self._held(part, t)) for t, o in cp.done.items()}
-                writes[part] = (_bump(self.partition_owner[part]), cp)
+            held = self.held.owned(part)
+            if held is not None:  # records read again never move `done` back
+                cp.done = {t: max(o, held.done.get(t, 0)) for t, o in cp.done.items()}
+                cp.marks = {t: min(o, _lowest_hold(held, t)) for t, o in cp.done.items()}
+                writes[part] = (_bump(held.owner), cp)
         lost: set[int] = set()
         failed: set[int] = set()
         for part, outcome in (await self.store.save_partitions(writes)).items():
+            held = self.held.owned(part)
             if isinstance(outcome, StoreError):
                 failed.add(part)
             elif outcome is Outcome.FENCED:
                 lost.add(part)
-            else:
-                self.partition_owner[part] = writes[part][0]
+            elif held is not None:
                 cp = partitions[part]
-                self.part_floors.update({(part, t): o for t, o in cp.done.items()})
-                if cp.outbox:
-                    self.unacked_partitions.add(part)
+                self.held.put(part, replace(
+                    held, owner=writes[part][0], done={**held.done, **cp.done},
+                    unacked=held.unacked or bool(cp.outbox),
+                ))  # fmt: skip
         return lost, failed
-
-    def _held(self, part: int, topic: str) -> int:
-        """The lowest watermark hold of a shop of `part` set aside, on `topic` (or a value
-        above any offset when there is none)."""
-        holds = [
-            a.holds[topic]
-            for shop_id, a in self.set_aside.items()
-            if topic in a.holds and self.partition_of.get(shop_id) == part
-        ]
-        return min(holds, default=_NO_HOLD)
 
     async def acknowledged(self) -> None:
         """Kafka acknowledged every record sent so far: empty their outboxes. An outbox
         whose node did not answer is emptied next time (or sent again by a restore)."""
-        if self.abandoned:
+        if self._abandoned:
             return
-        shops = {s: self.shop_owner[s].epoch for s in self.unacked_shops if s in self.shop_owner}
-        parts = {
-            p: self.partition_owner[p].epoch
-            for p in self.unacked_partitions
-            if p in self.partition_owner
+        claimed = self.held.claimed()
+        shops = {
+            s: owner.epoch
+            for held in claimed.values()
+            for s in held.unacked_shops
+            if (owner := held.shops[s].owner) is not None
         }
+        parts = {p: held.owner.epoch for p, held in claimed.items() if held.unacked}
         outcomes = await self.store.clear_outboxes(shops, parts)
         failed = {o for o, outcome in outcomes.items() if isinstance(outcome, StoreError)}
-        self.unacked_shops = {s for s in self.unacked_shops if s in failed}
-        self.unacked_partitions = {p for p in self.unacked_partitions if p in failed}
+        for part, held in self.held.claimed().items():
+            if held.unacked or held.unacked_shops:
+                self.held.put(part, replace(
+                    held, unacked=held.unacked and part in failed,
+                    unacked_shops=held.unacked_shops.intersection(failed),
+                ))  # fmt: skip
+
+    def abandon(self) -> None:
+        """Deliveries were given up on (daemon.service.delivery): their records stay in the
+        outboxes, which `acknowledged` leaves alone until a restore sends them again."""
+        self._abandoned = True
 
     # -------------------------------------------------------------------------- restore
 
@@ -266,17 +283,8 @@ class Checkpoint:
         not answer)."""
         for shop_id in list(self.engine.shops):
             self.engine.reset_shop(shop_id)
-        if partition_count != self.partitions:
-            self.partitions, self._homes = partition_count, {}
-        for bookkeeping in (self.partition_of, self.shop_owner, self.partition_owner):
-            bookkeeping.clear()
-        self.floors.clear()
-        self.part_floors.clear()
-        self.set_aside.clear()
-        self.waiting_partitions.clear()
-        self.unacked_shops.clear()
-        self.unacked_partitions.clear()
-        self.abandoned = False
+        self.held.clear(partition_count)
+        self._abandoned = False
         return await self.claim(partitions)
 
     async def claim(self, partitions: Iterable[int]) -> Restored:
@@ -285,30 +293,32 @@ class Checkpoint:
         Partitions are claimed before their shops (daemon.service.store says why). A partition whose
         claim fails waits (`waiting_partitions`); a shop whose claim fails waits too; a shop
         whose stored state does not load or fails its consistency check is quarantined.
+        StoreError when Redis as a whole did not answer: nothing is changed here then.
         """
+        held = self.held
         wanted = sorted(set(partitions))
+        claims = await self.store.claim_partitions(wanted)
+        owned = {p for p in wanted if not isinstance(claims[p], StoreError)}
+        shops = await self.store.claim_shops(s for s in self.engine.shops if held.home(s) in owned)
         resend: list[OutboxRecord] = []
         seeks: dict[Position, int] = {}
         waiting: dict[int, str] = {}
-        for part, stored in (await self.store.claim_partitions(wanted)).items():
+        for part in wanted:
+            stored = claims[part]
             if isinstance(stored, StoreError):
-                waiting[part] = self.waiting_partitions[part] = str(stored)
+                waiting[part] = str(stored)
+                held.put(part, WaitingPartition(str(stored)))
                 continue
-            self.waiting_partitions.pop(part, None)
-            self.partition_owner[part] = Owned(stored.epoch, 0)
             seeks.update({(topic, part): mark for topic, mark in stored.marks.items()})
-            self.part_floors.update({(part, t): o for t, o in stored.done.items()})
-            if stored.outbox:
-                resend.extend(stored.outbox)
-                self.unacked_partitions.add(part)
-        owned = set(wanted) - set(waiting)
-        mine = [s for s in self.engine.shops if self.home(s) in owned]
+            resend.extend(stored.outbox)
+            owner = Owned(stored.epoch, 0)
+            held.put(part, OwnedPartition(owner, dict(stored.done), bool(stored.outbox)))
         restored, problems = 0, {}
-        for shop_id, shop in (await self.store.claim_shops(mine)).items():
-            self.partition_of[shop_id] = self.home(shop_id)
+        for shop_id, shop in shops.items():
             if isinstance(shop, StoreError):
                 problems[shop_id] = str(shop)
-                self.put_aside(shop_id, str(shop), retry=True)
+                held.change(held.home(shop_id), shops={shop_id: OwnedShop(None)})
+                self._put_aside(shop_id, str(shop), True)
                 continue
             problem = self._take(shop_id, shop, resend)
             if problem is not None:
@@ -320,20 +330,21 @@ class Checkpoint:
     def _take(self, shop_id: str, shop: StoredShop, resend: list[OutboxRecord]) -> str | None:
         """Own a claimed shop: its epoch, offsets, outbox and state; what is wrong with the
         state, if anything (the shop is then quarantined)."""
-        self.shop_owner[shop_id] = Owned(shop.epoch, 0)
-        if shop.partition in (None, self.partition_of[shop_id]):
+        part = self.held.home(shop_id)
+        before = self.held.shop(shop_id)
+        floors = dict(before.floors) if before is not None else {}
+        if shop.partition in (None, part):
             # offsets counted on another partition (the partition count changed and the shop
             # moved) say nothing of its new home's records: those are all new to it
-            self.floors.update({(shop_id, t): o for t, o in shop.offsets.items()})
-        if shop.outbox:
-            resend.extend(shop.outbox)
-            self.unacked_shops.add(shop_id)
+            floors.update(shop.offsets)
+        owned = OwnedShop(Owned(shop.epoch, 0), floors)
+        self.held.change(part, shops={shop_id: owned}, unacked=[shop_id] if shop.outbox else [])
+        resend.extend(shop.outbox)
         if shop.snapshot is None:
             return None
         problem = self._load(shop_id, shop.snapshot)
         if problem is not None:
-            self.put_aside(shop_id, problem)
-            self.set_aside[shop_id].holds.update(shop.offsets)
+            self._put_aside(shop_id, problem, False, holds=shop.offsets)
         return problem
 
     def _load(self, shop_id: str, snapshot: dict[str, object]) -> str | None:
@@ -350,43 +361,44 @@ class Checkpoint:
 
     async def readmit(self, shop_ids: Iterable[str]) -> Restored:
         """Claim and load shops set aside again; where to read their partitions again from
-        (their holds). A shop that fails again stays (or is again) set aside."""
-        wanted = [s for s in shop_ids if s in self.set_aside and s in self.partition_of]
+        (their holds). A shop that fails again stays (or is again) set aside. StoreError
+        when Redis as a whole did not answer: nothing is changed here then."""
+        wanted = [s for s in shop_ids if self.held.aside(s) is not None]
+        claimed = await self.store.claim_shops(wanted)
         seeks: dict[Position, int] = {}
         resend: list[OutboxRecord] = []
         restored, problems = 0, {}
-        for shop_id, shop in (await self.store.claim_shops(wanted)).items():
+        for shop_id, shop in claimed.items():
             if isinstance(shop, StoreError):
                 problems[shop_id] = str(shop)
                 continue
-            aside = self.set_aside.pop(shop_id)
+            aside = self.held.released(shop_id)
             problem = self._take(shop_id, shop, resend)
             if problem is not None:
                 problems[shop_id] = problem
-                self.set_aside[shop_id].holds = aside.holds | self.set_aside[shop_id].holds
+                again = self.held.aside(shop_id)
+                holds = {**aside.holds, **(again.holds if again else {})}
+                self._put_aside(shop_id, problem, False, holds=holds)
                 continue
             restored += shop.snapshot is not None
-            part = self.partition_of[shop_id]
+            part = self.held.home(shop_id)
             for topic, hold in aside.holds.items():
                 seeks[(topic, part)] = min(hold, seeks.get((topic, part), hold))
         return Restored(resend, restored, seeks, problems, set(), {})
 
     def release(self, partitions: Iterable[int]) -> None:
-        """Forget the shops of `partitions` (another instance owns them now, or they wait)."""
-        gone = set(partitions)
-        if not gone:
-            return
-        for shop_id, part in list(self.partition_of.items()):
-            if part in gone:
-                if shop_id in self.engine.shops:
-                    self.engine.reset_shop(shop_id)
-                del self.partition_of[shop_id]
-                self.shop_owner.pop(shop_id, None)
-                self.set_aside.pop(shop_id, None)
-                self.unacked_shops.discard(shop_id)
-        for part in gone:
-            self.partition_owner.pop(part, None)
-            self.unacked_partitions.discard(part)
-            self.waiting_partitions.pop(part, None)
-        self.floors = {k: v for k, v in self.floors.items() if k[0] in self.partition_of}
-        self.part_floors = {k: v for k, v in self.part_floors.items() if k[0] not in gone}
+        """Forget `partitions` and their shops (another instance owns them now, or they
+        wait)."""
+        for part in set(partitions):
+            held = self.held.drop(part)
+            if isinstance(held, OwnedPartition):
+                for shop_id in held.shops:
+                    if shop_id in self.engine.shops:
+                        self.engine.reset_shop(shop_id)
+
+
+def _lowest_hold(held: OwnedPartition, topic: str) -> int:
+    """The lowest watermark hold on `topic` of a shop of the partition set aside (or a value
+    above any offset when there is none)."""
+    holds = [a.holds[topic] for a in held.set_aside.values() if topic in a.holds]
+    return min(holds, default=_NO_HOLD)

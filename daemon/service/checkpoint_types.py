@@ -1,6 +1,6 @@
 """The values `daemon.service.checkpoint.Checkpoint` passes to and from the service: the batch
-in the making (`Batch`), what saving it wrote (`Saved`), what a claim of partitions or a
-readmission of shops brought back (`Restored`) and why a shop is set aside (`SetAside`).
+in the making (`Batch`), what saving it wrote (`Saved`) and what a claim of partitions or a
+readmission of shops brought back (`Restored`). What it owns is in daemon.service.holdings.
 """
 
 from __future__ import annotations
@@ -31,16 +31,6 @@ class Saved:
     sends: list[OutboxRecord]
     lost: set[int]
     waiting: set[int]
-
-
-@dataclass(slots=True)
-class SetAside:
-    """Why a shop is set aside, whether it is retried by itself (Redis did not answer), and
-    where its partition's watermark is held per topic."""
-
-    cause: str
-    retry: bool = False
-    holds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

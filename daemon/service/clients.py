@@ -11,8 +11,8 @@ that disagree are a configuration error, and the service refuses to start (`Star
 `close_within` gives each client at most CLOSE_TIMEOUT_S to close, so SIGTERM exits within
 10 s even while Kafka or Redis is away.
 
-Errors of the metadata and admin calls (library errors are translated here, ``raise ... from
-exc``), and of the start-up check::
+Errors of the metadata and admin calls (library errors are translated here, by
+`kafka_errors`, ``raise ... from exc``), and of the start-up check::
 
     TopicsAdminError          the broker refused something (names the topic and the error)
      └── KafkaUnreachableError   no answer from the bootstrap servers in time
@@ -23,7 +23,8 @@ exc``), and of the start-up check::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -102,11 +103,21 @@ def _text(path: object) -> str | None:
     return str(path) if path is not None else None
 
 
-def unreachable(bootstrap: str, exc: BaseException) -> KafkaUnreachableError:
-    """The error for bootstrap servers that timed out (`TimeoutError`) or refused to connect."""
-    if isinstance(exc, TimeoutError):
-        return KafkaUnreachableError(f"Kafka at {bootstrap} did not answer within {TIMEOUT_S:g} s")
-    return KafkaUnreachableError(f"cannot connect to Kafka at {bootstrap}")
+@asynccontextmanager
+async def kafka_errors(bootstrap: str, doing: str) -> AsyncIterator[None]:
+    """Give the calls within at most TIMEOUT_S and translate aiokafka's errors: a timeout or
+    a refused connection as KafkaUnreachableError, any other KafkaError as TopicsAdminError
+    saying what was being done (`doing`, "creating topics on HOST:PORT")."""
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            yield
+    except TimeoutError as exc:
+        text = f"Kafka at {bootstrap} did not answer within {TIMEOUT_S:g} s"
+        raise KafkaUnreachableError(text) from exc
+    except KafkaConnectionError as exc:
+        raise KafkaUnreachableError(f"cannot connect to Kafka at {bootstrap}") from exc
+    except KafkaError as exc:
+        raise TopicsAdminError(f"{doing}: {exc}") from exc
 
 
 async def _metadata(client: AIOKafkaClient, names: list[str]) -> Any:
@@ -132,12 +143,8 @@ async def partition_counts(
         bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS, **(security or {})
     )
     try:
-        async with asyncio.timeout(TIMEOUT_S):
+        async with kafka_errors(bootstrap, f"reading topic metadata from {bootstrap}"):
             response = await _metadata(client, wanted)
-    except (TimeoutError, KafkaConnectionError) as exc:
-        raise unreachable(bootstrap, exc) from exc
-    except KafkaError as exc:
-        raise TopicsAdminError(f"reading topic metadata from {bootstrap}: {exc}") from exc
     finally:
         await client.close()
     counts: dict[str, int] = {}
@@ -191,26 +198,6 @@ def make_consumer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaConsu
         group_instance_id=kafka.group_instance_id,
         **security,
     )
-
-
-def request_rejoin(consumer: AIOKafkaConsumer) -> None:
-    """Ask the group coordinator for a rebalance (aiokafka has no public call for it)."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is not None:
-        coordinator.request_rejoin()
-
-
-def skip_leave_group(consumer: AIOKafkaConsumer) -> None:
-    """Stop without LeaveGroup (`[kafka] leave_group = false`): the group drops this member
-    after its session timeout instead. aiokafka has no public switch for it."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None:
-        return
-
-    async def stay() -> None:
-        coordinator.reset_generation()
-
-    coordinator._maybe_leave_group = stay
 
 
 def make_producer(kafka: KafkaConfig, security: dict[str, Any]) -> AIOKafkaProducer:

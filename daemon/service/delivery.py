@@ -152,7 +152,7 @@ class Refusals:
     def set_aside(self, shop_id: str, cause: str) -> None:
         """Quarantine a shop whose output cannot be delivered; the others go on."""
         checkpoint = self._checkpoint
-        if shop_id in checkpoint.set_aside:
+        if checkpoint.held.aside(shop_id) is not None:
             return
         checkpoint.put_aside(shop_id, cause)
         self._forget([shop_id])
@@ -166,7 +166,7 @@ class Refusals:
             shop_id = record.key.decode()
         except UnicodeDecodeError:
             return None
-        return shop_id if shop_id in self._checkpoint.partition_of else None
+        return shop_id if self._checkpoint.held.owns(shop_id) else None
 
 
 class Deliveries:
@@ -254,7 +254,7 @@ class Deliveries:
     def drop(self) -> None:
         """Stop waiting for deliveries; their records stay in the outboxes in Redis."""
         if self._unacked:
-            self._checkpoint.abandoned = True
+            self._checkpoint.abandon()
         for _, future in self._unacked:
             future.add_done_callback(retrieve)
         self._unacked.clear()

@@ -87,7 +87,7 @@ class Intake:
                 home = configured = None  # the shop if configured; and if on its partition
                 if shop_id is not None and shop_id in engine.shops:
                     configured = shop_id
-                    home = shop_id if checkpoint.home(shop_id) == part else None
+                    home = shop_id if checkpoint.held.home(shop_id) == part else None
                 if checkpoint.seen_before(home, topic, part, offset):
                     checkpoint.consumed(work, None, topic, part, offset)
                     continue  # already in the restored state, or rejected before
@@ -98,7 +98,7 @@ class Intake:
                     self.add_output(work, self._reject(record, item.error, now, "invalid"), part)
                 elif configured is not None and home is None:
                     self.add_output(work, self._misrouted(record, event.shop_id, now), part)
-                elif home not in checkpoint.set_aside:  # else held: read again on readmission
+                elif home is None or checkpoint.held.aside(home) is None:  # else held: read again
                     self._handle(work, record, event, part, now)
 
     def fire_timers(self, work: Batch, now: int) -> None:
@@ -119,7 +119,8 @@ class Intake:
         is dropped with the rest of its batch: its records are held and read again."""
         checkpoint = self._checkpoint
         owner = checkpoint.owner_of(event.shop_id, part)
-        if owner in checkpoint.set_aside and not isinstance(event, Rejected):
+        aside = isinstance(owner, str) and checkpoint.held.aside(owner) is not None
+        if aside and not isinstance(event, Rejected):
             return
         key = event.shop_id.encode() if event.shop_id is not None else None
         record = OutboxRecord(self._topics.output_topic(event), key, encode(event))
@@ -182,7 +183,7 @@ class Intake:
     def _misrouted(self, record: ConsumerRecord[Any, Any], shop_id: str, now: int) -> OutputEvent:
         """The dead letter of a record on another partition than its shop's (CONTRACT 1);
         logged once per topic, shop and partition found, counted every time."""
-        home = self._checkpoint.home(shop_id)
+        home = self._checkpoint.held.home(shop_id)
         reason = (
             f"shop {shop_id!r} belongs on partition {home} of {record.topic}, found on "
             f"{record.partition}: the producer is not using the murmur2 partitioner "

@@ -37,11 +37,13 @@ from aiokafka.structs import TopicPartition
 from daemon.service.checkpoint import Checkpoint
 from daemon.service.checkpoint_types import Restored
 from daemon.service.delivery import Refusals, refused_for_good, retrieve, send_all
+from daemon.service.logs import Repeats
 from daemon.service.metrics import Metrics
 from daemon.service.store import StoreError
 
 RESEND_TIMEOUT_S = 30.0  # re-sending outboxes after a restore
 RESEND_CHECK_S = 1.0  # while waiting for those acknowledgements, look at `stopping` this often
+UNANSWERED_LOG_S = 60.0  # a readmission Redis does not answer: logged at most this often
 RELEASE_HINT = (
     "its records are held, not lost: fix the cause (a daemon bug: upgrade; bad stored "
     "state: repair or delete its Redis keys), then restart or reload (SIGHUP) to serve it again"
@@ -105,7 +107,7 @@ async def resume(
     group's committed offset, or the beginning; any other position in `restored.seeks`
     back to where a readmitted shop's records were held (never forward)."""
     for shop_id, problem in restored.set_aside.items():
-        aside = checkpoint.set_aside.get(shop_id)
+        aside = checkpoint.held.aside(shop_id)
         if aside is not None and aside.retry:
             log.warning("shop_waiting", shop_id=shop_id, cause=problem)
         elif aside is not None:
@@ -179,12 +181,15 @@ class Ownership:
         self._log = log
         self.owned: set[TopicPartition] = set()
         self._assigned_at: float | None = None  # the last assignment, until records came
+        self._release = False  # a reload's release of the quarantined shops is still to do
+        self._unanswered = Repeats(UNANSWERED_LOG_S)  # `readmit_failed`, bounded
 
     @property
     def waiting(self) -> bool:
-        """Whether shops or partitions wait for their Redis node (retried by `readmit`)."""
-        checkpoint = self._checkpoint
-        return bool(checkpoint.waiting_partitions or checkpoint.waiting)
+        """Whether shops or partitions wait for their Redis node, or a release of the
+        quarantined shops for Redis (all retried by `readmit`)."""
+        held = self._checkpoint.held
+        return bool(held.waiting_partitions or held.waiting or self._release)
 
     def assigned(self) -> None:
         """A rebalance assigned partitions: the hand-off is timed until records come."""
@@ -206,8 +211,10 @@ class Ownership:
         producer: AIOKafkaProducer,
         assigned: Iterable[TopicPartition],
     ) -> None:
-        """Own `assigned` once their shops are back from Redis (`restore_partitions`)."""
+        """Own `assigned` once their shops are back from Redis (`restore_partitions`): every
+        shop set aside is claimed and loaded again, as at a start."""
         self.owned = set()
+        self._release = False
         self.owned = await restore_partitions(
             self._checkpoint,
             consumer,
@@ -224,27 +231,53 @@ class Ownership:
     ) -> None:
         """Serve again what was set aside: shops and partitions whose Redis node did not
         answer, and (`released`, after a reload) the quarantined shops. Their records are
-        read again from where they were held; nothing was lost. Redis still unreachable:
-        nothing changes (tried again later); KafkaError when Kafka fails."""
+        read again from where they were held; nothing was lost.
+
+        Redis not answering a claim changes nothing: what was set aside stays set aside (its
+        records held), the failure is logged (`readmit_failed`: the first, then at most one
+        every UNANSWERED_LOG_S, saying how many were held back) and the service tries again
+        (`waiting`), a reload's release included. A failure once claims went through leaves
+        what is owned half moved: StoreError, and the service restores (as after any Redis
+        failure). KafkaError when Kafka fails."""
         checkpoint, log, stopping = self._checkpoint, self._log, self._stopping
-        refusals = self._refusals
-        shops = list(checkpoint.set_aside if released else checkpoint.waiting)
+        refusals, held = self._refusals, checkpoint.held
+        released = released or self._release
+        shops = list(held.set_aside if released else held.waiting)
         try:
             readmitted = await checkpoint.readmit(shops)
-            await resume(checkpoint, consumer, producer, readmitted, (), stopping=stopping,
-                         refusals=refusals, log=log)  # fmt: skip
-            assignment = {tp.partition for tp in consumer.assignment()}
-            parts = [p for p in checkpoint.waiting_partitions if p in assignment]
-            claimed = await checkpoint.claim(parts)
-            fresh = {tp for tp in consumer.assignment() if tp.partition in claimed.owned}
-            await resume(checkpoint, consumer, producer, claimed, fresh, stopping=stopping,
-                         refusals=refusals, log=log)  # fmt: skip
-        except StoreError:
+        except StoreError as exc:
+            self._release = released
+            self._not_answered(exc)
             return
-        self.owned |= fresh
-        back = [s for s in shops if s not in checkpoint.set_aside]
-        if back or claimed.owned:
-            log.info("readmitted", shops=len(back), partitions=sorted(claimed.owned))
+        self._release = False
+        await resume(checkpoint, consumer, producer, readmitted, (), stopping=stopping,
+                     refusals=refusals, log=log)  # fmt: skip
+        assignment = {tp.partition for tp in consumer.assignment()}
+        parts = [p for p in held.waiting_partitions if p in assignment]
+        claimed: set[int] = set()
+        try:
+            claim = await checkpoint.claim(parts)
+        except StoreError as exc:
+            self._not_answered(exc)
+        else:
+            claimed = claim.owned
+            fresh = {tp for tp in consumer.assignment() if tp.partition in claimed}
+            await resume(checkpoint, consumer, producer, claim, fresh, stopping=stopping,
+                         refusals=refusals, log=log)  # fmt: skip
+            self.owned |= fresh
+        back = [s for s in shops if held.aside(s) is None]
+        if back or claimed:
+            log.info("readmitted", shops=len(back), partitions=sorted(claimed))
+
+    def _not_answered(self, exc: StoreError) -> None:
+        held_back = self._unanswered.admit("readmit_failed")
+        if held_back is not None:
+            held = self._checkpoint.held
+            self._log.warning(
+                "readmit_failed", error=str(exc), shops=len(held.set_aside),
+                partitions=sorted(held.waiting_partitions),
+                **({"repeated": held_back} if held_back else {}),
+            )  # fmt: skip
 
     def revoke(self, revoked: list[TopicPartition]) -> None:
         """A rebalance took these partitions: let them and their shops go."""

@@ -10,8 +10,9 @@ One loop, nothing hidden in background tasks:
 
 The wait in `getmany` is the one timer: it never sleeps past the engine's next deadline, so
 session timeouts, queue updates and `max_wait` fire on time without any input. Signal
-handlers only set flags: SIGTERM/SIGINT stop after the batch in hand (flush, commit, exit 0),
-SIGHUP reloads the configuration between batches. A reload that fails validation changes
+handlers only change the service's lifecycle (daemon.service.lifecycle) or queue a reload:
+SIGTERM/SIGINT stop after the batch in hand (flush, commit, exit 0), SIGHUP reloads the
+configuration between batches. A reload that fails validation changes
 nothing and is logged and counted.
 
 Redis is the source of truth. No output reaches Kafka before the checkpoint that decided it;
@@ -45,8 +46,9 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 import daemon
-from daemon.config import ConfigError, FenliuConfig, load_config
+from daemon.config import FenliuConfig, load_config_or_report
 from daemon.core.engine import Engine
+from daemon.service.aiokafka_compat import request_rejoin, skip_leave_group
 from daemon.service.api import token_guard
 from daemon.service.checkpoint import Checkpoint
 from daemon.service.checkpoint_types import Batch
@@ -55,8 +57,6 @@ from daemon.service.clients import (
     close_within,
     kafka_client_kwargs,
     make_redis,
-    request_rejoin,
-    skip_leave_group,
 )
 from daemon.service.clock import wall_ms
 from daemon.service.control_plane import apply_reload, install_signals, remove_signals, routes
@@ -65,6 +65,7 @@ from daemon.service.heap import Heap, return_large_blocks
 from daemon.service.http import HttpServer
 from daemon.service.intake import Intake
 from daemon.service.kafka import TopicMap
+from daemon.service.lifecycle import SERVING, Phase
 from daemon.service.logs import get_logger
 from daemon.service.metrics import Metrics
 from daemon.service.readiness import consumer_lag, partitions_fresh, redis_answers
@@ -113,12 +114,9 @@ class Service:
         self.heap = Heap(self.log)
         self.ready = False
         self.http_port: int | None = None
-        self._stopping = False
+        self.lifecycle = SERVING  # daemon.service.lifecycle: one value, replaced by its moves
         self._reloads: list[asyncio.Future[str]] = []
         self._redis_ok = False
-        self._broken: str | None = None  # what failed; cleared once the state is restored
-        self._restore_next = False  # a reload asked for the owned shops to be restored
-        self._readmit_next = False  # a reload asked for the quarantined shops to be served
         self._lock = asyncio.Lock()  # a batch, a settle, a restore or a rebalance at a time
         self._consumer: AIOKafkaConsumer | None = None
         self.views = Views()  # what the JSON API reads, built by the loop between batches
@@ -138,15 +136,15 @@ class Service:
         self.metrics.watch(
             lambda: self.engine,
             lambda: consumer_lag(self._consumer, self.intake.positions),
-            lambda: {s: a.retry for s, a in self.checkpoint.set_aside.items()},
+            lambda: {s: a.retry for s, a in self.checkpoint.held.set_aside.items()},
             ready=lambda: self.ready,
         )
 
-    # ------------------------------------------------------------------ control (flags)
+    # ------------------------------------------------------------------ control (signals)
 
     def request_stop(self) -> None:
-        """Stop after the batch in hand (signal-safe: only sets a flag)."""
-        self._stopping = True
+        """Stop after the batch in hand (signal-safe: only changes the lifecycle)."""
+        self.lifecycle = self.lifecycle.stop()
 
     def request_reload(self) -> asyncio.Future[str]:
         """Reload between batches; the future says how it went."""
@@ -234,15 +232,15 @@ class Service:
 
     async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         last_ping = last_settle = last_retry = 0.0
-        while not self._stopping:
-            if self._broken is not None:
+        while not self.lifecycle.stopping:
+            phase = self.lifecycle.phase
+            if phase is Phase.RESTORING:
                 await self._recover(consumer, producer)
                 continue
-            if self._restore_next:
-                self._restore_next = False
-                self._broken = "reload"  # not a failure: `_recover` restores the partitions
+            if phase is Phase.RESTORE_DUE:  # the reload's own outputs are checkpointed
+                self.lifecycle = self.lifecycle.restore_started()
                 continue
-            if self._readmit_next or (
+            if phase is Phase.READMIT_DUE or (
                 self.ownership.waiting and time.monotonic() - last_retry >= RETRY_WAITING_S
             ):
                 last_retry = time.monotonic()
@@ -269,8 +267,8 @@ class Service:
                     await self._settle(consumer)
                     last_settle = time.monotonic()
                     self.heap.settled()
-            if self._broken is None and self.views.due():
-                self.views.build(self.engine, self.checkpoint, self.decisions, self.clock())
+            if self.lifecycle.in_step and self.views.due():
+                self.views.build(self.engine, self.checkpoint.held, self.decisions, self.clock())
             self.metrics.refresh()  # a slice of the next /metrics snapshot, a few ms at most
             if time.monotonic() - last_ping > REDIS_PING_EVERY_S:
                 last_ping = time.monotonic()
@@ -279,7 +277,7 @@ class Service:
                 )
             self.ready = self._is_ready(consumer)
         async with self._lock:
-            if self._broken is None:
+            if self.lifecycle.in_step:
                 await self._settle(consumer)
 
     async def _step(
@@ -294,7 +292,7 @@ class Service:
         the engine ahead of Redis: the batch's outputs are dropped and the service restores
         the checkpointed state before it goes on (`_recover`).
         """
-        if self._broken is not None:
+        if not self.lifecycle.in_step:
             return
         now = self.clock()
         work = Batch()
@@ -322,21 +320,25 @@ class Service:
         if saved.waiting:
             self.ownership.wait(saved.waiting)
         if saved.lost or saved.waiting:
-            self.decisions.keep_only(self.checkpoint.partition_of)
+            self.decisions.keep_only(self.checkpoint.held.partition_of)
         await self.deliveries.send(producer, saved.sends)
 
     async def _readmit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """Serve again what was set aside (daemon.service.restore): what waits for its Redis
         node, tried every RETRY_WAITING_S, and after a reload the quarantined shops."""
-        released, self._readmit_next = self._readmit_next, False
-        self.decisions.forget(self.checkpoint.set_aside)  # they start again from Redis
+        released = self.lifecycle.phase is Phase.READMIT_DUE
+        if released:
+            self.lifecycle = self.lifecycle.readmitted()
+        self.decisions.forget(self.checkpoint.held.set_aside)  # they start again from Redis
         try:
             await self.ownership.readmit(consumer, producer, released=released)
+        except StoreError as exc:  # half way: what is owned is restored from Redis
+            self._break("redis", exc)
         except (KafkaError, OSError) as exc:
             self._break("kafka", exc)
 
     def _stop_flag(self) -> bool:
-        return self._stopping
+        return self.lifecycle.stopping
 
     async def _settle(self, consumer: AIOKafkaConsumer) -> None:
         """Settle the deliveries (daemon.service.delivery): while acknowledgements are
@@ -354,27 +356,30 @@ class Service:
 
     def _break(self, component: str, exc: BaseException) -> None:
         """Stop consuming until `_recover` has brought back the checkpointed state."""
-        if self._broken is None:
+        if self.lifecycle.in_step:
             self.log.error(f"{component}_failed", error=str(exc) or type(exc).__name__)
-        self._broken = component
+        self.lifecycle = self.lifecycle.broke(component)
         self.ready = False
         self.deliveries.drop()
 
     async def _recover(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """Retry, with capped exponential backoff, restoring the owned shops from Redis."""
         delay = BACKOFF_FIRST_S
-        while not self._stopping:
+        while not self.lifecycle.stopping:
             async with self._lock:
                 try:
                     await self.ownership.restore(consumer, producer, consumer.assignment())
                 except (StoreError, KafkaError, OSError) as exc:
                     self.log.warning(
-                        "recovery_retry", broken=self._broken, error=str(exc), retry_in_s=delay
+                        "recovery_retry",
+                        broken=self.lifecycle.cause,
+                        error=str(exc),
+                        retry_in_s=delay,
                     )
                 else:
-                    self.log.info("recovered", broken=self._broken)
+                    self.log.info("recovered", broken=self.lifecycle.cause)
                     self.decisions.forget()  # every shop starts again from Redis
-                    self._broken = None
+                    self.lifecycle = self.lifecycle.recovered()
                     self.heap.reset("restore")
                     return
             self.metrics.refresh()  # the failures and readiness stay visible meanwhile
@@ -384,10 +389,10 @@ class Service:
     async def _on_revoked(self, consumer: AIOKafkaConsumer, revoked: list[TopicPartition]) -> None:
         """Rebalance: finish the batch in hand (the lock), settle, then let go."""
         async with self._lock:
-            if self._broken is None:
+            if self.lifecycle.in_step:
                 await self._settle(consumer)
             self.ownership.revoke(revoked)
-            self.decisions.keep_only(self.checkpoint.partition_of)
+            self.decisions.keep_only(self.checkpoint.held.partition_of)
 
     async def _on_assigned(
         self,
@@ -409,7 +414,7 @@ class Service:
     def _is_ready(self, consumer: AIOKafkaConsumer) -> bool:
         """Consuming, with Redis answering and every owned partition fetched recently."""
         owned = self.ownership.owned
-        if self._broken is not None or not owned or not self._redis_ok:
+        if not self.lifecycle.in_step or not owned or not self._redis_ok:
             return False
         return partitions_fresh(consumer, owned)
 
@@ -425,11 +430,11 @@ class Service:
             self.config, self.engine, self.clock, waiting, metrics=self.metrics, log=self.log
         )
         if set(self.engine.shops) != before:
-            self._restore_next = True  # and the restore resets the heap
+            self.lifecycle = self.lifecycle.restore_due()  # and the restore resets the heap
         else:
             self.heap.reset("reload")  # reconfigured shops left their old parts behind
-            if self.checkpoint.quarantined:
-                self._readmit_next = True
+            if self.checkpoint.held.quarantined:
+                self.lifecycle = self.lifecycle.readmit_due()
         return outputs
 
 
@@ -446,11 +451,11 @@ def run_command(config_path: Path, log_level: str = "info") -> int:
     configure_logging(log_level)
     for sig in (signal.SIGTERM, signal.SIGINT):  # until the service's own handlers take over
         signal.signal(sig, _stop_before_start)
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            get_logger().error("config_invalid", problem=str(problem))
+    log = get_logger()
+    config = load_config_or_report(
+        config_path, report=lambda problem: log.error("config_invalid", problem=problem)
+    )
+    if config is None:
         return EXIT_CONFIG
     return_large_blocks()  # a process-wide allocator setting: the daemon's own process only
     try:

@@ -32,7 +32,7 @@ from daemon.core.engine import Engine
 from daemon.core.explain import explain_shop
 from daemon.core.model import rule_key
 from daemon.core.view import shop_summary, shop_view
-from daemon.service.checkpoint import Checkpoint
+from daemon.service.holdings import Holdings
 from topics.events import Assignment, OutputEvent, QueueUpdate, SessionClosed
 
 DECISIONS_KEPT = 50
@@ -179,16 +179,15 @@ class Views:
         self._asked = {a: t for a, t in self._asked.items() if now - t < WANTED_S}
         return bool(self._asked)
 
-    def build(
-        self, engine: Engine, checkpoint: Checkpoint, decisions: Decisions, now_ms: int
-    ) -> None:
+    def build(self, engine: Engine, held: Holdings, decisions: Decisions, now_ms: int) -> None:
         """Build the parts asked for from the engine's current state (call between batches
         only), then wake the handlers waiting for it. The list of shops is read a slice at a
         time (about STEP_BUDGET_S a call: the view is published once the slice that ends it
         is read), and at most MAX_PARTS shops or explanations are built a view, the most
         recently asked first: no number of requests makes one call long."""
-        aside = {s: a.cause for s, a in checkpoint.set_aside.items()}
-        served = (s for s in checkpoint.partition_of if s in engine.shops and s not in aside)
+        aside = {s: a.cause for s, a in held.set_aside.items()}
+        partition_of = held.partition_of
+        served = (s for s in partition_of if s in engine.shops and s not in aside)
         owned = frozenset(served)
         summaries = None
         if LIST in self._asked:
@@ -209,7 +208,7 @@ class Views:
             else:
                 explains[shop_id] = {
                     **explain_shop(shop, at),
-                    "partition": checkpoint.partition_of.get(shop_id),
+                    "partition": partition_of.get(shop_id),
                 }
         view = View(now_ms, self._clock(), owned, aside, summaries, shops, explains)
         self.latest = view

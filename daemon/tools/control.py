@@ -7,17 +7,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from daemon.config import ConfigError, load_config
+from daemon.config import load_config_or_report
 
 
 def reload_command(config_path: Path) -> int:
     """POST /-/reload to the daemon configured by `config_path`; print its answer."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print("the configuration does not validate; nothing was sent:", file=sys.stderr)
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    preface = "the configuration does not validate; nothing was sent:"
+    config = load_config_or_report(config_path, preface=preface)
+    if config is None:
         return 1
     host = config.http.host
     if host in ("0.0.0.0", "::", ""):

@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from daemon.config import ConfigError, FenliuConfig, load_config
+from daemon.config import FenliuConfig, load_config_or_report
 from daemon.service.clients import (
     TopicsAdminError,
     kafka_client_kwargs,
@@ -411,13 +411,11 @@ def replay_command(
     """`fenliu dead-letter replay`: the summary on stdout; problems on stderr."""
     try:
         since_ms = None if since is None else parse_since(since)
-        config = load_config(config_path)
     except ValueError as exc:
         print(f"fenliu dead-letter replay: --since: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    config = load_config_or_report(config_path)
+    if config is None:
         return EXIT_USAGE
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())
     try:

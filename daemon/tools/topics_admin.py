@@ -5,7 +5,7 @@ is ``fenliu topics create``. The client settings (`kafka_client_kwargs`) and the
 counts (`partition_counts`, which never creates a topic) are the daemon's own, from
 `daemon.service.clients`.
 
-Errors (library errors are translated at this edge, ``raise ... from exc``)::
+Errors (library errors are translated at this edge by `kafka_errors`, ``raise ... from exc``)::
 
     TopicsAdminError          the broker refused something (names the topic and the error)
      └── KafkaUnreachableError   no answer from the bootstrap servers in time
@@ -20,17 +20,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
+from aiokafka.errors import for_code
 
-from daemon.config import ConfigError, KafkaConfig, TopicsConfig, load_config
+from daemon.config import KafkaConfig, TopicsConfig, load_config_or_report
 from daemon.service.clients import (
     REQUEST_TIMEOUT_MS,
-    TIMEOUT_S,
     KafkaUnreachableError,
     TopicsAdminError,
     kafka_client_kwargs,
+    kafka_errors,
     partition_counts,
-    unreachable,
 )
 
 __all__ = [
@@ -64,15 +63,11 @@ async def create_topics(
         bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS, **(security or {})
     )
     try:
-        async with asyncio.timeout(TIMEOUT_S):
+        async with kafka_errors(bootstrap, f"creating topics on {bootstrap}"):
             await admin.start()
             response = await admin.create_topics(
                 [NewTopic(name, partitions, replication_factor) for name in names]
             )
-    except (TimeoutError, KafkaConnectionError) as exc:
-        raise unreachable(bootstrap, exc) from exc
-    except KafkaError as exc:
-        raise TopicsAdminError(f"creating topics on {bootstrap}: {exc}") from exc
     finally:
         await admin.close()
     created: set[str] = set()
@@ -114,11 +109,8 @@ def topics_create_command(
     """`fenliu topics create`: one line per topic (created or exists) and 0; or a one-line
     error on stderr and 1 (bad configuration, Kafka unreachable, a topic refused, or input
     topics whose partition counts differ, which the daemon would refuse to start with)."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    config = load_config_or_report(config_path)
+    if config is None:
         return 1
     # aiokafka logs connection failures itself; the one line below says it all.
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())

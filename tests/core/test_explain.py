@@ -214,9 +214,8 @@ def _service(sc: Scenario) -> Service:
     )
     service = Service(config, clock=lambda: sc.now, install_signals=False)
     service.engine = sc.engine  # the state the batches would have built
-    service.checkpoint = SimpleNamespace(  # type: ignore[assignment]
-        partition_of={SHOP: 3}, set_aside={}, partitions=4, home=lambda shop_id: 3
-    )
+    held = SimpleNamespace(partition_of={SHOP: 3}, set_aside={}, partitions=4, home=lambda s: 3)
+    service.checkpoint = SimpleNamespace(held=held)  # type: ignore[assignment]
     return service
 
 
@@ -225,7 +224,7 @@ async def _build_views(service: Service) -> None:
     while True:
         if service.views.due():
             views = service.views
-            views.build(service.engine, service.checkpoint, service.decisions, service.clock())
+            views.build(service.engine, service.checkpoint.held, service.decisions, service.clock())
         await asyncio.sleep(0.02)
 
 

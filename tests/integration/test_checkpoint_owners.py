@@ -95,7 +95,7 @@ async def test_a_stale_owner_is_fenced_and_redis_stays_consistent(
     saved = await _step(a, 5, late, 1007)
     assert saved.lost == {0}, "A learns it lost the partition"
     assert saved.sends == [], "nothing A decided is published"
-    assert a.partition_of == {} and a.engine.shop(SHOP).buyers == {}, "A dropped the shop"
+    assert a.held.partition_of == {} and a.engine.shop(SHOP).buyers == {}, "A dropped the shop"
 
     c = _instance(client)
     await c.restore([0], 1)
@@ -122,8 +122,8 @@ async def test_inconsistent_stored_state_is_quarantined_and_holds_the_watermark(
     restored = await b.restore([0], 1)
     assert list(restored.set_aside) == [SHOP]
     assert "which does not list the session" in restored.set_aside[SHOP]
-    assert SHOP in b.quarantined and b.engine.shop(SHOP).buyers == {}
-    assert b.quarantined[SHOP].holds == {TOPIC: 2}, "held where the stored state ends"
+    assert SHOP in b.held.quarantined and b.engine.shop(SHOP).buyers == {}
+    assert b.held.quarantined[SHOP].holds == {TOPIC: 2}, "held where the stored state ends"
 
     batch = Batch()
     b.consumed(batch, SHOP, TOPIC, 0, 2)  # a later record of the shop: skipped, not lost
@@ -142,14 +142,14 @@ async def test_a_shop_moved_by_more_partitions_keeps_its_state_and_reads_its_new
     a = _instance(client)
     await a.restore([0], 1)
     await _step(a, 0, [_online(1, "a1"), BuyerInquired("e2", SHOP, 1002, "b1")], 1002)
-    assert a.floors[(SHOP, TOPIC)] == 2
+    assert a.held.floor(SHOP, TOPIC) == 2
 
     b = _instance(client)
     restored = await b.restore(range(4), 4)
-    assert b.home(SHOP) == 1 and restored.shops == 1 and not restored.set_aside
+    assert b.held.home(SHOP) == 1 and restored.shops == 1 and not restored.set_aside
     assert b.engine.shop(SHOP).buyers["b1"].session is not None, "the session follows the shop"
     assert not b.seen_before(SHOP, TOPIC, 1, 0), "partition 1's first record is new to s1"
-    assert (SHOP, TOPIC) not in b.floors
+    assert b.held.floor(SHOP, TOPIC) is None
 
     batch = Batch()
     b.consumed(batch, SHOP, TOPIC, 1, 0)
@@ -158,4 +158,4 @@ async def test_a_shop_moved_by_more_partitions_keeps_its_state_and_reads_its_new
     await b.save(batch)
     c = _instance(client)
     await c.restore(range(4), 4)
-    assert c.floors[(SHOP, TOPIC)] == 1, "offsets now counted on the new home"
+    assert c.held.floor(SHOP, TOPIC) == 1, "offsets now counted on the new home"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
@@ -14,10 +14,9 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from daemon.config import TopicsConfig
-from daemon.core.engine import Engine
 from daemon.dev.stack import Broker, RedisServer, write_daemon_config
-from daemon.service import checkpoint as checkpoint_module
-from daemon.service.checkpoint import Checkpoint
+from daemon.service import holdings as holdings_module
+from daemon.service.holdings import Holdings
 from daemon.service.kafka import (
     CoPartitionAssignor,
     Decoded,
@@ -25,7 +24,6 @@ from daemon.service.kafka import (
     home_partition,
     ordered_batch,
 )
-from daemon.service.store import Store
 from tests.conftest import run_sync, unique_topics
 from topics.codec import DecodeError, decode
 
@@ -104,7 +102,7 @@ def test_home_partition_matches_the_java_partitioner_vectors(key: bytes, partiti
 def test_home_partition_is_computed_once_per_shop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The per-record misrouting check costs a dict lookup: Checkpoint.home hashes a shop id
+    """The per-record misrouting check costs a dict lookup: Holdings.home hashes a shop id
     once (again only after a restore with another partition count). The intake asks only for
     configured shops, so the cache holds at most one entry per shop file."""
     calls: list[bytes] = []
@@ -113,8 +111,8 @@ def test_home_partition_is_computed_once_per_shop(
         calls.append(key)
         return home_partition(key, partitions)
 
-    monkeypatch.setattr(checkpoint_module, "home_partition", counting)
-    cp = Checkpoint(Engine({}), cast(Store, None))  # home() touches neither
+    monkeypatch.setattr(holdings_module, "home_partition", counting)
+    cp = Holdings()
     cp.partitions = 8
     homes = {shop: cp.home(shop) for _ in range(1000) for shop in ("foobar", "abc")}
     assert homes == {"foobar": (-790332482 & 0x7FFFFFFF) % 8, "abc": 479470107 % 8}

@@ -193,7 +193,7 @@ async def test_a_shop_whose_engine_fails_is_quarantined_and_resumed_after_a_relo
             handlers[BuyerInquired] = broken
             await bad.inquiry("b2")
             await bad.inquiry("b3")
-            await _until(lambda: "bad" in service.checkpoint.quarantined, 15, "quarantined")
+            await _until(lambda: "bad" in service.checkpoint.held.quarantined, 15, "quarantined")
             metrics = service.metrics.render().decode()
             assert 'fenliu_shop_quarantined{shop="bad"} 1.0' in metrics
             await good.status("a1", "online")
@@ -206,7 +206,7 @@ async def test_a_shop_whose_engine_fails_is_quarantined_and_resumed_after_a_relo
             assert (await bad.assignment("b2", timeout=20))["agent_id"] == "a1"
             queued = await bad.wait_for(lambda e: e.get("buyer_id") == "b3")
             assert queued[0]["status"] == "queued", "a1 is at its cap of 2: b3 waits in line"
-            assert "bad" not in service.checkpoint.set_aside
+            assert "bad" not in service.checkpoint.held.set_aside
     finally:
         service.request_stop()
         assert await running == 0

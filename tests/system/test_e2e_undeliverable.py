@@ -109,14 +109,14 @@ async def test_an_output_too_large_to_send_sets_only_its_shop_aside(
             await good.inquiry("g1")
             await good.assignment("g1")
             await big.inquiry(LONG_BUYER)
-            await _until(lambda: "big" in service.checkpoint.quarantined, 15, "quarantined")
-            assert "over the" in service.checkpoint.quarantined["big"].cause
+            await _until(lambda: "big" in service.checkpoint.held.quarantined, 15, "quarantined")
+            assert "over the" in service.checkpoint.held.quarantined["big"].cause
             await good.send(topics.inquiries, b"x" * 2000)  # its dead letter is too large
             await good.inquiry("g2")
             await good.assignment("g2")
             assert _metric(service, "rejected", "oversized") == 1
             assert _metric(service, "assignment", "oversized") == 1
-            assert "good" not in service.checkpoint.set_aside
+            assert "good" not in service.checkpoint.held.set_aside
             await big.settle(1.0)
             assert not [e for e in big.seen if e["type"] == "assignment"]
             await _until(lambda: service.ready, 10, "ready again")  # the other shop keeps it
@@ -178,10 +178,12 @@ async def test_outputs_kafka_refuses_for_good_set_only_their_shop_aside_and_leav
             await acl.inquiry("c1")
             await good.inquiry("g1")
             await good.assignment("g1")
-            quarantined = service.checkpoint.quarantined
+            quarantined = service.checkpoint.held.quarantined
             await _until(lambda: {"big", "acl"} <= set(quarantined), 15, "both set aside")
-            assert "MessageSizeTooLargeError" in service.checkpoint.quarantined["big"].cause
-            assert "TopicAuthorizationFailedError" in service.checkpoint.quarantined["acl"].cause
+            assert "MessageSizeTooLargeError" in service.checkpoint.held.quarantined["big"].cause
+            assert (
+                "TopicAuthorizationFailedError" in service.checkpoint.held.quarantined["acl"].cause
+            )
             assert _metric(service, "assignment", "refused") == 2
             await good.inquiry("g2")
             await good.assignment("g2")
@@ -199,7 +201,7 @@ async def test_outputs_kafka_refuses_for_good_set_only_their_shop_aside_and_leav
     running = asyncio.create_task(again.run())
     try:
         await _until(lambda: again.ready, 30, "ready again")
-        assert not again.checkpoint.set_aside
+        assert not again.checkpoint.held.set_aside
         assert _metric(again, "assignment", "refused") == 0
         async with Wire(broker.bootstrap, topics, "acl") as acl:
             await acl.inquiry("c2")
