@@ -217,7 +217,11 @@ class Observer(Checks):
         if isinstance(ev, BuyerInquired):
             if a.reason is AssignReason.ROUTED:
                 return self.rules.candidate_key(ev.context)
-            return self.previous[a.buyer_id].key  # repeat entry, sticky
+            last = self.previous[a.buyer_id]
+            moved = a.reason is AssignReason.REPEAT_ENTRY and a.agent_id != last.agent
+            # sticky, repeat entry to the previous agent, or (contract §3.5) to another agent
+            # of the previous agent's own group
+            return (self.rules.members(last.key).get(last.agent) if moved else None) or last.key
         assert isinstance(ev, SessionTransferred) and self.transferred is not None
         if ev.to_group is not None:
             return ev.to_group
