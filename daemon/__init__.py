@@ -29,9 +29,11 @@ from types import ModuleType
 HOT = (
     "arrivals",
     "candidate",
+    "capacity",
     "effects",
     "engine",
     "estimate",
+    "line",
     "model",
     "patience",
     "queues",
@@ -41,6 +43,7 @@ HOT = (
     "shop",
     "slots",
     "state",
+    "stats",
     "timers",
 )
 """The modules mypyc compiles: what every event runs through (not the pydantic config, the

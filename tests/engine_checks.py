@@ -272,8 +272,8 @@ class Checks:
         shop = self.engine.shop(SHOP)
         engine_queues: dict[Key, list[str]] = {}
         for cand in shop.all_candidates():
-            if cand.queue:
-                engine_queues[cand.group] = [item[3] for item in cand.queue]
+            if cand.line.items:
+                engine_queues[cand.group] = [item.buyer_id for item in cand.line.items]
                 idle = [a for a in cand.caps if cand.is_eligible(shop.agents[a])]
                 if idle:
                     self.fail("stuck", f"engine: {idle} eligible while {cand.key!r} has a queue")
@@ -323,11 +323,12 @@ class Checks:
                 ends = [max(q + timeout, now) for q in quiet]
                 ends += [now + timeout] * sum(1 for s in sessions if s and s.buyer_waiting)
                 expected += ends[len(sessions) - cap :]
+            capacity = cand.capacity
             self.expect(
-                (cand.online_weight, {k: v for k, v in cand.shared.items() if v})
+                (capacity.online_weight, {k: v for k, v in capacity.shared.items() if v})
                 == _online_capacity(cand, shop),
                 f"online capacity of {cand.key!r} and the parts others share: the engine "
-                f"says {cand.online_weight} and {cand.shared}, the agents "
+                f"says {capacity.online_weight} and {capacity.shared}, the agents "
                 f"{_online_capacity(cand, shop)}",
             )
             got = list(cand.slots.times(cand.caps, shop.agents, now, timeout))

@@ -36,10 +36,12 @@ def consistency_problems(shop: ShopEngine) -> list[str]:
                     "who is not in session with it"
                 )
     for cand in shop.all_candidates():
-        for *_, buyer_id in cand.queue:
-            other = shop.buyers.get(buyer_id)
+        for item in cand.line.items:
+            other = shop.buyers.get(item.buyer_id)
             if other is None or other.queued is None or other.queued.cand != cand.key:
-                problems.append(f"queue {cand.key!r} holds {buyer_id!r}, who is not queued there")
+                problems.append(
+                    f"queue {cand.key!r} holds {item.buyer_id!r}, who is not queued there"
+                )
     return problems
 
 
@@ -56,7 +58,7 @@ def _buyer_problem(shop: ShopEngine, buyer: Buyer) -> str | None:
         if entry is None or session is not None:
             return "is queued without exactly a queue entry"
         cand = shop.candidate(entry.cand)
-        if cand is None or cand.item(entry, buyer.id) not in cand.queue:
+        if cand is None or entry.item(buyer.id) not in cand.line.items:
             return f"is queued but not in queue {entry.cand!r}"
     elif session is not None or entry is not None:
         return "is idle but has a session or queue entry"

@@ -7,7 +7,7 @@ going will last. The estimate reads those ends instead of assuming sessions end 
 average rate:
 
     T      = session_timeout
-    H      = mean session duration in the candidate (`Candidate.handle_time_ms`)
+    H      = mean session duration in the candidate (`Stats.handle_time_ms`)
     end(s) = last agent message + T       (the buyer wrote last: now + T), at least now —
              the earliest the session can end; a chat that goes on ends later, but the
              sessions a queued buyer waits for have mostly been quiet for minutes and
@@ -24,7 +24,7 @@ average rate:
              (daemon/core/patience.py: hazard of leaving by time in line, from exits);
              Q(n) = q summed over the first n in line, once per outlook (`stays_ahead`)
     stay   = the share of a queue's buyers who stayed until served, of those who left it
-             lately (`Candidate.observe_exit`: an EWMA): q where nobody has left yet
+             lately (`Stats.observe_exit`: an EWMA): q where nobody has left yet
     rivals = the other candidates with buyers in line that share online agents with this
              one; share(R) = the part of R's online capacity (Σ caps) those agents hold.
              A freed slot goes to the oldest head among the queues of its agent's
@@ -43,16 +43,27 @@ average rate:
            = the first t ≥ now with (slots freed by t) + E(t) + COUNT_FROM ≥ need, i.e.
              the earlier of: the moment E(t) brings the known slots still needed,
              ⌈need − E(t) − COUNT_FROM⌉, down to 0, and that many known slots' time
-           = `Candidate.estimate_s` (rate based, at position ahead + 1), or the last
+           = `by_rate` (below, at position ahead + 1), or the last
              expected arrival if later,             if no agent is online at its cap and
                                                     the arrivals do not suffice
     Without expected arrivals (no history, everyone online) it is `known(need) − now`.
     E has at most one point per 15-minute bin of the horizon (9) plus one per member on a
-    break; it is computed once a minute per candidate with a line (`coming`, cached on the
-    candidate) and each estimate walks it: O(points · log n). Q costs O(line) at a queue
+    break; it is computed once a minute per candidate with a line (`Capacity.coming`, cached
+    on the candidate) and each estimate walks it: O(points · log n). Q costs O(line) at a queue
     tick (which announces the whole line anyway); a buyer joining reads Q over at most
     EXACT_AHEAD buyers of each line and counts those behind at the flat `stay`, so joining
     costs the same with 5,000 in line as with 50. Each estimate is then O(log n).
+
+The rate-based fallback, `by_rate`, for the buyer at 1-based position k when no member agent
+is online at its cap (so no session end is known to wait for):
+
+    free   = free slots of eligible agents (Σ cap − load; "unbounded" without queueing)
+    busy   = open sessions of online member agents, each counted up to its cap
+    need   = k − free                    (session ends needed before this buyer is served)
+    wait   = 0                               if need ≤ 0
+           = need · H / busy                 if busy > 0  (sessions end at rate busy / H)
+           = H · ⌈k / total member cap⌉      otherwise (nobody online or working: at
+                                             least one handle time, more for long lines)
 
 It does not know which buyers ahead will give up, only how likely each is to by then;
 agents coming online or going on a break it knows only as a habit (errs either way on a
@@ -67,11 +78,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from daemon.core.arrivals import MINUTE_MS, Coming, expected_capacity
-from daemon.core.candidate import Candidate, QueueItem
-from daemon.core.model import AgentState, Buyer
+from daemon.core.arrivals import Coming
+from daemon.core.candidate import Candidate
+from daemon.core.model import AgentState, Buyer, QueueItem
 from daemon.core.slots import SlotTimes
-from topics.events import AgentStatus
 
 COUNT_FROM = 0.5  # an expected arrival counts once this much of a slot is expected
 EXACT_AHEAD = 8  # buyers of a line one joining buyer's estimate asks whether they stay
@@ -112,7 +122,7 @@ def outlook(
     (None: all; the rest count at the flat share, see `stays_ahead`); `leavers` is the
     policy lab's hindsight (`stays_ahead`)."""
     times = cand.slots.times(cand.caps, agents, now, timeout_ms)
-    view = coming(cand, agents, now, timeout_ms)
+    view = cand.capacity.coming(cand.caps, agents, now, timeout_ms)
     others = [
         (rival, share, stays_ahead(rival, buyers, now, limit, leavers))
         for rival, share in rivals(cand, neighbours)
@@ -138,52 +148,32 @@ def stays_ahead(
     `leavers` (the policy lab's hindsight, `Queues.leavers`; the daemon never has it): the
     inquiries that will leave their line unserved. A buyer then counts 1 or 0 as it will
     really stay or not, whatever the learned patience says."""
-    survival = cand.read_patience()
+    survival = cand.stats.read_patience()
     if leavers is None and not survival.known:
         return []
     sums = [0.0]
     total = 0.0
     # itertools.islice walks the sorted list's sublists in C; its own islice is Python
-    queue = cand.queue if limit is None else islice(cand.queue, limit)
+    queue = cand.line.items if limit is None else islice(cand.line.items, limit)
     for item in queue:
-        entry = buyers[item[3]].queued
+        entry = buyers[item.buyer_id].queued
         if leavers is not None:
             total += 0.0 if entry is not None and entry.inquiry_id in leavers else 1.0
         else:
             more = (entry.last_eta - now) / 1000.0 if entry is not None and entry.last_eta else 0.0
-            total += survival.stays((now - item[1]) / 1000.0, more)
+            total += survival.stays((now - item.arrival) / 1000.0, more)
         sums.append(total)
     return sums
-
-
-def coming(cand: Candidate, agents: Mapping[str, AgentState], now: int, timeout_ms: int) -> Coming:
-    """Expected slots of `cand`'s offline members coming online (daemon/core/arrivals.py),
-    computed once a minute, as of the minute's start (so a restored shop computes the same),
-    and again after any status change of a member (the shop resets `coming_at`) or any
-    change of a suspended member's sessions (`Candidate.refresh` does)."""
-    minute = now // MINUTE_MS
-    if cand.coming_at != minute:
-        online = AgentStatus.ONLINE
-        members = [
-            (agent_id, 1 if cap is None else cap)
-            for agent_id, cap in cand.caps.items()
-            if (agent := agents.get(agent_id)) is not None
-            and agent.status is not online
-            and agent.observed_since >= 0
-        ]
-        start = minute * MINUTE_MS
-        cand.coming = expected_capacity(members, agents, start, timeout_ms) if members else []
-        cand.coming_at = minute
-    return cand.coming
 
 
 def rivals(cand: Candidate, neighbours: Sequence[Candidate]) -> list[tuple[Candidate, float]]:
     """Other candidates with buyers in line that share online agents with `cand`, each with
     the share of its online capacity those agents hold (kept up to date by Routing)."""
+    shares = cand.capacity.shared
     return [
-        (rival, shared / rival.online_weight)
+        (rival, shared / rival.capacity.online_weight)
         for rival in neighbours
-        if rival.queue and (shared := cand.shared.get(rival.key, 0))
+        if rival.line.items and (shared := shares.get(rival.key, 0))
     ]
 
 
@@ -191,9 +181,10 @@ def ahead(
     cand: Candidate, position: int, item: QueueItem, rivals: list[Rival], stays: list[float]
 ) -> int:
     """Buyers expected to be served from `cand`'s slots before the buyer at `position`."""
-    expected = stayers(stays, position - 1, cand.stay)
+    expected = stayers(stays, position - 1, cand.stats.stay)
     for rival, share, theirs in rivals:
-        expected += share * stayers(theirs, rival.queue.bisect_left(item), rival.stay)
+        older = rival.line.position(item) - 1
+        expected += share * stayers(theirs, older, rival.stats.stay)
     return round(expected)
 
 
@@ -211,15 +202,28 @@ def stayers(stays: list[float], n: int, stay: float) -> float:
 def estimate_s(cand: Candidate, position: int, item: QueueItem, view: Outlook) -> int:
     """Seconds until the buyer at `position` (queue item `item`) is served."""
     before = ahead(cand, position, item, view.rivals, view.stays)
-    need = before + 1 - cand.free_slots
+    need = before + 1 - cand.capacity.free_slots
     if need <= 0:
         return 0
     times = view.times
     if view.coming:
         return _with_arrivals(cand, need, before, view)
     if not times:
-        return cand.estimate_s(before + 1, view.seed_ms)
-    return _seconds(_known(times, need, cand.handle_time_ms(view.seed_ms)), view.now)
+        return by_rate(cand, before + 1, view.seed_ms)
+    return _seconds(_known(times, need, cand.stats.handle_time_ms(view.seed_ms)), view.now)
+
+
+def by_rate(cand: Candidate, position: int, seed_ms: int) -> int:
+    """Seconds until the buyer at `position` is served, with sessions ending at the rate
+    its busy slots give (the fallback of the module docstring)."""
+    handle = cand.stats.handle_time_ms(seed_ms)
+    capacity = cand.capacity
+    need = position - capacity.free_slots
+    if need <= 0:
+        return 0
+    if capacity.busy_slots > 0:
+        return round(need * handle / capacity.busy_slots / 1000)
+    return round(handle * math.ceil(position / max(1, cand.total_cap)) / 1000)
 
 
 def _known(times: SlotTimes, k: int, handle: float) -> float:
@@ -236,7 +240,7 @@ def _with_arrivals(cand: Candidate, need: int, before: int, view: Outlook) -> in
     """The first moment the known slots plus the expected arrivals reach `need` (counting an
     expected slot from COUNT_FROM of it: the estimate aims at the middle, not the worst)."""
     times, now = view.times, view.now
-    handle = cand.handle_time_ms(view.seed_ms)
+    handle = cand.stats.handle_time_ms(view.seed_ms)
     since, expected = float(now), 0.0
     for at, total in view.coming:  # from `since` until `at`, `expected` slots have come
         k = math.ceil(need - expected - COUNT_FROM)
@@ -252,4 +256,4 @@ def _with_arrivals(cand: Candidate, need: int, before: int, view: Outlook) -> in
         return _seconds(since, now)
     if times:
         return _seconds(max(_known(times, k, handle), since), now)
-    return max(_seconds(since, now), cand.estimate_s(before + 1, view.seed_ms))
+    return max(_seconds(since, now), by_rate(cand, before + 1, view.seed_ms))

@@ -176,8 +176,8 @@ def routing_rate(agent: AgentState, cands: Sequence[Candidate]) -> dict[str, Any
         "source": "observed" if agent.external_rate is None else "agent_stats",
         "sessions": agent.sessions_total,
         "converted_sessions": agent.converted_sessions,
-        "group_mean": cand.prior_used,
-        "prior_strength": cand.prior_strength,
+        "group_mean": cand.stats.prior_used,
+        "prior_strength": cand.stats.prior_strength,
     }
 
 

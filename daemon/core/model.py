@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from daemon.core.errors import ImpossibleTransition
 from topics.events import AgentStatus, AssignReason, InquiryContext, Mode
@@ -173,10 +173,21 @@ class QueueEntry:
     last_estimate: int = -1
     last_eta: int = 0  # when the last announced estimate said service would come (ms)
 
-    @property
-    def order_key(self) -> tuple[int, int, int]:
-        """Higher priority first, then earlier arrival."""
-        return (-self.priority, self.arrival, self.seq)
+    def item(self, buyer_id: str) -> QueueItem:
+        """The entry's place in its candidate's line (the line's order: `QueueItem`)."""
+        return QueueItem(-self.priority, self.arrival, self.seq, buyer_id)
+
+
+class QueueItem(NamedTuple):
+    """A buyer in a candidate's line (`daemon/core/line.py`), which keeps these sorted: higher
+    priority first, then earlier arrival, then the shop's arrival counter. `seq` is unique
+    per shop, so the buyer id never decides; `QueueEntry.item` is the one place an item is
+    made."""
+
+    priority_key: int  # −priority: the higher the priority, the earlier
+    arrival: int  # epoch ms; kept when the buyer overflows to another group
+    seq: int  # the arrival tie-break (`QueueEntry.seq`)
+    buyer_id: str
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """How long a candidate's buyers wait in line before they give up, learned from queue exits.
 
 The wait estimate counts the buyers ahead who will still be there when a slot frees
-(daemon/core/estimate.py). A share of leavers alone (`Candidate.stay`) cannot tell a buyer
+(daemon/core/estimate.py). A share of leavers alone (`Stats.stay`) cannot tell a buyer
 who has just joined from one who has waited five minutes, nor a short wait ahead from a
 long one; the chance of giving up depends on both. So each candidate learns the hazard of
 leaving by time in line, in bins of EDGES_S (the last one open-ended):
@@ -14,11 +14,12 @@ leaving by time in line, in bins of EDGES_S (the last one open-ended):
     stays(w, m) = S(w + m) / S(w)     a buyer in line for w is still there m later
 
 Both figures are EWMAs over exits (each exit weighs PATIENCE_EWMA, older ones decay), so the
-estimate follows a change of crowd within a few hundred exits; the 2·BINS numbers are a
-candidate's learned state, checkpointed with the rest (`candidate.RUNTIME_FIELDS`). Until
-anyone leaves, every h is 0 and everyone stays, as before. A buyer ahead is asked to stay
-until its own announced time of service (`QueueEntry.last_eta`): computed once per outlook
-for the whole line (`stays_ahead`), so each estimate reads a prefix sum.
+estimate follows a change of crowd within a few hundred exits; the 2·BINS numbers are part
+of a candidate's learned statistics (daemon/core/stats.py), checkpointed with the rest
+(`candidate.runtime_of`). Until anyone leaves, every h is 0 and everyone stays, as before.
+A buyer ahead is asked to stay until its own announced time of service (`QueueEntry.last_eta`):
+computed once per outlook for the whole line (`stays_ahead`), so each estimate reads a prefix
+sum.
 """
 
 from __future__ import annotations

@@ -10,18 +10,19 @@ line says to its buyers:
 - `expire`: max_wait reached (EXPIRY timer): overflow to another group, or `expired`;
 - `rehome`: after a reload, put a queued buyer back in line (re-matched if its group went).
 
-The lines themselves are sorted lists kept by each candidate (`Candidate.queue`); the wait a
-buyer is told is `daemon/core/estimate.py`, given an `Outlook` taken here.
+The lines themselves, and when each one's `waiting` updates are due, are each candidate's
+`Line` (daemon/core/line.py); the wait a buyer is told is `daemon/core/estimate.py`, given an
+`Outlook` taken here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from daemon.core.candidate import Candidate, QueueItem
+from daemon.core.candidate import Candidate
 from daemon.core.effects import Effects
 from daemon.core.estimate import EXACT_AHEAD, Outlook, estimate_s, outlook
-from daemon.core.model import Buyer, BuyerPhase, QueueEntry, Trigger
+from daemon.core.model import Buyer, BuyerPhase, QueueEntry, QueueItem, Trigger
 from daemon.core.routing import Routing
 from daemon.core.sessions import Sessions
 from daemon.core.state import ShopState
@@ -63,7 +64,7 @@ class Queues:
         entry = QueueEntry(ev.id, cand.key, ev.priority, now, self.seq, now, ev.context)
         buyer.queued = entry
         state.buyers[buyer.id] = buyer
-        cand.queue.add(cand.item(entry, buyer.id))
+        cand.line.add(entry.item(buyer.id))
         self.publish(buyer.id, entry, cand, QueueStatus.QUEUED)
         self.arm_expiry(buyer)
         self._routing.line_changed(cand)
@@ -74,9 +75,9 @@ class Queues:
         assert entry is not None
         cand = self._routing.candidate(entry.cand)
         assert cand is not None
-        cand.queue.remove(cand.item(entry, buyer.id))
+        cand.line.remove(entry.item(buyer.id))
         waited = self._state.now - entry.arrival
-        cand.observe_exit(trigger is None, waited, left=trigger == "leave")
+        cand.stats.observe_exit(trigger is None, waited, left=trigger == "leave")
         self._effects.buyer_changed(buyer.id)
         if trigger is not None:
             buyer.move(trigger)
@@ -114,11 +115,12 @@ class Queues:
         self._effects.buyer_changed(buyer_id)
         entry.updates += 1
         if status in (QueueStatus.QUEUED, QueueStatus.WAITING):
-            position = position or cand.position(entry, buyer_id)
-            if estimate is None:
-                item = cand.item(entry, buyer_id)
-                view = self.outlook(cand, EXACT_AHEAD)
-                estimate = estimate_s(cand, position, item, view)
+            if not position or estimate is None:
+                item = entry.item(buyer_id)
+                position = position or cand.line.position(item)
+                if estimate is None:
+                    view = self.outlook(cand, EXACT_AHEAD)
+                    estimate = estimate_s(cand, position, item, view)
             entry.last_position, entry.last_estimate = position, estimate
             entry.last_eta = now + estimate * 1000
         self._effects.queue_update(
@@ -148,39 +150,37 @@ class Queues:
         """Announce `waiting` to every buyer in line whose position or predicted time moved."""
         state = self._state
         self._effects.other_changed()
-        cand.dirty = False
-        cand.last_tick = state.now
-        if not cand.queue:
+        line = cand.line
+        line.flushed(state.now)
+        if not line.items:
             return
         view = self.outlook(cand)
         buyers, now = state.buyers, state.now
         announced = 0
-        for position, item in enumerate(cand.queue, start=1):
-            entry = buyers[item[3]].queued
+        for position, item in enumerate(line.items, start=1):
+            entry = buyers[item.buyer_id].queued
             assert entry is not None
             estimate = estimate_s(cand, position, item, view)
             moved = abs(now + estimate * 1000 - entry.last_eta)
             if position != entry.last_position or moved > max(ETA_SLACK_MS, estimate * 100):
-                if announced == FLUSH_BATCH:  # the rest at a tick FLUSH_GAP_MS from now:
-                    interval = state.config.queue.update_interval  # as if told that long
-                    cand.last_tick = now + FLUSH_GAP_MS - interval  # ago, and changed now
-                    self._routing.mark_dirty(cand)
+                if announced == FLUSH_BATCH:  # the rest at a tick FLUSH_GAP_MS from now
+                    self._routing.mark_dirty(cand, within=FLUSH_GAP_MS)
                     return
-                self.publish(item[3], entry, cand, QueueStatus.WAITING, position, estimate)
+                self.publish(item.buyer_id, entry, cand, QueueStatus.WAITING, position, estimate)
                 announced += 1
 
     # --------------------------------------------------------------------------- serving
 
     def drain(self, cands: Iterable[Candidate]) -> None:
         """Serve queued buyers while any of `cands` has both a buyer and an eligible agent."""
-        waiting = [c for c in cands if c.queue]
+        waiting = [c for c in cands if c.line.items]
         while waiting:
             best = _oldest_servable_head(waiting)
             if best is None:
                 return
             pick = best.choose()
             assert pick is not None
-            buyer = self._state.buyers[best.queue[0][3]]
+            buyer = self._state.buyers[best.line.items[0].buyer_id]
             entry, _ = self.unqueue(buyer, None)
             self.publish(buyer.id, entry, best, QueueStatus.DEQUEUED)
             agent_id, mode = pick
@@ -226,7 +226,7 @@ class Queues:
         entry, _ = self.unqueue(buyer, "overflow")
         entry.cand, entry.entered_at = target.key, self._state.now
         buyer.queued = entry
-        target.queue.add(target.item(entry, buyer.id))
+        target.line.add(entry.item(buyer.id))
         self.publish(buyer.id, entry, target, QueueStatus.QUEUED)
         self.arm_expiry(buyer)
         routing.line_changed(target)
@@ -243,7 +243,7 @@ class Queues:
             target = routing.cands[self._state.config.groups[0].name]
         moved = target.key != entry.cand
         entry.cand = target.key
-        target.queue.add(target.item(entry, buyer_id))
+        target.line.add(entry.item(buyer_id))
         if moved:
             self.publish(buyer_id, entry, target, QueueStatus.QUEUED)
         routing.line_changed(target)
@@ -254,8 +254,7 @@ def _oldest_servable_head(waiting: list[Candidate]) -> Candidate | None:
     best: Candidate | None = None
     best_head: QueueItem | None = None
     for cand in waiting:
-        if cand.queue and cand.has_eligible():
-            head = cand.queue[0]
-            if best_head is None or head[:3] < best_head[:3]:
-                best, best_head = cand, head
+        head = cand.line.head()  # `seq` decides between two heads, never the buyer id:
+        if head is not None and cand.has_eligible() and (best_head is None or head < best_head):
+            best, best_head = cand, head
     return best

@@ -7,8 +7,9 @@ item, intent, order status). Each candidate keeps its own sorted index of eligib
 (`daemon/core/candidate.py`), so choosing an agent is O(log n).
 
 Whenever anything about an agent changes, `agent_changed` re-ranks it in its candidates; a
-candidate with buyers in line is then marked for a `waiting` update (`mark_dirty`), which
-the shop's TICK timer delivers every `queue.update_interval`.
+candidate with buyers in line is then marked for a `waiting` update (`mark_dirty`, by its
+line's schedule: `Line.mark`), which the shop's TICK timer delivers every
+`queue.update_interval`.
 """
 
 from __future__ import annotations
@@ -89,19 +90,20 @@ class Routing:
         for cand in self.all():
             if cand.key in learned:
                 set_runtime(cand, learned[cand.key])
-            cand.sessions_sum = sum(agents[a].sessions_total for a in cand.caps)
-            cand.converted_sum = sum(agents[a].converted_sessions for a in cand.caps)
+            cand.stats.recount(
+                sum(agents[a].sessions_total for a in cand.caps),
+                sum(agents[a].converted_sessions for a in cand.caps),
+            )
             cand.index.clear()
             cand.eff_index.clear()
-            cand.keys.clear()
-            cand.eff_keys.clear()
         for agent in agents.values():
             for cand in self.of_agent(agent.id):
                 cand.refresh(agent)
         interval = self._state.config.queue.update_interval
         for cand in self.all():
-            if cand.dirty:
-                self._state.timers.arm(TICK_TIMER, cand.key, cand.last_tick + interval)
+            due = cand.line.due(interval)
+            if due is not None:
+                self._state.timers.arm(TICK_TIMER, cand.key, due)
 
     # --------------------------------------------------------------------------- looking up
 
@@ -149,7 +151,7 @@ class Routing:
             self._online_changed(agent.id)
         for cand in self.agent_cands.get(agent.id, ()):
             cand.refresh(agent)
-            if cand.queue:
+            if cand.line.items:
                 self.mark_dirty(cand)
 
     def busy_changed(self, agent: AgentState) -> None:
@@ -160,14 +162,14 @@ class Routing:
             changes.agents.add(agent.id)
         for cand in self.agent_cands.get(agent.id, ()):
             cand.rerank_busy(agent)
-            if cand.queue:
+            if cand.line.items:
                 self.mark_dirty(cand)
 
     def forget_coming(self, agent_id: str) -> None:
         """What the agent brings back from a break changed: the expected arrivals of its
-        candidates (`estimate.coming`, cached for the minute) are computed again."""
+        candidates (`Capacity.coming`, cached for the minute) are computed again."""
         for cand in self.agent_cands.get(agent_id, ()):
-            cand.coming_at = -1
+            cand.capacity.forget_coming()
 
     def _online_changed(self, agent_id: str) -> None:
         """The agent came online or left it: its weight in the part of each of its
@@ -179,31 +181,28 @@ class Routing:
             weight = sign * rival.weight(agent_id)
             for cand in cands:
                 if cand is not rival:
-                    cand.shared[rival.key] = cand.shared.get(rival.key, 0) + weight
+                    cand.capacity.share(rival.key, weight)
 
-    def mark_dirty(self, cand: Candidate) -> None:
-        """The candidate's line needs a `waiting` update at its next tick."""
+    def mark_dirty(self, cand: Candidate, within: int | None = None) -> None:
+        """The candidate's line needs a `waiting` update at its next tick (`Line.mark`;
+        `within`: that long from now)."""
         changes = self._effects.changes
         if changes is not None:
             changes.other = True
-        if not cand.dirty:
-            state = self._state
-            interval = state.config.queue.update_interval
-            cand.dirty = True
-            cand.last_tick = max(cand.last_tick, state.now - interval)
-            state.timers.arm(TICK_TIMER, cand.key, cand.last_tick + interval)
+        state = self._state
+        due = cand.line.mark(state.now, state.config.queue.update_interval, within)
+        if due is not None:
+            state.timers.arm(TICK_TIMER, cand.key, due)
 
     def line_changed(self, cand: Candidate) -> None:
         """A buyer joined or left `cand`'s line: its waiting buyers' updates are due, and so
         are those of the lines sharing its agents (their estimates count its older buyers)."""
         self.mark_dirty(cand)
         for other in self.neighbours[cand.key]:
-            if other.queue:
+            if other.line.items:
                 self.mark_dirty(other)
 
     def tick_deadline(self, key: str) -> int | None:
         """When the candidate's next `waiting` update is due, or None if none is."""
         cand = self.candidate(key)
-        if cand is None or not cand.dirty:
-            return None
-        return cand.last_tick + self._state.config.queue.update_interval
+        return None if cand is None else cand.line.due(self._state.config.queue.update_interval)

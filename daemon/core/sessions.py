@@ -97,7 +97,7 @@ class Sessions:
         busy = agent.pending > self._busy_threshold
         agent.count_assignment(reason, now, busy=busy, mode=mode, group=group)
         for c in self._routing.agent_cands.get(agent_id, ()):
-            c.sessions_sum += 1
+            c.stats.started()
             c.rerank_if_prior_drifted(started=True)
         if mode is not None:
             cand.chosen(agent_id)
@@ -136,7 +136,7 @@ class Sessions:
             del agent.quiet[buyer_id]
         cand = self._routing.candidate(s.cand)
         if cand is not None:
-            cand.observe_session(state.now - s.started_at)
+            cand.stats.observe_session(state.now - s.started_at)
         self._routing.agent_changed(agent)
 
     def timeout_deadline(self, buyer: Buyer) -> int | None:
@@ -186,7 +186,7 @@ class Sessions:
                 quiet_since = agent.quiet.pop(ev.buyer_id)
                 agent.pending += 1
                 for cand in routing.agent_cands.get(s.agent_id, ()):
-                    if cand.queue:  # read at the next estimate: keep it exact
+                    if cand.line.items:  # read at the next estimate: keep it exact
                         cand.slots.owed(s.agent_id, ev.buyer_id, quiet_since)  # now + T
                     else:  # nobody reads it before a line forms: look again then
                         cand.slots.touch(s.agent_id)
@@ -202,7 +202,7 @@ class Sessions:
         s.last_agent_at = now
         state.timers.arm(SESSION_TIMER, ev.buyer_id, now + self._timeout)
         for cand in routing.agent_cands.get(s.agent_id, ()):
-            if cand.queue:  # estimates in line may move
+            if cand.line.items:  # estimates in line may move
                 cand.slots.replied(s.agent_id, ev.buyer_id, since, now)  # it ends later
                 routing.mark_dirty(cand)
             else:
@@ -237,7 +237,7 @@ class Sessions:
         if not already:
             agent.converted_sessions += 1
             for cand in self._routing.of_agent(agent_id):
-                cand.converted_sum += 1
+                cand.stats.converted()
                 cand.rerank_if_prior_drifted()
             self._routing.agent_changed(agent)
 

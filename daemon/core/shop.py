@@ -134,7 +134,9 @@ class ShopEngine:
         before = set(state.agents)
         learned = {c.key: runtime_of(c) for c in self.routing.all()}
         queued = [
-            (item[3], state.buyers[item[3]].queued) for c in self.routing.all() for item in c.queue
+            (item.buyer_id, state.buyers[item.buyer_id].queued)
+            for c in self.routing.all()
+            for item in c.line.items
         ]
         state.config = config
         reconcile_agents(state.agents, config)

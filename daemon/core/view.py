@@ -34,7 +34,7 @@ from topics.events import AgentStatus
 def shop_summary(shop: ShopEngine, now: int) -> dict[str, Any]:
     """One line of `/api/shops`: agents online, open sessions, queued buyers, oldest wait."""
     agents = shop.agents.values()
-    arrivals = [item[1] for cand in shop.all_candidates() for item in cand.queue]
+    arrivals = [item.arrival for cand in shop.all_candidates() for item in cand.line.items]
     oldest = max(0, now - min(arrivals)) if arrivals else 0
     return {
         "id": shop.config.id,
@@ -73,8 +73,8 @@ def _agent(shop: ShopEngine, agent: AgentState) -> dict[str, Any]:
 
 def _queue(shop: ShopEngine, cand: Candidate, now: int) -> dict[str, Any]:
     buyers = []
-    for position, item in enumerate(cand.queue, start=1):
-        buyer_id = item[3]
+    for position, item in enumerate(cand.line.items, start=1):
+        buyer_id = item.buyer_id
         entry = shop.buyers[buyer_id].queued
         if entry is None:  # not reachable: a queue holds queued buyers only
             continue

@@ -89,7 +89,9 @@ def print_summary(
     for cand in shop.all_candidates():
         online = sum(1 for a in cand.caps if shop.agents[a].status is AgentStatus.ONLINE)
         name = cand.group or "unmatched pool"
-        groups.add_row(name, cand.mode.value, f"{online}/{len(cand.caps)}", str(len(cand.queue)))
+        groups.add_row(
+            name, cand.mode.value, f"{online}/{len(cand.caps)}", str(len(cand.line.items))
+        )
     console.print()
     console.print(agents)
     console.print(groups)

@@ -415,9 +415,9 @@ def _shop_lines(
     queue_len = oldest = max_wait = agent_sessions = agent_pending = ""
     for cand in shop.all_candidates():
         labels = f'{{group="{_esc(cand.group or "(pool)")}",shop="{s}"}} '
-        queue_len += f"fenliu_queue_length{labels}{float(len(cand.queue))!r}\n"
-        head = cand.head()
-        wait = (now - head[1]) / 1000 if head else 0.0
+        queue_len += f"fenliu_queue_length{labels}{float(len(cand.line.items))!r}\n"
+        head = cand.line.head()
+        wait = (now - head.arrival) / 1000 if head else 0.0
         oldest += f"fenliu_queue_oldest_wait_seconds{labels}{wait!r}\n"
     config = engine.configs.get(shop_id)
     if config is not None and config.queue.enabled and config.queue.max_wait > 0:

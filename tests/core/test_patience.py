@@ -80,10 +80,10 @@ def test_patience_survives_a_snapshot_and_the_restored_shop_estimates_the_same()
     original = sc.engine.shop(SHOP)
     data = dump_shop(original)
     learned = data["candidates"]["g"]["patience"]
-    assert learned == original.routing.candidate("g").patience and any(learned[:BINS])
+    assert learned == original.routing.candidate("g").stats.patience and any(learned[:BINS])
     restored = load_shop(cfg, data, dedup_capacity=1000)
     back = restored.routing.candidate("g")
-    assert back is not None and back.patience == learned
+    assert back is not None and back.stats.patience == learned
     later = original.now + 20_000  # the next tick announces the line's waits again
     assert restored.on_timer(later) == original.on_timer(later)
     assert dump_shop(restored) == dump_shop(original)
@@ -99,15 +99,16 @@ def test_a_joining_buyer_asks_only_the_first_buyers_ahead_the_rest_count_at_the_
         sc.after("1s").inquiry(f"w{n}")
     engine = sc.engine.shop(SHOP)
     cand = engine.routing.candidate("g")
-    assert cand is not None and len(cand.queue) == EXACT_AHEAD + 20
+    assert cand is not None and len(cand.line.items) == EXACT_AHEAD + 20
     buyers, now = engine.state.buyers, engine.state.now
     full = stays_ahead(cand, buyers, now)
     some = stays_ahead(cand, buyers, now, EXACT_AHEAD)
     assert len(full) == EXACT_AHEAD + 21 and some == full[: EXACT_AHEAD + 1]
     n = EXACT_AHEAD + 20
-    assert stayers(some, n, cand.stay) == some[-1] + 20 * cand.stay
-    assert stayers(full, n, cand.stay) == full[-1] != stayers(some, n, cand.stay)
-    assert stayers([], n, cand.stay) == n * cand.stay  # nobody left yet: the flat share
+    stay = cand.stats.stay
+    assert stayers(some, n, stay) == some[-1] + 20 * stay
+    assert stayers(full, n, stay) == full[-1] != stayers(some, n, stay)
+    assert stayers([], n, stay) == n * stay  # nobody left yet: the flat share
 
 
 def _estimate_in_hindsight(leaving: tuple[str, ...]) -> int:

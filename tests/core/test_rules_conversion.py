@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from daemon.core.candidate import MAX_STRENGTH, MIN_STRENGTH
 from daemon.core.engine import Engine
 from daemon.core.snapshot import dump_shop, load_shop
+from daemon.core.stats import MAX_STRENGTH, MIN_STRENGTH
 from tests.scenario import SHOP, Scenario, group, shop
 
 AGENTS = ["star", "a2", "a3", "a4", "a5", "a6"]
@@ -219,8 +219,7 @@ def _observed(counts: dict[str, tuple[int, int]]) -> Any:
     for agent_id, (conv, n) in counts.items():
         agent = shop_engine.agents[agent_id]
         agent.converted_sessions, agent.sessions_total = conv, n
-    cand.sessions_sum = sum(n for _, n in counts.values())
-    cand.converted_sum = sum(c for c, _ in counts.values())
+    cand.stats.recount(sum(n for _, n in counts.values()), sum(c for c, _ in counts.values()))
     return cand
 
 
@@ -235,11 +234,12 @@ def test_prior_strength_follows_the_spread_of_observed_rates() -> None:
 def test_observed_rates_shrink_toward_the_group_mean_by_the_prior_strength() -> None:
     cand = _observed({a: (5 + 10 * i, 100) for i, a in enumerate(AGENTS)})
     cand.rerank_if_prior_drifted(started=True)  # 600 sessions: a multiple of 6 members
-    m, mean = cand.prior_strength, cand.prior_used
-    assert m == cand.current_strength() and mean == cand.current_prior()
-    assert cand.shrunk(1, 1) == (1 + m * mean) / (1 + m)  # one lucky sale stays near the mean
-    assert cand.shrunk(1, 1) < 0.5
-    assert abs(cand.shrunk(550, 1000) - 0.55) < 0.02  # a long record speaks for itself
+    m, mean = cand.stats.prior_strength, cand.stats.prior_used
+    assert m == cand.current_strength() and mean == cand.stats.current_prior()
+    shrunk = cand.stats.shrunk
+    assert shrunk(1, 1) == (1 + m * mean) / (1 + m)  # one lucky sale stays near the mean
+    assert shrunk(1, 1) < 0.5
+    assert abs(shrunk(550, 1000) - 0.55) < 0.02  # a long record speaks for itself
 
 
 def test_the_learned_prior_survives_snapshot_and_restore() -> None:
@@ -251,9 +251,10 @@ def test_the_learned_prior_survives_snapshot_and_restore() -> None:
             sc.order(f"x{n}")
     engine = sc.engine.shop("shop")
     cand = engine.candidate("presale")
-    assert cand.prior_strength < MAX_STRENGTH  # the spread was learned
+    assert cand.stats.prior_strength < MAX_STRENGTH  # the spread was learned
     data = orjson.loads(orjson.dumps(dump_shop(engine)))
     back = load_shop(sc.config, data, dedup_capacity=1000).candidate("presale")
-    assert (back.prior_strength, back.prior_used) == (cand.prior_strength, cand.prior_used)
+    learned = (back.stats.prior_strength, back.stats.prior_used)
+    assert learned == (cand.stats.prior_strength, cand.stats.prior_used)
     agents = engine.agents
     assert [back.rate(agents[a]) for a in AGENTS] == [cand.rate(agents[a]) for a in AGENTS]

@@ -105,7 +105,7 @@ def test_every_scenario_conserves_buyers_on_the_big_shop(big: ShopConfig, scenar
             assert r.queued_at is not None
         assert not r.ordered or r.served_at is not None
     shop = result.engine.shop(big.id)
-    still_queued = sum(len(c.queue) for c in shop.all_candidates())
+    still_queued = sum(len(c.line.items) for c in shop.all_candidates())
     assert Counter(r.outcome for r in trace.inquiries)["waiting"] == still_queued
     assert trace.queue[-1].waiting == still_queued or trace.queue[-1].at < trace.end
     # queue samples every five minutes over the whole run
