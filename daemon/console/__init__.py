@@ -1,2 +1,2 @@
 """The supervisor's console: the page `GET /` serves (daemon.service.api), shipped as package
-data. For now a placeholder naming the JSON API; the live page replaces index.html."""
+data: one page, no build step, that reads the daemon's JSON API (index.html says how)."""

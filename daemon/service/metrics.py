@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from daemon.core.shop import ShopEngine
 
 LATENCY_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-RejectReason = RejectKind  # the `reason` label of fenliu_rejected_total
+RejectReason = RejectKind  # the `reason` label of fenliu_rejects_total
 REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
 RESULTS = ("ok", "failed")  # of a reload, of a checkpoint
 SNAPSHOT_EVERY_S = 1.0  # the loop starts a snapshot at most this often
