@@ -5,7 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := tests/npm/node_modules/.package-lock.json
 
-.PHONY: setup compile uncompile dev test tools lint typecheck unit bench clean npm
+.PHONY: setup compile uncompile dev test check tools lint typecheck bench clean npm
+
+## pytest-xdist workers for `make test`: most of the suite waits on brokers, daemons and
+## Redis rather than computing, so more workers than cores pays (each has its own broker and
+## Redis; docs/development.md, "Tests").
+WORKERS ?= 6
 
 ## Under CI=true, setup compiles the routing core, so the suite runs what the image runs.
 $(STAMP): pyproject.toml
@@ -34,7 +39,14 @@ dev: $(STAMP)
 
 ## Set up and run everything CI runs: ruff, mypy, the whole pytest suite.
 test: $(STAMP) $(NPM_STAMP) tools lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadscope --no-loadscope-reorder
+
+## The everyday check: ruff, mypy and the pure tier (tests/core, no process started).
+check: $(STAMP) $(NPM_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy daemon topics
+	$(BIN)/python -m pytest -n 2 tests/core
 
 ## The npm packages the tests use (tests/npm/package-lock.json): the AsyncAPI specification's
 ## JSON Schemas. Without npm the AsyncAPI validity test is skipped; under CI=true it fails.

@@ -1,9 +1,16 @@
 """Real infrastructure for integration tests: a Kafka-protocol broker and a Redis.
 
 Both are started lazily, once per session, on free loopback ports, and only if a test asks
-for them. Tests never share data: `redis_url` empties the Redis before each test, and
-`fresh_topics` gives each test its own six topics (names prefixed with a random id) on the
-shared broker. A failing test that used a process gets its log tail in the report.
+for them. Under pytest-xdist (`make test` runs `pytest -n`) a session is one worker, so
+every worker has processes of its own and tests of different workers never meet. Tests never
+share data: `redis_url` empties the Redis before each test, and `fresh_topics` gives each
+test its own six topics (names prefixed with a random id) on the shared broker. A daemon that
+outlives a test (tests/system/conftest.py's module daemon) has a Redis of its own, so no
+`redis_url` empties it under its feet. A failing test that used a process gets its log tail
+in the report.
+
+Under xdist the unit of work is a module (`--dist loadscope`): its module-scoped fixtures (a
+daemon, a runtime-only install) are made once, on the worker that runs all its tests.
 
 Outage tests get processes of their own, per test: `proxied_broker` (a broker reachable only
 through a `tests.faultproxy.FaultProxy` they can cut and heal) and `durable_redis` (a Redis
@@ -111,6 +118,15 @@ def fresh_topics(broker: Broker) -> TopicsConfig:
     topics = unique_topics()
     run_sync(create_topics(broker.bootstrap, topics, partitions=4))
     return topics
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist (`--dist loadscope --no-loadscope-reorder`: a module is a unit of work,
+    handed out in this order) the longest modules start first, so that none of them is what
+    the other workers wait for at the end: `slow` ones, then the `e2e` ones, then the rest."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: (not item.get_closest_marker("slow"),
+                                     not item.get_closest_marker("e2e")))  # fmt: skip
 
 
 @pytest.hookimpl(wrapper=True)

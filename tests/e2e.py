@@ -40,6 +40,12 @@ agents = ["a1", "a2"]
 """  # a shop file (`.format(id=...)`): two agents of cap 2 in one queued group
 
 
+SESSION_TIMEOUT_S = 2
+"""The daemons' consumer session timeout (`[kafka] session_timeout`) unless a test sets its
+own: the daemon's default is 6 s, and Tansu answers each JoinGroup after about half of it
+(at least 1 s), which every start-up and rebalance of a test would wait for."""
+
+
 def kafka_only_config(folder: Path, bootstrap: str, topics: TopicsConfig) -> Path:
     """A fenliu.toml for the commands that talk to Kafka only (`topics create`, `dead-letter
     replay`): the small example shop, these topics, and a Redis URL nobody listens on."""
@@ -70,19 +76,25 @@ def write_config(
     redis_url: str,
     topics: TopicsConfig,
     shops: dict[str, str],
-    group_id: str = "fenliu-e2e",
+    group_id: str | None = None,
     redis_cluster: bool = False,
     kafka_extra: str = "",
     key_prefix: str | None = None,
 ) -> Path:
     """A fenliu.toml and shop files (name -> TOML text) in `folder`; returns the toml path.
 
-    The Redis key prefix is named after the topics unless given, so daemons of different
-    tests never restore each other's shops.
+    The Redis key prefix is named after the topics unless given, and the consumer group after
+    the key prefix, so daemons of different tests never restore each other's shops, nor wait
+    for each other in one group (a daemon stopped without LeaveGroup stays a member until its
+    session times out). The session timeout is `SESSION_TIMEOUT_S` unless `kafka_extra`
+    sets one.
     """
+    if "session_timeout" not in kafka_extra:
+        kafka_extra = f'session_timeout = "{SESSION_TIMEOUT_S}s"\n{kafka_extra}'
+    key_prefix = key_prefix or topics.inquiries.split(".")[0]
     return write_daemon_config(
         folder, bootstrap=bootstrap, redis_url=redis_url, shops=shops, topics=topics,
-        group_id=group_id, key_prefix=key_prefix or topics.inquiries.split(".")[0],
+        group_id=group_id or f"fenliu-e2e-{key_prefix}", key_prefix=key_prefix,
         redis_cluster=redis_cluster, kafka_extra=kafka_extra,
     )  # fmt: skip
 

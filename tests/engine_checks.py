@@ -1,4 +1,4 @@
-"""The invariants the observer checks, one name per test of `tests/core/test_engine_properties.py`.
+"""The invariants the observer checks, one name each, for `tests/core/test_engine_properties.py`.
 
 `Checks` is the half of `Observer` that judges: reporting, the invariants, and what the
 contract predicts; the observer's bookkeeping lives in `tests/engine_observer.py`.

@@ -4,11 +4,12 @@ Each case is a small random shop and a random sequence of timed steps (`tests/st
 A `Driver` feeds the steps to an `Engine`; an `Observer` rebuilds, from the outputs, the
 input events and the shop file alone, what the contract says the world looks like — agent
 statuses, open sessions, loads and pending replies, queues in (−priority, arrival) order, the
-fate of every inquiry — and checks one invariant per test as the outputs stream past (the
-`checks` it is given; its bookkeeping fails every test, since all checks rely on it). Only
-the no-stuck-buyer test also reads the engine's internals, since outputs cannot show an idle
-agent. Where the contract is silent the observer follows docs/routing.md (rejected
-transfers, shifts in `average`, the unmatched pool, transfers' groups).
+fate of every inquiry — and checks the invariants as the outputs stream past (the `checks`
+it is given; its bookkeeping fails always, since all checks rely on it). One run of a case
+judges every invariant at once, rather than one run per invariant. Only the no-stuck-buyer
+check also reads the engine's internals, since outputs cannot show an idle agent. Where the
+contract is silent the observer follows docs/routing.md (rejected transfers, shifts in
+`average`, the unmatched pool, transfers' groups).
 
 The driver wakes the timers (`on_timer(now)`) before handing over each event, so the outputs
 of `handle` are exactly the event's own; `test_handle_fires_due_timers_before_the_event`
@@ -28,11 +29,12 @@ from hypothesis import strategies as st
 
 from daemon.core.engine import DEFAULT_DEDUP_CAPACITY
 from daemon.core.snapshot import ShopDelta, apply_delta
+from tests.engine_checks import CHECKS
 from tests.engine_model import Driver
 from tests.engine_observer import Observer
 from tests.strategies import SHOP, BuyerSays, Case, Inquiry, Status, Step, cases
 
-pytestmark = pytest.mark.slow  # a minute or so; `pytest tests/core -m 'not slow'` leaves these out
+pytestmark = pytest.mark.slow  # several seconds; `pytest tests/core -m 'not slow'` leaves these out
 
 PROPERTY = settings(
     max_examples=250,
@@ -56,37 +58,6 @@ def observe(case: Case, *checks: str) -> Observer:
 # --------------------------------------------------------------------------------- tests
 
 
-@PROPERTY
-@given(cases())
-def test_an_inquiry_is_never_assigned_to_two_agents(case: Case) -> None:
-    observe(case, "one_agent")
-
-
-@PROPERTY
-@given(cases())
-def test_caps_hold_except_repeat_entry_to_the_previous_agent_and_named_transfers(
-    case: Case,
-) -> None:
-    """The cap is the agent's, else its group's, else `queue.default_cap`, for the group
-    the assignment names, and only where queueing applies to that group."""
-    observe(case, "caps")
-
-
-@PROPERTY
-@given(cases())
-def test_no_queued_buyer_is_overtaken_in_its_queue(case: Case) -> None:
-    """A dequeue takes the head of its line (higher priority, then earlier arrival, which
-    overflow keeps); positions agree with that order; a routed buyer passes nobody of equal
-    or higher priority waiting in its candidate."""
-    observe(case, "order")
-
-
-@PROPERTY
-@given(cases())
-def test_assignments_go_to_a_member_of_the_matched_candidate(case: Case) -> None:
-    observe(case, "matching")
-
-
 BUSY_BEFORE_LOAD = Case(  # random steps rarely make a busy agent the lightest loaded one
     shop={
         "id": SHOP,
@@ -108,72 +79,40 @@ BUSY_BEFORE_LOAD = Case(  # random steps rarely make a busy agent the lightest l
 @PROPERTY
 @example(BUSY_BEFORE_LOAD)
 @given(cases())
-def test_average_and_efficiency_modes_pick_the_agent_the_contract_ranks_first(
-    case: Case,
-) -> None:
-    """average: fewest assignments this shift, then longest since the last; efficiency:
-    not busy, lowest load / weight, then longest since the last assignment."""
-    observe(case, "selection")
+def test_the_outputs_keep_every_invariant_of_the_contract(case: Case) -> None:
+    """One engine run per case, judged by every check of `tests/engine_checks.py` at once (a
+    failure names its check in brackets), then a second run for determinism:
 
-
-@PROPERTY
-@given(cases())
-def test_assignments_carry_the_mode_group_and_wait_the_contract_describes(case: Case) -> None:
-    observe(case, "fields")
-
-
-@PROPERTY
-@given(cases())
-def test_inquiries_follow_the_rule_order_repeat_entry_sticky_then_matching(case: Case) -> None:
-    """For a buyer with no session and no queue entry: repeat entry (previous agent if
-    online, else the previous group respecting caps, else its queue), then sticky, then
-    the matched candidate, else its queue."""
-    observe(case, "precedence")
-
-
-@PROPERTY
-@given(cases())
-def test_suspended_and_offline_agents_receive_no_new_buyer(case: Case) -> None:
-    """...and an agent that goes offline keeps no session."""
-    observe(case, "online")
-
-
-@PROPERTY
-@given(cases())
-def test_every_accepted_inquiry_ends_assigned_queued_left_or_expired(case: Case) -> None:
-    """Including: a buyer in a session gets `active_session`, a queued buyer's new inquiry
-    joins its entry (one `waiting` update), and nothing happens after a final state."""
-    observe(case, "fates")
-
-
-@PROPERTY
-@given(cases())
-def test_invalid_events_are_rejected_without_outputs_and_duplicates_ignored(case: Case) -> None:
-    observe(case, "rejections")
-
-
-@PROPERTY
-@given(cases())
-def test_no_buyer_waits_while_an_agent_of_its_candidate_is_eligible(case: Case) -> None:
-    observe(case, "stuck")
-
-
-@PROPERTY
-@given(cases())
-def test_sessions_time_out_and_queued_buyers_expire_at_their_deadlines(case: Case) -> None:
-    observe(case, "timing")
-
-
-@PROPERTY
-@given(cases())
-def test_a_changed_queue_position_is_published_within_update_interval(case: Case) -> None:
-    observe(case, "updates")
-
-
-@PROPERTY
-@given(cases())
-def test_output_ids_are_deterministic_and_never_reused(case: Case) -> None:
-    first = observe(case, "ids").outputs
+    - one_agent: an inquiry is never assigned to two agents.
+    - caps: caps hold except repeat entry to the previous agent and named transfers. The cap
+      is the agent's, else its group's, else `queue.default_cap`, for the group the
+      assignment names, and only where queueing applies to that group.
+    - order: no queued buyer is overtaken in its queue. A dequeue takes the head of its line
+      (higher priority, then earlier arrival, which overflow keeps); positions agree with
+      that order; a routed buyer passes nobody of equal or higher priority waiting in its
+      candidate.
+    - matching: assignments go to a member of the matched candidate.
+    - selection: average and efficiency modes pick the agent the contract ranks first.
+      average: fewest assignments this shift, then longest since the last; efficiency: not
+      busy, lowest load / weight, then longest since the last assignment.
+    - fields: assignments carry the mode, group and wait the contract describes.
+    - precedence: inquiries follow the rule order repeat entry, sticky, then matching. For a
+      buyer with no session and no queue entry: repeat entry (previous agent if online, else
+      the previous group respecting caps, else its queue), then sticky, then the matched
+      candidate, else its queue.
+    - online: suspended and offline agents receive no new buyer, and an agent that goes
+      offline keeps no session.
+    - fates: every accepted inquiry ends assigned, queued, left or expired. Including: a
+      buyer in a session gets `active_session`, a queued buyer's new inquiry joins its entry
+      (one `waiting` update), and nothing happens after a final state.
+    - rejections: invalid events are rejected without outputs and duplicates ignored.
+    - stuck: no buyer waits while an agent of its candidate is eligible.
+    - timing: sessions time out and queued buyers expire at their deadlines.
+    - updates: a changed queue position is published within `update_interval`.
+    - ids: output ids are never reused; and deterministic: a second run gives the same
+      outputs.
+    """
+    first = observe(case, *CHECKS).outputs
     assert observe(case).outputs == first
 
 

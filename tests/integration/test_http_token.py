@@ -39,7 +39,7 @@ async def port() -> AsyncIterator[int]:
         while True:
             if service.views.due():
                 views = service.views
-                views.build(service.engine, service.checkpoint, service.decisions, 0)
+                views.build(service.engine, service.checkpoint.held, service.decisions, 0)
             await asyncio.sleep(0.02)
 
     token = config.http.token.get_secret_value()

@@ -1,7 +1,7 @@
 """The module daemon: one real `fenliu run` process for a whole test module, against the
-session's broker and Redis, serving the shops the module declares in `SHOPS` (shop id ->
-shop file text). Its tests work in shops of their own, so they do not disturb each other;
-tests that stop or reconfigure a daemon start their own."""
+session's broker and a Redis of its own, serving the shops the module declares in `SHOPS`
+(shop id -> shop file text). Its tests work in shops of their own, so they do not disturb
+each other; tests that stop or reconfigure a daemon start their own."""
 
 from __future__ import annotations
 
@@ -27,18 +27,21 @@ def topics(broker: Broker) -> TopicsConfig:
 @pytest.fixture(scope="module")
 def daemon(
     broker: Broker,
-    redis_server: RedisServer,
     topics: TopicsConfig,
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[DaemonProcess]:
-    """`fenliu run` serving the module's `SHOPS`, ready; stopped (exit 0) after the module."""
+    """`fenliu run` serving the module's `SHOPS`, ready; stopped (exit 0) after the module.
+
+    Its Redis is its own: the module's other tests empty the session's (`redis_url`)."""
     shops: dict[str, str] = request.module.SHOPS
-    config = write_config(
-        tmp_path_factory.mktemp("e2e"), bootstrap=broker.bootstrap, redis_url=redis_server.url,
-        topics=topics, shops=shops,
-    )  # fmt: skip
-    process = DaemonProcess(config).start()
-    yield process
-    code, _ = process.stop()
+    folder = tmp_path_factory.mktemp("e2e")
+    with RedisServer(log_dir=folder) as redis_server:
+        config = write_config(
+            folder, bootstrap=broker.bootstrap, redis_url=redis_server.url, topics=topics,
+            shops=shops,
+        )  # fmt: skip
+        process = DaemonProcess(config).start()
+        yield process
+        code, _ = process.stop()
     assert code == 0, process.log_tail()

@@ -87,7 +87,7 @@ async def test_losing_a_master_holds_only_its_shops_and_loses_nothing(
 
             lost.stop()  # the master holding the victim's keys goes away
             await v.inquiry("b2")  # decided in memory, its checkpoint fails: set aside
-            await _metric(daemon, f'fenliu_shop_waiting{{shop="{victim}"}} 1.0', True, 15)
+            await _metric(daemon, f'fenliu_shop_waiting{{shop="{victim}"}} 1.0', True, 30)
             await h.inquiry("b2")
             assert (await h.assignment("b2"))["agent_id"] == "a1", "the other shop goes on"
             await v.inquiry("b3")  # held with b2

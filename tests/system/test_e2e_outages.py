@@ -19,7 +19,7 @@ import pytest
 from daemon.dev.stack import Broker, RedisServer
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
-from tests.e2e import DaemonProcess, Wire, write_config
+from tests.e2e import SESSION_TIMEOUT_S, DaemonProcess, Wire, write_config
 from tests.faultproxy import ProxiedBroker
 
 pytestmark = pytest.mark.e2e
@@ -140,7 +140,8 @@ async def test_broker_connection_cut_then_healed(
                 await w.inquiry(buyer)
             proxied_broker.proxy.cut()  # mid-flight: outputs and commits are cut off
             await wait_ready(process, ready=False, within=10)
-            await asyncio.sleep(7)  # past the group session timeout: the group moves on
+            # past the group session timeout: the group moves on
+            await asyncio.sleep(SESSION_TIMEOUT_S + 1)
             proxied_broker.proxy.heal()
             await wait_ready(process, ready=True, within=40)
             for buyer in buyers[6:]:

@@ -1,6 +1,7 @@
 """docs/producers.md's Python example (docs/examples/producer.py, confluent-kafka) run as a
 user runs it, against a real `fenliu run`, the session's broker and Redis: its producer's
-records land on their shop's partition (murmur2) and its consumer sees the buyer assigned."""
+records land on their shop's partition (murmur2) and its consumer sees the buyer assigned.
+That the guide quotes the example as it is: tests/core/test_producer_guide.py."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from daemon.tools.topics_admin import create_topics
 from tests.conftest import run_sync
 from tests.e2e import DaemonProcess
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs" / "examples" / "producer.py"
-GUIDE = REPO / "docs" / "producers.md"
 SHOPS = {
     "guide": """
 id = "guide"
@@ -75,15 +77,3 @@ def test_the_example_reports_a_refused_record(
     done = run_example(broker, topics, "--shop", "nowhere", "--agent", "a1")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "refused: shop_id 'nowhere' is not configured" in done.stdout
-
-
-def test_the_guide_points_to_the_example_and_quotes_it_as_it_is() -> None:
-    """docs/producers.md links the example, and its Python block is the example's own code
-    (the settings a reader copies are the ones this module runs)."""
-    guide = GUIDE.read_text()
-    assert "](examples/producer.py)" in guide
-    blocks = guide.split("```python\n")[1:]
-    assert blocks, "the guide quotes the example's producer settings"
-    for block in blocks:
-        assert block.split("```", 1)[0] in EXAMPLE.read_text()
-    assert '"partitioner": "murmur2_random"' in guide
