@@ -1,4 +1,4 @@
-"""Chaos bench: daemons stopped N times under a continuous stream, then CONTRACT 6 checked.
+"""Chaos bench: daemons stopped N times under a continuous stream, then contract §6 checked.
 
     .venv/bin/python bench/chaos.py [--kills 20] [--seed 1] [--seconds 30]
     .venv/bin/python bench/chaos.py --instances 3 --kills 20 [--redis cluster]

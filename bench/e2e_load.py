@@ -17,7 +17,7 @@ answers every inquiry at once with a minimal output, produced as the daemon prod
 linger, `acks=all`) — the broker's and the clients' share of the latency, with no routing,
 no Redis and no checkpoint.
 
-An inquiry of a buyer who is already queued gets no output of its own (CONTRACT 3: the
+An inquiry of a buyer who is already queued gets no output of its own (contract §3: the
 buyer stays queued, and the `waiting` update names the first inquiry), so a few inquiries
 of the stream stay unanswered: the report counts answers and inquiries.
 """

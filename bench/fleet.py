@@ -1,4 +1,4 @@
-"""Fleet bench: thousands of shops in one daemon and over three (issue 10, CONTRACT 7).
+"""Fleet bench: thousands of shops in one daemon and over three (issue 10, contract §7).
 
     .venv/bin/python bench/fleet.py [--shops 3000] [--events 60000]
 

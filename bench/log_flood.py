@@ -1,5 +1,5 @@
 """Log flood benchmark: how many log lines, and how long the longest, a flood of bad records
-makes (CONTRACT 6: logs about bad input are bounded).
+makes (contract §6: logs about bad input are bounded).
 
     .venv/bin/python bench/log_flood.py [--records N]
 

@@ -1,5 +1,5 @@
 """Scrape bench: routing latency while /metrics is hammered, and the scrape's time and size
-(issue 23, CONTRACT 6 "Watching never slows routing").
+(issue 23, contract §6 "Watching never slows routing").
 
     .venv/bin/python bench/scrape.py [--shops 1,3000] [--inquiries 150] [--clients 16]
 

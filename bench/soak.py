@@ -1,5 +1,5 @@
 """Abuse soak: one daemon under normal traffic, every kind of bad record and an HTTP flood
-for N minutes; nothing may stop it (issue 23, CONTRACT 6).
+for N minutes; nothing may stop it (issue 23, contract §6).
 
     .venv/bin/python bench/soak.py [--minutes 30] [--seed 1] [--bad-rate 20] [--flood-rate 200]
 
@@ -17,7 +17,7 @@ seconds.
 
 Prints a progress line every 30 s, then the figures and a table of targets: no crash, every
 bad record dead-lettered (by source topic, partition and offset), no good record
-dead-lettered, no good inquiry lost and CONTRACT 6 otherwise clean (tests/chaos_check.py),
+dead-lettered, no good inquiry lost and contract §6 otherwise clean (tests/chaos_check.py),
 dead letters within 16 KiB of raw, no log line over 4 KiB, far fewer log lines about
 rejected records than bad records, and RSS from minute 5 to minute 30 (1/6 of the run to
 its end) within +10%. Exits 1 when a target is missed. `--keep` keeps the daemon's log.

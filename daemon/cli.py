@@ -1,4 +1,4 @@
-"""The `fenliu` command line (CONTRACT.md section 8).
+"""The `fenliu` command line (docs/contract.md §8).
 
 Each subcommand lives in the module that owns its subject; this file only parses arguments
 and dispatches, importing the subject module lazily so `fenliu check-config` starts fast.

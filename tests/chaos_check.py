@@ -1,11 +1,11 @@
-"""The chaos checker: CONTRACT 6 judged from the inputs and the output topics alone (no I/O).
+"""The chaos checker: contract §6 judged from the inputs and the output topics alone (no I/O).
 
 `check(inputs, outputs, shop_configs)` takes every input event produced (dicts, in the order
 they were produced), every output record read back from the beginning of the output topics
 (dicts; records of one topic and shop in topic order, any interleaving between topics), and
 the shop files; it returns a `Verdict`: violations by kind, with examples, and figures.
 
-The kinds (CONTRACT 6 and 3.1, as the outputs show them to a consumer that drops duplicate
+The kinds (contract §6 and 3.1, as the outputs show them to a consumer that drops duplicate
 ids, keeping the first):
 
     lost                  an accepted inquiry with no final state (no output names it, and it
@@ -371,7 +371,7 @@ class _ShopJudge:
             self.open[e["inquiry_id"]] = _Session(e["inquiry_id"], buyer, agent, e["ts"])
 
     def cap(self, agent: str, group: str | None) -> int | None:
-        """CONTRACT 2: the agent's cap in `group`, or None where queueing does not apply."""
+        """contract §2: the agent's cap in `group`, or None where queueing does not apply."""
         q = self.config.queue
         if group is None or not q.enabled or (q.scope == "groups" and group not in q.groups):
             return None

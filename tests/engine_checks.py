@@ -77,7 +77,7 @@ class Checks:
     # ----------------------------------------------------------------- the invariants
 
     def check_cap(self, a: Assignment, ev: InputEvent | None) -> None:
-        """CONTRACT 6 caps hold, except repeat entry to the previous agent, to_agent."""
+        """contract §6 caps hold, except repeat entry to the previous agent, to_agent."""
         assert a.group is not None
         cap = self.rules.cap(a.agent_id, a.group)
         if cap is None:
@@ -94,7 +94,7 @@ class Checks:
         return [e for e in self.queues[entry.key].values() if e.order < entry.order]
 
     def check_head_of_line(self, entry: Entry) -> None:
-        """CONTRACT 3.1: a queue serves higher priority first, then earlier arrival."""
+        """contract §3.1: a queue serves higher priority first, then earlier arrival."""
         if ahead := self.ahead_of(entry):
             self.fail("order", f"{entry} dequeued ahead of {ahead}")
 
@@ -104,7 +104,7 @@ class Checks:
 
     def check_candidate(self, a: Assignment, key: Key, ev: InputEvent | None) -> None:
         """Chosen inside its candidate; a routed buyer passes nobody waiting there with
-        equal or higher priority (CONTRACT 3.1)."""
+        equal or higher priority (contract §3.1)."""
         members = self.rules.members(key) if key != NO_MATCH else {}
         if members.get(a.agent_id) != a.group:
             self.fail("matching", f"{a} but the candidate is {key!r}: {members}")
@@ -115,12 +115,12 @@ class Checks:
             self.fail("order", f"{a} overtakes {waiting} queued in {key!r}")
 
     def eligible(self, agent: str, group: str) -> bool:
-        """CONTRACT 2: online, a member, below cap where queueing applies."""
+        """contract §2: online, a member, below cap where queueing applies."""
         cap = self.rules.cap(agent, group)
         return self.status[agent] == "online" and (cap is None or self.load[agent] < cap)
 
     def check_selection(self, a: Assignment, key: Key) -> None:
-        """CONTRACT 3 rule 5 for the modes whose choice the outputs determine."""
+        """contract §3 rule 5 for the modes whose choice the outputs determine."""
         if key == NO_MATCH:
             return
         pool = [x for x, g in self.rules.members(key).items() if self.eligible(x, g)]
@@ -150,7 +150,7 @@ class Checks:
             self.fail("timing", f"{u} of {entry}: max_wait is {max_wait} ms")
 
     def check_on_time(self) -> None:
-        """CONTRACT 3.2 and 3.1: no session or queued buyer outlives its deadline."""
+        """contract §3.2 and 3.1: no session or queued buyer outlives its deadline."""
         q = self.config.queue
         for s in self.sessions.values():
             if not s.buyer_waiting and s.last_agent_at + q.session_timeout <= self.now:
@@ -199,7 +199,7 @@ class Checks:
     def check_inquiry_outputs(
         self, ev: BuyerInquired, before: Open | Entry | None, own: list[OutputEvent]
     ) -> None:
-        """CONTRACT 3 rule 1: in a session → active_session; queued → stays queued."""
+        """contract §3 rule 1: in a session → active_session; queued → stays queued."""
         shapes = [(type(o), getattr(o, "reason", None) or o.status, o.inquiry_id) for o in own]  # type: ignore[union-attr]
         if isinstance(before, Open):
             ok = shapes == [(Assignment, AssignReason.ACTIVE_SESSION, ev.id)]
@@ -217,7 +217,7 @@ class Checks:
             self.fail("fates", f"{ev} from a buyer with {before} produced {own}")
 
     def predict(self, ev: BuyerInquired) -> Expected:
-        """CONTRACT 3 rules 2–6 and 3.5, in order, for a buyer with no session or queue."""
+        """contract §3 rules 2–6 and 3.5, in order, for a buyer with no session or queue."""
         last = self.previous.get(ev.buyer_id)
         repeat_window, sticky_window = (
             self.config.queue.repeat_entry_window,
@@ -232,7 +232,7 @@ class Checks:
             if queueing:
                 if group and self.status[last.agent] == "online":
                     return Expected(AssignReason.REPEAT_ENTRY, {last.agent}, last.key)
-                # CONTRACT 3.5: another agent of the previous agent's group
+                # contract §3.5: another agent of the previous agent's group
                 return self.route(group or last.key, AssignReason.REPEAT_ENTRY)
         if last and last.key != NO_MATCH and sticky_window > 0 and since < sticky_window:
             group = self.rules.members(last.key).get(last.agent)
@@ -260,7 +260,7 @@ class Checks:
             self.fail("precedence", f"{ev} produced {o}; expected {expected}")
 
     def check_not_stuck(self) -> None:
-        """CONTRACT 3.1: nobody waits while an agent of the candidate is eligible."""
+        """contract §3.1: nobody waits while an agent of the candidate is eligible."""
         if "stuck" not in self.checks:
             return
         for key, entries in self.queues.items():

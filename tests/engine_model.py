@@ -177,7 +177,7 @@ class Rules:
         return q.enabled and (q.scope == "shop" or group in q.groups)
 
     def cap(self, agent: str, group: str) -> int | None:
-        """CONTRACT 2: agent cap, else group cap, else default; None without queueing."""
+        """contract §2: agent cap, else group cap, else default; None without queueing."""
         if not self.queueing(group):
             return None
         own = self.agents[agent].cap
@@ -195,7 +195,7 @@ class Rules:
         return group_mode or self.config.mode
 
     def candidate_key(self, ctx: InquiryContext) -> Key:
-        """CONTRACT 3 rule 4: crowd, item, intent, order status, then the pool."""
+        """contract §3 rule 4: crowd, item, intent, order status, then the pool."""
         dims: list[tuple[Iterable[str | None], str]] = [
             (ctx.crowd, "crowd"),
             ((ctx.item_id,), "items"),
@@ -254,7 +254,7 @@ class Ended:
 
 @dataclass
 class Expected:
-    """What CONTRACT 3 says an inquiry from a buyer without session or queue gets."""
+    """What contract §3 says an inquiry from a buyer without session or queue gets."""
 
     outcome: AssignReason | QueueStatus
     agents: set[str]  # who may take it (empty when it queues)

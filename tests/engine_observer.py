@@ -143,7 +143,7 @@ class Observer(Checks):
         s.buyer_waiting = waiting
 
     def at_end(self) -> None:
-        """CONTRACT 6: every accepted inquiry is assigned, queued, left or expired."""
+        """contract §6: every accepted inquiry is assigned, queued, left or expired."""
         for inquiry in self.accepted:
             root = self.joined.get(inquiry, inquiry)
             fate = self.fate.get(root)

@@ -1,5 +1,5 @@
 """The abuse soak: one real `fenliu run` fed normal traffic, every kind of bad record and an
-HTTP flood at once, then judged (CONTRACT 1.2, 1.3 and 6; issue 23).
+HTTP flood at once, then judged (contract §1.2, 1.3 and 6; issue 23).
 
 Used by `bench/soak.py --minutes N` (30 by default; the figures go in BENCHMARKS.md) and by
 `tests/system/test_soak.py` (two minutes). `run_soak(plan, ...)`:
@@ -22,7 +22,7 @@ Used by `bench/soak.py --minutes N` (30 by default; the figures go in BENCHMARKS
   nothing is open or queued and every bad record has its dead letter (or nothing moves),
   reads every output topic from the beginning and judges: crashes; every bad record
   dead-lettered (matched by the dead letter's `source_topic`, `partition` and `offset`)
-  and no dead letter for a good record; CONTRACT 6 over the good traffic (tests/chaos_check.py's
+  and no dead letter for a good record; contract §6 over the good traffic (tests/chaos_check.py's
   `check`, whose `lost` says every good inquiry was decided); each dead letter's `raw`
   within 16 KiB of the original (`raw_truncated` when cut) and its record within
   `DEAD_LETTER_BOUND`; the daemon's
@@ -75,7 +75,7 @@ from tests.e2e import REPO, DaemonProcess, write_config
 from tests.flood import read_stats
 
 KIB, MIB = 1024, 1024 * 1024
-RAW_LIMIT = 16 * KIB  # CONTRACT 1.3: a dead letter's raw (and echoed key) holds at most this
+RAW_LIMIT = 16 * KIB  # contract §1.3: a dead letter's raw (and echoed key) holds at most this
 DEAD_LETTER_BOUND = 128 * KIB  # key + value of one dead letter: a few 16 KiB excerpts, and words
 LOG_LINE_LIMIT = 4 * KIB  # no log line longer (issue 23)
 LOG_RATIO = 5  # at least this many bad records per log line about rejected records
@@ -117,7 +117,7 @@ def _json(obj: Any) -> bytes:
 
 
 class BadRecords:
-    """Makes every kind of bad record for each input topic (CONTRACT 1.2, "Anything else"),
+    """Makes every kind of bad record for each input topic (contract §1.2, "Anything else"),
     seeded; `partitions` is the input topics' partition count (for the misrouted ones) and
     `limit` the largest value the broker takes."""
 
@@ -631,7 +631,7 @@ class SoakResult:
             ),
             Target("good inquiries lost", f"{counts['lost']}", counts["lost"] == 0),
             Target(
-                "CONTRACT 6 audit",
+                "contract §6 audit",
                 "clean" if not audit else f"violations {audit}",
                 not audit,
             ),

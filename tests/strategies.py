@@ -309,7 +309,7 @@ _KINDS = (
     ("nothing",)  # all-zero bytes: what shrinking turns an irrelevant step into
     + ("inquiry",) * 8
     + ("status",) * 4
-    + ("buyer_says",) * 4  # buyers who wrote last make agents busy (CONTRACT 3.4)
+    + ("buyer_says",) * 4  # buyers who wrote last make agents busy (contract §3.4)
     + ("agent_says", "agent_says", "transfer", "transfer")
     + ("leave", "order", "order", "stats", "duplicate", "late", "tick", "deadline")
 )

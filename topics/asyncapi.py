@@ -4,7 +4,7 @@
 
 Front-end teams generate producers and consumers in their language from that document.
 Everything in it comes from this package: a channel per topic (its id is the topic's key in
-`[kafka.topics]` of CONTRACT 5, its address the default topic name), a message per event
+`[kafka.topics]` of contract §5, its address the default topic name), a message per event
 type of the topic's JSON Schema with that schema's definition of the event as payload, the
 Kafka record key from the schema's `x-fenliu-record-key` field, and the records of
 `topics/examples/` as message examples. The document describes Fenliu itself: it `receive`s

@@ -1,4 +1,4 @@
-"""Kafka records to typed events and back (CONTRACT.md section 1).
+"""Kafka records to typed events and back (docs/contract.md §1).
 
 `decode` is the hot path: every consumed record goes through it. It parses with orjson and
 checks each field by hand (a dict lookup and a type test), with no general JSON Schema
@@ -84,14 +84,14 @@ EVENT_TYPES: Final[Mapping[TopicKind, tuple[str, ...]]] = {
     TopicKind.MESSAGES: ("message",),
     TopicKind.AGENT_STATUS: ("agent_status", "agent_stats"),
 }
-"""The event types each input topic carries (CONTRACT 1)."""
+"""The event types each input topic carries (contract §1)."""
 
 DEFAULT_TOPICS: Final[Mapping[TopicKind, str]] = {
     TopicKind.INQUIRIES: "fenliu.inquiries",
     TopicKind.MESSAGES: "fenliu.messages",
     TopicKind.AGENT_STATUS: "fenliu.agent-status",
 }
-"""Default topic name of each input topic (CONTRACT 1; configurable in section 5)."""
+"""Default topic name of each input topic (contract §1; configurable in section 5)."""
 
 _Builder = Callable[[Obj, str, str, int], InputEvent]
 _STATUSES: Final[Mapping[str, AgentStatus]] = {s.value: s for s in AgentStatus}
@@ -178,7 +178,7 @@ def decode(value: bytes | None, key: bytes | None, kind: TopicKind) -> InputEven
 
     Checks, in order, reporting the first problem: size, JSON, object, `type` (one the
     topic carries), `id`, `shop_id`, the key (equal to `shop_id`), `ts`, then the fields of
-    the event type in the order CONTRACT 1.2 lists them.
+    the event type in the order contract §1.2 lists them.
     """
     if value is None or len(value) > MAX_RECORD_BYTES:
         fail(_size_problem(value))
@@ -248,7 +248,7 @@ def _key_problem(key: bytes | None, shop_id: str) -> str:
 
 
 def encode(event: OutputEvent | InputEvent) -> bytes:
-    """The record value of `event`: a JSON object in its wire form (CONTRACT 1.2, 1.3).
+    """The record value of `event`: a JSON object in its wire form (contract §1.2, 1.3).
 
     Output events keep `group` and `mode` (null when None); `queue_update` leaves out
     `position`/`estimated_wait_s` when None and `rejected` leaves out `raw_encoding` when

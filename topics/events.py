@@ -1,4 +1,4 @@
-"""Typed events of the Kafka contract (CONTRACT.md section 1).
+"""Typed events of the Kafka contract (docs/contract.md §1).
 
 Input events are facts in the past tense, produced by chat front ends; output events are
 the daemon's decisions. All are frozen, slotted dataclasses: cheap to build on the hot
@@ -17,7 +17,7 @@ from typing import Literal
 
 
 class AgentStatus(StrEnum):
-    """Reception state of an agent (CONTRACT 1.2 `agent_status`)."""
+    """Reception state of an agent (contract §1.2 `agent_status`)."""
 
     ONLINE = "online"
     SUSPENDED = "suspended"
@@ -25,7 +25,7 @@ class AgentStatus(StrEnum):
 
 
 class Mode(StrEnum):
-    """Selection mode inside a candidate group (CONTRACT 3, rule 5)."""
+    """Selection mode inside a candidate group (contract §3, rule 5)."""
 
     AVERAGE = "average"
     WEIGHTED = "weighted"
@@ -34,7 +34,7 @@ class Mode(StrEnum):
 
 
 class AssignReason(StrEnum):
-    """Why a buyer was given to an agent (CONTRACT 1.3 `assignment.reason`)."""
+    """Why a buyer was given to an agent (contract §1.3 `assignment.reason`)."""
 
     ACTIVE_SESSION = "active_session"
     REPEAT_ENTRY = "repeat_entry"
@@ -45,7 +45,7 @@ class AssignReason(StrEnum):
 
 
 class CloseReason(StrEnum):
-    """Why a session ended (CONTRACT 1.3 `session_closed.reason`)."""
+    """Why a session ended (contract §1.3 `session_closed.reason`)."""
 
     TIMEOUT = "timeout"
     AGENT_OFFLINE = "agent_offline"
@@ -53,7 +53,7 @@ class CloseReason(StrEnum):
 
 
 class QueueStatus(StrEnum):
-    """What happened to a queued buyer (CONTRACT 1.3 `queue_update.status`)."""
+    """What happened to a queued buyer (contract §1.3 `queue_update.status`)."""
 
     QUEUED = "queued"
     WAITING = "waiting"

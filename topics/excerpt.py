@@ -1,4 +1,4 @@
-"""Bounded excerpts of a refused record, for its dead letter (CONTRACT 1.3 `rejected`).
+"""Bounded excerpts of a refused record, for its dead letter (contract §1.3 `rejected`).
 
 A dead letter always fits the broker, whatever the record it describes: it carries at most
 `MAX_RAW_BYTES` of the record value, `MAX_KEY_BYTES` of its key and `MAX_ERROR_BYTES` of the

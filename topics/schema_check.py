@@ -29,7 +29,7 @@ TOPICS: Final[dict[str, str]] = {
     "queue_updates": "fenliu.queue-updates",
     "dead_letter": "fenliu.dead-letter",
 }
-"""Logical topic (the `[kafka.topics]` key of CONTRACT 5) to default topic name, which is
+"""Logical topic (the `[kafka.topics]` key of contract §5) to default topic name, which is
 also the stem of its schema file."""
 
 _MAX_REASON_CHARS: Final = 300

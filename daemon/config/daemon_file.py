@@ -1,4 +1,4 @@
-"""`fenliu.toml`'s tables as frozen pydantic models (CONTRACT.md section 5): `[kafka]` with
+"""`fenliu.toml`'s tables as frozen pydantic models (docs/contract.md §5): `[kafka]` with
 `[kafka.topics]`, `[redis]`, `[http]`, `[shops]`, and `FenliuConfig`, what the daemon runs with.
 
 Field validators word their own problems (a bad host:port, topic name or Redis URL, an unset
@@ -90,7 +90,7 @@ class _Frozen(BaseModel):
 
 
 class TopicsConfig(_Frozen):
-    """`[kafka.topics]`: the six topic names (CONTRACT 1)."""
+    """`[kafka.topics]`: the six topic names (contract §1)."""
 
     inquiries: TopicName = "fenliu.inquiries"
     messages: TopicName = "fenliu.messages"

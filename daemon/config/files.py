@@ -1,4 +1,4 @@
-"""Loading `fenliu.toml` and its folder of shop files (CONTRACT.md section 5).
+"""Loading `fenliu.toml` and its folder of shop files (docs/contract.md §5).
 
 `load_config` reads everything up front and returns one frozen `FenliuConfig`, or raises
 `ConfigError` carrying every problem of every file at once, each a `ConfigProblem` printed

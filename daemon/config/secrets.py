@@ -1,4 +1,4 @@
-"""Settings that may hold a secret, and how a secret stays out of text (CONTRACT 5).
+"""Settings that may hold a secret, and how a secret stays out of text (contract §5).
 
 Every setting that can hold a secret (`redis.url`, `kafka.sasl_password`,
 `kafka.ssl_password`, `http.token`) may name environment variables as `${NAME}`

@@ -13,7 +13,7 @@ each own their state and change it only through their own methods:
 
 Each candidate keeps, for its eligible agents only, an index whose first entry is the
 agent its mode picks next, so choosing an agent costs O(log n) and never scans the group
-(CONTRACT 3 rule 5). The index is a heap of rank keys with lazy deletion: `keys` holds each
+(contract §3 rule 5). The index is a heap of rank keys with lazy deletion: `keys` holds each
 eligible agent's live key, and a heap entry that is not that very tuple is stale, skipped
 when it comes to the top and dropped when stale entries outnumber live ones (a session start
 or end moves an agent with one C-level push instead of a sorted-list remove and insert).

@@ -1,4 +1,4 @@
-"""Typed, validated, frozen shop configuration (CONTRACT.md section 5).
+"""Typed, validated, frozen shop configuration (docs/contract.md §5).
 
 These models are what the routing engine consumes. Reading TOML files and turning
 validation errors into "file: key: problem" lines is `daemon.config`'s job; this module only

@@ -1,4 +1,4 @@
-"""Bounded memory of recently seen event ids (CONTRACT 1.1: a repeated id is ignored)."""
+"""Bounded memory of recently seen event ids (contract §1.1: a repeated id is ignored)."""
 
 from __future__ import annotations
 

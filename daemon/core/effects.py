@@ -1,7 +1,7 @@
 """What a shop's decisions leave behind: the output events, and what changed for checkpoints.
 
 Every part of a shop that decides something writes it here, and only here: `assignment`,
-`session_closed` and `queue_update` build the output events of CONTRACT 1.3 (their ids are
+`session_closed` and `queue_update` build the output events of contract §1.3 (their ids are
 derived from the inquiry, so a replay gives the same ids), and `buyer_changed`,
 `agent_changed` and `other_changed` mark the rows a checkpoint must write again. The shop
 front hands the outputs to its caller with `take` after each event or timer.

@@ -19,7 +19,7 @@ Kafka partition — the unit a daemon instance owns — carries whole shops. An 
 with `track=True` also remembers what changed, and `take_deltas()` hands the changes since
 the previous call to whoever checkpoints them.
 
-The cost of an event does not grow with the number of shops (CONTRACT 7): the engine keeps
+The cost of an event does not grow with the number of shops (contract §7): the engine keeps
 each shop's next deadline in one heap and the shops touched since the last look in a set,
 so `next_deadline`, `due` and `take_deltas` visit only the shops that changed or are due.
 

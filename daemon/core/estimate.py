@@ -1,7 +1,7 @@
 """The wait announced with every queue update (`queue_update.estimated_wait_s`).
 
 A queued buyer is served when a slot frees in its group, and slots free when sessions end.
-Sessions end by the session timeout (CONTRACT 3.2), so the engine knows when each open
+Sessions end by the session timeout (contract §3.2), so the engine knows when each open
 session will end if nothing more is said — and roughly how much longer a chat that is still
 going will last. The estimate reads those ends instead of assuming sessions end at an
 average rate:

@@ -1,4 +1,4 @@
-"""Queues of one shop: joining, leaving, serving, announcing (CONTRACT 3.1; routing.md, Queues).
+"""Queues of one shop: joining, leaving, serving, announcing (contract §3.1; routing.md, Queues).
 
 `Queues` owns the lines' bookkeeping (the arrival counter that breaks ties) and everything a
 line says to its buyers:

@@ -1,4 +1,4 @@
-"""Applying a reloaded shop file to a running shop (CONTRACT 5, Reload): the agents' side.
+"""Applying a reloaded shop file to a running shop (contract §5, Reload): the agents' side.
 
 Sessions and queues are kept (`ShopEngine.reconfigure` rebuilds the candidates, gives them
 back what they learned and puts queued buyers back in line with `Queues.rehome`). An agent

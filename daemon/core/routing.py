@@ -2,7 +2,7 @@
 
 `Routing` owns the candidates built from the shop file (one per group, plus the pool of the
 groups with `accept_unmatched` when there are several), which agents sit in which candidates,
-which candidates share agents, and the index of CONTRACT 3 rule 4 (group matching by crowd,
+which candidates share agents, and the index of contract §3 rule 4 (group matching by crowd,
 item, intent, order status). Each candidate keeps its own sorted index of eligible agents
 (`daemon/core/candidate.py`), so choosing an agent is O(log n).
 
@@ -125,7 +125,7 @@ class Routing:
         return self.agent_cands.get(agent_id, ())
 
     def candidate_for(self, ctx: InquiryContext) -> Candidate | None:
-        """Group matching (CONTRACT 3 rule 4): crowd, item, intent, order status, pool."""
+        """Group matching (contract §3 rule 4): crowd, item, intent, order status, pool."""
         dims = (ctx.crowd, (ctx.item_id,), (ctx.intent,), (ctx.order_status,))
         for index, values in zip(self._match, dims, strict=True):
             found = [index[v] for v in values if v is not None and v in index]

@@ -1,4 +1,4 @@
-"""The inquiry rules of CONTRACT 3, as a table read top to bottom.
+"""The inquiry rules of contract §3, as a table read top to bottom.
 
 A `buyer_inquiry` goes through `INQUIRY_RULES` in order; the first rule that takes the buyer
 decides, and the rest are not asked. A rule returns False without changing anything when it
@@ -58,7 +58,7 @@ def already_queued(p: Parts, buyer: Buyer, ev: BuyerInquired) -> bool:
 
 
 def repeat_entry(p: Parts, buyer: Buyer, ev: BuyerInquired) -> bool:
-    """2. Back within `repeat_entry_window` where queueing applies (CONTRACT 3.5): the
+    """2. Back within `repeat_entry_window` where queueing applies (contract §3.5): the
     previous agent if online, else the first free agent of its group, else the line."""
     last = buyer.last
     window = p.state.config.queue.repeat_entry_window
@@ -69,7 +69,7 @@ def repeat_entry(p: Parts, buyer: Buyer, ev: BuyerInquired) -> bool:
         return False
     member = cand.is_member(last.agent_id)
     if not (cand.caps[last.agent_id] is not None if member else cand.queueing):
-        return False  # repeat entry only where queueing applies (CONTRACT 3.5)
+        return False  # repeat entry only where queueing applies (contract §3.5)
     prev = p.state.agents.get(last.agent_id)
     reason = AssignReason.REPEAT_ENTRY
     if prev is not None and prev.status is AgentStatus.ONLINE and member:
@@ -86,7 +86,7 @@ def repeat_entry(p: Parts, buyer: Buyer, ev: BuyerInquired) -> bool:
 
 
 def sticky(p: Parts, buyer: Buyer, ev: BuyerInquired) -> bool:
-    """3. Sticky recent contact (CONTRACT 3.3): the last agent, if it could take a buyer."""
+    """3. Sticky recent contact (contract §3.3): the last agent, if it could take a buyer."""
     last = buyer.last
     window = p.state.config.sticky_window
     if last is None or window <= 0 or p.state.now - last.ended_at >= window:

@@ -1,10 +1,10 @@
 """Sessions of one shop: opening, closing and handing over; what is said and bought in them.
 
-A session runs from an `assignment` to a `session_closed` (CONTRACT 3.2). `Sessions` opens
+A session runs from an `assignment` to a `session_closed` (contract §3.2). `Sessions` opens
 one with `start` (the agent's counters, its place in its candidates and the timeout timer
 follow), closes one with `close` (timeout, agent offline) and hands one over with `transfer`
-(CONTRACT 1.2 `transfer`; docs/routing.md, Transfers). `on_message` and `on_order` apply
-what happens inside a session: who owes a reply (busyness, CONTRACT 3.4), when it times out,
+(contract §1.2 `transfer`; docs/routing.md, Transfers). `on_message` and `on_order` apply
+what happens inside a session: who owes a reply (busyness, contract §3.4), when it times out,
 which agent an order credits. Ended sessions are remembered as the buyer's `last` contact for
 the longest of the sticky, conversion and repeat-entry windows (`recent_ends`, `purge`).
 
@@ -229,7 +229,7 @@ class Sessions:
             agent_id, already = buyer.last.agent_id, buyer.last.converted
             buyer.last.converted = True
         else:
-            return  # no session to credit (CONTRACT 1.2 order)
+            return  # no session to credit (contract §1.2 order)
         agent = state.agents[agent_id]
         self._effects.agent_changed(agent_id)
         agent.orders += 1

@@ -1,4 +1,4 @@
-"""One shop's routing state machine: the rules of CONTRACT.md sections 2–4.
+"""One shop's routing state machine: the rules of docs/contract.md §2–4.
 
 `ShopEngine.handle(event, now)` fires the timers due by `now`, then applies one decoded
 event and returns the output events. Bad input raises `EventRejected` before anything
@@ -13,7 +13,7 @@ The engine is a thin front over parts that each keep their own state
 - `Routing` (routing.py): candidates, the match index, re-ranking agents;
 - `Sessions` (sessions.py): start, close, transfer; messages and orders;
 - `Queues` (queues.py): enqueue, drain, queue updates, max_wait;
-- `INQUIRY_RULES` (rules.py): the order of the inquiry rules of CONTRACT 3.
+- `INQUIRY_RULES` (rules.py): the order of the inquiry rules of contract §3.
 
 The front keeps the dispatch table of input events, the agent status changes (a transition
 table in model.py) and the timers. The hot path — `handle` and `Sessions.on_message` — is
@@ -128,7 +128,7 @@ class ShopEngine:
         return self.state.timers.next_deadline(self._resolve)
 
     def reconfigure(self, config: ShopConfig, now: int) -> list[OutputEvent]:
-        """Apply a reloaded shop file; sessions and queues are kept (CONTRACT 5, Reload)."""
+        """Apply a reloaded shop file; sessions and queues are kept (contract §5, Reload)."""
         self._fire_due(now)
         state = self.state
         before = set(state.agents)
@@ -215,7 +215,7 @@ class ShopEngine:
         return self.routing.candidate(key)
 
     def candidate_for(self, ctx: InquiryContext) -> Candidate | None:
-        """The candidate an inquiry with this context goes to (CONTRACT 3 rule 4)."""
+        """The candidate an inquiry with this context goes to (contract §3 rule 4)."""
         return self.routing.candidate_for(ctx)
 
     # --------------------------------------------------------------------------- timers

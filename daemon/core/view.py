@@ -1,4 +1,4 @@
-"""What a supervisor sees of a shop right now, as plain JSON-able data (CONTRACT 8's JSON API).
+"""What a supervisor sees of a shop right now, as plain JSON-able data (contract §8's JSON API).
 
 Read-only views of a `ShopEngine`, for the daemon's `/api/shops` (`shop_summary`) and
 `/api/shops/{id}` (`shop_view`); the caller supplies `now` (epoch ms) and calls them between
@@ -12,7 +12,7 @@ engine steps, never while the engine runs (daemon.service.views builds them in t
                                                       "priority", "waited_s",
                                                       "estimated_wait_s"}]}]}
 
-An agent's `cap` is the lowest of its caps where queueing applies (CONTRACT 2: its own, else
+An agent's `cap` is the lowest of its caps where queueing applies (contract §2: its own, else
 its group's, else the shop's default), null where queueing applies to none of its groups.
 `busy` is pending replies above `busy_threshold`. A queue is one line of buyers: one per
 group, and one (group null) for the pool of `accept_unmatched` groups; buyers in the order

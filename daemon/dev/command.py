@@ -1,4 +1,4 @@
-"""`fenliu dev`: a complete local stack with no setup (CONTRACT 8), and a live view of it.
+"""`fenliu dev`: a complete local stack with no setup (contract §8), and a live view of it.
 
     Tansu broker + redis-server   child processes on free loopback ports (daemon.dev.stack)
     the six topics                4 partitions each (daemon.tools.topics_admin)

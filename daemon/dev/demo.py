@@ -3,7 +3,7 @@
 `fenliu demo` feeds a fixed scenario to the sans-I/O engine in virtual time (no broker, no
 Redis, no clock) and prints every decision as one line, then a summary of agents and queues
 (`fenliu dev` runs the real daemon with a broker and Redis instead). The scenario (seeded,
-so every run is the same) walks through the rules of CONTRACT.md section 3 on the example
+so every run is the same) walks through the rules of docs/contract.md §3 on the example
 shop `config/shops/big.toml`:
 
     20:00  every agent comes online; conversion figures arrive for the presale team

@@ -304,7 +304,7 @@ class Traffic:
 
 
 def topic_kind(event: InputEvent) -> TopicKind:
-    """The input topic an event is published on (CONTRACT 1)."""
+    """The input topic an event is published on (contract §1)."""
     if isinstance(event, MessageSent):
         return TopicKind.MESSAGES
     if isinstance(event, AgentStatusChanged | AgentStatsReported):

@@ -17,7 +17,7 @@ every group's `conversion_strength`). The pool of several `accept_unmatched` gro
 routed by the shop's `mode` with strength `mid` whatever the groups say (the routing core's
 rule), so a strength reaches unmatched buyers only through a group of their own.
 
-The oracle obeys every rule conversion mode obeys — caps, busyness first (CONTRACT 3.4),
+The oracle obeys every rule conversion mode obeys — caps, busyness first (contract §3.4),
 `conversion_min_agents` (with that many or fewer eligible agents the group uses
 efficiency) — and, wherever conversion mode would choose, picks the non-busy (else busy)
 eligible agent with the highest true rate (ties: the lower load / weight, then as

@@ -1,4 +1,4 @@
-"""The read-only JSON API and the console's address (CONTRACT 8), and the `[http] token`.
+"""The read-only JSON API and the console's address (contract §8), and the `[http] token`.
 
     GET /api/shops                 {"shops": [summary, ...]} of the shops served here, by id
     GET /api/shops/{id}            agents, queues and the last decisions of one shop

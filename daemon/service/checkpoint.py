@@ -1,8 +1,8 @@
 """Bookkeeping between the engine and the store: what one batch checkpoints, what a restore
-brings back, which shops this instance owns and which it has set aside (CONTRACT 6 and 7).
+brings back, which shops this instance owns and which it has set aside (contract §6 and 7).
 
 The service owns the I/O order — apply a batch, `Checkpoint.save`, then produce what `save`
-returns — and this module owns the facts: each shop's home partition (CONTRACT 1,
+returns — and this module owns the facts: each shop's home partition (contract §1,
 daemon.service.kafka.home_partition), the owner epochs and checkpoint numbers that fence this
 instance once another has claimed a shop or partition (daemon.service.store), the offsets
 each shop's stored state reflects and each partition's consumed position (records below them

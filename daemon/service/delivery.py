@@ -1,4 +1,4 @@
-"""Handing checkpointed outputs to Kafka and waiting for its acknowledgements (CONTRACT 6).
+"""Handing checkpointed outputs to Kafka and waiting for its acknowledgements (contract §6).
 
 `Deliveries.send` hands a batch's outbox records to the producer all at once (they leave
 together without a linger: daemon.service.clients) and keeps their delivery futures.

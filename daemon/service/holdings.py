@@ -5,7 +5,7 @@ it: its owner token, its consumed positions, whether its own (shop-less) outbox 
 acknowledgements, and the shops whose home it is (`OwnedShop`), those of them set aside
 (`SetAside`) and those whose outbox waits. A `WaitingPartition` is assigned, but its claim
 did not answer. Letting a partition go drops its record (`drop`); a restore drops them all
-(`clear`). A shop is found through its home partition (CONTRACT 1), remembered by `home`;
+(`clear`). A shop is found through its home partition (contract §1), remembered by `home`;
 lookups never remember one (only configured shops are asked their home: by the claims, the
 intake and the API), so an id from outside, a dead letter's say, is never kept.
 
@@ -76,7 +76,7 @@ class Holdings:
         self._homes: dict[str, int] = {}
 
     def home(self, shop_id: str) -> int:
-        """The partition a shop's records belong on (CONTRACT 1)."""
+        """The partition a shop's records belong on (contract §1)."""
         home = self._homes.get(shop_id)
         if home is None:
             home = self._homes[shop_id] = home_partition(shop_id.encode(), self.partitions)

@@ -27,7 +27,7 @@ a network needs, all set here in `Limits`:
 - `close()` stops listening, gives requests in flight `shutdown_s` to finish, then closes
   every connection: well inside the daemon's 1.5 s per-client budget at SIGTERM.
 
-Why pace rather than serve from a thread of its own (CONTRACT 6, "Watching never slows
+Why pace rather than serve from a thread of its own (contract §6, "Watching never slows
 routing"): /metrics is a snapshot (daemon.service.metrics), so a scrape renders nothing, yet
 16 keep-alive clients asking as fast as they are answered still cost the loop most of a
 core in aiohttp's parsing and writing alone — with the snapshot, routing latency p50 went

@@ -1,4 +1,4 @@
-"""From a polled batch to engine calls, dead letters and outbox records (CONTRACT 1 and 8).
+"""From a polled batch to engine calls, dead letters and outbox records (contract §1 and 8).
 
 `Intake.apply` feeds the records of the owned partitions to the engine partition by
 partition, the three input topics merged by `ts` (daemon.service.kafka.ordered_batch), and
@@ -181,7 +181,7 @@ class Intake:
         self._log.error("shop_quarantined", shop_id=owner, cause=cause, release=RELEASE_HINT)
 
     def _misrouted(self, record: ConsumerRecord[Any, Any], shop_id: str, now: int) -> OutputEvent:
-        """The dead letter of a record on another partition than its shop's (CONTRACT 1);
+        """The dead letter of a record on another partition than its shop's (contract §1);
         logged once per topic, shop and partition found, counted every time."""
         home = self._checkpoint.held.home(shop_id)
         reason = (

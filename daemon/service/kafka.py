@@ -3,7 +3,7 @@
 Every event of a shop is keyed by the shop id, so it lands on the same partition number of
 each input topic: the shop's home, `home_partition` (`murmur2(key) mod partitions`, the
 default partitioner's choice). `CoPartitionAssignor` gives partition p of *every* subscribed
-topic to the same member, so exactly one instance owns a shop (CONTRACT 1 and 7).
+topic to the same member, so exactly one instance owns a shop (contract §1 and 7).
 `ordered_batch` turns a fetched batch into per-partition sequences in which the three topics
 are merged by event time (`ts`) while each topic keeps its own offset order.
 """

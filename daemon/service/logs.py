@@ -5,7 +5,7 @@ whatever context applies (shop_id, buyer_id, agent_id, topic, partition, offset)
 are never passed to a logger: configuration objects redact them in their repr, and a URL's
 credentials are masked in any logged text all the same (daemon.config.secrets).
 
-Every line is bounded, whatever is passed (CONTRACT 6, bad input included): `bound_fields`
+Every line is bounded, whatever is passed (contract §6, bad input included): `bound_fields`
 cuts each string to FIELD_MAX characters (`…[cut, N chars]` says how long it was; a
 traceback keeps its last EXCEPTION_MAX characters, where the error is), each list or mapping
 to ITEMS_MAX items and DEPTH_MAX levels, and turns bytes and other objects into cut text;

@@ -4,7 +4,7 @@ The service reports what happened through `Metrics` methods; gauges that describ
 engine's state (queues, sessions, agents, each queue's `max_wait`), consumer lag and the
 shops set aside are read into a snapshot, so the hot path pays nothing for them.
 
-A scrape never reads anything (CONTRACT 6, "Watching never slows routing"): it is answered
+A scrape never reads anything (contract §6, "Watching never slows routing"): it is answered
 the latest snapshot's bytes (`latest`), with only readiness and the snapshot's age read
 live. The loop builds snapshots between batches (`refresh`): one begins at most every
 SNAPSHOT_EVERY_S and reads the shops STEP_BUDGET_S at a time, so even 3,000 shops cost no

@@ -1,7 +1,7 @@
 """What the service logs per record: a refused input record and each decision.
 
 A refused record becomes a dead-letter record (and is counted, by the caller) every time,
-but its `event_rejected` warning is bounded (CONTRACT 6): `Rejections` writes one line per
+but its `event_rejected` warning is bounded (contract §6): `Rejections` writes one line per
 pattern — input topic and reason kind — per QUIET_S, naming the first record of it (topic,
 partition, offset, shop_id, reason); the records of that pattern refused meanwhile are held
 back and counted, and the next line written for it says how many (`repeated`). Nothing is

@@ -1,4 +1,4 @@
-"""`fenliu run`: the asyncio shell around the routing engine (CONTRACT 1, 5, 6, 7, 8).
+"""`fenliu run`: the asyncio shell around the routing engine (contract §1, 5, 6, 7, 8).
 
 One loop, nothing hidden in background tasks:
 
@@ -82,7 +82,7 @@ POLL_GUARD_S = 2.0  # a poll that waits longer is waiting for a rebalance: stop 
 REDIS_PING_EVERY_S = 2.0
 RETRY_WAITING_S = 1.0  # shops and partitions waiting for their Redis node: retried this often
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 5.0  # retrying after an outage
-# Exit codes (CONTRACT 6; docs/daemon.md, "Start-up order and exit codes"): 0 a clean stop;
+# Exit codes (contract §6; docs/daemon.md, "Start-up order and exit codes"): 0 a clean stop;
 # 1 an unexpected failure (`service_crashed`); 2 invalid configuration or arguments
 # (`config_invalid`, `startup_refused`; argparse's own code), nothing else; 3 the HTTP
 # address cannot be listened on (`http_listen_failed`).

@@ -1,6 +1,6 @@
 """What `fenliu run` waits for before it routes: Kafka answering, with the input topics there.
 
-CONTRACT 6: a daemon started before Kafka is reachable stays up — `/healthz` 200, `/readyz`
+contract §6: a daemon started before Kafka is reachable stays up — `/healthz` 200, `/readyz`
 503 — and starts routing when Kafka comes. `Service.run` (daemon.service.run) therefore
 listens on HTTP first and then calls `wait_for_kafka`, which tries `connect` until it
 succeeds: read the input topics' partition counts (`check_partitions`), then start the

@@ -1,5 +1,5 @@
 """Routing state in Redis: per-shop checkpoints with an outbox, per-partition watermarks, and
-the owner epochs that fence an instance which lost a partition (CONTRACT 6 and 7).
+the owner epochs that fence an instance which lost a partition (contract §6 and 7).
 
 Layout (P = `redis.key_prefix`, S = shop id, N = input partition number). Every key of a
 shop carries the hash tag `{S}` and every key of a partition the tag `{N}`, so on a Redis

@@ -5,7 +5,7 @@ it wants (`Views.get`: the list of shops, one shop, or one shop's explanation) a
 the latest `View`, plain data the loop built between batches (`Views.due` / `Views.build`,
 synchronous: no batch runs meanwhile). The loop builds only what was asked for in the last
 `WANTED_S`, at most once every `BUILD_EVERY_S`: an idle console costs nothing, a busy one
-one build a second. No call is long, whatever is asked (CONTRACT 6): the list of shops is
+one build a second. No call is long, whatever is asked (contract §6): the list of shops is
 read `STEP_BUDGET_S` at a time over several calls (the loop does not sleep meanwhile:
 `building`), and a view holds at most `MAX_PARTS` shops and explanations, the most
 recently asked. A handler whose answer is not in the latest view, or whose view is older

@@ -1,4 +1,4 @@
-"""`fenliu dead-letter replay`: dead-lettered input records back to their input topic (CONTRACT 8).
+"""`fenliu dead-letter replay`: dead-lettered input records back to their input topic (contract §8).
 
     fenliu dead-letter replay --config fenliu.toml [--since TIME] [--reason KIND ...] [--dry-run]
 

@@ -1,4 +1,4 @@
-"""`fenliu explain`: print why distribution between agents is uneven (CONTRACT 8).
+"""`fenliu explain`: print why distribution between agents is uneven (contract §8).
 
 Two sources, one output (the table of `daemon.core.explain.render_table`, or JSON):
 

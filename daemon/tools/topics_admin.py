@@ -1,6 +1,6 @@
 """Creating Fenliu's Kafka topics: ``fenliu topics create``.
 
-`create_topics` makes the six topics of CONTRACT 1 and is idempotent; `topics_create_command`
+`create_topics` makes the six topics of contract §1 and is idempotent; `topics_create_command`
 is ``fenliu topics create``. The client settings (`kafka_client_kwargs`) and the partition
 counts (`partition_counts`, which never creates a topic) are the daemon's own, from
 `daemon.service.clients`.

@@ -4,7 +4,7 @@ Pins: the checked-in document is exactly what `python -m topics.asyncapi` writes
 valid for the AsyncAPI 3.0.0 JSON Schema of the specification's own npm package,
 `@asyncapi/specs` (`make npm` installs it into tests/npm; without it this test is skipped,
 and under CI=true it fails); each of the six topics is a channel at its default name,
-received or sent as CONTRACT 1 says, keyed by the shop id; each event type of a topic's
+received or sent as contract §1 says, keyed by the shop id; each event type of a topic's
 JSON Schema is a message whose payload is the schema's definition of it, and its example
 record is valid for that payload.
 """

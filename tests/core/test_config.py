@@ -303,7 +303,7 @@ def test_fleet_settings_load_with_environment_expansion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """[kafka] session_timeout, group_instance_id ("${VAR}" from the environment),
-    leave_group and [redis] cluster (CONTRACT 5, 7)."""
+    leave_group and [redis] cluster (contract §5, 7)."""
     monkeypatch.setenv("FENLIU_TEST_HOST", "pod-7")
     daemon = DAEMON.replace(
         "[redis]",

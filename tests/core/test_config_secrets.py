@@ -1,4 +1,4 @@
-"""Secrets in fenliu.toml (CONTRACT 5): `${NAME}` in every setting that can hold one, an
+"""Secrets in fenliu.toml (contract §5): `${NAME}` in every setting that can hold one, an
 unset variable named by file and key, credentials redacted wherever they sit in a URL, and
 the TLS settings of Kafka (client certificates) and Redis (`rediss://` query arguments)
 checked up front."""

@@ -1,4 +1,4 @@
-"""Dead letters always fit (CONTRACT 1.3 `rejected`, topics.excerpt).
+"""Dead letters always fit (contract §1.3 `rejected`, topics.excerpt).
 
 Pins: `raw`, the echoed key (`shop_id`) and `error` are at most their limit in the dead
 letter's own JSON whatever the record (huge, control characters, multi-byte text, not

@@ -1,6 +1,6 @@
 """The engine's cross-shop indexes (deadline heap, touched shops) always equal a recomputation
 over every shop: `next_deadline`, `due` and `take_deltas` visit only the shops that changed,
-and must still see every one (CONTRACT 7: an event's cost does not grow with the shops).
+and must still see every one (contract §7: an event's cost does not grow with the shops).
 A new or reset shop is written with its first change, not before."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Invariants of the routing core over random event sequences (CONTRACT 2–4 and 6).
+"""Invariants of the routing core over random event sequences (contract §2–4 and 6).
 
 Each case is a small random shop and a random sequence of timed steps (`tests/strategies.py`).
 A `Driver` feeds the steps to an `Engine`; an `Observer` rebuilds, from the outputs, the

@@ -1,4 +1,4 @@
-"""Log lines are bounded (CONTRACT 6): library records come out as JSON lines like ours with
+"""Log lines are bounded (contract §6): library records come out as JSON lines like ours with
 repeats condensed, every field is cut, no line exceeds 4 KiB whatever is logged, URL
 credentials are masked, and rejections are logged once per pattern with a count."""
 
@@ -49,7 +49,7 @@ def test_library_warnings_are_json_lines_and_repeats_are_counted() -> None:
     assert "repeated" not in lines[0] and lines[1]["repeated"] == 4
 
 
-# --- bounded lines (CONTRACT 6: long fields cut, no line over 4 KiB) -------------------------
+# --- bounded lines (contract §6: long fields cut, no line over 4 KiB) -------------------------
 
 
 def _rendered(**fields: object) -> tuple[bytes, dict[str, object]]:
@@ -159,7 +159,7 @@ def test_library_lines_are_bounded_too_and_name_a_tls_failure() -> None:
     assert "tls" not in refused_line
 
 
-# --- rejections logged once per pattern (CONTRACT 6: repeats counted) -------------------------
+# --- rejections logged once per pattern (contract §6: repeats counted) -------------------------
 
 
 def _record(topic: str, offset: int, value: bytes = b"not json") -> ConsumerRecord[Any, Any]:

@@ -1,4 +1,4 @@
-"""The limits that keep outputs deliverable (CONTRACT 6, daemon.service.clients/delivery).
+"""The limits that keep outputs deliverable (contract §6, daemon.service.clients/delivery).
 
 Pins: an output of MAX_OUTPUT_BYTES (key and value) is within the producer's request limit
 by aiokafka's own estimate, so what the intake lets into an outbox is never refused by the

@@ -1,4 +1,4 @@
-"""CONTRACT 3 rule 5, `conversion` (转化优先): strength, min agents, level, observed rates."""
+"""contract §3 rule 5, `conversion` (转化优先): strength, min agents, level, observed rates."""
 
 from __future__ import annotations
 

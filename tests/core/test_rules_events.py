@@ -1,4 +1,4 @@
-"""CONTRACT 1.2 events and 4 agent state: leave, order, transfer, status, duplicates,
+"""contract §1.2 events and 4 agent state: leave, order, transfer, status, duplicates,
 rejections that change nothing, reload, snapshot/restore."""
 
 from __future__ import annotations

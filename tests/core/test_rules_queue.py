@@ -1,4 +1,4 @@
-"""CONTRACT 3 rule 6, 3.1 queueing, 3.2 session timeouts, and the wait estimate."""
+"""contract §3 rule 6, 3.1 queueing, 3.2 session timeouts, and the wait estimate."""
 
 from __future__ import annotations
 

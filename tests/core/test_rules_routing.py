@@ -1,4 +1,4 @@
-"""CONTRACT 3 rules 1–5: active session, repeat entry, sticky, group matching, the modes."""
+"""contract §3 rules 1–5: active session, repeat entry, sticky, group matching, the modes."""
 
 from __future__ import annotations
 

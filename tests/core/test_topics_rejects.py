@@ -45,7 +45,7 @@ FIELDS = {
     "agent_status": [*ENVELOPE, "agent_id", "status"],
     "agent_stats": [*ENVELOPE, "agent_id", "conversion_rate"],
 }
-"""Every field of each event type (CONTRACT 1.1, 1.2)."""
+"""Every field of each event type (contract §1.1, 1.2)."""
 REQUIRED = {
     **{t: [*ENVELOPE, "buyer_id"] for t in ("inquiry", "leave", "order")},
     "transfer": [*ENVELOPE, "buyer_id", "to_group"],

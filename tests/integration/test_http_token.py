@@ -1,4 +1,4 @@
-"""`[http] token` (CONTRACT 5): /api/* and the console need it, compared in constant time;
+"""`[http] token` (contract §5): /api/* and the console need it, compared in constant time;
 /metrics, /healthz and /readyz stay open; it never reaches a log. A real `Service` (never
 started) behind the real HTTP stack, on a real socket."""
 

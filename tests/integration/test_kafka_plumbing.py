@@ -88,7 +88,7 @@ JAVA_PARTITION_OF_1000 = [
 
 @pytest.mark.parametrize(("key", "java_hash"), JAVA_MURMUR2)
 def test_home_partition_is_the_java_clients_murmur2_bit_for_bit(key: bytes, java_hash: int) -> None:
-    """CONTRACT 1: a shop's home is the Java default partitioner's choice, toPositive(murmur2)
+    """contract §1: a shop's home is the Java default partitioner's choice, toPositive(murmur2)
     mod partitions, for every partition count."""
     for partitions in (1, 2, 3, 4, 7, 8, 31, 1000, 2**31 - 1):
         assert home_partition(key, partitions) == (java_hash & 0x7FFFFFFF) % partitions

@@ -1,4 +1,4 @@
-"""Redis over TLS (CONTRACT 5): the store checkpoints through `rediss://` to a real
+"""Redis over TLS (contract §5): the store checkpoints through `rediss://` to a real
 TLS-only redis-server, trusting a throw-away CA named by `ssl_ca_certs` in the URL; a CA that
 did not sign the server's certificate is a TLS failure (`redis_tls_failed`, `tls: ...`), not
 an outage, and the password in the URL is in no log line. The Kafka client's handshake

@@ -1,6 +1,6 @@
 """The chaos suite, short version: the real daemon SIGKILLed a few times under a continuous
 stream for three shops; afterwards every output topic, read from the beginning, must satisfy
-CONTRACT 6 (tests/chaos_check.py says how each guarantee is judged)."""
+contract §6 (tests/chaos_check.py says how each guarantee is judged)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ async def test_sigkilled_daemon_keeps_contract_6(
     assert figures["kills"] == PLAN.kills and figures["restarts"] == PLAN.kills
     assert figures["inquiries"] > 50 and figures["queued"] > 0, "the stream was too thin"
     assert figures["rejected"] == 0, "the driver produces only valid events"
-    assert figures["final_exit_code"] == 0, "SIGTERM at the end: exit 0 (CONTRACT 6)"
+    assert figures["final_exit_code"] == 0, "SIGTERM at the end: exit 0 (contract §6)"
     assert verdict.clean, verdict.report(examples=5)
 
 
@@ -54,7 +54,7 @@ async def test_fleet_on_redis_cluster_keeps_contract_6(
 ) -> None:
     """Three instances in one group over six partitions, on a Redis Cluster: three stops
     (SIGKILL or SIGTERM) move partitions between live instances under traffic; no instance
-    dies on its own (issue 10's crash cascade), and CONTRACT 6 holds over the outputs."""
+    dies on its own (issue 10's crash cascade), and contract §6 holds over the outputs."""
     verdict = await run_chaos(
         FLEET,
         bootstrap=broker.bootstrap,
@@ -68,5 +68,5 @@ async def test_fleet_on_redis_cluster_keeps_contract_6(
     assert figures["kills"] >= FLEET.kills and figures["restarts"] == figures["kills"]
     assert figures["inquiries"] > 50 and figures["queued"] > 0, "the stream was too thin"
     assert figures["rejected"] == 0, "the driver produces only valid events, on murmur2"
-    assert figures["final_exit_code"] == 0, "SIGTERM at the end: exit 0 (CONTRACT 6)"
+    assert figures["final_exit_code"] == 0, "SIGTERM at the end: exit 0 (contract §6)"
     assert verdict.clean, verdict.report(examples=5)

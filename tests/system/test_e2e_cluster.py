@@ -2,7 +2,7 @@
 
 Losing one master: the shops whose keys live on it wait (their records held, a metric per
 shop), the shops on the other masters go on; the master comes back (same data folder, AOF
-on) and the waiting shops resume where they stopped, nothing lost (CONTRACT 6 over every
+on) and the waiting shops resume where they stopped, nothing lost (contract §6 over every
 output). The SIGKILL recovery and fleet chaos tests run on a cluster too
 (tests/system/test_e2e_recovery.py, tests/system/test_chaos.py).
 """

@@ -265,7 +265,7 @@ def api_get(daemon: DaemonProcess, path: str, until: Callable[[int, Any], bool])
 
 
 async def test_the_json_api_shows_agents_queues_and_decisions(daemon, broker, topics) -> None:
-    """CONTRACT 8: real answers of a real daemon, valid against docs/api/*.schema.json."""
+    """contract §8: real answers of a real daemon, valid against docs/api/*.schema.json."""
     async with wire(broker, topics, "console") as w:
         await w.status("a1", "online")
         await w.status("a2", "online")

@@ -1,8 +1,8 @@
-"""Several `fenliu run` instances in one consumer group (CONTRACT 7), end to end.
+"""Several `fenliu run` instances in one consumer group (contract §7), end to end.
 
 - A paused instance (SIGSTOP past the group session timeout) loses its partition to
   another; when it wakes (SIGCONT), nothing it decides on its stale state reaches Redis or
-  Kafka (CONTRACT 6 over every output). Whether it applies a batch before its first
+  Kafka (contract §6 over every output). Whether it applies a batch before its first
   heartbeat tells it the news is a race it mostly wins (then the batch is fenced: the log
   shows `partitions_fenced`); tests/integration/test_checkpoint_owners.py plays that case
   without the race.
@@ -216,7 +216,7 @@ async def test_a_shop_whose_engine_fails_is_quarantined_and_resumed_after_a_relo
 async def test_a_record_on_another_partition_than_its_shop_is_dead_lettered(
     broker: Broker, redis_url: str, tmp_path: Path
 ) -> None:
-    """CONTRACT 1: a shop lives on partition murmur2(key) mod partitions of every input topic;
+    """contract §1: a shop lives on partition murmur2(key) mod partitions of every input topic;
     a record found elsewhere (a producer without the murmur2 partitioner) is not applied:
     it goes to the dead-letter topic saying where it belongs, and is counted."""
     topics = unique_topics()
@@ -255,7 +255,7 @@ async def test_a_record_on_another_partition_than_its_shop_is_dead_lettered(
 async def test_each_instance_serves_the_api_of_its_own_shops_and_names_the_others_partition(
     broker: Broker, redis_url: str, tmp_path: Path
 ) -> None:
-    """CONTRACT 8: the JSON API answers for the shops this instance owns; for a shop another
+    """contract §8: the JSON API answers for the shops this instance owns; for a shop another
     instance owns, 404 with the partition it belongs on (docs/api/error.schema.json)."""
     topics = unique_topics()
     await create_topics(broker.bootstrap, topics, partitions=2)

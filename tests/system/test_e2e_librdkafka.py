@@ -1,5 +1,5 @@
 """A front end on librdkafka (confluent-kafka), two `fenliu run` instances, 8 shops on 8
-partitions (issue 14, CONTRACT 1 and 8).
+partitions (issue 14, contract §1 and 8).
 
 Agents' status comes from aiokafka (murmur2, the contract's partitioner); buyers' inquiries
 first from confluent-kafka with its default partitioner (CRC32: most shops land on another
@@ -172,7 +172,7 @@ async def test_librdkafka_defaults_are_dead_lettered_murmur2_routes_and_replay_r
     finally:
         codes = [d.stop()[0] for d in daemons]
     assert codes == [0, 0], daemons[0].log_tail() + daemons[1].log_tail()
-    # CONTRACT 6 over every output: the replayed inquiries judged as inputs like the others
+    # contract §6 over every output: the replayed inquiries judged as inputs like the others
     outputs = [e for e in await read_outputs(broker.bootstrap, topics) if e["type"] != "rejected"]
     configs = {s: ShopConfig.model_validate(tomllib.loads(text)) for s, text in shops.items()}
     verdict = check(inputs, outputs, configs)

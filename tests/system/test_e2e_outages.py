@@ -2,7 +2,7 @@
 
 While either is away the daemon reports not ready and decides nothing it could not
 checkpoint; afterwards it resumes from the last checkpoint without losing or repeating a
-decision (CONTRACT 6): every inquiry ends in one state, with one agent, and every output
+decision (contract §6): every inquiry ends in one state, with one agent, and every output
 published twice is identical. Outages at start-up (the daemon started before Kafka, Redis or
 both): tests/system/test_e2e_startup.py.
 """

@@ -1,4 +1,4 @@
-"""Bad input and odd input never stop routing (CONTRACT 6, issue 23): two live instances.
+"""Bad input and odd input never stop routing (contract §6, issue 23): two live instances.
 
 - Poison on every input topic — values of 200 KB of control characters, a 900 KB pasted
   transcript, one just under what a producer with the usual 1 MiB request limit can send
@@ -6,7 +6,7 @@
   of its own), a 100 KB key, a payload that is not UTF-8 — mixed with the normal traffic of
   four shops, while one instance is SIGKILLed and started again: both instances stay
   (or come back) ready, every dead letter fits its bound (raw at most 16 KiB, the record
-  under 64 KiB) and names its record, no shop is set aside, and the CONTRACT 6 audit of the
+  under 64 KiB) and names its record, no shop is set aside, and the contract §6 audit of the
   outputs (tests/chaos_check.py) is clean: every inquiry decided.
 - A poisoned outbox in Redis — records too large for any producer, as an older version
   wrote for a huge bad record — does not stop a restore: both instances come up ready, the

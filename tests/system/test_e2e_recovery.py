@@ -1,7 +1,7 @@
 """Crash recovery end to end: a SIGKILLed `fenliu run` restarts from its Redis checkpoints.
 
 Sessions, queue places and the outbox survive the kill; re-read input records change
-nothing; outputs published again carry the same ids and contents (CONTRACT 6).
+nothing; outputs published again carry the same ids and contents (contract §6).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ async def test_sigkill_and_restart_keep_sessions_queue_places_and_outputs(
 async def test_partitions_move_between_instances_with_their_shops(
     broker: Broker, redis_url: str, tmp_path: Path
 ) -> None:
-    """CONTRACT 7: a second instance takes half the partitions, then the first stops; each
+    """contract §7: a second instance takes half the partitions, then the first stops; each
     shop's sessions and queue go with its partition."""
     topics = unique_topics()
     await create_topics(broker.bootstrap, topics, partitions=2)

@@ -1,4 +1,4 @@
-"""`fenliu run` with its Redis over TLS (CONTRACT 5): a daemon whose `redis.url` is
+"""`fenliu run` with its Redis over TLS (contract §5): a daemon whose `redis.url` is
 `rediss://:${PASSWORD_VARIABLE}@…?ssl_ca_certs=ca.pem` (the CA next to fenliu.toml) routes
 and checkpoints through a TLS-only redis-server; one that trusts another CA stays up, not
 ready, and says why in log lines that name TLS, never an outage, and never the password."""

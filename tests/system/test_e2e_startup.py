@@ -1,4 +1,4 @@
-"""Start-up in any order, and the exit codes (CONTRACT 6; docs/daemon.md, "Start-up order and
+"""Start-up in any order, and the exit codes (contract §6; docs/daemon.md, "Start-up order and
 exit codes").
 
 A daemon started before Kafka or Redis listens stays up, answers /healthz 200 and /readyz

@@ -1,4 +1,4 @@
-"""Outputs that cannot be delivered never stop routing (CONTRACT 6, issue 23), in process.
+"""Outputs that cannot be delivered never stop routing (contract §6, issue 23), in process.
 
 - An output too large to send is not put in the outbox: a routing output sets only its shop
   aside (quarantined, the cause logged, counted as `oversized`); a dead letter too large is

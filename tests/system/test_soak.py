@@ -1,7 +1,7 @@
 """The abuse soak, short version: two minutes of normal traffic, every kind of bad record
 (oversized ones included) and a /metrics flood through one real daemon (tests/soak.py).
 Nothing may crash or stop it: every bad record is dead-lettered, within bounds, the good
-traffic keeps CONTRACT 6, and the logs stay bounded. The daemon's RSS is not judged here
+traffic keeps contract §6, and the logs stay bounded. The daemon's RSS is not judged here
 (too noisy in two minutes): `bench/soak.py` reports it over thirty."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ PLAN = SoakPlan(seconds=120.0, seed=3, flood_rate=100.0, rss_every_s=2.0, settle
 async def test_abuse_soak_stops_nothing(broker: Broker, redis_url: str, tmp_path: Path) -> None:
     """Two minutes of abuse: no crash, every bad record (by topic, partition and offset) in
     the dead-letter topic with at most 16 KiB of its raw, no good record there, no good
-    inquiry lost and CONTRACT 6 clean, no log line over 4 KiB and far fewer lines about
+    inquiry lost and contract §6 clean, no log line over 4 KiB and far fewer lines about
     rejected records than bad records."""
     result = await run_soak(
         PLAN, bootstrap=broker.bootstrap, redis_url=redis_url, folder=tmp_path, progress=print
@@ -45,7 +45,7 @@ async def test_abuse_soak_stops_nothing(broker: Broker, redis_url: str, tmp_path
     assert int(result.flood.get("statuses", {}).get("200", 0)) > 1000, result.flood
     # the targets
     assert not result.facts.crashes, report
-    assert result.exit_code == 0, "SIGTERM at the end: exit 0 (CONTRACT 6)\n" + report
+    assert result.exit_code == 0, "SIGTERM at the end: exit 0 (contract §6)\n" + report
     assert not result.missing, f"bad records without a dead letter: {result.missing}\n{report}"
     assert not result.unexpected, f"good records dead-lettered\n{report}"
     assert result.verdict.counts()["lost"] == 0, report
