@@ -1,6 +1,7 @@
 """The operations kit in deploy/ (deploy/README.md): the alert rules pass `promtool check
 rules` and their unit tests under `promtool test rules`, each alert both firing and staying
-quiet; the Grafana dashboard has a panel for each thing an operator watches, every panel
+quiet, and each is explained in deploy/README.md and in docs/operations.md's runbook; the
+Grafana dashboard has a panel for each thing an operator watches, every panel
 queries Prometheus through the `${datasource}` variable, and every query is valid PromQL
 (promtool parses them as recording rules). That the metrics they name exist is
 tests/system/test_deploy_metrics.py's part, against a real daemon."""
@@ -69,6 +70,17 @@ def test_every_alert_is_explained_in_the_readme_with_a_severity() -> None:
         assert f"`{rule['alert']}`" in readme, rule["alert"]
         assert rule["labels"]["severity"] in ("critical", "warning")
         assert set(rule["annotations"]) == {"summary", "description"}
+
+
+def test_every_alert_has_a_runbook_section_saying_what_it_means_and_what_to_do() -> None:
+    runbook = (kit.DEPLOY.parent / "docs" / "operations.md").read_text()
+    sections = {
+        part.partition("\n")[0]: part for part in re.split(r"^### ", runbook, flags=re.M)[1:]
+    }
+    for rule in kit.rules():
+        heading = f"{rule['alert']} ({rule['labels']['severity']})"
+        assert heading in sections, heading
+        assert "**Means:**" in sections[heading] and "**Do:**" in sections[heading], heading
 
 
 def test_the_dashboard_has_a_panel_for_each_thing_an_operator_watches() -> None:
