@@ -32,7 +32,7 @@ from daemon.core.snapshot import ShopDelta, apply_delta
 from tests.engine_checks import CHECKS
 from tests.engine_model import Driver
 from tests.engine_observer import Observer
-from tests.strategies import SHOP, BuyerSays, Case, Inquiry, Status, Step, cases
+from tests.strategies import SHOP, BuyerSays, Case, Inquiry, Status, Step, ToDeadline, cases
 
 pytestmark = pytest.mark.slow  # several seconds; `pytest tests/core -m 'not slow'` leaves these out
 
@@ -75,9 +75,38 @@ BUSY_BEFORE_LOAD = Case(  # random steps rarely make a busy agent the lightest l
     ),
 )
 
+REPEAT_ENTRY_FALLBACK = Case(  # found by Hypothesis: the fallback's session is in a1's group
+    shop={
+        "id": SHOP,
+        "queue": {
+            "enabled": True,
+            "scope": "groups",
+            "groups": ["g2"],  # queueing in g2, not in g1 (so not for a2 in the pool)
+            "default_cap": 2,
+            "session_timeout": "60s",
+            "repeat_entry_window": "2m",
+        },
+        "agents": [{"id": "a1"}, {"id": "a2"}],
+        "groups": [
+            {"name": "g1", "agents": ["a2"], "accept_unmatched": True},
+            {"name": "g2", "agents": ["a1", "a2"], "accept_unmatched": True},
+        ],
+    },
+    steps=(
+        Step(0, Status("a1", "online")),
+        Step(0, Status("a2", "online")),
+        Step(0, Inquiry("b1")),  # the pool: a1, in g2
+        Step(0, Status("a1", "offline")),  # closes b1's session
+        Step(0, Inquiry("b1")),  # repeat entry: a1 is offline, so a2 of a1's group g2
+        Step(0, ToDeadline()),  # b1's session with a2 times out
+        Step(0, Inquiry("b1")),  # repeat entry again: the last session was in g2 (contract §3.5)
+    ),
+)
+
 
 @PROPERTY
 @example(BUSY_BEFORE_LOAD)
+@example(REPEAT_ENTRY_FALLBACK)
 @given(cases())
 def test_the_outputs_keep_every_invariant_of_the_contract(case: Case) -> None:
     """One engine run per case, judged by every check of `tests/engine_checks.py` at once (a
