@@ -58,7 +58,7 @@ def test_demo_reports_an_unreadable_shop_file_and_exits_non_zero(tmp_path: Path)
     bad.write_text('id = "x"\nmode = "fastest"\n')
     buffer = io.StringIO()
     assert run_demo(bad, file=buffer) != 0
-    assert str(bad) in buffer.getvalue()
+    assert str(bad) in buffer.getvalue().replace("\n", "")  # a long tmp path wraps at 80
 
 
 def test_default_shop_is_the_big_example() -> None:
