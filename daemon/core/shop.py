@@ -69,7 +69,7 @@ class ShopEngine:
         oracle: Mapping[str, float] | None = None,
     ) -> None:
         self.state = state = ShopState.fresh(config)
-        self.effects = effects = Effects(config.id, track=track)
+        self.effects = effects = Effects(config.id, config.version, track=track)
         self.seen = RecentIds(dedup_capacity)
         self.routing = routing = Routing(state, effects, oracle)
         self.sessions = sessions = Sessions(state, effects, routing)
@@ -139,6 +139,7 @@ class ShopEngine:
             for item in c.line.items
         ]
         state.config = config
+        self.effects.configured(config.version)
         reconcile_agents(state.agents, config)
         self.rebuild(learned)
         for buyer_id, entry in queued:
