@@ -138,7 +138,7 @@ class ShopEngine:
             for c in self.routing.all()
             for item in c.line.items
         ]
-        state.config = config
+        state.config, state.config_at = config, now
         self.effects.configured(config.version)
         reconcile_agents(state.agents, config)
         self.rebuild(learned)
