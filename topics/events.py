@@ -185,6 +185,7 @@ class Assignment:
     reason: AssignReason
     mode: Mode | None
     waited_ms: int
+    config: str = ""  # the version of the shop's configuration that decided (contract §1.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,7 @@ class SessionClosed:
     buyer_id: str
     agent_id: str
     reason: CloseReason
+    config: str = ""  # the version of the shop's configuration that decided (contract §1.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,7 @@ class QueueUpdate:
     status: QueueStatus
     position: int | None = None
     estimated_wait_s: int | None = None
+    config: str = ""  # the version of the shop's configuration that decided (contract §1.3)
 
 
 RejectKind = Literal["invalid", "unknown_shop", "refused", "misrouted"]

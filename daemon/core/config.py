@@ -9,9 +9,11 @@ or ``"1h30m"``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -150,6 +152,15 @@ class ShopConfig(_Frozen):
         if problems:
             raise ValueError("; ".join(f"{key}: {text}" for key, text in problems))
         return self
+
+    @property
+    def version(self) -> str:
+        """A short hash of the shop's effective settings (defaults included): the same file,
+        or one that differs only in layout or comments, gives the same version; every output
+        carries it (contract §1.3). Computed on each call, never cached: `model_copy` would
+        copy a cached value into a changed copy."""
+        settings = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(settings).hexdigest()[:12]
 
     def agent(self, agent_id: str) -> AgentConfig | None:
         """The agent's configuration, or None when the shop does not configure it."""

@@ -26,13 +26,18 @@ from topics.events import (
 class Effects:
     """Outputs decided since the last `take`, and change marks when the shop is tracked."""
 
-    __slots__ = ("changes", "out", "shop_id")
+    __slots__ = ("changes", "config", "out", "shop_id")
 
-    def __init__(self, shop_id: str, *, track: bool) -> None:
+    def __init__(self, shop_id: str, config: str, *, track: bool) -> None:
         self.shop_id = shop_id
+        self.config = config  # the shop file's version, carried by every output
         self.out: list[OutputEvent] = []
         # What changed since the last checkpoint; None when nobody checkpoints (simulator).
         self.changes: Changes | None = Changes() if track else None
+
+    def configured(self, version: str) -> None:
+        """A reloaded shop file is in force: outputs from now on carry its version."""
+        self.config = version
 
     def take(self) -> list[OutputEvent]:
         """The outputs decided since the last call."""
@@ -105,6 +110,7 @@ class Effects:
                 reason=reason,
                 mode=mode,
                 waited_ms=waited_ms,
+                config=self.config,
             )
         )
 
@@ -120,6 +126,7 @@ class Effects:
                 buyer_id=buyer_id,
                 agent_id=agent_id,
                 reason=reason,
+                config=self.config,
             )
         )
 
@@ -146,5 +153,6 @@ class Effects:
                 status=status,
                 position=position,
                 estimated_wait_s=estimate,
+                config=self.config,
             )
         )

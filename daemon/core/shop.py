@@ -69,7 +69,7 @@ class ShopEngine:
         oracle: Mapping[str, float] | None = None,
     ) -> None:
         self.state = state = ShopState.fresh(config)
-        self.effects = effects = Effects(config.id, track=track)
+        self.effects = effects = Effects(config.id, config.version, track=track)
         self.seen = RecentIds(dedup_capacity)
         self.routing = routing = Routing(state, effects, oracle)
         self.sessions = sessions = Sessions(state, effects, routing)
@@ -138,7 +138,8 @@ class ShopEngine:
             for c in self.routing.all()
             for item in c.line.items
         ]
-        state.config = config
+        state.config, state.config_at = config, now
+        self.effects.configured(config.version)
         reconcile_agents(state.agents, config)
         self.rebuild(learned)
         for buyer_id, entry in queued:

@@ -23,6 +23,7 @@ class ShopState:
     buyers: dict[str, Buyer] = field(default_factory=dict)
     timers: TimerHeap = field(default_factory=TimerHeap)
     now: int = 0
+    config_at: int | None = None  # when a reload put `config` in force; None: since built
 
     @classmethod
     def fresh(cls, config: ShopConfig) -> ShopState:

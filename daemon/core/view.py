@@ -5,15 +5,16 @@ Read-only views of a `ShopEngine`, for the daemon's `/api/shops` (`shop_summary`
 engine steps, never while the engine runs (daemon.service.views builds them in the loop).
 
     shop_summary -> {"id", "agents_online", "open_sessions", "queued", "oldest_wait_s"}
-    shop_view    -> {"id", "mode", "at",
+    shop_view    -> {"id", "mode", "config", "at",
                      "agents": [{"id", "status", "groups", "open_sessions", "cap",
                                  "pending_replies", "busy", "suspended"}],
                      "queues": [{"group", "buyers": [{"buyer_id", "inquiry_id", "position",
                                                       "priority", "waited_s",
                                                       "estimated_wait_s"}]}]}
 
-An agent's `cap` is the lowest of its caps where queueing applies (contract §2: its own, else
-its group's, else the shop's default), null where queueing applies to none of its groups.
+`config` is the version of the shop file in force, the one its outputs carry. An agent's
+`cap` is the lowest of its caps where queueing applies (contract §2: its own, else its
+group's, else the shop's default), null where queueing applies to none of its groups.
 `busy` is pending replies above `busy_threshold`. A queue is one line of buyers: one per
 group, and one (group null) for the pool of `accept_unmatched` groups; buyers in the order
 they will be served. `waited_s` counts from arrival (kept when a buyer overflows to another
@@ -50,6 +51,7 @@ def shop_view(shop: ShopEngine, now: int) -> dict[str, Any]:
     return {
         "id": shop.config.id,
         "mode": shop.config.mode.value,
+        "config": shop.config.version,  # what outputs carry as `config` (contract §1.3)
         "at": now,
         "agents": [_agent(shop, agent) for agent in shop.agents.values()],
         "queues": [_queue(shop, cand, now) for cand in shop.all_candidates()],

@@ -64,15 +64,16 @@ def decode_output(value: bytes | None) -> OutputEvent | None:
                 mode = Mode(o["mode"]) if o["mode"] else None
                 return Assignment(
                     *head, o["inquiry_id"], o["buyer_id"], o["agent_id"], o["group"],
-                    AssignReason(o["reason"]), mode, o["waited_ms"],
+                    AssignReason(o["reason"]), mode, o["waited_ms"], o.get("config", ""),
                 )  # fmt: skip
             case "session_closed":
                 reason = CloseReason(o["reason"])
-                return SessionClosed(*head, o["buyer_id"], o["agent_id"], reason)
+                config = o.get("config", "")
+                return SessionClosed(*head, o["buyer_id"], o["agent_id"], reason, config)
             case "queue_update":
                 return QueueUpdate(
                     *head, o["inquiry_id"], o["buyer_id"], o["group"], QueueStatus(o["status"]),
-                    o.get("position"), o.get("estimated_wait_s"),
+                    o.get("position"), o.get("estimated_wait_s"), o.get("config", ""),
                 )  # fmt: skip
             case "rejected":
                 where = (o["source_topic"], o["partition"], o["offset"])

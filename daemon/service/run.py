@@ -119,7 +119,7 @@ class Service:
         self._redis_ok = False
         self._lock = asyncio.Lock()  # a batch, a settle, a restore or a rebalance at a time
         self._consumer: AIOKafkaConsumer | None = None
-        self.views = Views()  # what the JSON API reads, built by the loop between batches
+        self.views = Views(clock())  # what the JSON API reads, built by the loop between batches
         self.decisions = Decisions()  # each shop's last outputs, for the JSON API
         self.intake = Intake(
             self.engine, self.checkpoint, self.topics, self.metrics, self.log, self.decisions

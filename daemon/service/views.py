@@ -140,7 +140,8 @@ class View:
 class Views:
     """The latest `View` and what handlers asked for (module docstring)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, started_ms: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._started_ms = started_ms  # when the shop files in force since the start were read
         self._clock = clock
         self._asked: dict[Ask, float] = {}  # what was asked, when (monotonic)
         self._waiting: list[asyncio.Future[None]] = []
@@ -204,7 +205,12 @@ class Views:
             shop = engine.shops[shop_id]
             at = max(now_ms, shop.now)
             if kind == "shop":
-                shops[shop_id] = {**shop_view(shop, at), "decisions": decisions.rows(shop_id)}
+                loaded = shop.state.config_at  # None: in force since this daemon started
+                shops[shop_id] = {
+                    **shop_view(shop, at),
+                    "config_loaded_at": self._started_ms if loaded is None else loaded,
+                    "decisions": decisions.rows(shop_id),
+                }
             else:
                 explains[shop_id] = {
                     **explain_shop(shop, at),

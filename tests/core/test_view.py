@@ -63,7 +63,7 @@ def test_a_shop_view_shows_agents_and_queues_in_serving_order() -> None:
     assert [b["waited_s"] for b in lines["g"]] == [10.0, 11.0]
     assert all(b["estimated_wait_s"] is not None for b in lines["g"])
     assert lines["h"] == []
-    _schema("shop.schema.json").validate({**view, "decisions": []})
+    _schema("shop.schema.json").validate({**view, "config_loaded_at": 0, "decisions": []})
 
 
 def test_a_shop_summary_counts_online_agents_sessions_and_the_oldest_wait() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from daemon.config import TopicsConfig
+from daemon.core.config import ShopConfig
 from daemon.dev.stack import Broker
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
@@ -381,3 +383,39 @@ async def test_sigterm_drains_and_exits_zero_within_ten_seconds(
     log = process.log_tail(5)
     assert '"event":"service_stopped"' in log
     assert time.monotonic() > 0
+
+
+async def test_outputs_and_the_api_name_the_configuration_that_decided(
+    broker, redis_url, tmp_path
+) -> None:
+    """contract §1.3 and §8: every output carries its shop file's version (`config`), the API
+    shows the version in force and when it was loaded, and a reload moves both."""
+    before, after = queue_shop("q", cap=1), queue_shop("q", cap=3)
+    version = {
+        text: ShopConfig.model_validate(tomllib.loads(text)).version for text in (before, after)
+    }
+    process, topics = await own_daemon(broker, redis_url, tmp_path, {"q": before})
+    try:
+        async with wire(broker, topics, "q") as w:
+            await w.status("a1", "online")
+            for n in range(3):
+                await w.inquiry(f"b{n}")
+            queued = await w.wait_for(lambda e: e.get("status") == "queued", count=2)
+            assert (await w.assignment("b0"))["config"] == version[before]
+            assert {e["config"] for e in queued} == {version[before]}
+            first = api_get(process, "/api/shops/q", lambda status, data: status == 200)
+            api_schema("shop").validate(first)
+            assert first["config"] == version[before]
+            (tmp_path / "shops" / "q.toml").write_text(after)
+            process.signal(signal.SIGHUP)
+            served = [await w.assignment(f"b{n}", timeout=10) for n in (1, 2)]
+            assert {a["config"] for a in served} == {version[after]}
+        second = api_get(
+            process,
+            "/api/shops/q",
+            lambda status, data: status == 200 and data["config"] == version[after],
+        )
+        assert second["config_loaded_at"] > first["config_loaded_at"]
+    finally:
+        code, _ = process.stop()
+    assert code == 0
