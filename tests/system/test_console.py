@@ -10,11 +10,13 @@ are collected, and a test fails on any it did not expect.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from daemon.config import TopicsConfig
+from daemon.core.config import ShopConfig
 from daemon.dev.stack import Broker, RedisServer
 from tests.browser import Watched, chromium, require_browser
 from tests.console_shot import shoot
@@ -97,6 +99,8 @@ async def test_the_console_shows_agents_and_queue_and_follows_new_buyers(
         await expect(page.locator("#decisions")).to_contain_text("效率优先 efficiency")
         await expect(page.locator('#explain tr[data-agent="a1"]')).to_contain_text("100.0%")
         await expect(page.locator("#mode")).to_have_text("效率优先 efficiency")
+        version = ShopConfig.model_validate(tomllib.loads(queue_shop("floor"))).version
+        await expect(page.locator("#config")).to_contain_text(f"配置 config {version} · ")
 
         hostile = '<img src=x onerror="window.pwned=1">'
         await w.inquiry("b3")
