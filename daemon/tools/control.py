@@ -22,7 +22,7 @@ def reload_command(config_path: Path) -> int:
     url = f"http://{host}:{config.http.port}/-/reload"
     request = urllib.request.Request(url, method="POST", data=b"")
     try:
-        with urllib.request.urlopen(request, timeout=15) as answer:
+        with urllib.request.urlopen(request, timeout=45) as answer:
             print(answer.read().decode().strip())
             return 0
     except urllib.error.HTTPError as exc:
