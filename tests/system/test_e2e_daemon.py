@@ -360,7 +360,9 @@ async def test_sighup_raising_a_cap_serves_waiting_buyers(broker, redis_url, tmp
         (tmp_path / "shops" / "q.toml").write_text("id = 'q'\nmode = 'fastest'\n")
         status, body = process.get("/-/reload", method="POST")
         assert status == 422 and "mode" in body
-        assert 'fenliu_reloads_total{result="failed"} 1.0' in process.fresh_metrics()
+        metrics = process.fresh_metrics()
+        assert 'fenliu_reloads_total{result="failed"} 1.0' in metrics
+        assert "fenliu_config_last_reload_successful 0.0" in metrics  # FenliuReloadFailed
     finally:
         code, _ = process.stop()
     assert code == 0
