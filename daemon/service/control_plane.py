@@ -1,10 +1,11 @@
 """The daemon's side of its control plane: what its HTTP routes answer, its signals, and
 reloading.
 
-`routes(service)` answers /metrics, /healthz, /readyz and POST /-/reload (loopback peers
-only), with the JSON API and the console of daemon.service.api (daemon/service/http.py serves
-them; daemon/tools/control.py is the `fenliu reload` client). `install_signals` has SIGTERM
-and SIGINT ask the service to stop, SIGHUP to reload; the handlers only set flags.
+`routes(service)` answers /metrics, /healthz, /readyz and POST /-/reload (from this machine
+only: loopback peers, or the Unix socket `fenliu reload` finds the daemon on), with the
+JSON API and the console of daemon.service.api (daemon/service/http.py serves them;
+daemon/tools/control.py is the `fenliu reload` client). `install_signals` has SIGTERM and
+SIGINT ask the service to stop, SIGHUP to reload; the handlers only set flags.
 A reload — SIGHUP or POST /-/reload — is queued by `Service.request_reload` as a future and
 moved on by the loop between batches with `Reloads.step`: every file is read again off the
 loop, only shop files are applied, and changes to `[kafka]`, `[redis]` or `[http]` are
@@ -28,7 +29,7 @@ from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine
 from daemon.service.api import api_routes
 from daemon.service.checkpoint import Checkpoint
-from daemon.service.http import is_loopback
+from daemon.service.http import is_local
 from daemon.service.metrics import Metrics
 from daemon.service.views import Views
 from topics.events import OutputEvent
@@ -240,8 +241,8 @@ def routes(service: Served) -> list[web.RouteDef]:
         return web.Response(status=503, text="not ready\n")
 
     async def reload(request: web.Request) -> web.StreamResponse:
-        if not is_loopback(request):
-            return web.Response(status=403, text="reload is accepted from loopback only\n")
+        if not is_local(request):
+            return web.Response(status=403, text="reload is accepted from this machine only\n")
         try:
             text = await asyncio.wait_for(service.request_reload(), timeout=RELOAD_WAIT_S)
         except ReloadRefused as exc:

@@ -47,7 +47,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 import daemon
-from daemon.config import FenliuConfig, load_config_or_report
+from daemon.config import FenliuConfig, control_socket, load_config_or_report
 from daemon.core.engine import Engine
 from daemon.service.aiokafka_compat import request_rejoin, skip_leave_group
 from daemon.service.api import token_guard
@@ -162,6 +162,7 @@ class Service:
             routes(self), http_config.host, http_config.port,
             middlewares=[token_guard(http_config.token.get_secret_value())],
             on_limit=self.metrics.http_limit,
+            control_socket=control_socket(self.config.config_path),  # for `fenliu reload`
         )  # fmt: skip
         try:
             await http.start()  # first: /healthz and /readyz answer while Kafka is awaited
@@ -170,6 +171,8 @@ class Service:
             await close_within(self.redis.aclose(), "redis", self.log)
             return EXIT_LISTEN
         self.http_port = http.port
+        if http.control_error is not None:  # `fenliu reload` then needs --url, or the listen
+            self.log.warning("control_socket_failed", error=http.control_error)
         if self.install_signals:
             install_signals(self.request_stop, self.request_reload)
         kafka = self.config.kafka

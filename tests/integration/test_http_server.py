@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from daemon.config import FenliuConfig, KafkaConfig, RedisConfig, load_config
+from daemon.config import FenliuConfig, KafkaConfig, RedisConfig, control_socket, load_config
 from daemon.service import control_plane
 from daemon.service.control_plane import routes
 from daemon.service.http import HttpServer, Limits, Pace
 from daemon.service.run import Service
+from daemon.tools.control import over_socket
 
 LIMITS = Limits(max_line=1024, max_field=1024, max_body=1024, idle_s=0.5, body_s=0.5)
 
@@ -329,3 +330,37 @@ async def test_healthz_answers_while_a_reload_reads_its_files(
     finally:
         release.set()
         await http.close()
+
+
+async def test_reload_over_the_control_socket_is_local_whatever_the_listen_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon listening on one of this machine's non-loopback addresses refuses a reload
+    over TCP even from this machine (403), but `fenliu reload` reaches it on its Unix
+    socket (daemon.config.control_socket), which only its user can enter."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
+            outward = probe.getsockname()[0]
+        except OSError:
+            pytest.skip("no outward IPv4 address on this machine")
+    monkeypatch.setattr(control_plane, "load_config", lambda path: service.config)
+    service = _service()
+    path = control_socket(tmp_path / "fenliu.toml")
+    http = HttpServer(routes(service), outward, 0, limits=LIMITS, control_socket=path)
+    await http.start()
+    try:
+        assert http.control_error is None and path.is_socket()
+        reader, writer = await asyncio.open_connection(outward, http.port)
+        writer.write(b"POST /-/reload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _status(await reader.read()) == 403
+        writer.close()
+        asked = asyncio.ensure_future(asyncio.to_thread(over_socket, path))
+        while not asked.done():
+            service._reload()  # what the loop does between batches
+            await asyncio.sleep(0.01)
+        assert await asked == (200, "reloaded 0 shop(s)\n")
+    finally:
+        await http.close()
+    assert not path.exists()
+    assert over_socket(path) is None  # nobody there: `fenliu reload` asks the listen address
