@@ -147,6 +147,16 @@ class Reloads:
             )
         return Applied()
 
+    def close(self) -> None:
+        """The service stops: a read in flight is let go (its thread finishes on its own),
+        and every reload not applied is answered so."""
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
+        waiting = self._asked + self._read_for + (self._applying.waiting if self._applying else [])
+        self._asked, self._read_for, self._applying = [], [], None
+        _settle(waiting, "the daemon stopped before the reload was applied", ok=False)
+
     def _refuse(self, waiting: list[asyncio.Future[str]], problems: list[str]) -> None:
         self._metrics.reloaded(ok=False)
         self._log.error("reload_failed", problems=problems)

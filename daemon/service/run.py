@@ -189,6 +189,7 @@ class Service:
             code = EXIT_CONFIG
         finally:
             self.ready = False
+            self.reloads.close()
             if self.install_signals:
                 remove_signals()
             await close_within(self.redis.aclose(), "redis", self.log)

@@ -184,3 +184,27 @@ async def test_a_reload_asked_for_during_a_read_gets_a_read_of_its_own(
     await _until_applied(reloads, config, engine)
     await second
     assert engine.configs["s0"].agents[0].cap == 4 and len(reads) == 2
+
+
+async def test_a_reload_not_applied_when_the_service_stops_is_answered_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(_write(tmp_path, 1, cap=1))
+    engine = Engine(config.shop_configs)
+    release = threading.Event()
+
+    def held_load(path: Path) -> FenliuConfig:
+        assert release.wait(timeout=30)
+        return load_config(path)
+
+    monkeypatch.setattr(control_plane, "load_config", held_load)
+    reloads = Reloads(metrics=Metrics(), log=Log())
+    reading = reloads.request()
+    reloads.step(config, engine, 0)  # its read starts
+    later = reloads.request()
+    reloads.close()
+    release.set()
+    for asked in (reading, later):
+        with pytest.raises(ReloadRefused, match="stopped"):
+            await asked
+    assert not reloads.busy and engine.configs == config.shop_configs
