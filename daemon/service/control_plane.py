@@ -89,11 +89,11 @@ class Reloads:
 
     `request` queues a reload; `step`, called by the loop between two batches, moves them on
     without blocking it: the files are read and validated by a worker thread
-    (`asyncio.to_thread`), and a configuration that validated is applied to the engine
-    about APPLY_BUDGET_S of changed shops per step, each shop whole (a shop's settings never mix two
-    files). A reload asked for while the files are read waits for the next read, so it sees
-    every edit made before it was asked. A configuration that does not validate changes
-    nothing at all.
+    (`asyncio.to_thread`), and a configuration that validated is applied to the engine about
+    APPLY_BUDGET_S of changed shops per step, each shop whole (a shop's settings never mix
+    two files). A reload asked for while the files are read waits for the next read, so it
+    sees every edit made before it was asked. A configuration that does not validate
+    changes nothing at all.
     """
 
     def __init__(
