@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
 def _reload(args: argparse.Namespace) -> int:
     from daemon.tools.control import reload_command
 
-    return reload_command(Path(args.config))
+    return reload_command(Path(args.config), args.url)
 
 
 def _topics_create(args: argparse.Namespace) -> int:
@@ -300,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         "reload", help="make the running daemon re-read its configuration (like SIGHUP)"
     )
     reload.add_argument("--config", required=True, help="path to the daemon's fenliu.toml")
+    reload.add_argument(
+        "--url",
+        help="the daemon's HTTP address (e.g. http://127.0.0.1:9464); by default found through "
+        "the socket the daemon started with this file listens on, else the file's [http] listen",
+    )
     reload.set_defaults(func=_reload)
 
     _add_topics(sub)

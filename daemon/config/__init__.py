@@ -2,7 +2,8 @@
 
     daemon_file.py  the models of `fenliu.toml`'s tables, `FenliuConfig`, `[kafka]` cross-checks
     files.py        reading TOML, `load_config` (`load_config_or_report` for commands),
-                    `load_shop_file`, `fenliu check-config`
+                    `load_shop_file`, `fenliu check-config`, `control_socket` (where
+                    `fenliu reload` finds the daemon)
     problems.py     problems named by file and key, pydantic's errors worded for people
 
 What a valid shop is lives in `daemon.core.config`.
@@ -18,6 +19,7 @@ from daemon.config.daemon_file import (
 )
 from daemon.config.files import (
     check_config_command,
+    control_socket,
     describe_shop,
     load_config,
     load_config_or_report,
@@ -35,6 +37,7 @@ __all__ = [
     "ShopsConfig",
     "TopicsConfig",
     "check_config_command",
+    "control_socket",
     "describe_shop",
     "load_config",
     "load_config_or_report",

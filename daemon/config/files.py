@@ -15,8 +15,11 @@ in any message; an unset `${NAME}` is named, its key too.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import ssl
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -244,6 +247,17 @@ def load_config(path: Path) -> FenliuConfig:
         shop_configs=configs,
         shop_files={k: v.absolute() for k, v in sources.items()},
     )
+
+
+def control_socket(config_path: Path) -> Path:
+    """Where the daemon started with `config_path` listens for `fenliu reload` on a Unix
+    socket, whatever `[http] listen` says now: a folder of the user's own in the temporary
+    directory, the socket named after the file's absolute path (symlinks kept as given: a
+    Kubernetes ConfigMap swaps the file behind one)."""
+    absolute = os.path.abspath(config_path)  # normalised, not resolved (see above)
+    name = hashlib.sha256(absolute.encode()).hexdigest()[:16]
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"fenliu-{user}" / f"{name}.sock"
 
 
 # --- fenliu check-config -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ Bearer <token>`, or `?token=<token>` on the console's address only; compared in 
 time, 401 with `WWW-Authenticate: Bearer` otherwise: a JSON error, or for a browser asking
 for `/` the console's unauthorized.html (it says what is needed, and brings back in a tab
 that holds the token, so a reload of the console works). /metrics, /healthz, /readyz and
-/-/reload (loopback only) stay open; the old explain path redirects without it.
+/-/reload (this machine only) stay open; the old explain path redirects without it.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """The daemon's side of its control plane: what its HTTP routes answer, its signals, and
 reloading.
 
-`routes(service)` answers /metrics, /healthz, /readyz and POST /-/reload (loopback peers
-only), with the JSON API and the console of daemon.service.api (daemon/service/http.py serves
-them; daemon/tools/control.py is the `fenliu reload` client). `install_signals` has SIGTERM
-and SIGINT ask the service to stop, SIGHUP to reload; the handlers only set flags.
+`routes(service)` answers /metrics, /healthz, /readyz and POST /-/reload (from this machine
+only: loopback peers, or the Unix socket `fenliu reload` finds the daemon on), with the
+JSON API and the console of daemon.service.api (daemon/service/http.py serves them;
+daemon/tools/control.py is the `fenliu reload` client). `install_signals` has SIGTERM and
+SIGINT ask the service to stop, SIGHUP to reload; the handlers only set flags.
 A reload — SIGHUP or POST /-/reload — is queued by `Service.request_reload` as a future and
-applied by the loop between batches with `apply_reload`: every file is read again, only shop
-files are applied, and changes to `[kafka]`, `[redis]` or `[http]` are reported as needing a
-restart. A configuration that does not validate changes nothing; its futures fail with
-`ReloadRefused`.
+moved on by the loop between batches with `Reloads.step`: every file is read again off the
+loop, only shop files are applied, and changes to `[kafka]`, `[redis]` or `[http]` are
+reported as needing a restart. A configuration that does not validate changes nothing; its
+futures fail with `ReloadRefused`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -27,12 +29,12 @@ from daemon.config import ConfigError, FenliuConfig, load_config
 from daemon.core.engine import Engine
 from daemon.service.api import api_routes
 from daemon.service.checkpoint import Checkpoint
-from daemon.service.http import is_loopback
+from daemon.service.http import is_local
 from daemon.service.metrics import Metrics
 from daemon.service.views import Views
 from topics.events import OutputEvent
 
-RELOAD_WAIT_S = 10  # POST /-/reload: how long to wait for the loop to apply it
+RELOAD_WAIT_S = 30  # POST /-/reload: how long to wait for it to be read and applied
 
 
 class ReloadRefused(ValueError):
@@ -55,42 +57,155 @@ class Served(Protocol):
     def request_reload(self) -> asyncio.Future[str]: ...
 
 
-def apply_reload(
-    config: FenliuConfig,
-    engine: Engine,
-    clock: Callable[[], int],
-    waiting: list[asyncio.Future[str]],
-    *,
-    metrics: Metrics,
-    log: Any,
-) -> tuple[FenliuConfig, list[OutputEvent]]:
-    """Read `config`'s files again and apply its shops to `engine`, settling `waiting`;
-    the configuration now in force and the engine's outputs."""
-    started = time.perf_counter()
-    try:
-        new = load_config(config.config_path)
-    except ConfigError as exc:
-        problems = [str(p) for p in exc.problems]
-        metrics.reloads.labels("failed").inc()
-        log.error("reload_failed", problems=problems)
+APPLY_BUDGET_S = 0.01  # a reload reconfigures shops about this long between two batches
+FIRST_SLICE = 50  # shops in its first slice; the next are sized on the time they took
+MIN_SLICE = 10  # (each slice also compares every shop's configuration: a few ms at 3,000)
+
+
+@dataclass
+class _Applying:
+    """A validated configuration being applied, a slice of its changed shops at a time."""
+
+    new: FenliuConfig
+    waiting: list[asyncio.Future[str]]
+    todo: list[str]  # shops whose configuration changes, in the new file order
+    changed: int
+    reshaped: bool  # shops were added or removed
+    started: float
+    slice: int = FIRST_SLICE
+
+
+@dataclass
+class Applied:
+    """What one step of a reload did between two batches."""
+
+    outputs: list[OutputEvent] = field(default_factory=list)
+    config: FenliuConfig | None = None  # set when the reload is complete: now in force
+    reshaped: bool = False  # with `config`: shops were added or removed
+
+
+class Reloads:
+    """Reloads asked for, read and validated off the loop, applied between batches.
+
+    `request` queues a reload; `step`, called by the loop between two batches, moves them on
+    without blocking it: the files are read and validated by a worker thread
+    (`asyncio.to_thread`), and a configuration that validated is applied to the engine about
+    APPLY_BUDGET_S of changed shops per step, each shop whole (a shop's settings never mix
+    two files). A reload asked for while the files are read waits for the next read, so it
+    sees every edit made before it was asked. A configuration that does not validate
+    changes nothing at all.
+    """
+
+    def __init__(
+        self, *, metrics: Metrics, log: Any, keep: Callable[[], None] = lambda: None
+    ) -> None:
+        self._metrics = metrics
+        self._log = log
+        self._keep = keep  # freezes what a read or a slice made (daemon.service.heap)
+        self._asked: list[asyncio.Future[str]] = []
+        self._reading: asyncio.Task[FenliuConfig] | None = None
+        self._read_for: list[asyncio.Future[str]] = []
+        self._read_started = 0.0
+        self._applying: _Applying | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A reload is asked for or under way (the loop should not sleep long)."""
+        return bool(self._asked) or self._reading is not None or self._applying is not None
+
+    @property
+    def applying(self) -> bool:
+        """A validated configuration is being applied (the loop should not sleep)."""
+        return self._applying is not None
+
+    def request(self) -> asyncio.Future[str]:
+        """Queue a reload; the future says how it went."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._asked.append(future)
+        return future
+
+    def step(self, config: FenliuConfig, engine: Engine, now: int) -> Applied:
+        """Between two batches: apply the next slice, take a finished read, or start one."""
+        if self._applying is not None:
+            return self._apply_slice(config, engine, now)
+        if self._reading is not None and self._reading.done():
+            reading, self._reading = self._reading, None
+            waiting, self._read_for = self._read_for, []
+            try:
+                new = reading.result()
+            except ConfigError as exc:
+                self._refuse(waiting, [str(p) for p in exc.problems])
+            else:
+                self._keep()
+                self._start_apply(new, waiting, engine)
+                return self._apply_slice(config, engine, now)
+        if self._reading is None and self._asked:
+            self._read_for, self._asked = self._asked, []
+            self._read_started = time.perf_counter()
+            self._reading = asyncio.create_task(
+                asyncio.to_thread(load_config, config.config_path), name="reload-read"
+            )
+        return Applied()
+
+    def close(self) -> None:
+        """The service stops: a read in flight is let go (its thread finishes on its own),
+        and every reload not applied is answered so."""
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
+        waiting = self._asked + self._read_for + (self._applying.waiting if self._applying else [])
+        self._asked, self._read_for, self._applying = [], [], None
+        _settle(waiting, "the daemon stopped before the reload was applied", ok=False)
+
+    def _refuse(self, waiting: list[asyncio.Future[str]], problems: list[str]) -> None:
+        self._metrics.reloaded(ok=False)
+        self._log.error("reload_failed", problems=problems)
         _settle(waiting, "reload refused; nothing changed:\n" + "\n".join(problems), ok=False)
-        return config, []
-    changed = [s for s, c in new.shop_configs.items() if engine.configs.get(s) != c]
-    changed += [s for s in engine.configs if s not in new.shop_configs]
-    outputs = engine.reconfigure(new.shop_configs, clock())
-    restart = [k for k in ("kafka", "redis", "http") if getattr(new, k) != getattr(config, k)]
-    config = config.model_copy(update={"shop_configs": new.shop_configs})
-    metrics.reloads.labels("ok").inc()
-    log.info(
-        "reload_ok",
-        shops=len(new.shop_configs),
-        changed=len(changed),
-        needs_restart=restart,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    note = f" ({', '.join(restart)} changes need a restart)" if restart else ""
-    _settle(waiting, f"reloaded {len(new.shop_configs)} shop(s){note}", ok=True)
-    return config, outputs
+
+    def _start_apply(
+        self, new: FenliuConfig, waiting: list[asyncio.Future[str]], engine: Engine
+    ) -> None:
+        todo = [s for s, c in new.shop_configs.items() if engine.configs.get(s) != c]
+        removed = [s for s in engine.configs if s not in new.shop_configs]
+        self._applying = _Applying(
+            new, waiting, todo, len(todo) + len(removed),
+            reshaped=set(new.shop_configs) != set(engine.configs), started=self._read_started,
+        )  # fmt: skip
+
+    def _apply_slice(self, config: FenliuConfig, engine: Engine, now: int) -> Applied:
+        applying = self._applying
+        assert applying is not None
+        new = applying.new.shop_configs
+        if len(applying.todo) > applying.slice:  # removed shops go with the first slice
+            started = time.perf_counter()
+            part, applying.todo = applying.todo[: applying.slice], applying.todo[applying.slice :]
+            shops = {s: c for s, c in engine.configs.items() if s in new}
+            shops.update((s, new[s]) for s in part)
+            outputs = engine.reconfigure(shops, now)
+            self._keep()
+            took = max(time.perf_counter() - started, 1e-6)
+            fit = int(len(part) * APPLY_BUDGET_S / took)  # halved or doubled at most: a
+            size = min(max(fit, applying.slice // 2), applying.slice * 2)  # preempted step
+            applying.slice = max(MIN_SLICE, size)  # does not shrink the rest to a crawl
+            return Applied(outputs)
+        outputs = engine.reconfigure(new, now)  # the last slice: the new files exactly
+        self._keep()
+        self._applying = None
+        restart = [
+            k for k in ("kafka", "redis", "http") if getattr(applying.new, k) != getattr(config, k)
+        ]
+        self._metrics.reloaded(ok=True)
+        self._log.info(
+            "reload_ok",
+            shops=len(new),
+            changed=applying.changed,
+            needs_restart=restart,
+            seconds=round(time.perf_counter() - applying.started, 3),
+        )
+        note = f" ({', '.join(restart)} changes need a restart)" if restart else ""
+        _settle(applying.waiting, f"reloaded {len(new)} shop(s){note}", ok=True)
+        in_force = config.model_copy(update={"shop_configs": new})
+        return Applied(outputs, in_force, applying.reshaped)
 
 
 def _settle(futures: list[asyncio.Future[str]], text: str, *, ok: bool) -> None:
@@ -136,14 +251,14 @@ def routes(service: Served) -> list[web.RouteDef]:
         return web.Response(status=503, text="not ready\n")
 
     async def reload(request: web.Request) -> web.StreamResponse:
-        if not is_loopback(request):
-            return web.Response(status=403, text="reload is accepted from loopback only\n")
+        if not is_local(request):
+            return web.Response(status=403, text="reload is accepted from this machine only\n")
         try:
             text = await asyncio.wait_for(service.request_reload(), timeout=RELOAD_WAIT_S)
         except ReloadRefused as exc:
             return web.Response(status=422, text=f"{exc}\n")
         except TimeoutError:
-            return web.Response(status=503, text="reload not applied within 10 s\n")
+            return web.Response(status=503, text=f"reload not applied within {RELOAD_WAIT_S} s\n")
         return web.Response(text=f"{text}\n")
 
     return [

@@ -48,12 +48,15 @@ header, which may be an Authorization header.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -99,6 +102,15 @@ def is_loopback(request: web.BaseRequest) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+def is_local(request: web.BaseRequest) -> bool:
+    """Whether the peer is this machine: a loopback address, or the daemon's Unix socket
+    (`control_socket`: only its owner can reach it)."""
+    transport = request.transport
+    if transport is not None and isinstance(transport.get_extra_info("sockname"), str | bytes):
+        return True  # an AF_UNIX socket's name is its path
+    return is_loopback(request)
 
 
 def json_error(status: int, message: str, **fields: object) -> web.Response:
@@ -237,9 +249,13 @@ class HttpServer:
         middlewares: Sequence[Middleware] = (),
         limits: Limits = Limits(),
         on_limit: Callable[[str], None] = lambda limit: None,
+        control_socket: Path | None = None,
     ) -> None:
         self._app = _make_app(routes, middlewares, limits, on_limit)
         self._host, self._port = host, port
+        self.control_socket = control_socket  # also served there, if it can be (see start)
+        self.control_error: str | None = None  # why it could not be
+        self._socket_inode = 0
         self._limits = limits
         self._runner: web.AppRunner | None = None
 
@@ -277,9 +293,42 @@ class HttpServer:
             await runner.cleanup()
             raise
         self._runner = runner
+        if self.control_socket is not None:
+            try:
+                await self._serve_unix(runner, self.control_socket)
+                self._socket_inode = self.control_socket.stat().st_ino
+            except OSError as exc:
+                self.control_error = str(exc)
+                self.control_socket = None
+
+    @staticmethod
+    async def _serve_unix(runner: web.AppRunner, path: Path) -> None:
+        """Serve on a Unix socket at `path` too (once, at start: its file calls are quick)."""
+        _make_room(path)
+        await web.UnixSite(runner, str(path)).start()
 
     async def close(self) -> None:
         """Stop listening, let requests in flight finish (`shutdown_s`), close (idempotent)."""
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+            if self.control_socket is not None:
+                _remove_if(self.control_socket, self._socket_inode)
+
+
+def _make_room(path: Path) -> None:
+    """A folder only this user can enter for the socket at `path`; a socket left there by a
+    daemon that died is removed."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    folder = path.parent.stat()
+    if folder.st_uid != os.getuid() or folder.st_mode & 0o077:
+        raise PermissionError(f"{path.parent} is not this user's alone")
+    path.unlink(missing_ok=True)
+
+
+def _remove_if(path: Path, inode: int) -> None:
+    """Remove the socket at `path` if it is still the one made (`inode`), not one a daemon
+    started since with the same file made there."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_ino == inode:
+            path.unlink()

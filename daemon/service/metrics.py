@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from daemon.service.http import LIMITED
 from daemon.service.logs import get_logger
@@ -85,6 +85,18 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter("fenliu_reloads", "Configuration reloads", ["result"], registry=r)
+        self.reload_successful = Gauge(
+            "fenliu_config_last_reload_successful",
+            "1 if the last configuration reload (or the start) succeeded, 0 if it failed",
+            registry=r,
+        )
+        self.reload_success_time = Gauge(
+            "fenliu_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load (the start, or a reload)",
+            registry=r,
+        )
+        self.reload_successful.set(1)  # the configuration the daemon started with validated
+        self.reload_success_time.set_to_current_time()
         self.checkpoints = Counter(
             "fenliu_checkpoints", "Checkpoints written to Redis, by result", ["result"], registry=r
         )
@@ -192,6 +204,13 @@ class Metrics:
         self._state = _State(engine, lag, set_aside, self._assigned)
         self._ready = ready
         self.build()
+
+    def reloaded(self, *, ok: bool) -> None:
+        """A reload was applied (`ok`) or refused."""
+        self.reloads.labels("ok" if ok else "failed").inc()
+        self.reload_successful.set(1 if ok else 0)
+        if ok:
+            self.reload_success_time.set_to_current_time()
 
     def http_limit(self, limit: str) -> None:
         """Count a request or an answer the HTTP server's limits stopped (`on_limit`)."""

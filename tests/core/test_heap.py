@@ -155,7 +155,8 @@ def test_the_engine_makes_no_reference_cycles_while_it_routes(thawed: None) -> N
 
 
 def test_a_dropped_shop_does_hold_cycles(thawed: None) -> None:
-    """Why every restore and reload resets: the shops they replace are cyclic garbage."""
+    """Why every restore resets (and periodic resets collect after reloads): the shops they
+    replace are cyclic garbage."""
     shop = load_shop_file(SHOPS / "big.toml")
     engine = Engine({shop.id: shop})
     gc.collect()

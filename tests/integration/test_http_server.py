@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,10 +17,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from daemon.config import FenliuConfig, KafkaConfig, RedisConfig
+from daemon.config import FenliuConfig, KafkaConfig, RedisConfig, control_socket, load_config
+from daemon.service import control_plane
 from daemon.service.control_plane import routes
 from daemon.service.http import HttpServer, Limits, Pace
 from daemon.service.run import Service
+from daemon.tools.control import over_socket
 
 LIMITS = Limits(max_line=1024, max_field=1024, max_body=1024, idle_s=0.5, body_s=0.5)
 
@@ -280,3 +283,84 @@ async def test_metrics_answers_the_snapshot_without_building_one(server: HttpSer
         assert b'fenliu_outputs_total{type="Assignment"} 1.0' in after
     finally:
         await http.close()
+
+
+async def test_healthz_answers_while_a_reload_reads_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload's files are read off the loop (contract §5, Reload): with the read held on
+    an Event the test controls, the service's reload steps return and /healthz answers;
+    released, the reload is applied by a later step and POST /-/reload hears how it went."""
+    (tmp_path / "shops").mkdir()
+    shop = 'id = "s"\n[[agents]]\nid = "a1"\n[[groups]]\nname = "g"\nagents = ["a1"]\n'
+    (tmp_path / "shops" / "s.toml").write_text(shop)
+    (tmp_path / "fenliu.toml").write_text(
+        '[kafka]\nbootstrap_servers = "127.0.0.1:9092"\n[redis]\nurl = "redis://127.0.0.1:6379/0"\n'
+    )
+    release, reading = threading.Event(), threading.Event()
+
+    def held_load(path: Path) -> FenliuConfig:
+        reading.set()
+        assert release.wait(timeout=30)
+        return load_config(path)
+
+    monkeypatch.setattr(control_plane, "load_config", held_load)
+    service = _service()
+    service.config = service.config.model_copy(update={"config_path": tmp_path / "fenliu.toml"})
+    http = HttpServer(routes(service), "127.0.0.1", 0, limits=LIMITS)
+    await http.start()
+    close = b"Host: x\r\nConnection: close\r\n\r\n"
+    try:
+        asked = asyncio.ensure_future(
+            _exchange(http.port, b"POST /-/reload HTTP/1.1\r\n" + close, read_for=20)
+        )
+        assert await _until(lambda: service.reloads.busy)  # the POST asked for it
+        assert service._reload() == []  # between two batches: the read starts, in a thread
+        assert await asyncio.to_thread(reading.wait, 30)
+        for _ in range(3):
+            answer = await _exchange(http.port, b"GET /healthz HTTP/1.1\r\n" + close)
+            assert _status(answer) == 200
+            assert service._reload() == [] and not asked.done()
+        release.set()
+        while not asked.done():
+            service._reload()
+            await asyncio.sleep(0.01)
+        assert _status(answer := await asked) == 200 and b"reloaded 1 shop(s)" in answer
+        assert set(service.engine.shops) == {"s"}
+    finally:
+        release.set()
+        await http.close()
+
+
+async def test_reload_over_the_control_socket_is_local_whatever_the_listen_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon listening on one of this machine's non-loopback addresses refuses a reload
+    over TCP even from this machine (403), but `fenliu reload` reaches it on its Unix
+    socket (daemon.config.control_socket), which only its user can enter."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
+            outward = probe.getsockname()[0]
+        except OSError:
+            pytest.skip("no outward IPv4 address on this machine")
+    monkeypatch.setattr(control_plane, "load_config", lambda path: service.config)
+    service = _service()
+    path = control_socket(tmp_path / "fenliu.toml")
+    http = HttpServer(routes(service), outward, 0, limits=LIMITS, control_socket=path)
+    await http.start()
+    try:
+        assert http.control_error is None and path.is_socket()
+        reader, writer = await asyncio.open_connection(outward, http.port)
+        writer.write(b"POST /-/reload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _status(await reader.read()) == 403
+        writer.close()
+        asked = asyncio.ensure_future(asyncio.to_thread(over_socket, path))
+        while not asked.done():
+            service._reload()  # what the loop does between batches
+            await asyncio.sleep(0.01)
+        assert await asked == (200, "reloaded 0 shop(s)\n")
+    finally:
+        await http.close()
+    assert not path.exists()
+    assert over_socket(path) is None  # nobody there: `fenliu reload` asks the listen address

@@ -7,6 +7,7 @@ stop or reconfigure a daemon start their own.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 import tomllib
@@ -23,7 +24,7 @@ from daemon.core.config import ShopConfig
 from daemon.dev.stack import Broker
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
-from tests.e2e import DaemonProcess, Wire, write_config
+from tests.e2e import DaemonProcess, Wire, run_fenliu, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -362,10 +363,43 @@ async def test_sighup_raising_a_cap_serves_waiting_buyers(broker, redis_url, tmp
         (tmp_path / "shops" / "q.toml").write_text("id = 'q'\nmode = 'fastest'\n")
         status, body = process.get("/-/reload", method="POST")
         assert status == 422 and "mode" in body
-        assert 'fenliu_reloads_total{result="failed"} 1.0' in process.fresh_metrics()
+        metrics = process.fresh_metrics()
+        assert 'fenliu_reloads_total{result="failed"} 1.0' in metrics
+        assert "fenliu_config_last_reload_successful 0.0" in metrics  # FenliuReloadFailed
     finally:
         code, _ = process.stop()
     assert code == 0
+
+
+async def test_fenliu_reload_reaches_the_daemon_after_its_listen_was_edited(
+    broker, redis_url, tmp_path
+) -> None:
+    """`fenliu reload` finds the daemon on the Unix socket it started with (contract §5,
+    Reload), not at the address the edited file names now; `--url` names it outright."""
+    process, _ = await own_daemon(broker, redis_url, tmp_path, {"q": queue_shop("q", cap=1)})
+    config, old = process.config, process.http
+    try:
+        config.write_text(config.read_text().replace(f'"{old}"', '"127.0.0.1:1"'))
+        (tmp_path / "shops" / "q.toml").write_text(queue_shop("q", cap=3))
+        found = await asyncio.to_thread(run_fenliu, "reload", "--config", str(config))
+        assert found.returncode == 0, found.stderr
+        assert found.stdout.strip() == "reloaded 1 shop(s) (http changes need a restart)"
+        assert "fenliu_shop_open_sessions" in process.fresh_metrics()  # still serving
+        by_url = await asyncio.to_thread(
+            run_fenliu, "reload", "--config", str(config), "--url", f"http://{old}/"
+        )
+        assert by_url.returncode == 0 and by_url.stdout.startswith("reloaded 1 shop(s)")
+        nobody = await asyncio.to_thread(
+            run_fenliu, "reload", "--config", str(config), "--url", "http://127.0.0.1:1"
+        )
+        assert nobody.returncode == 1
+        assert "no daemon answered at http://127.0.0.1:1" in nobody.stderr
+    finally:
+        code, _ = process.stop()
+    assert code == 0
+    gone = await asyncio.to_thread(run_fenliu, "reload", "--config", str(config))
+    assert gone.returncode == 1, "the socket went with the daemon: the file's listen is asked"
+    assert "no daemon answered at http://127.0.0.1:1/-/reload" in gone.stderr
 
 
 async def test_sigterm_drains_and_exits_zero_within_ten_seconds(
