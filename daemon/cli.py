@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
 def _reload(args: argparse.Namespace) -> int:
     from daemon.tools.control import reload_command
 
-    return reload_command(Path(args.config), args.url)
+    return reload_command(Path(args.config), args.url, dry_run=args.dry_run, as_json=args.json)
 
 
 def _topics_create(args: argparse.Namespace) -> int:
@@ -305,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the daemon's HTTP address (e.g. http://127.0.0.1:9464); by default found through "
         "the socket the daemon started with this file listens on, else the file's [http] listen",
     )
+    reload.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only print what the files on disk would change per shop, and what would happen "
+        "at once to its buyers; apply nothing",
+    )
+    reload.add_argument("--json", action="store_true", help="print the report as JSON")
     reload.set_defaults(func=_reload)
 
     _add_topics(sub)

@@ -50,16 +50,38 @@ class ShopPlan:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """What a dry run needs of the live engine, copied out of it: the modified shops' files
+    in force and their state as snapshots, and the engine's clock."""
+
+    configs: Mapping[str, ShopConfig]
+    snapshots: Mapping[str, dict[str, Any]]
+    now: int
+
+
+def capture(engine: Engine, shops: Mapping[str, ShopConfig]) -> Capture:
+    """Copy out what `shops` would change (cheap: one snapshot per modified shop), so that
+    `work_out` can run anywhere, a worker thread included."""
+    modified = [s for s, c in shops.items() if s in engine.configs and engine.configs[s] != c]
+    snapshots = {s: engine.snapshot_shop(s) for s in modified if s in engine.shops}
+    return Capture(dict(engine.configs), snapshots, engine.now)
+
+
+def work_out(seen: Capture, shops: Mapping[str, ShopConfig], now: int) -> list[ShopPlan]:
+    """What `apply` would report for `shops`, worked out on copies made from `seen`."""
+    modified = {s: c for s, c in shops.items() if s in seen.configs and seen.configs[s] != c}
+    copy = Engine({s: seen.configs[s] for s in modified})
+    for shop_id, snapshot in seen.snapshots.items():
+        copy.restore_shop(shop_id, snapshot)
+    _, plans = _reconfigure(copy, modified, max(now, seen.now))
+    return _outline(seen.configs, shops, {p.shop: p for p in plans})
+
+
 def dry_run(engine: Engine, shops: Mapping[str, ShopConfig], now: int) -> list[ShopPlan]:
     """What `apply(engine, shops, now)` would report, worked out on copies: `engine` is not
     changed."""
-    modified = {s: c for s, c in shops.items() if s in engine.configs and engine.configs[s] != c}
-    copy = Engine({s: engine.configs[s] for s in modified})
-    for shop_id in modified:
-        if shop_id in engine.shops:
-            copy.restore_shop(shop_id, engine.snapshot_shop(shop_id))
-    _, plans = _reconfigure(copy, modified, max(now, engine.now))
-    return _outline(engine.configs, shops, {p.shop: p for p in plans})
+    return work_out(capture(engine, shops), shops, now)
 
 
 def apply(
@@ -185,3 +207,32 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return repr(value) if not isinstance(value, bool) else str(value).lower()
+
+
+# -------------------------------------------------------------------- for a person
+
+MARKS = {"added": "+", "removed": "-", "modified": "~"}
+
+
+def render(shops: list[dict[str, Any]], *, applied: bool) -> str:
+    """Plans in their JSON form (`ShopPlan.as_json`) as a person reads them, one block per
+    shop and a count, like `terraform plan`."""
+    if not shops:
+        return "No changes: the shop files on disk are what runs.\n"
+    out: list[str] = []
+    for plan in shops:
+        out.append(f"{MARKS[plan['change']]} shop {plan['shop']} ({plan['change']})")
+        out.extend(f"    {line}" for line in plan["changes"])
+        if plan["change"] == "modified":
+            e = plan["effects"]
+            out.append(
+                f"    => at once: {e['assigned']} assigned from a line, {e['queued']} queued, "
+                f"{e['moved']} moved to another line, {e['expired']} expired, "
+                f"{e['above_cap']} sessions above cap"
+            )
+    count = {change: sum(p["change"] == change for p in shops) for change in MARKS}
+    verb = "Applied" if applied else "Dry run, nothing applied"
+    out.append(
+        f"{verb}: {count['added']} added, {count['modified']} modified, {count['removed']} removed."
+    )
+    return "\n".join(out) + "\n"

@@ -23,9 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 
 from daemon.config import ConfigError, FenliuConfig, load_config
+from daemon.core import plan
 from daemon.core.engine import Engine
 from daemon.service.api import api_routes
 from daemon.service.checkpoint import Checkpoint
@@ -41,6 +43,27 @@ class ReloadRefused(ValueError):
     """A reload whose configuration did not validate."""
 
 
+@dataclass(frozen=True)
+class Report:
+    """How a reload went: a line, and per changed shop what changed and what happened at once
+    to its buyers (daemon.core.plan; for a dry run, what would)."""
+
+    message: str
+    shops: list[dict[str, Any]] = field(default_factory=list)
+    applied: bool = True
+
+    def text(self) -> str:
+        """The report as a person reads it: the line, then the shops that changed (a dry run
+        says so when none would)."""
+        if not self.shops and self.applied:
+            return f"{self.message}\n"
+        return f"{self.message}\n{plan.render(self.shops, applied=self.applied)}"
+
+    def json(self) -> dict[str, Any]:
+        """The report as `fenliu reload --json` prints it (contract §5)."""
+        return {"message": self.message, "applied": self.applied, "shops": self.shops}
+
+
 class Served(Protocol):
     """What the routes read of the running service (`daemon.service.run.Service` is one)."""
 
@@ -54,7 +77,7 @@ class Served(Protocol):
     def views(self) -> Views: ...
     @property
     def config(self) -> FenliuConfig: ...
-    def request_reload(self) -> asyncio.Future[str]: ...
+    def request_reload(self, *, dry_run: bool = False) -> asyncio.Future[Report]: ...
 
 
 APPLY_BUDGET_S = 0.01  # a reload reconfigures shops about this long between two batches
@@ -67,12 +90,13 @@ class _Applying:
     """A validated configuration being applied, a slice of its changed shops at a time."""
 
     new: FenliuConfig
-    waiting: list[asyncio.Future[str]]
+    waiting: list[asyncio.Future[Report]]
     todo: list[str]  # shops whose configuration changes, in the new file order
     changed: int
     reshaped: bool  # shops were added or removed
     started: float
     slice: int = FIRST_SLICE
+    plans: list[plan.ShopPlan] = field(default_factory=list)  # of the slices applied so far
 
 
 @dataclass
@@ -102,11 +126,12 @@ class Reloads:
         self._metrics = metrics
         self._log = log
         self._keep = keep  # freezes what a read or a slice made (daemon.service.heap)
-        self._asked: list[asyncio.Future[str]] = []
+        self._asked: list[tuple[asyncio.Future[Report], bool]] = []  # and whether a dry run
         self._reading: asyncio.Task[FenliuConfig] | None = None
-        self._read_for: list[asyncio.Future[str]] = []
+        self._read_for: list[tuple[asyncio.Future[Report], bool]] = []
         self._read_started = 0.0
         self._applying: _Applying | None = None
+        self._dry_runs: set[asyncio.Task[None]] = set()  # worked out in threads
 
     @property
     def busy(self) -> bool:
@@ -118,10 +143,11 @@ class Reloads:
         """A validated configuration is being applied (the loop should not sleep)."""
         return self._applying is not None
 
-    def request(self) -> asyncio.Future[str]:
-        """Queue a reload; the future says how it went."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._asked.append(future)
+    def request(self, *, dry_run: bool = False) -> asyncio.Future[Report]:
+        """Queue a reload (or a dry run: the files are read the same way, and what they would
+        change is worked out on copies of the live shops); the future says how it went."""
+        future: asyncio.Future[Report] = asyncio.get_running_loop().create_future()
+        self._asked.append((future, dry_run))
         return future
 
     def step(self, config: FenliuConfig, engine: Engine, now: int) -> Applied:
@@ -134,11 +160,14 @@ class Reloads:
             try:
                 new = reading.result()
             except ConfigError as exc:
-                self._refuse(waiting, [str(p) for p in exc.problems])
+                self._refuse([f for f, _ in waiting], [str(p) for p in exc.problems])
             else:
                 self._keep()
-                self._start_apply(new, waiting, engine)
-                return self._apply_slice(config, engine, now)
+                self._dry_run(new, [f for f, dry in waiting if dry], engine, now)
+                applying = [f for f, dry in waiting if not dry]
+                if applying:
+                    self._start_apply(new, applying, engine)
+                    return self._apply_slice(config, engine, now)
         if self._reading is None and self._asked:
             self._read_for, self._asked = self._asked, []
             self._read_started = time.perf_counter()
@@ -153,17 +182,47 @@ class Reloads:
         if self._reading is not None:
             self._reading.cancel()
             self._reading = None
-        waiting = self._asked + self._read_for + (self._applying.waiting if self._applying else [])
+        for task in self._dry_runs:
+            task.cancel()
+        waiting = [f for f, _ in self._asked + self._read_for]
+        waiting += self._applying.waiting if self._applying else []
         self._asked, self._read_for, self._applying = [], [], None
-        _settle(waiting, "the daemon stopped before the reload was applied", ok=False)
+        _settle(waiting, Report("the daemon stopped before the reload was applied"), ok=False)
 
-    def _refuse(self, waiting: list[asyncio.Future[str]], problems: list[str]) -> None:
+    def _dry_run(
+        self, new: FenliuConfig, waiting: list[asyncio.Future[Report]], engine: Engine, now: int
+    ) -> None:
+        """Copy out the live shops the files change (on the loop: a snapshot each), then work
+        out what the files would do to them in a worker thread, and answer `waiting`."""
+        if not waiting:
+            return
+        seen = plan.capture(engine, new.shop_configs)
+        task = asyncio.create_task(self._finish_dry_run(seen, new, waiting, now))
+        self._dry_runs.add(task)
+        task.add_done_callback(self._dry_runs.discard)
+
+    async def _finish_dry_run(
+        self, seen: plan.Capture, new: FenliuConfig, waiting: list[asyncio.Future[Report]], now: int
+    ) -> None:
+        shops = new.shop_configs
+        try:
+            plans = await asyncio.to_thread(plan.work_out, seen, shops, now)
+        except asyncio.CancelledError:  # `close`: the daemon stops
+            _settle(waiting, Report("the daemon stopped before the dry run was done"), ok=False)
+            raise
+        self._keep()
+        self._log.info("reload_dry_run", shops=len(shops), changed=len(plans))
+        text = f"dry run: {len(plans)} of {len(shops)} shop(s) would change"
+        _settle(waiting, Report(text, [p.as_json() for p in plans], applied=False), ok=True)
+
+    def _refuse(self, waiting: list[asyncio.Future[Report]], problems: list[str]) -> None:
         self._metrics.reloaded(ok=False)
         self._log.error("reload_failed", problems=problems)
-        _settle(waiting, "reload refused; nothing changed:\n" + "\n".join(problems), ok=False)
+        text = "reload refused; nothing changed:\n" + "\n".join(problems)
+        _settle(waiting, Report(text), ok=False)
 
     def _start_apply(
-        self, new: FenliuConfig, waiting: list[asyncio.Future[str]], engine: Engine
+        self, new: FenliuConfig, waiting: list[asyncio.Future[Report]], engine: Engine
     ) -> None:
         todo = [s for s, c in new.shop_configs.items() if engine.configs.get(s) != c]
         removed = [s for s in engine.configs if s not in new.shop_configs]
@@ -181,14 +240,16 @@ class Reloads:
             part, applying.todo = applying.todo[: applying.slice], applying.todo[applying.slice :]
             shops = {s: c for s, c in engine.configs.items() if s in new}
             shops.update((s, new[s]) for s in part)
-            outputs = engine.reconfigure(shops, now)
+            outputs, plans = plan.apply(engine, shops, now)
+            applying.plans += plans
             self._keep()
             took = max(time.perf_counter() - started, 1e-6)
             fit = int(len(part) * APPLY_BUDGET_S / took)  # halved or doubled at most: a
             size = min(max(fit, applying.slice // 2), applying.slice * 2)  # preempted step
             applying.slice = max(MIN_SLICE, size)  # does not shrink the rest to a crawl
             return Applied(outputs)
-        outputs = engine.reconfigure(new, now)  # the last slice: the new files exactly
+        outputs, plans = plan.apply(engine, new, now)  # the last slice: the new files exactly
+        applying.plans += plans
         self._keep()
         self._applying = None
         restart = [
@@ -203,18 +264,19 @@ class Reloads:
             seconds=round(time.perf_counter() - applying.started, 3),
         )
         note = f" ({', '.join(restart)} changes need a restart)" if restart else ""
-        _settle(applying.waiting, f"reloaded {len(new)} shop(s){note}", ok=True)
+        done = [p.as_json() for p in sorted(applying.plans, key=lambda p: p.shop)]
+        _settle(applying.waiting, Report(f"reloaded {len(new)} shop(s){note}", done), ok=True)
         in_force = config.model_copy(update={"shop_configs": new})
         return Applied(outputs, in_force, applying.reshaped)
 
 
-def _settle(futures: list[asyncio.Future[str]], text: str, *, ok: bool) -> None:
+def _settle(futures: list[asyncio.Future[Report]], report: Report, *, ok: bool) -> None:
     for future in futures:
         if not future.done():
             if ok:
-                future.set_result(text)
+                future.set_result(report)
             else:
-                future.set_exception(ReloadRefused(text))
+                future.set_exception(ReloadRefused(report.message))
         with contextlib.suppress(asyncio.CancelledError, ReloadRefused):
             if future.done():
                 future.exception()  # mark retrieved: a SIGHUP reload has no listener
@@ -253,13 +315,17 @@ def routes(service: Served) -> list[web.RouteDef]:
     async def reload(request: web.Request) -> web.StreamResponse:
         if not is_local(request):
             return web.Response(status=403, text="reload is accepted from this machine only\n")
+        dry_run = request.query.get("dry_run") in ("1", "true")
         try:
-            text = await asyncio.wait_for(service.request_reload(), timeout=RELOAD_WAIT_S)
+            asked = service.request_reload(dry_run=dry_run)
+            report = await asyncio.wait_for(asked, timeout=RELOAD_WAIT_S)
         except ReloadRefused as exc:
             return web.Response(status=422, text=f"{exc}\n")
         except TimeoutError:
             return web.Response(status=503, text=f"reload not applied within {RELOAD_WAIT_S} s\n")
-        return web.Response(text=f"{text}\n")
+        if request.query.get("format") == "json":
+            return web.json_response(report.json(), dumps=lambda v: orjson.dumps(v).decode())
+        return web.Response(text=report.text())
 
     return [
         web.get("/metrics", metrics),

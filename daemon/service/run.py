@@ -60,7 +60,13 @@ from daemon.service.clients import (
     make_redis,
 )
 from daemon.service.clock import wall_ms
-from daemon.service.control_plane import Reloads, install_signals, remove_signals, routes
+from daemon.service.control_plane import (
+    Reloads,
+    Report,
+    install_signals,
+    remove_signals,
+    routes,
+)
 from daemon.service.delivery import Deliveries, Refusals
 from daemon.service.heap import Heap, return_large_blocks
 from daemon.service.http import HttpServer
@@ -148,9 +154,10 @@ class Service:
         """Stop after the batch in hand (signal-safe: only changes the lifecycle)."""
         self.lifecycle = self.lifecycle.stop()
 
-    def request_reload(self) -> asyncio.Future[str]:
-        """Reload between batches; the future says how it went."""
-        return self.reloads.request()
+    def request_reload(self, *, dry_run: bool = False) -> asyncio.Future[Report]:
+        """Reload between batches (or only work out what it would change); the future says
+        how it went."""
+        return self.reloads.request(dry_run=dry_run)
 
     # ----------------------------------------------------------------------- lifecycle
 

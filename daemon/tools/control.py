@@ -38,8 +38,8 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def over_socket(path: Path) -> tuple[int, str] | None:
-    """POST /-/reload on the daemon's Unix socket: (status, text), or None if no daemon
+def over_socket(path: Path, route: str = "/-/reload") -> tuple[int, str] | None:
+    """POST `route` on the daemon's Unix socket: (status, text), or None if no daemon
     listens there (none started with this file, or it is gone)."""
     connection = _UnixConnection(path)
     try:
@@ -47,7 +47,7 @@ def over_socket(path: Path) -> tuple[int, str] | None:
     except OSError:
         return None
     try:
-        connection.request("POST", "/-/reload", body=b"")
+        connection.request("POST", route, body=b"")
         answer = connection.getresponse()
         return answer.status, answer.read().decode()
     finally:
@@ -64,21 +64,27 @@ def _over_http(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def reload_command(config_path: Path, url: str | None = None) -> int:
+def reload_command(
+    config_path: Path, url: str | None = None, *, dry_run: bool = False, as_json: bool = False
+) -> int:
     """POST /-/reload to the daemon configured by `config_path` (or at `url`); print its
-    answer. Exit 1 if the files do not validate, the reload was refused or nobody answered."""
+    answer: what changed per shop (with `dry_run`, what would; nothing is applied), as JSON
+    with `as_json`. Exit 1 if the files do not validate, the reload was refused or nobody
+    answered."""
+    query = "&".join(q for q, on in (("dry_run=1", dry_run), ("format=json", as_json)) if on)
+    route = "/-/reload" + (f"?{query}" if query else "")
     preface = "the configuration does not validate; nothing was sent:"
     config = load_config_or_report(config_path, preface=preface)
     if config is None:
         return 1
     answer = None
     if url is None:
-        answer = over_socket(control_socket(config_path))
+        answer = over_socket(control_socket(config_path), route)
         host = config.http.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         url = f"http://{f'[{host}]' if ':' in host else host}:{config.http.port}"
-    target = url.rstrip("/") + "/-/reload"
+    target = url.rstrip("/") + route
     if answer is None:
         try:
             answer = _over_http(target)

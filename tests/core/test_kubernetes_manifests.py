@@ -180,8 +180,10 @@ def _write_out(root: Path) -> Path:
     of fenliu.toml."""
     pod = _one("StatefulSet")["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    maps = {v["name"]: v["configMap"]["name"] for v in pod["volumes"]}
+    maps = {v["name"]: v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
     for mount in container["volumeMounts"]:
+        if mount["name"] not in maps:
+            continue  # an emptyDir (/tmp, for the control socket)
         folder = root / mount["mountPath"].lstrip("/")
         folder.mkdir(parents=True)
         for key, text in _one("ConfigMap", maps[mount["name"]])["data"].items():

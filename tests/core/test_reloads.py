@@ -109,7 +109,7 @@ async def test_the_files_are_read_off_the_loop_while_it_goes_on(
     release.set()
     new, _ = await _until_applied(reloads, config, engine)
     assert engine.configs["s0"].agents[0].cap == 5 == new.shop_configs["s0"].agents[0].cap
-    assert (await asked).startswith("reloaded 3 shop(s)")
+    assert (await asked).message.startswith("reloaded 3 shop(s)")
 
 
 async def test_many_changed_shops_are_applied_a_slice_at_a_time(tmp_path: Path) -> None:
@@ -129,6 +129,32 @@ async def test_many_changed_shops_are_applied_a_slice_at_a_time(tmp_path: Path) 
         await asyncio.sleep(0.001)
     assert applied.config is not None and steps_applying >= 2
     assert engine.configs == applied.config.shop_configs
+
+
+async def test_a_dry_run_reports_every_changed_shop_and_applies_nothing(tmp_path: Path) -> None:
+    """contract §5, Dry run: worked out off the loop on copies; then the real reload reports
+    the same, slice by slice."""
+    shops = FIRST_SLICE * 3
+    config = load_config(_write(tmp_path, shops, cap=1))
+    engine = Engine(config.shop_configs)
+    before = dict(engine.configs)
+    _write(tmp_path, shops, cap=2)
+    reloads = Reloads(metrics=Metrics(), log=Log())
+    asked = reloads.request(dry_run=True)
+    while not asked.done():
+        assert reloads.step(config, engine, 0).outputs == []
+        await asyncio.sleep(0.001)
+    report = await asked
+    assert engine.configs == before and not report.applied
+    assert [p["shop"] for p in report.shops] == sorted(f"s{n}" for n in range(shops))
+    assert {tuple(p["changes"]) for p in report.shops} == {("agent a1 cap: 1 -> 2",)}
+    assert f"Dry run, nothing applied: 0 added, {shops} modified, 0 removed." in report.text()
+    asked = reloads.request()
+    while not asked.done():
+        reloads.step(config, engine, 0)
+        await asyncio.sleep(0.001)
+    applied = await asked
+    assert applied.applied and applied.shops == report.shops
 
 
 async def test_a_refused_reload_changes_nothing(tmp_path: Path) -> None:

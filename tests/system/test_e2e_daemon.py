@@ -383,7 +383,9 @@ async def test_fenliu_reload_reaches_the_daemon_after_its_listen_was_edited(
         (tmp_path / "shops" / "q.toml").write_text(queue_shop("q", cap=3))
         found = await asyncio.to_thread(run_fenliu, "reload", "--config", str(config))
         assert found.returncode == 0, found.stderr
-        assert found.stdout.strip() == "reloaded 1 shop(s) (http changes need a restart)"
+        lines = found.stdout.splitlines()
+        assert lines[0] == "reloaded 1 shop(s) (http changes need a restart)"
+        assert lines[1:3] == ["~ shop q (modified)", "    queue.default_cap: 1 -> 3"]
         assert "fenliu_shop_open_sessions" in process.fresh_metrics()  # still serving
         by_url = await asyncio.to_thread(
             run_fenliu, "reload", "--config", str(config), "--url", f"http://{old}/"
@@ -400,6 +402,61 @@ async def test_fenliu_reload_reaches_the_daemon_after_its_listen_was_edited(
     gone = await asyncio.to_thread(run_fenliu, "reload", "--config", str(config))
     assert gone.returncode == 1, "the socket went with the daemon: the file's listen is asked"
     assert "no daemon answered at http://127.0.0.1:1/-/reload" in gone.stderr
+
+
+async def test_a_dry_run_changes_nothing_and_the_reload_then_does_what_it_said(
+    broker, redis_url, tmp_path
+) -> None:
+    """contract §5, Dry run and Apply: `fenliu reload --dry-run --json` reports per shop what the
+    files on disk change and what would happen to its buyers, and nothing happens; `fenliu
+    reload --json` then applies them and reports the same, and it happens."""
+
+    def shop(cap: int) -> str:  # sessions that outlast the test: only the reload frees a place
+        return queue_shop("q", cap=cap).replace('session_timeout = "3s"', 'session_timeout = "10m"')
+
+    process, topics = await own_daemon(broker, redis_url, tmp_path, {"q": shop(1)})
+    config = str(process.config)
+    try:
+        async with wire(broker, topics, "q") as w:
+            await w.status("a1", "online")
+            for n in range(3):
+                await w.inquiry(f"b{n}")
+            await w.wait_for(lambda e: e.get("status") == "queued", count=2)
+            (tmp_path / "shops" / "q.toml").write_text(shop(3))
+            dry = await asyncio.to_thread(
+                run_fenliu, "reload", "--config", config, "--dry-run", "--json"
+            )
+            assert dry.returncode == 0, dry.stderr
+            planned = orjson.loads(dry.stdout)
+            assert planned["applied"] is False
+            assert planned["shops"] == [
+                {
+                    "shop": "q",
+                    "change": "modified",
+                    "changes": ["queue.default_cap: 1 -> 3"],
+                    "effects": {
+                        "assigned": 2,
+                        "queued": 0,
+                        "moved": 0,
+                        "expired": 0,
+                        "above_cap": 0,
+                    },
+                }
+            ]
+            await w.settle(2)  # the dry run served nobody
+            assert not [e for e in w.seen if e["type"] == "assignment" and e["buyer_id"] != "b0"]
+            human = await asyncio.to_thread(run_fenliu, "reload", "--config", config, "--dry-run")
+            assert "=> at once: 2 assigned from a line" in human.stdout
+            assert "Dry run, nothing applied: 0 added, 1 modified, 0 removed." in human.stdout
+            done = await asyncio.to_thread(run_fenliu, "reload", "--config", config, "--json")
+            assert done.returncode == 0, done.stderr
+            applied = orjson.loads(done.stdout)
+            assert applied["applied"] is True and applied["shops"] == planned["shops"]
+            for n in (1, 2):
+                assert (await w.assignment(f"b{n}", timeout=10))["reason"] == "dequeued"
+    finally:
+        code, _ = process.stop()
+    assert code == 0
 
 
 async def test_sigterm_drains_and_exits_zero_within_ten_seconds(
