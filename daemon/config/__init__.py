@@ -24,6 +24,7 @@ from daemon.config.files import (
     load_config,
     load_config_or_report,
     load_shop_file,
+    stamp,
 )
 from daemon.config.problems import ConfigError, ConfigProblem
 
@@ -42,4 +43,5 @@ __all__ = [
     "load_config",
     "load_config_or_report",
     "load_shop_file",
+    "stamp",
 ]

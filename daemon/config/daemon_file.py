@@ -273,9 +273,18 @@ class HttpConfig(_Frozen):
 
 
 class ShopsConfig(_Frozen):
-    """`[shops]`: the folder whose every ``*.toml`` file is one shop."""
+    """`[shops]`: the folder whose every ``*.toml`` file is one shop, and whether the daemon
+    watches it (and fenliu.toml) to reload by itself."""
 
     dir: Path = Path("shops")  # relative to fenliu.toml's folder; absolute once loaded
+    watch: Annotated[DurationMs, Field(ge=0, le=3_600_000)] = 0  # how often to look; 0: off
+
+    @field_validator("watch")
+    @classmethod
+    def _watch_at_least_a_second(cls, value: int) -> int:
+        if 0 < value < 1000:
+            raise ValueError('at least "1s", or 0 to turn watching off')
+        return value
 
 
 class DaemonFile(_Frozen):

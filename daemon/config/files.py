@@ -31,7 +31,6 @@ from daemon.config.daemon_file import (
     FenliuConfig,
     KafkaConfig,
     RedisConfig,
-    ShopsConfig,
     kafka_problems,
 )
 from daemon.config.problems import FILE_KEY, ConfigError, ConfigProblem, validate
@@ -242,11 +241,32 @@ def load_config(path: Path) -> FenliuConfig:
         kafka=kafka,
         redis=redis,
         http=daemon.http,
-        shops=ShopsConfig(dir=folder.absolute()),
+        shops=daemon.shops.model_copy(update={"dir": folder.absolute()}),
         config_path=path.absolute(),
         shop_configs=configs,
         shop_files={k: v.absolute() for k, v in sources.items()},
     )
+
+
+Stamp = tuple[tuple[str, int, int, int], ...]
+
+
+def stamp(config_path: Path, shops_dir: Path) -> Stamp:
+    """What `[shops] watch` compares: fenliu.toml and every ``*.toml`` of the shops folder,
+    each as (path, inode, size, modification time in ns), links followed — so an edit, a
+    file added or removed, and a Kubernetes ConfigMap's swap of its `..data` link (which
+    puts new files behind the same names) all change it. A file that cannot be read shows
+    as (path, -1, -1, -1): the reload that follows says why."""
+    paths = [config_path, *sorted(shops_dir.glob("*.toml"))]
+    found = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            found.append((str(path), -1, -1, -1))
+        else:
+            found.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(found)
 
 
 def control_socket(config_path: Path) -> Path:

@@ -35,6 +35,7 @@ record_log (rejections and decisions as log lines).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import signal
 import time
@@ -47,7 +48,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 import daemon
-from daemon.config import FenliuConfig, control_socket, load_config_or_report
+from daemon.config import FenliuConfig, control_socket, load_config_or_report, stamp
 from daemon.core.engine import Engine
 from daemon.service.aiokafka_compat import request_rejoin, skip_leave_group
 from daemon.service.api import token_guard
@@ -228,9 +229,13 @@ class Service:
             **({"core_note": daemon.CORE_NOTE} if daemon.CORE_NOTE else {}),
         )
         unwatch_gc = self.metrics.watch_gc()
+        every_ms = self.config.shops.watch
+        watcher = asyncio.create_task(self._watch(every_ms / 1000)) if every_ms else None
         try:
             await self._loop(consumer, producer)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             unwatch_gc()
             gc.unfreeze()  # an embedding process (tests, `fenliu dev`) collects as before
             self.ready = False
@@ -238,6 +243,21 @@ class Service:
                 skip_leave_group(consumer)
             await close_within(consumer.stop(), "consumer", self.log)
             await close_within(producer.stop(), "producer", self.log)
+
+    async def _watch(self, every_s: float) -> None:
+        """`[shops] watch`: every `every_s`, look (off the loop) whether fenliu.toml or a shop
+        file changed, and if so ask for a reload. A reload that fails (a file caught half
+        written, say) changes nothing and is tried again at the next change."""
+        config = self.config
+        look = functools.partial(stamp, config.config_path, config.shops.dir)
+        seen = await asyncio.to_thread(look)
+        while True:
+            await asyncio.sleep(every_s)
+            now = await asyncio.to_thread(look)
+            if now != seen:
+                seen = now
+                self.log.info("shop_files_changed", reload="asked")
+                self.request_reload()
 
     # ------------------------------------------------------------------------ the loop
 

@@ -24,6 +24,7 @@ from daemon.core.config import ShopConfig
 from daemon.dev.stack import Broker
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
+from tests.core.test_shop_watch import configmap
 from tests.e2e import DaemonProcess, Wire, run_fenliu, write_config
 
 pytestmark = pytest.mark.e2e
@@ -457,6 +458,55 @@ async def test_a_dry_run_changes_nothing_and_the_reload_then_does_what_it_said(
     finally:
         code, _ = process.stop()
     assert code == 0
+
+
+async def test_shops_watch_reloads_a_configmap_swap_and_never_half_a_file(
+    broker, redis_url, tmp_path
+) -> None:
+    """contract §5, `[shops] watch`: a Kubernetes ConfigMap update (a new folder, then the
+    `..data` link renamed to it) is reloaded with no command; a file caught half written is a
+    failed reload that changes nothing, tried again at the next change."""
+
+    def shop(cap: int) -> str:  # sessions that outlast the test: only a reload frees a place
+        return queue_shop("q", cap=cap).replace('session_timeout = "3s"', 'session_timeout = "10m"')
+
+    topics = unique_topics()
+    await create_topics(broker.bootstrap, topics, partitions=2)
+    config = write_config(
+        tmp_path, bootstrap=broker.bootstrap, redis_url=redis_url, topics=topics, shops={},
+        group_id=f"own-{topics.inquiries}",
+    )  # fmt: skip
+    config.write_text(config.read_text().replace("[shops]\n", '[shops]\nwatch = "1s"\n'))
+    configmap(tmp_path / "shops", {"q.toml": shop(1)}, "v1")
+    process = DaemonProcess(config).start()
+    try:
+        async with wire(broker, topics, "q") as w:
+            await w.status("a1", "online")
+            for n in range(3):
+                await w.inquiry(f"b{n}")
+            await w.wait_for(lambda e: e.get("status") == "queued", count=2)
+            configmap(tmp_path / "shops", {"q.toml": shop(3)[:40]}, "v2")  # half written
+            await asyncio.to_thread(
+                until_metric, process, 'fenliu_reloads_total{result="failed"} 1.0'
+            )
+            assert "fenliu_config_last_reload_successful 0.0" in process.fresh_metrics()
+            assert not [e for e in w.seen if e["type"] == "assignment" and e["buyer_id"] != "b0"]
+            configmap(tmp_path / "shops", {"q.toml": shop(3)}, "v3")  # the whole file
+            for n in (1, 2):
+                assert (await w.assignment(f"b{n}", timeout=20))["reason"] == "dequeued"
+        assert "fenliu_config_last_reload_successful 1.0" in process.fresh_metrics()
+        changed = [ln for ln in process.log_tail(400).splitlines() if "shop_files_changed" in ln]
+        assert len(changed) >= 2
+    finally:
+        code, _ = process.stop()
+    assert code == 0
+
+
+def until_metric(process: DaemonProcess, line: str) -> None:
+    """Wait until /metrics has `line` (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while line not in process.fresh_metrics():
+        assert time.monotonic() < deadline, f"{line} not in /metrics"
 
 
 async def test_sigterm_drains_and_exits_zero_within_ten_seconds(
