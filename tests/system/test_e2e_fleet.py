@@ -202,7 +202,7 @@ async def test_a_shop_whose_engine_fails_is_quarantined_and_resumed_after_a_relo
             assert service.ready, "the other shops keep the instance ready"
             assert not [e for e in bad.seen if e.get("buyer_id") in ("b2", "b3")]
 
-            assert "reloaded" in await service.request_reload()  # the fix: a fresh engine
+            assert "reloaded" in (await service.request_reload()).message  # a fresh engine
             assert (await bad.assignment("b2", timeout=20))["agent_id"] == "a1"
             queued = await bad.wait_for(lambda e: e.get("buyer_id") == "b3")
             assert queued[0]["status"] == "queued", "a1 is at its cap of 2: b3 waits in line"
