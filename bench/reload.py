@@ -210,7 +210,8 @@ async def run(args: argparse.Namespace) -> int:
                 status, body = await asyncio.to_thread(post_reload, daemon.http)
                 answered = time.monotonic()
                 windows.append((asked - AROUND_S, answered + AROUND_S))
-                say(f"reload {round_ + 1}: {status} {body.strip()} in {answered - asked:.2f}s")
+                first = body.strip().splitlines()[0] if body.strip() else ""
+                say(f"reload {round_ + 1}: {status} {first} in {answered - asked:.2f}s")
                 await asyncio.sleep(QUIET_S)
             ended = time.monotonic()  # inquiries sent from now on are not counted
             await asyncio.sleep(2.0)  # the last ones counted are answered
