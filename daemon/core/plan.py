@@ -63,14 +63,14 @@ class Capture:
 def capture(engine: Engine, shops: Mapping[str, ShopConfig]) -> Capture:
     """Copy out what `shops` would change (cheap: one snapshot per modified shop), so that
     `work_out` can run anywhere, a worker thread included."""
-    modified = [s for s, c in shops.items() if s in engine.configs and engine.configs[s] != c]
+    modified = _modified(engine.configs, shops)
     snapshots = {s: engine.snapshot_shop(s) for s in modified if s in engine.shops}
     return Capture(dict(engine.configs), snapshots, engine.now)
 
 
 def work_out(seen: Capture, shops: Mapping[str, ShopConfig], now: int) -> list[ShopPlan]:
     """What `apply` would report for `shops`, worked out on copies made from `seen`."""
-    modified = {s: c for s, c in shops.items() if s in seen.configs and seen.configs[s] != c}
+    modified = {s: shops[s] for s in _modified(seen.configs, shops)}
     copy = Engine({s: seen.configs[s] for s in modified})
     for shop_id, snapshot in seen.snapshots.items():
         copy.restore_shop(shop_id, snapshot)
@@ -97,17 +97,28 @@ def _reconfigure(
     engine: Engine, shops: Mapping[str, ShopConfig], now: int
 ) -> tuple[list[OutputEvent], list[ShopPlan]]:
     """Reconfigure for real; the plans of the shops that existed and changed."""
-    modified = [s for s, c in shops.items() if s in engine.configs and engine.configs[s] != c]
+    modified = _modified(engine.configs, shops)
     old = {s: engine.configs[s] for s in modified}
     lines = {s: _lines(engine.shops[s]) for s in modified if s in engine.shops}
     outputs = engine.reconfigure(shops, now)
+    own: dict[str, list[OutputEvent]] = {}
+    for output in outputs:
+        own.setdefault(output.shop_id or "", []).append(output)
     plans = []
     for shop_id in modified:
-        own = [o for o in outputs if o.shop_id == shop_id]
         shop = engine.shops.get(shop_id)
-        effects = _effects(shop, lines.get(shop_id, {}), own) if shop else dict.fromkeys(EFFECTS, 0)
+        effects = (
+            _effects(shop, lines.get(shop_id, {}), own.get(shop_id, []))
+            if shop is not None
+            else dict.fromkeys(EFFECTS, 0)
+        )
         plans.append(ShopPlan(shop_id, "modified", changes(old[shop_id], shops[shop_id]), effects))
     return outputs, plans
+
+
+def _modified(before: Mapping[str, ShopConfig], after: Mapping[str, ShopConfig]) -> list[str]:
+    """The shops in both whose file changed."""
+    return [s for s, c in after.items() if s in before and before[s] != c]
 
 
 def _outline(

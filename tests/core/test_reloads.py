@@ -150,9 +150,7 @@ async def test_a_dry_run_reports_every_changed_shop_and_applies_nothing(tmp_path
     assert {tuple(p["changes"]) for p in report.shops} == {("agent a1 cap: 1 -> 2",)}
     assert f"Dry run, nothing applied: 0 added, {shops} modified, 0 removed." in report.text()
     asked = reloads.request()
-    while not asked.done():
-        reloads.step(config, engine, 0)
-        await asyncio.sleep(0.001)
+    await _until_applied(reloads, config, engine)
     applied = await asked
     assert applied.applied and applied.shops == report.shops
 

@@ -86,15 +86,15 @@ agents = ["a1", "a2"]
 """
 
 
-def queue_shop(shop_id: str, cap: int = 1) -> str:
-    """One agent with a cap, queueing on, short sessions."""
+def queue_shop(shop_id: str, cap: int = 1, session_timeout: str = "3s") -> str:
+    """One agent with a cap, queueing on, short sessions (unless told otherwise)."""
     return f"""
 id = "{shop_id}"
 sticky_window = 0
 [queue]
 enabled = true
 default_cap = {cap}
-session_timeout = "3s"
+session_timeout = "{session_timeout}"
 repeat_entry_window = "30m"
 update_interval = "1s"
 [[agents]]
@@ -105,6 +105,18 @@ id = "a2"
 name = "g"
 agents = ["a1", "a2"]
 """
+
+
+LASTING = "10m"  # sessions that outlast a test: only a reload frees a place
+
+
+async def fill_the_line(w: Wire) -> list[dict[str, Any]]:
+    """a1 online, three buyers of `queue_shop`'s cap of one: b0 served, b1 and b2 queued
+    (their `queued` updates)."""
+    await w.status("a1", "online")
+    for n in range(3):
+        await w.inquiry(f"b{n}")
+    return await w.wait_for(lambda e: e.get("status") == "queued", count=2)
 
 
 SHOPS = {
@@ -353,10 +365,7 @@ async def test_sighup_raising_a_cap_serves_waiting_buyers(broker, redis_url, tmp
     process, topics = await own_daemon(broker, redis_url, tmp_path, {"q": queue_shop("q", cap=1)})
     try:
         async with wire(broker, topics, "q") as w:
-            await w.status("a1", "online")
-            for n in range(3):
-                await w.inquiry(f"b{n}")
-            await w.wait_for(lambda e: e.get("status") == "queued", count=2)
+            await fill_the_line(w)
             (tmp_path / "shops" / "q.toml").write_text(queue_shop("q", cap=3))
             process.signal(signal.SIGHUP)
             for n in (1, 2):
@@ -412,18 +421,14 @@ async def test_a_dry_run_changes_nothing_and_the_reload_then_does_what_it_said(
     files on disk change and what would happen to its buyers, and nothing happens; `fenliu
     reload --json` then applies them and reports the same, and it happens."""
 
-    def shop(cap: int) -> str:  # sessions that outlast the test: only the reload frees a place
-        return queue_shop("q", cap=cap).replace('session_timeout = "3s"', 'session_timeout = "10m"')
-
-    process, topics = await own_daemon(broker, redis_url, tmp_path, {"q": shop(1)})
+    process, topics = await own_daemon(
+        broker, redis_url, tmp_path, {"q": queue_shop("q", 1, LASTING)}
+    )
     config = str(process.config)
     try:
         async with wire(broker, topics, "q") as w:
-            await w.status("a1", "online")
-            for n in range(3):
-                await w.inquiry(f"b{n}")
-            await w.wait_for(lambda e: e.get("status") == "queued", count=2)
-            (tmp_path / "shops" / "q.toml").write_text(shop(3))
+            await fill_the_line(w)
+            (tmp_path / "shops" / "q.toml").write_text(queue_shop("q", 3, LASTING))
             dry = await asyncio.to_thread(
                 run_fenliu, "reload", "--config", config, "--dry-run", "--json"
             )
@@ -467,9 +472,6 @@ async def test_shops_watch_reloads_a_configmap_swap_and_never_half_a_file(
     `..data` link renamed to it) is reloaded with no command; a file caught half written is a
     failed reload that changes nothing, tried again at the next change."""
 
-    def shop(cap: int) -> str:  # sessions that outlast the test: only a reload frees a place
-        return queue_shop("q", cap=cap).replace('session_timeout = "3s"', 'session_timeout = "10m"')
-
     topics = unique_topics()
     await create_topics(broker.bootstrap, topics, partitions=2)
     config = write_config(
@@ -477,21 +479,22 @@ async def test_shops_watch_reloads_a_configmap_swap_and_never_half_a_file(
         group_id=f"own-{topics.inquiries}",
     )  # fmt: skip
     config.write_text(config.read_text().replace("[shops]\n", '[shops]\nwatch = "1s"\n'))
-    configmap(tmp_path / "shops", {"q.toml": shop(1)}, "v1")
+    configmap(tmp_path / "shops", {"q.toml": queue_shop("q", 1, LASTING)}, "v1")
     process = DaemonProcess(config).start()
     try:
         async with wire(broker, topics, "q") as w:
-            await w.status("a1", "online")
-            for n in range(3):
-                await w.inquiry(f"b{n}")
-            await w.wait_for(lambda e: e.get("status") == "queued", count=2)
-            configmap(tmp_path / "shops", {"q.toml": shop(3)[:40]}, "v2")  # half written
+            await fill_the_line(w)
+            configmap(
+                tmp_path / "shops", {"q.toml": queue_shop("q", 3, LASTING)[:40]}, "v2"
+            )  # half written
             await asyncio.to_thread(
                 until_metric, process, 'fenliu_reloads_total{result="failed"} 1.0'
             )
             assert "fenliu_config_last_reload_successful 0.0" in process.fresh_metrics()
             assert not [e for e in w.seen if e["type"] == "assignment" and e["buyer_id"] != "b0"]
-            configmap(tmp_path / "shops", {"q.toml": shop(3)}, "v3")  # the whole file
+            configmap(
+                tmp_path / "shops", {"q.toml": queue_shop("q", 3, LASTING)}, "v3"
+            )  # the whole file
             for n in (1, 2):
                 assert (await w.assignment(f"b{n}", timeout=20))["reason"] == "dequeued"
         assert "fenliu_config_last_reload_successful 1.0" in process.fresh_metrics()
@@ -538,10 +541,7 @@ async def test_outputs_and_the_api_name_the_configuration_that_decided(
     process, topics = await own_daemon(broker, redis_url, tmp_path, {"q": before})
     try:
         async with wire(broker, topics, "q") as w:
-            await w.status("a1", "online")
-            for n in range(3):
-                await w.inquiry(f"b{n}")
-            queued = await w.wait_for(lambda e: e.get("status") == "queued", count=2)
+            queued = await fill_the_line(w)
             assert (await w.assignment("b0"))["config"] == version[before]
             assert {e["config"] for e in queued} == {version[before]}
             first = api_get(process, "/api/shops/q", lambda status, data: status == 200)
