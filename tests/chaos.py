@@ -14,6 +14,9 @@ Used by `tests/system/test_chaos.py` (a few kills) and `bench/chaos.py --kills N
   buyer, stops producing, waits until nothing is open or queued (or nothing moves), reads
   every output topic from the beginning and returns `check(...)`'s `Verdict` with the run's
   figures (kills, restarts, recovery times) added.
+- `run_chaos(plan, ..., releases=[old, new, old])`: a rolling deploy instead of random
+  stops: the fleet starts on the first `Release` (another checkout's `fenliu`, say) and each
+  later one is rolled over it one instance at a time (SIGTERM, start, ready, a seeded pause).
 - `check`, `Verdict`: the pure checker, in `tests/chaos_check.py`.
 """
 
@@ -58,6 +61,7 @@ __all__ = [
     "SHOP_FILES",
     "ChaosPlan",
     "Driver",
+    "Release",
     "Verdict",
     "check",
     "read_outputs",
@@ -334,6 +338,14 @@ class ChaosPlan:
         return [ups[0] + self.warmup_s, *ups[1:]] if ups else []
 
 
+@dataclass(frozen=True)
+class Release:
+    """A `fenliu` to run: its command and the folder it runs in (another checkout's)."""
+
+    command: tuple[str, ...]
+    cwd: Path
+
+
 @dataclass
 class RunFacts:
     """What the run did to the daemons, and what they did by themselves."""
@@ -429,6 +441,29 @@ async def _killer(plan: ChaosPlan, fleet: Fleet, say: Progress) -> None:
         )
 
 
+async def _roll_out(
+    plan: ChaosPlan, fleet: Fleet, releases: Sequence[Release], say: Progress
+) -> None:
+    """Roll each release after the first over the fleet, one instance at a time: SIGTERM,
+    start it on the release, wait until ready, then pause a seeded `plan.uptime_s`."""
+    rng = random.Random(plan.seed * 31 + 7)
+    facts = fleet.facts
+    await asyncio.sleep(plan.warmup_s)
+    for n, release in enumerate(releases[1:], 1):
+        for i, daemon in enumerate(fleet.daemons):
+            fleet.stopping.add(i)
+            stopped = time.monotonic()
+            await _stop_one(daemon, signal.SIGTERM, facts)
+            facts.kills += 1
+            daemon.command, daemon.cwd = list(release.command), release.cwd
+            await fleet.restart(i)
+            fleet.stopping.discard(i)
+            facts.restarts += 1
+            facts.downtimes_s.append(time.monotonic() - stopped)
+            say(f"  release {n} ({release.cwd}) on instance {i}, {facts.downtimes_s[-1]:.1f}s")
+            await asyncio.sleep(rng.uniform(*plan.uptime_s))
+
+
 async def _settle(reader: OutputReader, plan: ChaosPlan, say: Progress) -> float:
     """Wait until nothing is open or queued and outputs stopped (or nothing moved for
     longer than any timer); the seconds it took."""
@@ -454,9 +489,11 @@ async def run_chaos(
     folder: Path,
     progress: Progress | None = None,
     redis_cluster: bool = False,
+    releases: Sequence[Release] = (),
 ) -> Verdict:
     """The whole chaos run (see the module docstring); the verdict with the run's figures.
-    `redis_cluster`: `redis_url` names a node of a Redis Cluster."""
+    `redis_cluster`: `redis_url` names a node of a Redis Cluster; `releases`: a rolling
+    deploy of each after the first, instead of the plan's random stops."""
     say = progress or (lambda _: None)
     prefix = f"chaos{plan.seed}-{uuid.uuid4().hex[:8]}"
     topics = TopicsConfig(**{f: f"{prefix}.{f}" for f in TopicsConfig.model_fields})
@@ -473,7 +510,11 @@ async def run_chaos(
             group_id=f"{prefix}.fenliu",
             redis_cluster=redis_cluster,
         )
-        daemons.append(DaemonProcess(config))
+        first = releases[0] if releases else None
+        daemons.append(
+            DaemonProcess(config, command=first.command, cwd=first.cwd) if first
+            else DaemonProcess(config)
+        )  # fmt: skip
     await asyncio.gather(*(asyncio.to_thread(d.start, 60.0) for d in daemons))
     say(
         f"{plan.instances} daemon(s) ready (logs: {folder}/i*/daemon.log); "
@@ -489,7 +530,7 @@ async def run_chaos(
     try:
         await driver.wind_down()  # every agent online to begin with
         driving = asyncio.create_task(driver.drive())
-        await _killer(plan, fleet, say)
+        await (_roll_out(plan, fleet, releases, say) if releases else _killer(plan, fleet, say))
         await asyncio.sleep(max(plan.tail_s, plan.seconds - (time.monotonic() - started)))
         driver.stopping = True
         await driving

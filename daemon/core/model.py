@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from daemon.core.errors import ImpossibleTransition
 from topics.events import AgentStatus, AssignReason, InquiryContext, Mode
@@ -85,6 +85,7 @@ class AgentState:
     offline_at: int = -1
     suspended_at: int = -1
     pause_ms: float = 0.0
+    kept: dict[str, Any] | None = None  # fields of its row a newer Fenliu wrote (snapshot.py)
 
     @property
     def load(self) -> int:
@@ -209,6 +210,7 @@ class Buyer:
     session: Session | None = None
     queued: QueueEntry | None = None
     last: LastContact | None = None
+    kept: dict[str, Any] | None = None  # fields of its row a newer Fenliu wrote (snapshot.py)
 
     def move(self, trigger: Trigger) -> None:
         """Apply a transition from `BUYER_TRANSITIONS`, or raise `ImpossibleTransition`."""

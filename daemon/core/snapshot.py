@@ -16,6 +16,25 @@ buyer rows, the seen list; `daemon/store.py` encodes them for its write script),
 `apply_ops` is what those operations do to the parts, and `stored_snapshot` reads the parts
 back as a snapshot (what a claim gives the restore). `apply_delta` chains the three on a
 snapshot in `dump_shop` form.
+
+**Formats.** Old and new versions share the rows during every rolling deploy and rollback:
+
+- Every agent and buyer row carries `format`, the checkpoint format of the Fenliu that wrote
+  it (`FORMAT`); a row without one is format 2, the first row layout (no version stored
+  format 1, a single document, in Redis). The meta part carries `writer`, the same for itself.
+- The meta part's `format` is the **shop format**: the oldest format a reader must know to
+  load the shop and write it back without losing anything. A daemon loads a shop only when it
+  knows that format (`READS`); otherwise `load_shop` refuses it with a `SnapshotError` that
+  says so (the service sets the shop aside with that cause, writes nothing to it and keeps
+  its records for a daemon that reads it). Versions before format 3 check `format == 2`.
+- A field a version does not know, in a row or the meta part, is kept (`kept`) and written
+  back as it was when that version rewrites the row. So a newer version may add fields that
+  older ones carry along unchanged while they run the shop (valid when stale, or checked on
+  reading, which the rows' `format` allows: a row an older version rewrote says so); data
+  that must not go stale raises the shop format instead, and older versions then refuse the
+  shop. The shop format never goes down.
+- New data goes in new keys, never at the end of a row's positional lists (`session`,
+  `queued`, `last`): an older version reads those by position.
 """
 
 from __future__ import annotations
@@ -30,9 +49,13 @@ from daemon.core.model import AgentState, Buyer, BuyerPhase, LastContact, QueueE
 from daemon.core.shop import ShopEngine
 from topics.events import AgentStatus, InquiryContext
 
-FORMAT = 2
+FORMAT = 3  # the checkpoint format this version writes (see Formats above)
+SHOP_FORMAT = 2  # the shop format of what it writes: format-2 readers lose only the stamps
+READS = range(2, FORMAT + 1)  # the shop formats it loads
 META_FIELDS = ("format", "shop_id", "now", "seq", "candidates")
 ROW_PARTS = ("agents", "buyers")  # the parts of a snapshot kept as one row per id
+_NOT_META = frozenset((*ROW_PARTS, "seen"))
+_KNOWN_META = frozenset((*META_FIELDS, "writer", *_NOT_META))
 
 _AGENT_FIELDS = (
     "shift_assignments",
@@ -56,6 +79,10 @@ _AGENT_FIELDS = (
 )
 _PROFILE_FIELDS = ("arrivals", "departures")  # {time-of-week bin: weight}, kept as pairs
 _DICT_FIELDS = ("assigned_by_reason", "assigned_by_rule", "assigned_by_group")
+_AGENT_KEYS = frozenset(
+    ("format", "id", "ordinal", "status", "sessions", *_AGENT_FIELDS, *_PROFILE_FIELDS)
+)
+_BUYER_KEYS = frozenset(("format", "id", "phase", "session", "queued", "last"))
 
 
 class SnapshotError(ValueError):
@@ -77,8 +104,11 @@ class ShopDelta:
 
 def dump_meta(shop: ShopEngine) -> dict[str, Any]:
     """The shop-wide part of a snapshot: counters, clock and what candidates learned."""
+    state = shop.state
     return {
-        "format": FORMAT,
+        **state.kept,
+        "format": max(SHOP_FORMAT, state.stored_format),
+        "writer": FORMAT,
         "shop_id": shop.config.id,
         "now": shop.now,
         "seq": shop.seq,
@@ -176,6 +206,7 @@ def stored_snapshot(
     """The snapshot (`dump_shop` form) that stored parts hold; the rows and the seen list
     are used as they are, not copied. KeyError if `meta` lacks a field of `META_FIELDS`."""
     snapshot = {name: meta[name] for name in META_FIELDS}
+    snapshot.update((name, value) for name, value in meta.items() if name not in snapshot)
     snapshot["agents"] = agents
     snapshot["buyers"] = buyers
     snapshot["seen"] = seen
@@ -187,7 +218,7 @@ def apply_delta(data: dict[str, Any], delta: ShopDelta, *, dedup_capacity: int) 
     to date with `delta`, as a store does: `delta_ops` applied by `apply_ops` to the
     snapshot's parts, read back by `stored_snapshot`."""
     parts = StoredParts(
-        meta={name: data[name] for name in META_FIELDS} if data else None,
+        meta={name: value for name, value in data.items() if name not in _NOT_META} or None,
         agents=data.get("agents", {}),
         buyers=data.get("buyers", {}),
         seen=list(data.get("seen", [])),
@@ -209,13 +240,18 @@ def load_shop(
 ) -> ShopEngine:
     """A shop engine for `config` in the state `dump_shop` recorded (rows in any order);
     `oracle` is the policy lab's, as for `ShopEngine`."""
-    if data.get("format") != FORMAT or data.get("shop_id") != config.id:
+    if data.get("shop_id") != config.id:
+        raise SnapshotError(f"snapshot is of shop {data.get('shop_id')!r}, not {config.id!r}")
+    shop_format: Any = data.get("format")
+    if shop_format not in READS:
         raise SnapshotError(
-            f"snapshot is format {data.get('format')!r} of shop {data.get('shop_id')!r}; "
-            f"expected format {FORMAT} of shop {config.id!r}"
+            f"stored in checkpoint format {shop_format!r}, which this Fenliu (format {FORMAT}) "
+            "does not read: a newer version wrote it; left as stored for a version that does"
         )
     shop = ShopEngine(config, dedup_capacity=dedup_capacity, track=track, oracle=oracle)
     shop.now, shop.seq = data["now"], data["seq"]
+    shop.state.stored_format = int(shop_format)
+    shop.state.kept = {name: v for name, v in data.items() if name not in _KNOWN_META}
     agents: dict[str, AgentState] = {}
     shop.state.agents = agents
     for row in sorted(data["agents"].values(), key=lambda row: int(row["ordinal"])):
@@ -270,11 +306,12 @@ def _dump_agent(agent: AgentState) -> dict[str, Any]:
     row.update({name: getattr(agent, name) for name in _AGENT_FIELDS})
     for name in _PROFILE_FIELDS:  # as [bin, weight] pairs: JSON keys are text
         row[name] = sorted([b, w] for b, w in getattr(agent, name).items())
-    return row
+    return _stamped(row, agent.kept)
 
 
 def _load_agent(row: dict[str, Any]) -> AgentState:
     agent = AgentState(row["id"], row["ordinal"], AgentStatus(row["status"]))
+    agent.kept = _unknown(row, _AGENT_KEYS)
     agent.sessions = dict.fromkeys(row["sessions"])
     for name in _AGENT_FIELDS:
         if name in row:  # a row written before a field existed keeps the default
@@ -302,11 +339,12 @@ def _dump_buyer(buyer: Buyer) -> dict[str, Any]:
         ]  # fmt: skip
     if (last := buyer.last) is not None:
         row["last"] = [last.agent_id, last.cand, last.ended_at, last.converted]
-    return row
+    return _stamped(row, buyer.kept)
 
 
 def _load_buyer(row: dict[str, Any]) -> Buyer:
     buyer = Buyer(row["id"], BuyerPhase(row["phase"]))
+    buyer.kept = _unknown(row, _BUYER_KEYS)
     if "session" in row:
         buyer.session = Session(*row["session"])
     if "queued" in row:
@@ -318,3 +356,20 @@ def _load_buyer(row: dict[str, Any]) -> Buyer:
     if "last" in row:
         buyer.last = LastContact(*row["last"])
     return buyer
+
+
+def _stamped(row: Row, kept: Row | None) -> Row:
+    """`row` as stored: with this version's format, after the fields kept from a newer one."""
+    row["format"] = FORMAT
+    return {**kept, **row} if kept else row
+
+
+def _unknown(row: Row, known: frozenset[str]) -> Row | None:
+    """The fields of a stored row this version does not know (None when there are none); a
+    row's `format` must be a format number (a row without one is format 2)."""
+    row_format = row.get("format", 2)
+    if type(row_format) is not int or row_format < 2:
+        raise SnapshotError(f"row {row.get('id')!r} has format {row_format!r}")
+    if row.keys() <= known:
+        return None
+    return {name: value for name, value in row.items() if name not in known}

@@ -8,6 +8,7 @@ reaches the others only through their methods. docs/architecture.md draws the pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from daemon.core.config import ShopConfig
 from daemon.core.model import AgentState, Buyer
@@ -24,6 +25,10 @@ class ShopState:
     timers: TimerHeap = field(default_factory=TimerHeap)
     now: int = 0
     config_at: int | None = None  # when a reload put `config` in force; None: since built
+    # what a newer Fenliu stored in the shop's meta part (snapshot.py): the shop format it
+    # asked of readers, and the fields this version does not know, written back as they were
+    stored_format: int = 0
+    kept: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fresh(cls, config: ShopConfig) -> ShopState:

@@ -351,7 +351,9 @@ class Checkpoint:
         """Load a stored shop into the engine; what is wrong with it, if anything."""
         try:
             self.engine.restore_shop(shop_id, snapshot)
-        except (SnapshotError, KeyError, TypeError, ValueError, IndexError) as exc:
+        except SnapshotError as exc:  # says what is wrong, such as a newer version's format
+            return f"stored state does not load: {exc}"
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             return f"stored state does not load: {type(exc).__name__}: {exc}"
         found = consistency_problems(self.engine.shop(shop_id))
         if found:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -159,3 +160,82 @@ async def test_a_shop_moved_by_more_partitions_keeps_its_state_and_reads_its_new
     c = _instance(client)
     await c.restore(range(4), 4)
     assert c.held.floor(SHOP, TOPIC) == 1, "offsets now counted on the new home"
+
+
+# ------------------------------------------------- a newer version's rows (rolling deploys)
+
+
+async def _stored(client: aioredis.Redis, store: Store) -> dict[str, object]:
+    """The shop's rows and its meta part as Redis holds them (the owner's epoch left out)."""
+    meta = await client.hget(store.key(SHOP, "meta"), "state")
+    agents = await client.hgetall(store.key(SHOP, "agents"))
+    buyers = await client.hgetall(store.key(SHOP, "buyers"))
+    return {"meta": meta, "agents": agents, "buyers": buyers}
+
+
+async def _rewrite(
+    client: aioredis.Redis, store: Store, part: str, row_id: str, **add: object
+) -> None:
+    """Change one stored row (or the meta part, `part` "meta") as a newer version would."""
+    key, field = store.key(SHOP, part), "state" if part == "meta" else row_id
+    row = orjson.loads(await client.hget(key, field))
+    row.update(add)
+    await client.hset(key, field, orjson.dumps(row))
+
+
+async def test_a_shop_a_newer_version_stored_in_a_format_this_one_does_not_read_is_refused(
+    client: aioredis.Redis,
+) -> None:
+    """During a rollback the older daemon takes a shop the newer one stored in shop format 4:
+    it sets the shop aside, saying why, holds its records and writes nothing to its rows; the
+    shop stays whole for a version that reads it."""
+    a = _instance(client)
+    await a.restore([0], 1)
+    await _step(a, 0, [_online(1, "a1"), BuyerInquired("e2", SHOP, 1002, "b1")], 1002)
+    await _rewrite(client, a.store, "meta", "", format=4, writer=4, arms=["x"])
+    await _rewrite(client, a.store, "buyers", "b1", format=4, owed_since=1002)
+    before = await _stored(client, a.store)
+
+    b = _instance(client)
+    restored = await b.restore([0], 1)
+    cause = restored.set_aside[SHOP]
+    assert "checkpoint format 4, which this Fenliu (format 3) does not read" in cause
+    assert b.held.quarantined[SHOP].holds == {TOPIC: 2}
+    batch = Batch()
+    b.consumed(batch, SHOP, TOPIC, 0, 2)  # a later record of the shop: held, not lost
+    await b.save(batch)
+    assert await _stored(client, b.store) == before, "nothing of the shop was written"
+    assert (await b.store.claim_partitions([0]))[0].marks == {TOPIC: 2}
+
+
+async def test_fields_a_newer_version_stored_survive_older_owners_as_the_shop_moves(
+    client: aioredis.Redis,
+) -> None:
+    """A shop a newer version stored in a format this one reads, with fields of its own in
+    the meta part, an agent row and a buyer row: B takes it from a live A and changes both
+    rows; C takes it from B. The newer fields are still there, and the shop format with
+    them, for the newer version to read back."""
+    a = _instance(client)
+    await a.restore([0], 1)
+    await _step(a, 0, [_online(1, "a1"), BuyerInquired("e2", SHOP, 1002, "b1")], 1002)
+    await _rewrite(client, a.store, "meta", "", format=3, writer=4, arms=["x"])
+    await _rewrite(client, a.store, "agents", "a1", format=4, replies=[3, 1])
+    await _rewrite(client, a.store, "buyers", "b1", format=4, owed_since=1002)
+
+    b = _instance(client)
+    assert (await b.restore([0], 1)).set_aside == {}
+    closing = AgentStatusChanged("e3", SHOP, 1003, "a1", AgentStatus.OFFLINE)
+    saved = await _step(b, 2, [closing], 1003)  # b1's session closes: both rows change
+    assert saved.lost == set() and saved.sends
+
+    c = _instance(client)
+    await c.restore([0], 1)
+    stored = await _stored(client, c.store)
+    meta = orjson.loads(stored["meta"])
+    agent = orjson.loads(stored["agents"][b"a1"])
+    buyer = orjson.loads(stored["buyers"][b"b1"])
+    assert (meta["format"], meta["writer"], meta["arms"]) == (3, 3, ["x"])
+    assert (agent["format"], agent["replies"], agent["status"]) == (3, [3, 1], "offline")
+    assert (buyer["format"], buyer["owed_since"]) == (3, 1002)
+    assert "session" not in buyer and buyer["last"][0] == "a1", "B's change is there too"
+    assert c.engine.snapshot_shop(SHOP) == b.engine.snapshot_shop(SHOP)
