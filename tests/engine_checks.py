@@ -12,7 +12,7 @@ from daemon.core.candidate import Candidate
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
 from daemon.core.shop import ShopEngine
-from tests.engine_model import NO_MATCH, Ended, Entry, Expected, Key, Open, Rules
+from tests.engine_model import NO_MATCH, Ended, Entry, Expected, Key, Open, Rules, standing
 from tests.strategies import SHOP
 from topics.events import (
     AgentStatus,
@@ -91,10 +91,12 @@ class Checks:
             self.fail("caps", f"{a} takes {a.agent_id} to {self.load[a.agent_id] + 1} > cap {cap}")
 
     def ahead_of(self, entry: Entry) -> list[Entry]:
-        return [e for e in self.queues[entry.key].values() if e.order < entry.order]
+        mine = entry.order(self.now)
+        return [e for e in self.queues[entry.key].values() if e.order(self.now) < mine]
 
     def check_head_of_line(self, entry: Entry) -> None:
-        """contract §3.1: a queue serves higher priority first, then earlier arrival."""
+        """contract §3.1: a queue serves higher effective priority first (priority + waited ÷
+        `priority_aging`), then earlier arrival."""
         if ahead := self.ahead_of(entry):
             self.fail("order", f"{entry} dequeued ahead of {ahead}")
 
@@ -104,13 +106,16 @@ class Checks:
 
     def check_candidate(self, a: Assignment, key: Key, ev: InputEvent | None) -> None:
         """Chosen inside its candidate; a routed buyer passes nobody waiting there with
-        equal or higher priority (contract §3.1)."""
+        equal or higher effective priority (contract §3.1)."""
         members = self.rules.members(key) if key != NO_MATCH else {}
         if members.get(a.agent_id) != a.group:
             self.fail("matching", f"{a} but the candidate is {key!r}: {members}")
         if not isinstance(ev, BuyerInquired) or a.reason is not AssignReason.ROUTED:
             return
-        waiting = [e for e in self.queues.get(key, {}).values() if e.priority >= ev.priority]
+        aging = self.config.queue.priority_aging
+        mine = standing(ev.priority, 0, aging)
+        queue = self.queues.get(key, {}).values()
+        waiting = [e for e in queue if standing(e.priority, self.now - e.queued_at, aging) >= mine]
         if waiting:
             self.fail("order", f"{a} overtakes {waiting} queued in {key!r}")
 
@@ -278,7 +283,7 @@ class Checks:
                 if idle:
                     self.fail("stuck", f"engine: {idle} eligible while {cand.key!r} has a queue")
         mine = {
-            key: [e.buyer for e in sorted(entries.values(), key=lambda e: e.order)]
+            key: [e.buyer for e in sorted(entries.values(), key=lambda e: e.order(self.now))]
             for key, entries in self.queues.items()
             if entries
         }

@@ -212,6 +212,12 @@ class Rules:
 # ------------------------------------------------------------------------------ observer
 
 
+def standing(priority: int, waited: int, aging: int) -> int:
+    """contract §3.1: the effective priority, priority + waited ÷ aging, times aging (exact,
+    so that equal standings compare equal); without aging the priority."""
+    return priority * aging + waited if aging else priority
+
+
 @dataclass
 class Entry:
     """A queued buyer, per the queue updates."""
@@ -221,14 +227,16 @@ class Entry:
     priority: int
     arrival: int  # order of first `queued`; overflow keeps it
     key: Key
-    queued_at: int  # first `queued`
+    queued_at: int  # first `queued`: the wait that ages the priority counts from here
     entered_at: int  # `queued` in the current queue
+    aging: int  # the shop's `queue.priority_aging` (ms; 0: off)
     published: int = 0  # the position the last `queued` / `waiting` gave
     stale_since: int | None = None  # when the real position left the published one
 
-    @property
-    def order(self) -> tuple[int, int]:
-        return (-self.priority, self.arrival)
+    def order(self, now: int) -> tuple[int, int, int]:
+        """Its place in line at `now`: higher effective priority, then earlier arrival."""
+        rank = -standing(self.priority, now - self.queued_at, self.aging)
+        return (rank, self.queued_at, self.arrival)
 
 
 @dataclass

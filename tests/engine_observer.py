@@ -352,7 +352,8 @@ class Observer(Checks):
             )
             self.expect(u.buyer_id not in self.sessions, f"{u} for a buyer in a session")
             priority, arrival = self.priority[u.inquiry_id], next(self.arrivals)
-            entry = Entry(u.inquiry_id, u.buyer_id, priority, arrival, u.group, u.ts, u.ts)
+            aging = self.config.queue.priority_aging
+            entry = Entry(u.inquiry_id, u.buyer_id, priority, arrival, u.group, u.ts, u.ts, aging)
         else:  # overflow: same entry, same arrival, next group
             self.expect(ev is None and entry.inquiry_id == u.inquiry_id, f"{u} after {entry}")
             self.check_expiry(entry, u)

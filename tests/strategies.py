@@ -273,6 +273,7 @@ def _shop(head: bytes, agent_rows: list[bytes], group_rows: list[bytes]) -> dict
         "avg_handle_time": b.pick((30, "5m")),
         "max_wait": b.pick((0, 0, 30, 90)),
         "update_interval": b.pick((1, 10)),
+        "priority_aging": b.pick((0, 0, 5, 60)),
     }
     if b.pick(_BOTH):
         queue["scope"] = "groups"

@@ -39,6 +39,7 @@ from daemon.core.config import (
     GroupConfig,
     QueueConfig,
     ShopConfig,
+    format_duration_ms,
     shop_reference_problems,
 )
 
@@ -292,10 +293,12 @@ def describe_shop(shop: ShopConfig) -> str:
     q = shop.queue
     scope = "scope shop," if q.scope == "shop" else f"scope groups: {', '.join(q.groups)};"
     queueing = f"queueing on ({scope} default cap {q.default_cap})" if q.enabled else "queueing off"
+    aging = f", priority aging {format_duration_ms(q.priority_aging)}" if q.priority_aging else ""
     groups = ", ".join(g.name for g in shop.groups)
     return (
         f"shop {shop.id}: {_count(len(shop.agents), 'agent')}, "
         f"{_count(len(shop.groups), 'group')} ({groups}), mode {shop.mode.value}, {queueing}"
+        f"{aging}"
     )
 
 

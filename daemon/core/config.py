@@ -59,6 +59,16 @@ def parse_duration_ms(value: object) -> int:
     raise ValueError(_NOT_A_DURATION)
 
 
+def format_duration_ms(ms: int) -> str:
+    """A duration as `parse_duration_ms` reads it back, in whole units: 90_000 is "1m30s"."""
+    parts = []
+    for unit in ("d", "h", "m", "s", "ms"):
+        count, ms = divmod(ms, _UNIT_MS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 Strength = Literal["low", "mid", "high"]
@@ -80,6 +90,7 @@ class QueueConfig(_Frozen):
     avg_handle_time: DurationMs = 300_000
     max_wait: DurationMs = 0
     update_interval: DurationMs = 10_000
+    priority_aging: DurationMs = 0  # 0: off; else a buyer's priority + 1 per this long waited
 
     # Field validators (not one model validator) so that a problem is reported under its
     # own key, e.g. `queue.session_timeout`, rather than under `queue`.
@@ -157,10 +168,15 @@ class ShopConfig(_Frozen):
     def version(self) -> str:
         """A short hash of the shop's effective settings (defaults included): the same file,
         or one that differs only in layout or comments, gives the same version; every output
-        carries it (contract §1.3). Computed on each call, never cached: `model_copy` would
-        copy a cached value into a changed copy."""
-        settings = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(settings).hexdigest()[:12]
+        carries it (contract §1.3). A setting added since versions exist (`LATER_SETTINGS`)
+        is left out while it is at its default, so an upgrade that brings a setting keeps
+        every shop's version. Computed on each call, never cached: `model_copy` would copy a
+        cached value into a changed copy."""
+        settings = self.model_dump(mode="json")
+        for section, key in LATER_SETTINGS:
+            if settings[section][key] == type(getattr(self, section)).model_fields[key].default:
+                del settings[section][key]
+        return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
     def agent(self, agent_id: str) -> AgentConfig | None:
         """The agent's configuration, or None when the shop does not configure it."""
@@ -168,6 +184,10 @@ class ShopConfig(_Frozen):
             if agent.id == agent_id:
                 return agent
         return None
+
+
+LATER_SETTINGS = (("queue", "priority_aging"),)
+"""Settings added after `ShopConfig.version` was, as (section, key)."""
 
 
 def shop_reference_problems(shop: ShopConfig) -> list[tuple[str, str]]:

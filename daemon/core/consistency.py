@@ -58,7 +58,8 @@ def _buyer_problem(shop: ShopEngine, buyer: Buyer) -> str | None:
         if entry is None or session is not None:
             return "is queued without exactly a queue entry"
         cand = shop.candidate(entry.cand)
-        if cand is None or entry.item(buyer.id) not in cand.line.items:
+        aging = shop.config.queue.priority_aging
+        if cand is None or entry.item(buyer.id, aging) not in cand.line.items:
             return f"is queued but not in queue {entry.cand!r}"
     elif session is not None or entry is not None:
         return "is idle but has a session or queue entry"

@@ -31,7 +31,8 @@ average rate:
              candidates (`Queues.drain`), so R's older buyers take some of our slots
     ahead  = round(Q(k − 1) + Σ_R share(R) · Q_R(older(R)))
              for the buyer at 1-based position k; older(R) = R's buyers served before
-             it in that order (higher priority, or equal and earlier)
+             it in that order (the line's, `QueueItem`: higher effective priority,
+             or equal and earlier)
     need   = ahead + 1 − free slots
     coming = the expected slots of offline and suspended members coming online
              (`daemon/core/arrivals.py`: each agent's learned shift starts by time of week,

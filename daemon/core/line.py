@@ -1,8 +1,9 @@
 """A candidate's line: its queued buyers in the order they will be served, and when its
 `waiting` updates are due.
 
-The queue, `items`, is a sorted list of `QueueItem`s, ordered by (−priority, arrival, seq):
-dequeue, removal and a buyer's position all cost O(log n).
+The queue, `items`, is a sorted list of `QueueItem`s, ordered by (rank, arrival, seq), rank
+being −priority, or arrival − priority × `queue.priority_aging` with aging (`QueueItem`):
+dequeue, removal and a buyer's position all cost O(log n), and time passing moves nobody.
 
 The flush schedule: a change in line (a buyer joins or leaves, an estimate may move) marks
 the line; its buyers' `waiting` updates then go out at the shop's next TICK for it,

@@ -174,18 +174,26 @@ class QueueEntry:
     last_estimate: int = -1
     last_eta: int = 0  # when the last announced estimate said service would come (ms)
 
-    def item(self, buyer_id: str) -> QueueItem:
-        """The entry's place in its candidate's line (the line's order: `QueueItem`)."""
-        return QueueItem(-self.priority, self.arrival, self.seq, buyer_id)
+    def item(self, buyer_id: str, aging: int) -> QueueItem:
+        """The entry's place in its candidate's line (the line's order: `QueueItem`), with
+        the shop's `queue.priority_aging` in ms (0: off)."""
+        rank = self.arrival - self.priority * aging if aging else -self.priority
+        return QueueItem(rank, self.arrival, self.seq, buyer_id)
 
 
 class QueueItem(NamedTuple):
     """A buyer in a candidate's line (`daemon/core/line.py`), which keeps these sorted: higher
-    priority first, then earlier arrival, then the shop's arrival counter. `seq` is unique
-    per shop, so the buyer id never decides; `QueueEntry.item` is the one place an item is
-    made."""
+    effective priority first, then earlier arrival, then the shop's arrival counter. `seq`
+    is unique per shop, so the buyer id never decides; `QueueEntry.item` is the one place an
+    item is made.
 
-    priority_key: int  # −priority: the higher the priority, the earlier
+    The effective priority is the priority plus 1 for every `priority_aging` waited
+    (contract §3.1): priority + (now − arrival) ÷ aging. `now` is the same for every buyer,
+    so the higher it is, the lower arrival − priority × aging: that is `rank`, fixed while
+    the buyer waits, and the line never needs sorting again as time passes. Without aging
+    `rank` is −priority."""
+
+    rank: int  # arrival − priority × aging (ms); without aging −priority: the lower, the earlier
     arrival: int  # epoch ms; kept when the buyer overflows to another group
     seq: int  # the arrival tie-break (`QueueEntry.seq`)
     buyer_id: str

@@ -64,7 +64,7 @@ class Queues:
         entry = QueueEntry(ev.id, cand.key, ev.priority, now, self.seq, now, ev.context)
         buyer.queued = entry
         state.buyers[buyer.id] = buyer
-        cand.line.add(entry.item(buyer.id))
+        cand.line.add(entry.item(buyer.id, state.config.queue.priority_aging))
         self.publish(buyer.id, entry, cand, QueueStatus.QUEUED)
         self.arm_expiry(buyer)
         self._routing.line_changed(cand)
@@ -75,8 +75,9 @@ class Queues:
         assert entry is not None
         cand = self._routing.candidate(entry.cand)
         assert cand is not None
-        cand.line.remove(entry.item(buyer.id))
-        waited = self._state.now - entry.arrival
+        state = self._state
+        cand.line.remove(entry.item(buyer.id, state.config.queue.priority_aging))
+        waited = state.now - entry.arrival
         cand.stats.observe_exit(trigger is None, waited, left=trigger == "leave")
         self._effects.buyer_changed(buyer.id)
         if trigger is not None:
@@ -111,12 +112,13 @@ class Queues:
         estimate: int | None = None,
     ) -> None:
         """Emit the buyer's next `queue_update`; queued / waiting carry position and wait."""
-        now = self._state.now
+        state = self._state
+        now = state.now
         self._effects.buyer_changed(buyer_id)
         entry.updates += 1
         if status in (QueueStatus.QUEUED, QueueStatus.WAITING):
             if not position or estimate is None:
-                item = entry.item(buyer_id)
+                item = entry.item(buyer_id, state.config.queue.priority_aging)
                 position = position or cand.line.position(item)
                 if estimate is None:
                     view = self.outlook(cand, EXACT_AHEAD)
@@ -224,9 +226,10 @@ class Queues:
             self._forget_if_idle(buyer)
             return
         entry, _ = self.unqueue(buyer, "overflow")
-        entry.cand, entry.entered_at = target.key, self._state.now
+        state = self._state
+        entry.cand, entry.entered_at = target.key, state.now
         buyer.queued = entry
-        target.line.add(entry.item(buyer.id))
+        target.line.add(entry.item(buyer.id, state.config.queue.priority_aging))
         self.publish(buyer.id, entry, target, QueueStatus.QUEUED)
         self.arm_expiry(buyer)
         routing.line_changed(target)
@@ -237,13 +240,13 @@ class Queues:
     def rehome(self, buyer_id: str, entry: QueueEntry) -> None:
         """Put a buyer queued before a reload back in line: in its group if it still
         exists, else where its inquiry's context matches now (announced as `queued`)."""
-        routing = self._routing
+        routing, config = self._routing, self._state.config
         target = routing.candidate(entry.cand) or routing.candidate_for(entry.context)
         if target is None:
-            target = routing.cands[self._state.config.groups[0].name]
+            target = routing.cands[config.groups[0].name]
         moved = target.key != entry.cand
         entry.cand = target.key
-        target.line.add(entry.item(buyer_id))
+        target.line.add(entry.item(buyer_id, config.queue.priority_aging))
         if moved:
             self.publish(buyer_id, entry, target, QueueStatus.QUEUED)
         routing.line_changed(target)

@@ -271,7 +271,7 @@ def load_shop(
             cand = shop.candidate(entry.cand)
             if cand is None:
                 raise SnapshotError(f"buyer {buyer.id!r} is queued in unknown group {entry.cand!r}")
-            cand.line.add(entry.item(buyer.id))
+            cand.line.add(entry.item(buyer.id, config.queue.priority_aging))
         shop.arm_buyer_timers(buyer)
     # Only each buyer's latest end matters: older entries of the same buyer delete nothing.
     shop.sessions.recent_ends.extend(sorted(ends))

@@ -48,6 +48,18 @@ def test_valid_config_prints_one_summary_line_per_shop_and_exits_0(
     assert err == ""
 
 
+def test_a_shop_with_priority_aging_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    presale = tmp_path / "config" / "shops" / "presale.toml"
+    text = presale.read_text(encoding="utf-8")
+    presale.write_text(text.replace("aging = 0", 'aging = "90s"'), encoding="utf-8")
+    assert main(["check-config", str(tmp_path / "config" / "fenliu.toml")]) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[1] == PRESALE_LINE + ", priority aging 1m30s"
+
+
 def test_broken_config_prints_file_and_key_lines_and_exits_1(
     broken: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

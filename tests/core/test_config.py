@@ -18,7 +18,7 @@ from daemon.config import (
     load_shop_file,
 )
 from daemon.config.problems import validate
-from daemon.core.config import parse_duration_ms
+from daemon.core.config import format_duration_ms, parse_duration_ms
 from topics.events import Mode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,6 +113,37 @@ def test_durations_are_stored_as_milliseconds(tmp_path: Path) -> None:
     text = SHOP.replace('id = "s1"', 'id = "s1"\n[queue]\nsession_timeout = 90\nmax_wait = "1h30m"')
     shop = load_shop_file(write(tmp_path, s1=text).parent / "shops" / "s1.toml")
     assert (shop.queue.session_timeout, shop.queue.max_wait) == (90_000, 5_400_000)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("-60", "a duration cannot be negative (got -60)"),
+        ('"-2m"', "'-2m' is not a duration: use seconds as an integer or a string such as "
+         "'90s', '10m', '72h', '1d' or '1h30m'"),
+        ("true", "a duration is an integer number of seconds or a string like '10m' (got true)"),
+    ],
+)  # fmt: skip
+def test_a_negative_or_malformed_priority_aging_is_refused_under_its_key(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    text = SHOP.replace('id = "s1"', f'id = "s1"\n[queue]\npriority_aging = {value}')
+    assert shop_problems(tmp_path, text) == [f"queue.priority_aging: {problem}"]
+
+
+def test_priority_aging_is_off_by_default_and_read_as_a_duration(tmp_path: Path) -> None:
+    path = write(tmp_path, s1=SHOP).parent / "shops" / "s1.toml"
+    assert load_shop_file(path).queue.priority_aging == 0
+    path.write_text(SHOP.replace('id = "s1"', 'id = "s1"\n[queue]\npriority_aging = "2m"'))
+    assert load_shop_file(path).queue.priority_aging == 120_000
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [(0, "0s"), (250, "250ms"), (90_000, "1m30s"), (120_000, "2m"), (90_061_000, "1d1h1m1s")],
+)
+def test_durations_are_written_as_they_are_read(ms: int, text: str) -> None:
+    assert format_duration_ms(ms) == text and parse_duration_ms(text) == ms
 
 
 def test_zero_session_timeout_is_refused_under_its_own_key(tmp_path: Path) -> None:

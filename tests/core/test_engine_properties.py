@@ -3,9 +3,10 @@
 Each case is a small random shop and a random sequence of timed steps (`tests/strategies.py`).
 A `Driver` feeds the steps to an `Engine`; an `Observer` rebuilds, from the outputs, the
 input events and the shop file alone, what the contract says the world looks like — agent
-statuses, open sessions, loads and pending replies, queues in (−priority, arrival) order, the
-fate of every inquiry — and checks the invariants as the outputs stream past (the `checks`
-it is given; its bookkeeping fails always, since all checks rely on it). One run of a case
+statuses, open sessions, loads and pending replies, queues in order of effective priority
+(priority + waited ÷ `priority_aging`) and arrival, the fate of every inquiry — and checks
+the invariants as the outputs stream past (the `checks` it is given; its bookkeeping fails
+always, since all checks rely on it). One run of a case
 judges every invariant at once, rather than one run per invariant. Only the no-stuck-buyer
 check also reads the engine's internals, since outputs cannot show an idle agent. Where the
 contract is silent the observer follows docs/routing.md (rejected transfers, shifts in
@@ -117,9 +118,9 @@ def test_the_outputs_keep_every_invariant_of_the_contract(case: Case) -> None:
       is the agent's, else its group's, else `queue.default_cap`, for the group the
       assignment names, and only where queueing applies to that group.
     - order: no queued buyer is overtaken in its queue. A dequeue takes the head of its line
-      (higher priority, then earlier arrival, which overflow keeps); positions agree with
-      that order; a routed buyer passes nobody of equal or higher priority waiting in its
-      candidate.
+      (higher effective priority, the priority aged by the wait since arrival, then earlier
+      arrival; overflow keeps the arrival); positions agree with that order; a routed buyer
+      passes nobody of equal or higher effective priority waiting in its candidate.
     - matching: assignments go to a member of the matched candidate.
     - selection: average and efficiency modes pick the agent the contract ranks first.
       average: fewest assignments this shift, then longest since the last; efficiency: not

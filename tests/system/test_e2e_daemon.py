@@ -86,7 +86,9 @@ agents = ["a1", "a2"]
 """
 
 
-def queue_shop(shop_id: str, cap: int = 1, session_timeout: str = "3s") -> str:
+def queue_shop(
+    shop_id: str, cap: int = 1, session_timeout: str = "3s", priority_aging: str = "0s"
+) -> str:
     """One agent with a cap, queueing on, short sessions (unless told otherwise)."""
     return f"""
 id = "{shop_id}"
@@ -97,6 +99,7 @@ default_cap = {cap}
 session_timeout = "{session_timeout}"
 repeat_entry_window = "30m"
 update_interval = "1s"
+priority_aging = "{priority_aging}"
 [[agents]]
 id = "a1"
 [[agents]]
@@ -127,6 +130,7 @@ SHOPS = {
     "transfer": SUSPEND.replace('id = "suspend"', 'id = "transfer"'),
     "bad": SUSPEND.replace('id = "suspend"', 'id = "bad"'),
     "console": queue_shop("console"),
+    "aging": queue_shop("aging", session_timeout=LASTING, priority_aging="1s"),
 }
 
 
@@ -187,6 +191,28 @@ async def test_queue_cap_timeout_dequeue_repeat_entry_and_leave(daemon, broker, 
         await w.inquiry("b1")
         back = await w.assignment("b1", nth=2)
         assert (back["agent_id"], back["reason"]) == ("a1", "repeat_entry")
+
+
+async def test_a_buyer_who_waited_long_enough_goes_before_a_later_higher_priority_one(
+    daemon, broker, topics
+) -> None:
+    """contract §3.1 `priority_aging` ("1s" here): a priority-0 buyer who has waited 2 s or
+    more stands with or above a priority-2 newcomer, and is served first."""
+    async with wire(broker, topics, "aging") as w:
+        await w.status("a1", "online")
+        await w.inquiry("b0")
+        await w.assignment("b0")  # a1's one place, for the whole test
+        await w.inquiry("old")
+        (old,) = await w.wait_for(lambda e: e.get("status") == "queued" and e["buyer_id"] == "old")
+        await w.settle(3.0)  # old waits
+        await w.inquiry("vip", priority=2)
+        (vip,) = await w.wait_for(lambda e: e.get("status") == "queued" and e["buyer_id"] == "vip")
+        assert vip["ts"] - old["ts"] >= 2000  # by the daemon's clock: old stands at 2 or more
+        assert vip["position"] == 2  # without aging, 1
+        await w.status("a2", "online")  # one place frees: the head of the line takes it
+        served = await w.assignment("old")
+        assert (served["agent_id"], served["reason"]) == ("a2", "dequeued")
+        assert not [e for e in w.seen if e["type"] == "assignment" and e["buyer_id"] == "vip"]
 
 
 async def test_transfer_moves_the_session(daemon, broker, topics) -> None:
