@@ -166,16 +166,12 @@ class ShopConfig(_Frozen):
 
     @property
     def version(self) -> str:
-        """A short hash of the shop's effective settings (defaults included): the same file,
-        or one that differs only in layout or comments, gives the same version; every output
-        carries it (contract §1.3). A setting added since versions exist (`LATER_SETTINGS`)
-        is left out while it is at its default, so an upgrade that brings a setting keeps
-        every shop's version. Computed on each call, never cached: `model_copy` would copy a
-        cached value into a changed copy."""
-        settings = self.model_dump(mode="json")
-        for section, key in LATER_SETTINGS:
-            if settings[section][key] == type(getattr(self, section)).model_fields[key].default:
-                del settings[section][key]
+        """A short hash of the shop's settings that differ from their defaults: the same
+        file, or one that differs only in layout, comments or settings written out at their
+        defaults, gives the same version, and a setting a later Fenliu brings changes no
+        version until it is set; every output carries it (contract §1.3). Computed on each
+        call, never cached: `model_copy` would copy a cached value into a changed copy."""
+        settings = self.model_dump(mode="json", exclude_defaults=True)
         return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
     def agent(self, agent_id: str) -> AgentConfig | None:
@@ -184,10 +180,6 @@ class ShopConfig(_Frozen):
             if agent.id == agent_id:
                 return agent
         return None
-
-
-LATER_SETTINGS = (("queue", "priority_aging"),)
-"""Settings added after `ShopConfig.version` was, as (section, key)."""
 
 
 def shop_reference_problems(shop: ShopConfig) -> list[tuple[str, str]]:
