@@ -39,6 +39,15 @@ oracle and its frontier against fairness.
    30% converters' share of sessions, the oracle's own Jain and top-30% share, and the
    highest Jain any routing could have at 70% of the oracle's uplift (`even_bound`).
    `--only frontier` runs this section alone.
+7. Replies (issue 26, item 5): `steady`, seeds 1-3, arrivals ×0.5 and ×1.0, both shops as
+   configured, in a world where 5% of first messages are ignored (`ignored_first`), with
+   `[replies] reassign_after` off, 60 s and 100 s, and for reference a world where every
+   message is answered: first replies and all replies within the deadline, first-reply
+   p95, reassignments, p95 queue wait, abandonment and expected presale conversion, means
+   over the seeds. Targets: with 100 s, first replies within 3
+   minutes ≥ 98%, p95 queue wait no worse than +10% and presale conversion no worse than
+   off. A Fenliu whose shops have no `[replies]` yet (the routing core brings it, item 1)
+   gets the rows with it off only. `--only replies` runs this section alone.
 
 Prints its figures; asserts nothing.
 """
@@ -693,6 +702,81 @@ def frontier_table(name: str, scale: float, rows: list[dict[str, Any]]) -> None:
     )
 
 
+# ------------------------------------------------------------------- replies
+
+REPLY_LOADS = (0.5, 1.0)
+IGNORED_FIRST = 0.05
+# (share of first messages ignored, reassign_after in s; None: off, the contract's default)
+REPLY_WORLDS = ((0.0, None), (IGNORED_FIRST, None), (IGNORED_FIRST, 60), (IGNORED_FIRST, 100))
+
+
+def with_reassign_after(shop: ShopConfig, seconds: int) -> ShopConfig | None:
+    """The shop with `[replies] reassign_after`; None while shops have no `[replies]`."""
+    replies = getattr(shop, "replies", None)
+    if replies is None:
+        return None
+    update = {"reassign_after": seconds * 1000}
+    return shop.model_copy(update={"replies": replies.model_copy(update=update)})
+
+
+def replies_row(shop: ShopConfig, scale: float, ignored: float, seeds: range) -> dict[str, float]:
+    """Section 7's figures for one shop, load and setting: means over the seeds."""
+    keys = ("first_reply_share_within", "reply_share_within", "first_reply_p95_s", "reassigned")
+    per_seed: list[dict[str, float]] = []
+    for seed in seeds:
+        policy = parse_policy("as-configured")
+        trace = simulate(
+            shop, "steady", seed=seed, policy=policy, scale=scale, ignored_first=ignored
+        ).trace
+        m = measure(trace)
+        head = m["headline"]
+        per_seed.append(
+            {
+                **{key: head[key] or 0.0 for key in keys},
+                "wait_p95_s": head["wait_p95_s"] or 0.0,
+                "abandonment": head["abandonment"] or 0.0,
+                "presale": expected_conversion(m, ["presale"]) or 0.0,
+            }
+        )
+    return {key: _mean([fig[key] for fig in per_seed]) for key in per_seed[0]}
+
+
+def replies_section(seeds: range) -> None:
+    """Section 7."""
+    say(
+        f"\n## replies: steady, seeds {seeds.start}-{seeds.stop - 1}, shops as configured "
+        "(means of seeds)"
+    )
+    say(
+        "| shop | arrivals | first messages ignored | reassign_after | first replies ≤ deadline "
+        "| replies ≤ deadline "
+        "| first reply p95 | reassigned | p95 queue wait | abandonment "
+        "| expected presale conversion |"
+    )
+    say("|---|---|---|---|---|---|---|---|---|---|---|")
+    missing = False
+    for name, path in (("big.toml", BIG), ("presale.toml", PRESALE)):
+        base = load_shop_file(path)
+        for scale in REPLY_LOADS:
+            for ignored, after in REPLY_WORLDS:
+                shop = base if after is None else with_reassign_after(base, after)
+                if shop is None:
+                    missing = True
+                    continue
+                started = time.perf_counter()
+                f = replies_row(shop, scale, ignored, seeds)
+                say(
+                    f"| {name} | ×{scale} | {ignored:.0%} "
+                    f"| {'off' if after is None else f'{after} s'} "
+                    f"| {f['first_reply_share_within']:.2%} | {f['reply_share_within']:.2%} "
+                    f"| {f['first_reply_p95_s']:.0f} s | {f['reassigned']:.1f} "
+                    f"| {f['wait_p95_s']:.0f} s | {f['abandonment']:.1%} | {f['presale']:.2%} |"
+                )
+                say(f"  ({time.perf_counter() - started:.1f}s)")
+    if missing:
+        say("  reassign_after 60 s / 100 s: not run, this Fenliu's shops have no [replies] yet")
+
+
 def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}" if value < 10 else f"{value:.0f}"
 
@@ -709,6 +793,10 @@ def main(seed: int, only: str | None = None) -> None:
         frontier_section(range(seed, seed + 3))
         say(f"\ndone in {time.perf_counter() - started:.0f}s")
         return
+    if only == "replies":
+        replies_section(range(seed, seed + 3))
+        say(f"\ndone in {time.perf_counter() - started:.0f}s")
+        return
     shop = load_shop_file(BIG)
     for scenario in ("steady", "double11"):
         policy_table(shop, scenario, seed)
@@ -717,12 +805,15 @@ def main(seed: int, only: str | None = None) -> None:
     speed(seed)
     oracle_section(range(seed, seed + 3))
     frontier_section(range(seed, seed + 3))
+    replies_section(range(seed, seed + 3))
     say(f"\ndone in {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--only", choices=("oracle", "frontier"), help="run section 5 (or 6) alone")
+    parser.add_argument(
+        "--only", choices=("oracle", "frontier", "replies"), help="run section 5, 6 or 7 alone"
+    )
     args = parser.parse_args()
     main(args.seed, args.only)

@@ -76,6 +76,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share from 0 to 1")
+    return value
+
+
 def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dev = sub.add_parser(
         "dev",
@@ -124,6 +134,7 @@ def _simulate(args: argparse.Namespace) -> int:
         json_out=Path(args.json) if args.json else None,
         report=Path(args.report) if args.report else None,
         explain=args.explain, scale=args.scale, history=args.history,
+        ignored_first=args.ignored_first,
     )  # fmt: skip
 
 
@@ -163,6 +174,14 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="what the shop knows before the run: a simulated month, as a real shop's Redis "
         "and analytics hold it (agents' status history, and their conversion over 30 days "
         "sent as agent_stats at the start and every midnight), or none (default 30d)",
+    )
+    simulate.add_argument(
+        "--ignored-first",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of sessions whose first message the agent never answers (away without "
+        "changing status), from 0 to 1, e.g. 0.05 (default 0)",
     )
     simulate.set_defaults(func=_simulate)
 

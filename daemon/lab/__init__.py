@@ -7,7 +7,8 @@
     policy.py     `--mode` policies: which modes a run overrides, and the oracle
     history.py    what the shop knows before the run (30 days of agent_stats)
     runner.py     the event loop around `daemon.core.engine.Engine`
-    measures.py   conversion, waits, abandonment, fairness, wait-estimate errors, oracle share
+    measures.py   conversion, waits, replies, abandonment, fairness, wait-estimate errors,
+                  oracle share
     report.py     the policy table and the HTML page of `--report`
     plots.py      its PNG plots (matplotlib: the `lab` extra, imported only for `--report`)
     command.py    `fenliu simulate`

@@ -2,7 +2,7 @@
 
     fenliu simulate --shop config/shops/big.toml --scenario double11 \\
         --mode efficiency --mode conversion:high --json out.json --report out/ [--explain] \\
-        [--history 30d|none]
+        [--history 30d|none] [--ignored-first 0.05]
 
 Every policy runs on the same buyers and agents (common random numbers, `daemon.lab.world`),
 so the table compares routing alone. The JSON holds every figure (`measures`) and the
@@ -13,13 +13,16 @@ oracle's uplift over efficiency. The two references are the policies `efficiency
 progress as references, and left out of the table, `--explain` and the report; the JSON
 gives their key figures under `references` (`inquiries`, `headline`, `conversion`: what the
 shares rest on). `--history 30d` (the default) first feeds the engine the shop's past as its
-Redis would hold it (`daemon.lab.history`); `none` starts from nothing.
+Redis would hold it (`daemon.lab.history`); `none` starts from nothing. `--ignored-first
+SHARE` is the share of sessions whose first message the agent never answers (an agent away
+without changing its status, `daemon.lab.world`; default 0); the table then says so.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,7 @@ def simulate_command(
     explain: bool,
     scale: float = 1.0,
     history: str = "30d",
+    ignored_first: float = 0.0,
 ) -> int:
     """The command; its exit code. Problems are reported as sentences on stderr."""
     err = Console(stderr=True)
@@ -79,17 +83,21 @@ def simulate_command(
         parse_policy(name) for name in REFERENCES if name not in {p.name for p in policies}
     ]
     started = time.perf_counter()
-    results, extra = _run_all(shop, scenario, policies, references, seed, scale, err, history)
+    world = World(scale, history, ignored_first)
+    results, extra = _run_all(shop, scenario, policies, references, seed, world, err)
     seconds = time.perf_counter() - started
     out = Console()
-    out.print(_table(shop.id, scenario, seed, results, seconds, list(extra)))
+    title = f"shop {shop.id} · {scenario} · seed {seed} · {seconds:.1f} s"
+    if ignored_first:
+        title += f" · {ignored_first:.0%} of first messages ignored"
+    out.print(_table(title, results, list(extra)))
     if explain:
         for name, result in results.items():
             out.print(f"\n== policy {name}")
             out.print(render_table(result.explain), markup=False, highlight=False)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        document = _document(shop, scenario, seed, history, results, extra)
+        document = _document(shop, scenario, seed, world, results, extra)
         json_out.write_bytes(orjson.dumps(document))
         out.print(f"JSON: {json_out}")
     if report is not None:
@@ -98,15 +106,23 @@ def simulate_command(
     return EXIT_OK
 
 
+@dataclass(frozen=True, slots=True)
+class World:
+    """What every run of the command shares besides the shop, scenario and seed."""
+
+    scale: float
+    history: str
+    ignored_first: float
+
+
 def _run_all(
     shop: ShopConfig,
     scenario: str,
     policies: list[Policy],
     references: list[Policy],
     seed: int,
-    scale: float,
+    world: World,
     err: Console,
-    history: str,
 ) -> tuple[dict[str, PolicyResult], dict[str, PolicyResult]]:
     """The runs of `policies`, then of the `references` not among them (module docstring),
     every one with its `oracle_share`."""
@@ -127,8 +143,8 @@ def _run_all(
                 bar.update(task, completed=done)
 
             run = simulate(
-                shop, scenario, seed=seed, policy=policy, scale=scale, progress=advance,
-                history=history,
+                shop, scenario, seed=seed, policy=policy, scale=world.scale, progress=advance,
+                history=world.history, ignored_first=world.ignored_first,
             )  # fmt: skip
             bar.update(task, completed=1.0)
             trace = run.trace
@@ -145,14 +161,7 @@ def _run_all(
     return results, extra
 
 
-def _table(
-    shop_id: str,
-    scenario: str,
-    seed: int,
-    results: dict[str, PolicyResult],
-    seconds: float,
-    references: list[str],
-) -> Table:
+def _table(title: str, results: dict[str, PolicyResult], references: list[str]) -> Table:
     """Measures down, policies across (fits a terminal for several policies); the caption
     names the references run for the oracle share but not asked for."""
     rows = headline_rows(results)
@@ -161,9 +170,7 @@ def _table(
         if references
         else None
     )
-    table = Table(
-        title=f"shop {shop_id} · {scenario} · seed {seed} · {seconds:.1f} s", caption=caption
-    )
+    table = Table(title=title, caption=caption)
     table.add_column(rows[0][0])
     for row in rows[1:]:
         table.add_column(row[0], justify="right")
@@ -176,7 +183,7 @@ def _document(
     shop: ShopConfig,
     scenario: str,
     seed: int,
-    history: str,
+    world: World,
     results: dict[str, PolicyResult],
     references: dict[str, PolicyResult],
 ) -> dict[str, Any]:
@@ -185,7 +192,8 @@ def _document(
         "shop": shop.id,
         "scenario": scenario,
         "seed": seed,
-        "history": history,
+        "history": world.history,
+        "ignored_first": world.ignored_first,
         "headline_keys": [key for key, _, _ in HEADLINE],
         "policies": {
             name: {

@@ -5,6 +5,9 @@
     policy, scenario, seed, inquiries
     conversion   {served, orders, rate, expected_rate, by_group: {g: {the same}}}
     waits        {served, p50_s, p95_s, max_s, by_group: {g: {served, p50_s, p95_s, max_s}}}
+    replies      {deadline_s, answered, unanswered, late_unanswered, within_deadline,
+                  share_within, p50_s, p95_s, max_s, first: {the same, over first messages},
+                  gave_up, reassigned, moves: {reason: n}}
     abandonment  {accepted, left, expired, rejected, waiting, left_rate, expired_rate}
     fairness     {overall: F, by_group: {g: F}}, F = {agents, assignments, unmeasured,
                   per_hour: {agent: rate}, jain, gini, max_min_share}
@@ -12,7 +15,9 @@
                   fenliu|asterisk|rocketchat: {mare, bias, mae_s, mare_long},
                   best_baseline, ratio, ratio_mae, ratio_long}
     headline     {conversion, expected_conversion, orders, wait_p50_s, wait_p95_s,
-                  wait_max_s, abandonment, jain, gini, max_min_share,
+                  wait_max_s, abandonment, reply_share_within, reply_p95_s,
+                  first_reply_share_within, first_reply_p95_s, reassigned,
+                  jain, gini, max_min_share,
                   fenliu|asterisk|rocketchat_mare and _mae_s, oracle_share (None)}
 
 `add_oracle_shares(measures, conversion_groups)` then compares policies run on the same
@@ -23,17 +28,29 @@ Choices (the edge cases):
 
 * A buyer's group is `served_group or group`; a buyer with neither is counted under "(none)".
 * `expected_rate` is the mean order chance of the served buyers (`world.order_chance` of
-  the serving agent's true rate and the buyer's intent): what `rate` would be without the
-  luck of the order draws (about ±0.9 points on a presale day of one seed), so policies
-  compare on it with less noise. Buyers served by an agent the trace does not know are
-  left out of it.
+  the serving agent's true rate and the buyer's intent, times `world.reply_survival` of the
+  buyer's waits for replies): what `rate` would be without the luck of the order and
+  patience draws (about ±0.9 points on a presale day of one seed), so policies compare on
+  it with less noise. Buyers served by an agent the trace does not know are left out of it.
+* Replies (contract §3.6) are the buyer's waits for them, from its message to the agent's
+  next one, whichever agent answers (a buyer moved to another agent waits on). A reply is
+  within the deadline at `deadline_ms` or less (the shop's `[replies] deadline`, recorded in
+  the trace). `share_within` is Taobao's 3-minute response rate: answered within the
+  deadline over every message whose fate is known, that is the answered ones and those
+  still owed past the deadline when their session (or the run) ended; a message owed for
+  less when its session ended is left out (it might yet have been answered in time).
+  Percentiles are of answered messages; `unanswered` counts the others apart. `first` is
+  the same over each inquiry's first message (a buyer moved to another agent waits on).
+  `gave_up` counts buyers who left waiting for a reply; `moves` counts moves to another
+  agent in session by `assignment.reason`, `reassigned` those for `unanswered`.
 * Percentiles are nearest-rank (the smallest observation with at least p% at or below it),
   so every figure is a wait that really happened. No observation: None.
 * Abandonment is among *accepted* inquiries (all but the rejected ones, the still waiting
   included); the headline's `abandonment` is the share that left, expiry is reported apart.
 * Fairness counts assignments per agent per online hour. Agents never online (and agents the
   trace does not know) are left out; their assignments are counted as `unmeasured`. Within a
-  group, an agent's assignments are those whose buyer's group is that group. Nobody with any
+  group, an agent's assignments are those whose buyer's group is that group; a buyer moved
+  to another agent in session counts for its last agent (`agent_id`). Nobody with any
   assignment yet: Jain 1, Gini 0 (equal shares). `max_min_share` is None when the smallest
   rate is 0 (infinite, and not JSON) or there are no agents.
 * Wait-estimate error is measured on buyers who were queued, then served, with a real wait
@@ -80,7 +97,7 @@ from itertools import accumulate
 from typing import Any
 
 from daemon.lab.trace import AgentRecord, InquiryRecord, Trace
-from daemon.lab.world import order_chance
+from daemon.lab.world import order_chance, reply_survival
 
 HOUR_MS = 3_600_000
 NO_GROUP = "(none)"
@@ -96,6 +113,7 @@ def measure(trace: Trace) -> dict[str, Any]:
     served = [r for r in trace.inquiries if r.served_at is not None]
     conversion = _conversion(served, trace.agents)
     waits = _waits(served)
+    replies = _replies(served, trace.deadline_ms)
     abandonment = _abandonment(trace.inquiries)
     fairness = _fairness(trace)
     estimates = _estimate_errors(trace)
@@ -108,6 +126,11 @@ def measure(trace: Trace) -> dict[str, Any]:
         "wait_p95_s": waits["p95_s"],
         "wait_max_s": waits["max_s"],
         "abandonment": abandonment["left_rate"],
+        "reply_share_within": replies["share_within"],
+        "reply_p95_s": replies["p95_s"],
+        "first_reply_share_within": replies["first"]["share_within"],
+        "first_reply_p95_s": replies["first"]["p95_s"],
+        "reassigned": replies["reassigned"],
         "jain": overall["jain"],
         "gini": overall["gini"],
         "max_min_share": overall["max_min_share"],
@@ -122,6 +145,7 @@ def measure(trace: Trace) -> dict[str, Any]:
         "inquiries": len(trace.inquiries),
         "conversion": conversion,
         "waits": waits,
+        "replies": replies,
         "abandonment": abandonment,
         "fairness": fairness,
         "estimates": estimates,
@@ -192,7 +216,7 @@ def _conversion_of(
 ) -> dict[str, Any]:
     orders = sum(1 for r in served if r.ordered)
     chances = [
-        order_chance(agent.true_conversion, r.intent)
+        order_chance(agent.true_conversion, r.intent) * reply_survival(r.reply_waits_ms)
         for r in served
         if (agent := agents.get(r.agent_id or "")) is not None
     ]
@@ -224,6 +248,41 @@ def _waits_of(served: Sequence[InquiryRecord]) -> dict[str, Any]:
 def _waits(served: Sequence[InquiryRecord]) -> dict[str, Any]:
     by_group = {g: _waits_of(rs) for g, rs in _by_group(served).items()}
     return {**_waits_of(served), "by_group": by_group}
+
+
+def _replies_of(waits: Sequence[int], owed: Sequence[int], deadline_ms: int) -> dict[str, Any]:
+    """The reply figures of answered `waits` and `owed` messages (ms): module docstring."""
+    seconds = [w / 1000 for w in waits]
+    within = sum(1 for w in waits if w <= deadline_ms)
+    late = sum(1 for w in owed if w > deadline_ms)
+    return {
+        "answered": len(waits),
+        "unanswered": len(owed),
+        "late_unanswered": late,
+        "within_deadline": within,
+        "share_within": _ratio(within, len(waits) + late),
+        "p50_s": percentile(seconds, 50),
+        "p95_s": percentile(seconds, 95),
+        "max_s": max(seconds, default=None),
+    }
+
+
+def _replies(served: Sequence[InquiryRecord], deadline_ms: int) -> dict[str, Any]:
+    answered = [w for r in served for w in r.replies_ms]
+    owed = [r.unanswered_ms for r in served if r.unanswered_ms is not None]
+    first = [r.replies_ms[0] for r in served if r.replies_ms]
+    first_owed = [
+        r.unanswered_ms for r in served if r.unanswered_ms is not None and not r.replies_ms
+    ]
+    moves = Counter(move[3] for r in served for move in r.moves)
+    return {
+        "deadline_s": deadline_ms / 1000,
+        **_replies_of(answered, owed, deadline_ms),
+        "first": _replies_of(first, first_owed, deadline_ms),
+        "gave_up": sum(1 for r in served if r.gave_up_at is not None),
+        "reassigned": moves["unanswered"],
+        "moves": dict(sorted(moves.items())),
+    }
 
 
 def _abandonment(inquiries: Sequence[InquiryRecord]) -> dict[str, Any]:

@@ -13,6 +13,14 @@ chat, a queued buyer's patience starts running, a closed session may lead to an 
 return. Buyers and agents come from `daemon.lab.world` with common random numbers, so
 policies are compared on the same buyers; the same seed gives the same trace.
 
+Replies: the trace records how long the buyer waited for each reply (from its message to
+the agent's next one, contract §3.6). With `ignored_first` > 0 that share of sessions has
+its first message never answered (`daemon.lab.world`); a buyer who waits past its patience
+for a reply leaves (writes no more, orders nothing). A new assignment of a buyer who is in
+a session, to another agent, is a move (`unanswered` when the core reassigns a buyer nobody
+answered, or a transfer), whichever of it and the old session's close comes first: the
+chat goes on with the new agent, who answers an owed message at its own pace.
+
 By default the shop knows its agents' conversion from 30 days of history, sent as
 `agent_stats` at the start and every midnight (`daemon.lab.history`; `history="none"`:
 nothing).
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,9 +61,12 @@ from daemon.lab.world import (
     Visit,
     buyer_kinds,
     effective_caps,
+    ignores_first,
     new_agents,
     new_buyer,
     order_chance,
+    reply_excess_ms,
+    reply_patience_ms,
 )
 from topics.events import (
     AgentStatsReported,
@@ -77,9 +89,18 @@ from topics.events import (
 __all__ = ["AS_CONFIGURED", "ModeChoice", "Policy", "SimRun", "parse_policy", "simulate"]
 
 SAMPLE_EVERY_MS = 5 * MINUTE_MS
+DEFAULT_DEADLINE_MS = 180_000
+MOVES = ("transferred", "unanswered")  # session_closed reasons of a buyer who moves on
 PROGRESS_EVERY = 4096  # actions between progress reports
 
 EngineFactory = Callable[[Mapping[str, ShopConfig]], Engine]
+
+
+def deadline_ms(config: ShopConfig) -> int:
+    """The shop's `[replies] deadline` (contract §3.6), in ms. The routing core brings the
+    table (issue 26, item 1); until a shop config has it, the contract's default, 3m."""
+    replies = getattr(config, "replies", None)
+    return int(getattr(replies, "deadline", DEFAULT_DEADLINE_MS))
 
 
 @dataclass(slots=True)
@@ -103,6 +124,10 @@ class Chat:
     sent: int = 0  # messages sent (message ids)
     open: bool = False
     attempt: int = 0  # inquiries again after a chat cut short (r1, r2, ... in the id)
+    session_id: str = ""  # the inquiry id of its session (a move opens another)
+    owed_since: int | None = None  # the buyer's message the agent has not answered yet
+    excess_ms: int = 0  # waited past the grace so far (daemon.lab.world.reply_survival)
+    patience_ms: float | None = None  # drawn when first needed (reply_patience_ms)
 
 
 def simulate(
@@ -117,6 +142,7 @@ def simulate(
     make_engine: EngineFactory = Engine,
     history: str = "30d",
     leavers: frozenset[str] | None = None,
+    ignored_first: float = 0.0,
 ) -> SimRun:
     """Simulate `scenario` for `shop` under `policy` (see the module docstring).
 
@@ -131,13 +157,16 @@ def simulate(
     `leavers` gives the engine hindsight for a gauge of the wait estimate (bench/sim.py,
     section 3): the inquiry ids that will leave their line unserved (from a first run of
     the same seed: the world does not read estimates, so the run is otherwise the same),
-    which the estimates then count exactly (`Queues.leavers`). Raises
-    ValueError for an unknown scenario or history, a policy naming an unknown group,
-    `days` > 1 of a scenario that is not one day long, or the oracle with a `make_engine`
-    of its own.
+    which the estimates then count exactly (`Queues.leavers`). `ignored_first` is the
+    share of sessions whose first message the agent never answers (`daemon.lab.world`).
+    Raises ValueError for an unknown scenario or history, a policy naming an unknown group,
+    `days` > 1 of a scenario that is not one day long, the oracle with a `make_engine` of
+    its own, or `ignored_first` outside [0, 1].
     """
     if not scale >= 0:
         raise ValueError(f"scale must be 0 or more, not {scale!r}")
+    if not 0 <= ignored_first <= 1:
+        raise ValueError(f"ignored_first is a share from 0 to 1, not {ignored_first!r}")
     if history not in HISTORIES:
         raise ValueError(f"unknown history {history!r}: use one of {', '.join(HISTORIES)}")
     plan = find_scenario(scenario)
@@ -149,7 +178,7 @@ def simulate(
             raise ValueError("the oracle policy runs only on the plain Engine")
         rates = {a.id: a.true_conversion for a in new_agents(config, plan, seed)}
         make_engine = partial(Engine, oracle={config.id: rates})
-    runner = _Runner(config, plan, seed, policy.name, scale, progress, make_engine)
+    runner = _Runner(config, plan, seed, policy.name, scale, progress, make_engine, ignored_first)
     if history == "30d":
         runner.past(status_history(config, plan, seed))
         runner.stats_history()
@@ -171,6 +200,7 @@ class _Runner:
         scale: float,
         progress: Callable[[float], None] | None,
         make_engine: EngineFactory = Engine,
+        ignored_first: float = 0.0,
     ) -> None:
         self.config = config
         self.shop_id = config.id
@@ -187,13 +217,18 @@ class _Runner:
         per_day = daily_volume(config, caps, session_s) * scale
         self.arrivals = scenario.arrivals(random.Random(f"{seed}:arrivals"), per_day)
         self.agents = {a.id: a for a in new_agents(config, scenario, seed)}
-        self.trace = Trace(policy, scenario.name, seed, self.start, self.end, caps)
+        self.ignored_first = ignored_first
+        self.trace = Trace(
+            policy, scenario.name, seed, self.start, self.end, caps, deadline_ms(config),
+            ignored_first,
+        )  # fmt: skip
         for agent in self.agents.values():
             online = agent.online(self.start, self.end)
             self.trace.agents[agent.id] = AgentRecord(
                 agent.id, list(agent.groups), agent.true_conversion, online
             )
-        self.chats: dict[str, Chat] = {}  # inquiry id -> its chat
+        self.chats: dict[str, Chat] = {}  # inquiry id (of its session) -> its chat
+        self.sessions: dict[str, Chat] = {}  # buyer id -> its chat while in session
         self.queued: dict[str, None] = {}  # inquiry ids waiting in a queue
         self.heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
         self.seq = itertools.count()
@@ -246,6 +281,8 @@ class _Runner:
             steps += 1
             if self.progress is not None and steps % PROGRESS_EVERY == 0:
                 self.progress((when - self.start) / (end - self.start))
+        for chat in self.sessions.values():  # still in session at the end
+            self.owed(chat, end)
         if self.progress is not None:
             self.progress(1.0)
 
@@ -353,30 +390,68 @@ class _Runner:
     # ---------------------------------------------------------------------------- chat
 
     def buyer_writes(self, chat: Chat) -> None:
-        """The buyer's message of this round; the agent will answer."""
+        """The buyer's message of this round; the agent will answer (unless it ignores the
+        session's first message)."""
         agent = chat.agent
         if not chat.open or agent is None:
             return
+        first = chat.sent == 0
         chat.sent += 1
-        buyer_id = chat.record.buyer_id
-        event_id = f"m:{chat.record.inquiry_id}:{chat.sent}"
-        self.send(MessageSent(event_id, self.shop_id, self.now, buyer_id, "buyer"))
+        record = chat.record
+        event_id = f"m:{record.inquiry_id}:{chat.sent}"
+        self.send(MessageSent(event_id, self.shop_id, self.now, record.buyer_id, "buyer"))
         if chat.open:
-            reply = agent.reply_ms(chat.visit.reply_factor[chat.round])
-            self.at(self.now + reply, self.agent_replies, chat)
+            chat.owed_since = self.now
+            if first and ignores_first(self.seed, record.inquiry_id, self.ignored_first):
+                record.ignored = True
+            else:
+                self.answer(chat, agent)
 
-    def agent_replies(self, chat: Chat) -> None:
-        """The agent answers; the buyer writes again after a think time, or is done."""
-        agent = chat.agent
-        if not chat.open or agent is None:
+    def answer(self, chat: Chat, agent: Agent) -> None:
+        """`agent` will answer the buyer's message at its pace."""
+        reply = agent.reply_ms(chat.visit.reply_factor[chat.round])
+        self.at(self.now + reply, self.agent_replies, (chat, agent))
+
+    def agent_replies(self, turn: tuple[Chat, Agent]) -> None:
+        """The agent answers; the buyer writes again after a think time, or is done (or
+        left while waiting)."""
+        chat, agent = turn
+        if not chat.open or chat.agent is not agent:  # closed, or moved to another agent
             return
         chat.sent += 1
-        buyer_id = chat.record.buyer_id
-        event_id = f"m:{chat.record.inquiry_id}:{chat.sent}"
-        self.send(MessageSent(event_id, self.shop_id, self.now, buyer_id, "agent", agent.id))
+        record = chat.record
+        event_id = f"m:{record.inquiry_id}:{chat.sent}"
+        self.send(MessageSent(event_id, self.shop_id, self.now, record.buyer_id, "agent", agent.id))
+        if chat.owed_since is not None:
+            wait = self.now - chat.owed_since
+            record.replies_ms.append(wait)
+            self.waited(chat, wait)
+            chat.owed_since = None
         chat.round += 1
-        if chat.open and chat.round < chat.visit.rounds:
+        if chat.open and record.gave_up_at is None and chat.round < chat.visit.rounds:
             self.at(self.now + chat.visit.think_ms[chat.round], self.buyer_writes, chat)
+
+    def waited(self, chat: Chat, wait: int) -> None:
+        """The buyer waited `wait` ms for a reply: past its patience it has left."""
+        assert chat.owed_since is not None
+        record = chat.record
+        excess = reply_excess_ms([wait])
+        if excess == 0 or record.gave_up_at is not None:
+            return
+        if chat.patience_ms is None:
+            chat.patience_ms = reply_patience_ms(self.seed, record.inquiry_id)
+        left = chat.patience_ms - chat.excess_ms
+        if excess > left:
+            record.gave_up_at = chat.owed_since + (wait - excess) + math.ceil(left)
+        chat.excess_ms += excess
+
+    def owed(self, chat: Chat, until: int) -> None:
+        """The session ends (or the run does) with the buyer's message unanswered."""
+        if chat.owed_since is not None:
+            wait = until - chat.owed_since
+            chat.record.unanswered_ms = wait
+            self.waited(chat, wait)
+            chat.owed_since = None
 
     # ------------------------------------------------------------------ engine outputs
 
@@ -407,9 +482,15 @@ class _Runner:
             del self.chats[inquiry_id]
 
     def assigned(self, out: Assignment) -> None:
-        """A session starts: record it and start the chat."""
+        """A session starts: record it and start the chat (or the chat moves)."""
+        if out.reason is AssignReason.ACTIVE_SESSION:
+            return
+        moving = self.sessions.get(out.buyer_id)
+        if moving is not None and (moving.agent is None or moving.agent.id != out.agent_id):
+            self.moved(moving, out)
+            return
         chat = self.chats.get(out.inquiry_id)
-        if chat is None or out.reason is AssignReason.ACTIVE_SESSION:
+        if chat is None:
             return
         record = chat.record
         record.served_at = out.ts
@@ -419,25 +500,50 @@ class _Runner:
         record.served_group = out.group
         agent = self.agents[out.agent_id]
         agent.load += 1
-        chat.agent, chat.open = agent, True
+        chat.agent, chat.open, chat.session_id = agent, True, out.inquiry_id
+        self.sessions[out.buyer_id] = chat
         self.at(out.ts + chat.visit.think_ms[chat.round], self.buyer_writes, chat)
 
+    def moved(self, chat: Chat, out: Assignment) -> None:
+        """The buyer in session moves to another agent, who answers what is owed."""
+        if chat.agent is not None:  # the assignment comes before the old session's close
+            chat.agent.load -= 1
+            self.chats.pop(chat.session_id, None)
+        record = chat.record
+        record.moves.append((out.ts, record.agent_id, out.agent_id, out.reason.value))
+        record.agent_id = out.agent_id
+        agent = self.agents[out.agent_id]
+        agent.load += 1
+        chat.agent, chat.session_id = agent, out.inquiry_id
+        self.chats[out.inquiry_id] = chat
+        if chat.owed_since is not None:
+            self.answer(chat, agent)
+
     def closed(self, out: SessionClosed) -> None:
-        """A session ended: maybe an order, maybe a return, or writing again."""
+        """A session ended: maybe an order, maybe a return, or writing again; or it moves
+        to another agent (its assignment then comes before or after)."""
         chat = self.chats.pop(out.id.removeprefix("end:"), None)
         if chat is None:
             return
-        chat.open = False
-        chat.record.session_ended = out.ts
         if chat.agent is not None:
             chat.agent.load -= 1
-        visit = chat.visit
-        if out.reason is CloseReason.AGENT_OFFLINE and chat.round < visit.rounds:
-            self.at(out.ts + visit.reinquire_ms, self.write_again, chat)
+        chat.agent = None
+        if out.reason.value in MOVES:
             return
-        agent = self.agents[out.agent_id]
-        if visit.order_u < order_chance(agent.true_conversion, chat.buyer.intent):
-            self.at(out.ts + min(visit.order_after_ms, self.order_window()), self.order, chat)
+        chat.open = False
+        record = chat.record
+        record.session_ended = out.ts
+        self.sessions.pop(record.buyer_id, None)
+        self.owed(chat, out.ts)
+        visit = chat.visit
+        if record.gave_up_at is None:  # a buyer who left writes no more and orders nothing
+            if out.reason is CloseReason.AGENT_OFFLINE and chat.round < visit.rounds:
+                self.at(out.ts + visit.reinquire_ms, self.write_again, chat)
+                return
+            agent = self.agents[out.agent_id]
+            if visit.order_u < order_chance(agent.true_conversion, chat.buyer.intent):
+                order_at = out.ts + min(visit.order_after_ms, self.order_window())
+                self.at(order_at, self.order, chat)
         if visit.return_after_ms is not None:
             self.at(out.ts + visit.return_after_ms, self.come_back, chat.buyer)
 

@@ -43,6 +43,15 @@ class InquiryRecord:
     session_ended: int | None = None
     ordered: bool = False
     order_amount: float = 0.0
+    # replies (contract §3.6), as the buyer waits for them: the buyer writes, then waits for
+    # the agent's next message, so every message but the last is answered.
+    replies_ms: list[int] = field(default_factory=list)  # the wait for each reply, in order
+    unanswered_ms: int | None = None  # a message owed when the session (or the run) ended
+    ignored: bool = False  # the world: the agent never answers the session's first message
+    gave_up_at: int | None = None  # the buyer stopped waiting for a reply and left
+    # moves to another agent while in session, (ts, from agent, to agent, assignment.reason)
+    # (`unanswered`, `transfer`); agent_id is then the last agent:
+    moves: list[tuple[int, str | None, str, str]] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
@@ -61,6 +70,12 @@ class InquiryRecord:
     def wait_ms(self) -> int | None:
         """Time from arrival to service (None if not served)."""
         return None if self.served_at is None else self.served_at - self.arrived
+
+    @property
+    def reply_waits_ms(self) -> list[int]:
+        """Every wait for a reply: the answered ones, then the one still owed, if any."""
+        owed = [] if self.unanswered_ms is None else [self.unanswered_ms]
+        return [*self.replies_ms, *owed]
 
 
 @dataclass(slots=True)
@@ -96,6 +111,8 @@ class Trace:
     start: int  # virtual time of the run's start
     end: int  # virtual time of the run's end
     caps: dict[str, int | None]  # agent -> its effective cap (None: uncapped)
+    deadline_ms: int = 180_000  # the shop's [replies] deadline: a later reply is late
+    ignored_first: float = 0.0  # the world's share of first messages nobody answers
     inquiries: list[InquiryRecord] = field(default_factory=list)
     agents: dict[str, AgentRecord] = field(default_factory=dict)
     queue: list[QueueSample] = field(default_factory=list)

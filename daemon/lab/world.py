@@ -24,6 +24,21 @@ Behaviour (times in seconds unless said):
   the agent replies after its median reply time × a lognormal factor (median 1) × (1 +
   0.1 per open session beyond the first). After the last reply the session ends by the
   engine's session timeout.
+- Ignored first messages (`ignored_first`, a share, 0 unless asked): the agent is away
+  without changing its status and never answers the first message of that session. Which
+  sessions are drawn from (seed, "ignored", inquiry id), so every policy ignores the same
+  buyers. The buyer wrote last, so the session stays open (contract §3.2) and holds the
+  agent's slot until the agent goes offline, unless the buyer is moved to another agent
+  (any new assignment of a buyer in session: `unanswered`, a transfer), who answers at its
+  own pace.
+- Waiting for a reply (`reply_survival`): a buyer waits REPLY_GRACE_S for each reply without
+  a thought of leaving, then leaves at a constant rate, 1 / REPLY_PATIENCE_S, while it
+  still waits: its patience beyond the grace is Exp(mean REPLY_PATIENCE_S), one draw per
+  inquiry from (seed, "reply", inquiry id), spent over all its waits of the session. A buyer
+  who left writes no more and orders nothing from the session (a reply still comes: the
+  agent does not know). So the chance that a buyer is still there, and the order chance
+  with it, is exp(−Σ max(0, wait − grace) / patience): unchanged by replies within the
+  grace (the calibration above), 61% after one 4-minute wait, 22% after 6 minutes.
 - Patience: lognormal, median 4 minutes; a queued buyer sends `leave` after it.
 - After a session: the order (if drawn) comes 0–30 minutes later (Exp, mean 3 minutes,
   70%) or 10 minutes–12 hours later (30%), within the conversion window; amount
@@ -42,6 +57,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from daemon.core.config import GroupConfig, ShopConfig
@@ -59,6 +75,8 @@ REPLY_MEDIAN_S = (12.0, 40.0)
 REPLY_SIGMA = 0.6
 LOAD_SLOWDOWN = 0.1
 PATIENCE_MEDIAN_S, PATIENCE_SIGMA = 240.0, 0.9
+REPLY_GRACE_S = 180.0  # Taobao's 3-minute response: a reply within it costs nothing
+REPLY_PATIENCE_S = 120.0  # then the buyer leaves at this mean (exponential, as Erlang-A)
 RETURN_SHARE = 0.25
 REPEAT_SHARE = 0.35
 REPEAT_AFTER_S = (60.0, 1500.0)
@@ -81,8 +99,21 @@ CONVERSION_RANGES = {
 
 
 def order_chance(true_conversion: float, intent: float) -> float:
-    """The chance that a buyer of `intent` orders after a session with an agent."""
+    """The chance that a buyer of `intent` orders after a session with an agent, answered
+    within the grace (else times `reply_survival`)."""
     return min(1.0, true_conversion * intent / INTENT_MEAN)
+
+
+def reply_excess_ms(waits_ms: Iterable[int]) -> int:
+    """How long a buyer waited past the grace, over the waits for its replies (ms)."""
+    grace = _ms(REPLY_GRACE_S)
+    return sum(max(0, wait - grace) for wait in waits_ms)
+
+
+def reply_survival(waits_ms: Iterable[int]) -> float:
+    """The chance that a buyer who waited `waits_ms` for its replies is still there (module
+    docstring): 1 when every wait is within the grace, falling exponentially past it."""
+    return math.exp(-reply_excess_ms(waits_ms) / _ms(REPLY_PATIENCE_S))
 
 
 def _lognormal_mean(median: float, sigma: float) -> float:
@@ -240,6 +271,17 @@ def new_buyer(seed: int, k: int, kinds: list[Kind]) -> Buyer:
     context = rng.choice(kind.contexts)
     intent = rng.betavariate(INTENT_A, INTENT_B)
     return Buyer(k, f"b{k:06d}", rng, kind, context, intent)
+
+
+def ignores_first(seed: int, inquiry_id: str, share: float) -> bool:
+    """Whether the first message of this inquiry's session goes unanswered (module
+    docstring); never draws when `share` is 0."""
+    return share > 0 and random.Random(f"{seed}:ignored:{inquiry_id}").random() < share
+
+
+def reply_patience_ms(seed: int, inquiry_id: str) -> float:
+    """How long past the grace, over its waits, this inquiry's buyer waits for replies."""
+    return random.Random(f"{seed}:reply:{inquiry_id}").expovariate(1 / _ms(REPLY_PATIENCE_S))
 
 
 # ------------------------------------------------------------------------------ agents
