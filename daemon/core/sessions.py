@@ -255,7 +255,7 @@ class Sessions:
 
     # ---------------------------------------------------------------- inside a session
 
-    def on_message(self, ev: MessageSent) -> None:  # noqa: C901, PLR0912 (flat: the hot path)
+    def on_message(self, ev: MessageSent) -> None:  # noqa: C901, PLR0912, PLR0915 (flat: hot path)
         """A chat message: who owes a reply, and when the session times out."""
         # The hot path (most events are messages): kept flat on purpose.
         if ev.agent_id is not None:
@@ -273,8 +273,8 @@ class Sessions:
         if ev.sender == "buyer":
             if not s.buyer_waiting:  # the reply clock starts
                 s.buyer_waiting = True
-                s.waiting_since = state.now
-                state.timers.arm(OVERDUE_TIMER, ev.buyer_id, state.now + self._deadline)
+                s.waiting_since = now = state.now
+                state.timers.arm(OVERDUE_TIMER, ev.buyer_id, now + self._deadline)
                 quiet_since = agent.quiet.pop(ev.buyer_id)
                 agent.pending += 1
                 for cand in routing.agent_cands.get(s.agent_id, ()):
@@ -300,29 +300,30 @@ class Sessions:
                 routing.mark_dirty(cand)
             else:
                 cand.slots.touch(s.agent_id)
-        if s.buyer_waiting:  # a reply
+        if s.buyer_waiting:  # a reply: the clock stops, its reading goes to the group
             s.buyer_waiting = False
             agent.pending -= 1
-            self._clock_stops(s, agent, now)
+            waited = now - s.waiting_since
+            s.waiting_since = 0
+            group = s.group
+            home = routing.cands.get(group) if group is not None else None
+            if home is not None:  # None: its group left the shop file since
+                home.replies.observe(waited, waited <= self._deadline, now)
+                changes = self._effects.changes  # inline other_changed: the hot path
+                if changes is not None:
+                    changes.other = True
+            if s.overdue:
+                self._answered_overdue(s, agent)
             if agent.pending == threshold:
                 self.update_busy(agent)  # may be no longer busy
 
-    def _clock_stops(self, s: Session, agent: AgentState, now: int) -> None:
-        """The agent replied `now`: the reply time goes into its group's figures, and the
-        buyer is no longer overdue."""
-        waited = now - s.waiting_since
-        s.waiting_since = 0
-        group = s.group
-        home = self._routing.cands.get(group) if group is not None else None
-        if home is not None:  # None: its group left the shop file since
-            home.replies.observe(waited, waited <= self._deadline, now)
-            self._effects.other_changed()
-        if s.overdue:
-            s.overdue = False
-            agent.overdue -= 1
-            self._count_overdue(group, -1)
-            if agent.overdue == 0:
-                self.update_busy(agent)
+    def _answered_overdue(self, s: Session, agent: AgentState) -> None:
+        """An overdue buyer got its reply: it is overdue no longer."""
+        s.overdue = False
+        agent.overdue -= 1
+        self._count_overdue(s.group, -1)
+        if agent.overdue == 0:
+            self.update_busy(agent)
 
     def on_order(self, ev: OrderPlaced) -> None:
         """Credit an order to the agent of the buyer's session or recent contact."""
