@@ -37,6 +37,7 @@ HOT = (
     "model",
     "patience",
     "queues",
+    "replies",
     "routing",
     "rules",
     "sessions",

@@ -11,6 +11,7 @@ from collections import Counter
 from daemon.core.candidate import Candidate
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
+from daemon.core.replies import HOUR_MINUTES, MINUTE_MS, REPLY_BUCKETS_MS
 from daemon.core.shop import ShopEngine
 from tests.engine_model import NO_MATCH, Ended, Entry, Expected, Key, Open, Rules, standing
 from tests.strategies import SHOP
@@ -29,7 +30,7 @@ from topics.events import (
 
 CHECKS = frozenset({
     "caps", "fates", "fields", "ids", "matching", "one_agent", "online", "order",
-    "precedence", "rejections", "selection", "stuck", "timing", "updates",
+    "precedence", "rejections", "replies", "selection", "stuck", "timing", "updates",
 })  # fmt: skip
 """Every check name `fail` reports under; a test selects its invariants among these."""
 
@@ -55,6 +56,7 @@ class Checks:
     sessions: dict[str, Open]
     load: Counter[str]
     pending: Counter[str]
+    replied: dict[str, list[tuple[int, int]]]
     shift: Counter[str]
     last_assigned: Counter[str]
     previous: dict[str, Ended]
@@ -136,18 +138,27 @@ class Checks:
             self.fail("fields", f"{a} in {key!r} with {len(pool)} eligible: mode {mode}")
         if mode not in (Mode.AVERAGE, Mode.EFFICIENCY) or a.agent_id not in pool:
             return
-        threshold = self.config.busy_threshold
 
         def rank(x: str) -> tuple[float, ...]:
             if mode is Mode.AVERAGE:
                 return (self.shift[x], self.last_assigned[x])
-            busy = self.pending[x] > threshold
+            busy = self.busy(x, a.ts)
             return (busy, self.load[x] / self.rules.agents[x].weight, self.last_assigned[x])
 
         best = min(pool, key=rank)
         if rank(a.agent_id) != rank(best):
             ranks = {x: rank(x) for x in pool}
             self.fail("selection", f"{a} but {mode} ranks {ranks}")
+
+    def busy(self, agent: str, at: int) -> bool:
+        """contract §3.4: pending above `busy_threshold`, or, with `[replies]
+        overdue_is_busy`, a buyer overdue at `at` (§3.6)."""
+        if self.pending[agent] > self.config.busy_threshold:
+            return True
+        replies = self.config.replies
+        return replies.overdue_is_busy and any(
+            s.agent == agent and s.overdue(at, replies.deadline) for s in self.sessions.values()
+        )
 
     def check_expiry(self, entry: Entry, u: QueueUpdate) -> None:
         max_wait = self.config.queue.max_wait
@@ -291,10 +302,13 @@ class Checks:
             self.fail("stuck", f"queues per the outputs {mine} != the engine's {engine_queues}")
 
     def check_agent_indexes(self) -> None:
-        """The engine's per-agent indexes equal what its sessions say (pending, quiet)."""
+        """The engine's per-agent indexes equal what its sessions say (pending, quiet, the
+        overdue counts and the busy flag)."""
         if self.engine is None:
             return
         shop = self.engine.shop(SHOP)
+        deadline = shop.config.replies.deadline
+        by_group: Counter[str] = Counter()
         for agent in shop.agents.values():
             sessions = {b: shop.buyers[b].session for b in agent.sessions}
             waiting = sum(1 for s in sessions.values() if s is not None and s.buyer_waiting)
@@ -305,7 +319,54 @@ class Checks:
                 f"{agent.id}: pending {agent.pending}, quiet {agent.quiet}; "
                 f"its sessions say {waiting} and {quiet} (oldest first)",
             )
+            late = [
+                s
+                for s in sessions.values()
+                if s and s.buyer_waiting and s.waiting_since + deadline <= shop.now
+            ]
+            by_group.update(s.group for s in late if s.group is not None)
+            flags = sum(1 for s in sessions.values() if s and s.overdue)
+            self.expect(
+                (agent.overdue, flags) == (len(late), len(late)),
+                f"{agent.id}: overdue {agent.overdue} ({flags} flagged); its sessions say "
+                f"{len(late)} overdue at {shop.now}",
+            )
+            if agent.id in self.status and agent.busy != self.busy(agent.id, shop.now):
+                self.fail("selection", f"{agent.id} busy: {agent.busy} at {shop.now}")
+        counted = {g: n for g, n in shop.sessions.overdue_by_group.items() if n}
+        self.expect(counted == dict(by_group), f"overdue by group {counted} != {by_group}")
         self.check_slot_index()
+
+    def check_replies(self) -> None:
+        """contract §3.6: the engine's clocks are the ones the messages started, and each
+        group's figures are its reply times as the messages give them — the distribution
+        (count, sum, buckets) and, over the minute of `now` and the 59 before, the replies
+        and those within the deadline."""
+        if self.engine is None:
+            return
+        shop = self.engine.shop(SHOP)
+        for buyer, s in self.sessions.items():
+            session = shop.buyers[buyer].session
+            clock = (session.buyer_waiting, session.waiting_since) if session else None
+            if clock != (s.buyer_waiting, s.owed_since if s.buyer_waiting else 0):
+                self.fail("replies", f"{buyer}'s clock is {clock}; the messages say {s}")
+        deadline = self.config.replies.deadline
+        minute = shop.now // MINUTE_MS
+        for cand in shop.all_candidates():
+            if cand.group is None or cand.key != cand.group:
+                continue  # a pool of several groups: the figures are its groups'
+            times = self.replied.get(cand.group, [])
+            recent = [ms for at, ms in times if at // MINUTE_MS > minute - HOUR_MINUTES]
+            buckets = [sum(1 for _, ms in times if ms <= bound) for bound in REPLY_BUCKETS_MS]
+            expected = (
+                [*buckets, len(times)],
+                sum(ms for _, ms in times),
+                (len(recent), sum(1 for ms in recent if ms <= deadline)),
+            )
+            figures = cand.replies
+            got = (figures.cumulative(), figures.hist_sum_ms, figures.last_hour(shop.now))
+            if got != expected:
+                self.fail("replies", f"{cand.group}'s reply figures {got}, expected {expected}")
 
     def check_slot_index(self) -> None:
         """Each candidate's slot-time index (daemon/core/slots.py) equals the slot times

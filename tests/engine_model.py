@@ -249,6 +249,11 @@ class Open:
     key: Key  # the candidate the agent was chosen in
     last_agent_at: int  # assignment, or the latest agent message
     buyer_waiting: bool = False  # the buyer wrote last
+    owed_since: int = 0  # while the buyer waits: when its reply clock started (§3.6)
+
+    def overdue(self, at: int, deadline: int) -> bool:
+        """contract §3.6: the buyer's reply clock has run `deadline` by `at`."""
+        return self.buyer_waiting and self.owed_since + deadline <= at
 
 
 @dataclass

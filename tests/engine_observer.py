@@ -1,8 +1,9 @@
 """The observer of `tests/core/test_engine_properties.py`: the world as the outputs describe it.
 
-`Observer` rebuilds agent statuses, open sessions, loads and pending replies, queues and the
-fate of every inquiry from the outputs, the input events and the shop file alone, and makes
-the checks of `tests/engine_checks.py` as the outputs stream past.
+`Observer` rebuilds agent statuses, open sessions, loads and pending replies (with their
+reply clocks), queues, the fate of every inquiry and every reply time from the outputs, the
+input events and the shop file alone, and makes the checks of `tests/engine_checks.py` as
+the outputs stream past.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Observer(Checks):
     sessions: dict[str, Open] = field(default_factory=dict)  # buyer -> open session
     load: Counter[str] = field(default_factory=Counter)
     pending: Counter[str] = field(default_factory=Counter)  # sessions the agent owes a reply
+    replied: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # group -> (at, ms)
     shift: Counter[str] = field(default_factory=Counter)  # assignments since shift start
     last_assigned: Counter[str] = field(default_factory=Counter)
     previous: dict[str, Ended] = field(default_factory=dict)  # buyer -> last ended session
@@ -93,6 +95,7 @@ class Observer(Checks):
         self.check_on_time()
         self.check_not_stuck()
         self.check_agent_indexes()
+        self.check_replies()
 
     def on_event(self, ev: InputEvent, result: StepResult) -> None:
         if result.rejected is not None:
@@ -131,6 +134,9 @@ class Observer(Checks):
         if isinstance(ev, MessageSent) and (s := self.sessions.get(ev.buyer_id)):
             if ev.sender == "agent":
                 s.last_agent_at = self.now
+                if s.buyer_waiting and s.group is not None:  # a reply (contract §3.6)
+                    reply = (self.now, self.now - s.owed_since)
+                    self.replied.setdefault(s.group, []).append(reply)
             self.set_waiting(s, ev.sender == "buyer")
         if not isinstance(ev, BuyerInquired):
             return None
@@ -140,6 +146,8 @@ class Observer(Checks):
 
     def set_waiting(self, s: Open, waiting: bool) -> None:
         self.pending[s.agent] += int(waiting) - int(s.buyer_waiting)
+        if waiting and not s.buyer_waiting:  # the reply clock starts
+            s.owed_since = self.now
         s.buyer_waiting = waiting
 
     def at_end(self) -> None:
@@ -269,6 +277,7 @@ class Observer(Checks):
         if a.reason is AssignReason.TRANSFER:
             assert self.transferred is not None
             self.set_waiting(s, self.transferred.buyer_waiting)
+            s.owed_since = self.transferred.owed_since  # the clock moves along, its start kept
         else:
             self.fate[a.inquiry_id] = "assigned"
         self.load[a.agent_id] += 1

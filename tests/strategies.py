@@ -1,7 +1,8 @@
 """Hypothesis strategies for the routing core: small shops and timed event sequences.
 
 `cases()` draws a `Case`: a small shop file (2–6 agents, 1–3 groups that share agents, match
-rules, tight caps, every mode, queueing on or off) and a list of `Step`s. A step waits `dt`
+rules, tight caps, every mode, queueing on or off, reply deadlines from seconds to the
+default 3m, overdue agents busy or not) and a list of `Step`s. A step waits `dt`
 milliseconds, then does one `Action`: an input event, a duplicate of an earlier event id, a
 plain timer wake-up, or a jump to the engine's next deadline. Event ids are handed out by
 the driver ("e1", "e2", ...), so a case is plain data that replays identically.
@@ -278,7 +279,7 @@ def _shop(head: bytes, agent_rows: list[bytes], group_rows: list[bytes]) -> dict
     if b.pick(_BOTH):
         queue["scope"] = "groups"
         queue["groups"] = b.subset(names) or [b.pick(names)]
-    return {
+    shop = {
         "id": SHOP,
         "mode": b.pick(MODES),
         "busy_threshold": b.pick((0, 1, 2)),
@@ -289,12 +290,20 @@ def _shop(head: bytes, agent_rows: list[bytes], group_rows: list[bytes]) -> dict
         "agents": agents,
         "groups": groups,
     }
+    replies = {  # the defaults first: 3m, overdue agents busy
+        "deadline": b.pick(("3m", 5, 30, 90)),
+        "overdue_is_busy": b.pick((True, True, False)),
+    }
+    if warn := b.pick((None, 2, 60)):
+        replies["warn_after"] = warn
+    shop["replies"] = replies
+    return shop
 
 
 def shops() -> st.SearchStrategy[dict[str, Any]]:
     """A small shop file that validates (see the module docstring)."""
     return st.builds(
-        _shop, st.binary(min_size=16, max_size=16), _chunks(3, 2, 6), _chunks(12, 1, 3)
+        _shop, st.binary(min_size=20, max_size=20), _chunks(3, 2, 6), _chunks(12, 1, 3)
     )
 
 

@@ -38,6 +38,7 @@ from daemon.core.config import (
     AgentConfig,
     GroupConfig,
     QueueConfig,
+    RepliesConfig,
     ShopConfig,
     format_duration_ms,
     shop_reference_problems,
@@ -295,10 +296,14 @@ def describe_shop(shop: ShopConfig) -> str:
     queueing = f"queueing on ({scope} default cap {q.default_cap})" if q.enabled else "queueing off"
     aging = f", priority aging {format_duration_ms(q.priority_aging)}" if q.priority_aging else ""
     groups = ", ".join(g.name for g in shop.groups)
+    r, usual = shop.replies, RepliesConfig()
+    deadline = f", reply deadline {format_duration_ms(r.deadline)}"
+    deadline = deadline if r.deadline != usual.deadline else ""
+    unbuilt = "; reassign_after is read but not acted on yet (issue 26)" if r.reassign_after else ""
     return (
         f"shop {shop.id}: {_count(len(shop.agents), 'agent')}, "
         f"{_count(len(shop.groups), 'group')} ({groups}), mode {shop.mode.value}, {queueing}"
-        f"{aging}"
+        f"{aging}{deadline}{unbuilt}"
     )
 
 

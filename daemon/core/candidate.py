@@ -8,6 +8,7 @@ each own their state and change it only through their own methods:
 - `line` (daemon/core/line.py): its queued buyers, and when their `waiting` updates are due;
 - `stats` (daemon/core/stats.py): what it learned (the conversion prior, the handle time,
   who stays in line and for how long);
+- `replies` (daemon/core/replies.py): its group's reply figures (contract §3.6);
 - `capacity` (daemon/core/capacity.py) and `slots` (daemon/core/slots.py): what the wait
   estimate reads of its online and coming capacity, and when its next slots free.
 
@@ -24,7 +25,8 @@ The keys, by mode:
                stride form: the chosen agent's pass advances by 1/weight, an agent that
                becomes eligible again starts no earlier than the group's virtual time, so
                shares follow weights without bursts.
-- `efficiency` (busy, load / weight, last assigned at, file order)
+- `efficiency` (busy, load / weight, last assigned at, file order), busy being the agent's
+               flag (contract §3.4, decided by `Sessions.is_busy`)
 - `conversion` (busy, (load + 1) / score, last assigned at, file order), where
                score = weight × level factor × (rate / mean) ** strength exponent (low 0.5,
                mid 2, high 6) and rate = the latest `agent_stats` figure (the shop's long
@@ -53,6 +55,7 @@ from daemon.core.capacity import Capacity
 from daemon.core.config import AgentConfig, GroupConfig, ShopConfig
 from daemon.core.line import Line
 from daemon.core.model import AgentState
+from daemon.core.replies import ReplyFigures
 from daemon.core.slots import SlotIndex
 from daemon.core.stats import MAX_STRENGTH, MIN_STRENGTH, Stats
 from topics.events import AgentStatus, Mode
@@ -175,7 +178,6 @@ class Candidate:
     total_cap: int
     agents: dict[str, AgentState]
     confs: dict[str, AgentConfig]
-    busy_threshold: int
     min_conversion_agents: int
     oracle: dict[str, float] | None = None  # the lab's true rates (daemon/core/engine.py)
     index: AgentIndex = field(default_factory=AgentIndex)  # by the mode's key
@@ -183,6 +185,7 @@ class Candidate:
     stride: Stride = field(default_factory=Stride)
     line: Line = field(default_factory=Line)
     stats: Stats = field(default_factory=Stats)
+    replies: ReplyFigures = field(default_factory=ReplyFigures)  # of its group (§3.6)
     capacity: Capacity = field(default_factory=Capacity)
     slots: SlotIndex = field(default_factory=SlotIndex)  # when slots free (estimate.py)
 
@@ -249,7 +252,7 @@ class Candidate:
             return (agent.shift_assignments, *tail)
         if mode is Mode.WEIGHTED:
             return (self.stride.passes[agent.id], agent.ordinal, agent.id)
-        busy = int(agent.pending > self.busy_threshold)
+        busy = int(agent.busy)
         if mode is Mode.EFFICIENCY:
             return (busy, agent.load / conf.weight, *tail)
         if self.oracle is not None:
@@ -345,7 +348,12 @@ class Candidate:
 def runtime_of(cand: Candidate) -> dict[str, object]:
     """A candidate's learned state as plain data: its parts' (the indexes, the line's
     buyers and the capacity figures are derived again on restore)."""
-    return {**cand.stride.learned(), **cand.stats.learned(), **cand.line.learned()}
+    return {
+        **cand.stride.learned(),
+        **cand.stats.learned(),
+        **cand.line.learned(),
+        "replies": cand.replies.learned(),
+    }
 
 
 def set_runtime(cand: Candidate, data: Mapping[str, Any]) -> None:
@@ -353,6 +361,7 @@ def set_runtime(cand: Candidate, data: Mapping[str, Any]) -> None:
     cand.stride.restore(data)
     cand.stats.restore(data)
     cand.line.restore(data)
+    cand.replies.restore(data.get("replies", {}))
 
 
 def build_candidates(
@@ -400,7 +409,6 @@ def _make(
         total_cap=sum(cap or q.default_cap for cap in caps.values()),
         agents=agents,
         confs=confs,
-        busy_threshold=shop.busy_threshold,
         min_conversion_agents=shop.conversion_min_agents,
         oracle=oracle,
     )

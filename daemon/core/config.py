@@ -109,6 +109,22 @@ class QueueConfig(_Frozen):
         return value
 
 
+class RepliesConfig(_Frozen):
+    """`[replies]`: reply clocks (回复时效, contract §3.6)."""
+
+    deadline: DurationMs = 180_000  # a later reply is late; a buyer waiting longer is overdue
+    warn_after: DurationMs = 100_000  # from then on a waiting buyer is shown as waiting too long
+    reassign_after: DurationMs = 0  # 0: off (read and checked; not acted on yet: issue 26)
+    overdue_is_busy: bool = True  # an agent with an overdue buyer is busy (contract §3.4)
+
+    @field_validator("deadline", "warn_after")
+    @classmethod
+    def _longer_than_zero(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+
 class AgentConfig(_Frozen):
     """`[[agents]]`: one customer-service sub-account (客服子账号)."""
 
@@ -141,7 +157,7 @@ class GroupConfig(_Frozen):
 
 
 class ShopConfig(_Frozen):
-    """One shop file: agents, groups, modes and queueing."""
+    """One shop file: agents, groups, modes, queueing and reply clocks."""
 
     id: Name
     mode: Mode = Mode.EFFICIENCY
@@ -150,6 +166,7 @@ class ShopConfig(_Frozen):
     conversion_window: DurationMs = 24 * 3_600_000
     conversion_min_agents: int = Field(default=5, ge=0)
     queue: QueueConfig = QueueConfig()
+    replies: RepliesConfig = RepliesConfig()
     agents: tuple[AgentConfig, ...] = Field(min_length=1)
     groups: tuple[GroupConfig, ...] = Field(min_length=1)
 

@@ -56,6 +56,8 @@ class AgentState:
     status: AgentStatus = AgentStatus.OFFLINE
     sessions: dict[str, None] = field(default_factory=dict)  # buyer ids, ordered set
     pending: int = 0  # sessions whose last message came from the buyer
+    overdue: int = 0  # of those, the ones whose reply clock passed the deadline (§3.6)
+    busy: bool = False  # as `Sessions.update_busy` decides (contract §3.4): ranks read it
     # buyer id -> last_agent_at of the other sessions, oldest first (the shop's clock only
     # moves forward, so a session re-inserted at each agent message keeps the order): when
     # each will time out. An index for the wait estimate, derived from the sessions.
@@ -156,6 +158,12 @@ class Session:
     last_agent_at: int  # an assignment counts as the agent's greeting
     buyer_waiting: bool = False  # the buyer wrote last: the agent owes a reply
     converted: bool = False
+    # the reply clock (contract §3.6): when it started, while the buyer waits (its first
+    # message since the agent's last; a transfer keeps it), and whether the agent of this
+    # session has written in it yet. Stored under the buyer row's "reply" key (snapshot.py)
+    waiting_since: int = 0
+    answered: bool = False
+    overdue: bool = False  # the clock passed the deadline (derived: Sessions.recount)
 
 
 @dataclass(slots=True)

@@ -4,9 +4,24 @@ A session runs from an `assignment` to a `session_closed` (contract §3.2). `Ses
 one with `start` (the agent's counters, its place in its candidates and the timeout timer
 follow), closes one with `close` (timeout, agent offline) and hands one over with `transfer`
 (contract §1.2 `transfer`; docs/routing.md, Transfers). `on_message` and `on_order` apply
-what happens inside a session: who owes a reply (busyness, contract §3.4), when it times out,
-which agent an order credits. Ended sessions are remembered as the buyer's `last` contact for
-the longest of the sticky, conversion and repeat-entry windows (`recent_ends`, `purge`).
+what happens inside a session: who owes a reply, when it times out, which agent an order
+credits. Ended sessions are remembered as the buyer's `last` contact for the longest of the
+sticky, conversion and repeat-entry windows (`recent_ends`, `purge`).
+
+Reply clocks (contract §3.6): a buyer's message starts its session's clock
+(`Session.waiting_since`) unless one runs; the agent's next message stops it, and the reply
+time goes into the figures of the session's group (`Candidate.replies`). A clock that runs
+`[replies] deadline` makes the buyer overdue at that very time (the OVERDUE timer: `overdue_at`,
+`mark_overdue`); a reply, a close or a transfer ends that. A transfer hands the running clock
+to the new agent with the question, its start kept. Each agent counts its buyers owed a
+reply (`pending`) and those overdue (`overdue`), and `overdue_by_group` the overdue ones per
+group: all counted as they change, never by a scan, and derived again after a restore or a
+reload (`recount`: clocks keep their start, the overdue flags follow the deadline in force).
+
+Busyness (contract §3.4) is decided in one place, `is_busy`: pending above
+`busy_threshold`, or, with `[replies] overdue_is_busy`, any overdue buyer. `update_busy`
+keeps each agent's flag (`AgentState.busy`, which the ranks read) and re-ranks the agent
+when it flips.
 
 Freeing capacity does not serve the queues here: the caller drains them (`Queues.drain`).
 """
@@ -28,7 +43,7 @@ from daemon.core.model import (
 )
 from daemon.core.routing import Routing
 from daemon.core.state import ShopState
-from daemon.core.timers import SESSION_TIMER
+from daemon.core.timers import OVERDUE_TIMER, SESSION_TIMER
 from topics.events import (
     AgentStatus,
     AssignReason,
@@ -45,11 +60,14 @@ class Sessions:
 
     __slots__ = (
         "_busy_threshold",
+        "_deadline",
         "_effects",
+        "_overdue_busy",
         "_routing",
         "_state",
         "_timeout",
         "keep_ms",
+        "overdue_by_group",
         "recent_ends",
     )
 
@@ -61,14 +79,83 @@ class Sessions:
         self.keep_ms = 0  # how long an ended session matters to any rule
         self._busy_threshold = 0
         self._timeout = 0
+        self._deadline = 0
+        self._overdue_busy = False
+        self.overdue_by_group: dict[str, int] = {}  # group -> its buyers overdue now
         self.configure()
 
     def configure(self) -> None:
-        """Take the settings of the shop file (again, after a reload)."""
+        """Take the settings of the shop file (again, after a reload), and count who is
+        overdue and busy under them (`recount`)."""
         c = self._state.config
         self.keep_ms = max(c.sticky_window, c.conversion_window, c.queue.repeat_entry_window)
         self._busy_threshold = c.busy_threshold
         self._timeout = c.queue.session_timeout
+        self._deadline = c.replies.deadline
+        self._overdue_busy = c.replies.overdue_is_busy
+        self.recount()
+
+    # ---------------------------------------------------------------- busyness, clocks
+
+    def is_busy(self, agent: AgentState) -> bool:
+        """Whether the agent is busy (contract §3.4): the one place that decides it."""
+        return agent.pending > self._busy_threshold or (self._overdue_busy and agent.overdue > 0)
+
+    def update_busy(self, agent: AgentState) -> None:
+        """Take the agent's busy flag again after its pending or overdue count moved (and
+        nothing else about it): when it flips, only the ranks that read it move."""
+        busy = self.is_busy(agent)
+        if busy is not agent.busy:
+            agent.busy = busy
+            self._routing.busy_changed(agent)
+
+    def recount(self) -> None:
+        """Derive who is overdue (each session's flag, each agent's count,
+        `overdue_by_group`) and who is busy from the open sessions, under the deadline in
+        force at the shop's clock: after a restore or a reload. Nothing is re-ranked here:
+        the caller builds the candidates' ranks afresh after it."""
+        state = self._state
+        passed = state.now - self._deadline  # a clock started at or before this is overdue
+        by_group: dict[str, int] = {}
+        agents = state.agents
+        for agent in agents.values():
+            agent.overdue = 0
+        for buyer in state.buyers.values():
+            s = buyer.session
+            if s is None:
+                continue
+            s.overdue = s.buyer_waiting and s.waiting_since <= passed
+            if s.overdue and (owing := agents.get(s.agent_id)) is not None:
+                owing.overdue += 1
+                if s.group is not None:
+                    by_group[s.group] = by_group.get(s.group, 0) + 1
+        self.overdue_by_group = by_group
+        for agent in agents.values():
+            agent.busy = self.is_busy(agent)
+
+    def overdue_at(self, buyer: Buyer) -> int | None:
+        """When the buyer becomes overdue if the agent does not reply, or None (no clock
+        runs, or it is overdue already)."""
+        s = buyer.session
+        if s is None or not s.buyer_waiting or s.overdue:
+            return None
+        return s.waiting_since + self._deadline
+
+    def mark_overdue(self, buyer: Buyer) -> None:
+        """The buyer's reply clock reached the deadline (the OVERDUE timer)."""
+        s = buyer.session
+        assert s is not None
+        s.overdue = True
+        agent = self._state.agents[s.agent_id]
+        agent.overdue += 1
+        self._count_overdue(s.group, 1)
+        if agent.overdue == 1:
+            self.update_busy(agent)
+
+    def _count_overdue(self, group: str | None, change: int) -> None:
+        if group is not None:
+            by_group = self.overdue_by_group
+            by_group[group] = by_group.get(group, 0) + change
 
     # ------------------------------------------------------------------ opening, closing
 
@@ -94,8 +181,7 @@ class Sessions:
         state.buyers[buyer.id] = buyer
         agent.sessions[buyer.id] = None
         agent.quiet[buyer.id] = now
-        busy = agent.pending > self._busy_threshold
-        agent.count_assignment(reason, now, busy=busy, mode=mode, group=group)
+        agent.count_assignment(reason, now, busy=agent.busy, mode=mode, group=group)
         for c in self._routing.agent_cands.get(agent_id, ()):
             c.stats.started()
             c.rerank_if_prior_drifted(started=True)
@@ -132,8 +218,12 @@ class Sessions:
         del agent.sessions[buyer_id]
         if s.buyer_waiting:
             agent.pending -= 1
+            if s.overdue:
+                agent.overdue -= 1
+                self._count_overdue(s.group, -1)
         else:
             del agent.quiet[buyer_id]
+        agent.busy = self.is_busy(agent)  # agent_changed re-ranks it below
         cand = self._routing.candidate(s.cand)
         if cand is not None:
             cand.stats.observe_session(state.now - s.started_at)
@@ -165,7 +255,7 @@ class Sessions:
 
     # ---------------------------------------------------------------- inside a session
 
-    def on_message(self, ev: MessageSent) -> None:  # noqa: C901, PLR0912 (flat: the hot path)
+    def on_message(self, ev: MessageSent) -> None:  # noqa: C901, PLR0912, PLR0915 (flat: hot path)
         """A chat message: who owes a reply, and when the session times out."""
         # The hot path (most events are messages): kept flat on purpose.
         if ev.agent_id is not None:
@@ -181,8 +271,10 @@ class Sessions:
         if agent.status is AgentStatus.SUSPENDED:  # back from its break with other sessions
             routing.forget_coming(s.agent_id)
         if ev.sender == "buyer":
-            if not s.buyer_waiting:
+            if not s.buyer_waiting:  # the reply clock starts
                 s.buyer_waiting = True
+                s.waiting_since = now = state.now
+                state.timers.arm(OVERDUE_TIMER, ev.buyer_id, now + self._deadline)
                 quiet_since = agent.quiet.pop(ev.buyer_id)
                 agent.pending += 1
                 for cand in routing.agent_cands.get(s.agent_id, ()):
@@ -191,7 +283,7 @@ class Sessions:
                     else:  # nobody reads it before a line forms: look again then
                         cand.slots.touch(s.agent_id)
                 if agent.pending == threshold + 1:
-                    routing.busy_changed(agent)  # became busy
+                    self.update_busy(agent)  # may have become busy
             return
         now = state.now
         quiet = agent.quiet
@@ -200,6 +292,7 @@ class Sessions:
             del quiet[ev.buyer_id]
         quiet[ev.buyer_id] = now  # now the newest
         s.last_agent_at = now
+        s.answered = True
         state.timers.arm(SESSION_TIMER, ev.buyer_id, now + self._timeout)
         for cand in routing.agent_cands.get(s.agent_id, ()):
             if cand.line.items:  # estimates in line may move
@@ -207,11 +300,30 @@ class Sessions:
                 routing.mark_dirty(cand)
             else:
                 cand.slots.touch(s.agent_id)
-        if s.buyer_waiting:
+        if s.buyer_waiting:  # a reply: the clock stops, its reading goes to the group
             s.buyer_waiting = False
             agent.pending -= 1
+            waited = now - s.waiting_since
+            s.waiting_since = 0
+            group = s.group
+            home = routing.cands.get(group) if group is not None else None
+            if home is not None:  # None: its group left the shop file since
+                home.replies.observe(waited, waited <= self._deadline, now)
+                changes = self._effects.changes  # inline other_changed: the hot path
+                if changes is not None:
+                    changes.other = True
+            if s.overdue:
+                self._answered_overdue(s, agent)
             if agent.pending == threshold:
-                routing.busy_changed(agent)  # no longer busy
+                self.update_busy(agent)  # may be no longer busy
+
+    def _answered_overdue(self, s: Session, agent: AgentState) -> None:
+        """An overdue buyer got its reply: it is overdue no longer."""
+        s.overdue = False
+        agent.overdue -= 1
+        self._count_overdue(s.group, -1)
+        if agent.overdue == 0:
+            self.update_busy(agent)
 
     def on_order(self, ev: OrderPlaced) -> None:
         """Credit an order to the agent of the buyer's session or recent contact."""
@@ -258,11 +370,19 @@ class Sessions:
         )
         buyer.session = None
         new = self.start(buyer, ev.id, cand, agent_id, AssignReason.TRANSFER, "transfer")
-        if old.buyer_waiting:
+        if old.buyer_waiting:  # the question and its clock move along, its start kept
             target = state.agents[agent_id]
             new.buyer_waiting = True
+            new.waiting_since = old.waiting_since
             del target.quiet[buyer.id]
             target.pending += 1
+            if old.overdue:
+                new.overdue = True
+                target.overdue += 1
+                self._count_overdue(new.group, 1)
+            else:
+                state.timers.arm(OVERDUE_TIMER, buyer.id, new.waiting_since + self._deadline)
+            target.busy = self.is_busy(target)
             self._routing.agent_changed(target)
         return old.agent_id
 

@@ -38,7 +38,7 @@ from daemon.core.routing import Routing
 from daemon.core.rules import Parts, inquire
 from daemon.core.sessions import Sessions
 from daemon.core.state import ShopState
-from daemon.core.timers import EXPIRY_TIMER, SESSION_TIMER, TICK_TIMER
+from daemon.core.timers import EXPIRY_TIMER, OVERDUE_TIMER, SESSION_TIMER, TICK_TIMER
 from topics.events import (
     AgentStatsReported,
     AgentStatus,
@@ -156,15 +156,20 @@ class ShopEngine:
         return self.effects.take()
 
     def rebuild(self, learned: dict[str, dict[str, object]]) -> None:
-        """Rebuild what derives from the shop file, keeping what candidates learned."""
-        self.routing.rebuild(learned)
+        """Rebuild what derives from the shop file, keeping what candidates learned: who
+        is overdue and busy first (`Sessions.configure`), which the ranks then read."""
         self.sessions.configure()
+        self.routing.rebuild(learned)
 
     def arm_buyer_timers(self, buyer: Buyer) -> None:
         """Arm whichever of the buyer's timers its state calls for."""
-        deadline = self.sessions.timeout_deadline(buyer)
+        timers, sessions = self.state.timers, self.sessions
+        deadline = sessions.timeout_deadline(buyer)
         if deadline is not None:
-            self.state.timers.arm(SESSION_TIMER, buyer.id, deadline)
+            timers.arm(SESSION_TIMER, buyer.id, deadline)
+        overdue = sessions.overdue_at(buyer)
+        if overdue is not None:
+            timers.arm(OVERDUE_TIMER, buyer.id, overdue)
         self.queues.arm_expiry(buyer)
 
     # --------------------------------------------------------------- views for callers
@@ -227,6 +232,8 @@ class ShopEngine:
         buyer = self.state.buyers.get(key)
         if buyer is None:
             return None
+        if kind == OVERDUE_TIMER:
+            return self.sessions.overdue_at(buyer)
         if kind == SESSION_TIMER:
             return self.sessions.timeout_deadline(buyer)
         return self.queues.expiry_deadline(buyer)
@@ -241,7 +248,9 @@ class ShopEngine:
         while (due := state.timers.pop_due(now, self._resolve)) is not None:
             deadline, kind, key = due
             state.advance(deadline)
-            if kind == TICK_TIMER:
+            if kind == OVERDUE_TIMER:
+                self.sessions.mark_overdue(state.buyers[key])
+            elif kind == TICK_TIMER:
                 cand = routing.candidate(key)
                 if cand is not None:
                     queues.flush(cand)

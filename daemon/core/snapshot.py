@@ -35,6 +35,16 @@ snapshot in `dump_shop` form.
   shop. The shop format never goes down.
 - New data goes in new keys, never at the end of a row's positional lists (`session`,
   `queued`, `last`): an older version reads those by position.
+
+What each format added: 3, the stamps (`format`, `writer`). 4, the reply clock of a buyer's
+session (contract §3.6) under the buyer row's `reply` key: `[started at, answered]` (when
+the running clock started, 0 when none runs; whether the agent wrote in the session). It is
+read only from a row format 4 or later wrote: a row an older version wrote (none) or
+rewrote (a stale `reply` carried along) has its clock taken as started at the snapshot's
+`now` if the buyer waits, and `answered` as `last_agent_at > started_at` (the agent wrote
+after the assignment's greeting). Also since 4, each candidate's runtime in the meta part
+has its group's reply figures under `replies` (daemon/core/replies.py); an older version
+drops them when it writes the meta part, and they count afresh from none.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ from daemon.core.model import AgentState, Buyer, BuyerPhase, LastContact, QueueE
 from daemon.core.shop import ShopEngine
 from topics.events import AgentStatus, InquiryContext
 
-FORMAT = 3  # the checkpoint format this version writes (see Formats above)
+FORMAT = 4  # the checkpoint format this version writes (see Formats above)
 SHOP_FORMAT = 2  # the shop format of what it writes: format-2 readers lose only the stamps
 READS = range(2, FORMAT + 1)  # the shop formats it loads
 META_FIELDS = ("format", "shop_id", "now", "seq", "candidates")
@@ -82,7 +92,8 @@ _DICT_FIELDS = ("assigned_by_reason", "assigned_by_rule", "assigned_by_group")
 _AGENT_KEYS = frozenset(
     ("format", "id", "ordinal", "status", "sessions", *_AGENT_FIELDS, *_PROFILE_FIELDS)
 )
-_BUYER_KEYS = frozenset(("format", "id", "phase", "session", "queued", "last"))
+_BUYER_KEYS = frozenset(("format", "id", "phase", "session", "queued", "last", "reply"))
+REPLY_SINCE = 4  # the format whose buyer rows carry the reply clock
 
 
 class SnapshotError(ValueError):
@@ -259,7 +270,7 @@ def load_shop(
         agents[agent.id] = agent
     ends: list[tuple[int, str]] = []
     for row in data["buyers"].values():
-        buyer = _load_buyer(row)
+        buyer = _load_buyer(row, shop.now)
         shop.buyers[buyer.id] = buyer
         if buyer.last is not None:
             ends.append((buyer.last.ended_at, buyer.id))
@@ -330,6 +341,7 @@ def _dump_buyer(buyer: Buyer) -> dict[str, Any]:
             s.inquiry_id, s.agent_id, s.cand, s.group, s.started_at, s.last_agent_at,
             s.buyer_waiting, s.converted,
         ]  # fmt: skip
+        row["reply"] = [s.waiting_since, s.answered]
     if (q := buyer.queued) is not None:
         ctx = q.context
         row["queued"] = [
@@ -342,11 +354,16 @@ def _dump_buyer(buyer: Buyer) -> dict[str, Any]:
     return _stamped(row, buyer.kept)
 
 
-def _load_buyer(row: dict[str, Any]) -> Buyer:
+def _load_buyer(row: dict[str, Any], now: int) -> Buyer:
     buyer = Buyer(row["id"], BuyerPhase(row["phase"]))
     buyer.kept = _unknown(row, _BUYER_KEYS)
     if "session" in row:
-        buyer.session = Session(*row["session"])
+        buyer.session = s = Session(*row["session"])
+        if row.get("format", 2) >= REPLY_SINCE and "reply" in row:
+            s.waiting_since, s.answered = row["reply"]
+        else:  # written before reply clocks, or rewritten by a version without them
+            s.waiting_since = now if s.buyer_waiting else 0
+            s.answered = s.last_agent_at > s.started_at
     if "queued" in row:
         q = row["queued"]
         crowd, item_id, intent, status = q[6]

@@ -60,6 +60,21 @@ def test_a_shop_with_priority_aging_says_so(
     assert out.splitlines()[1] == PRESALE_LINE + ", priority aging 1m30s"
 
 
+def test_a_shop_with_its_own_reply_deadline_or_reassign_after_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reassign_after` is read and checked but not acted on yet (contract §3.6)."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    presale = tmp_path / "config" / "shops" / "presale.toml"
+    text = presale.read_text(encoding="utf-8").replace('deadline = "3m"', 'deadline = "2m"')
+    presale.write_text(text.replace("reassign_after = 0", 'reassign_after = "100s"'))
+    assert main(["check-config", str(tmp_path / "config" / "fenliu.toml")]) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[1] == (
+        PRESALE_LINE + ", reply deadline 2m; reassign_after is read but not acted on yet (issue 26)"
+    )
+
+
 def test_broken_config_prints_file_and_key_lines_and_exits_1(
     broken: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

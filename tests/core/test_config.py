@@ -138,6 +138,44 @@ def test_priority_aging_is_off_by_default_and_read_as_a_duration(tmp_path: Path)
     assert load_shop_file(path).queue.priority_aging == 120_000
 
 
+def test_replies_default_to_three_minutes_warned_at_100s_reassigning_off_overdue_busy(
+    tmp_path: Path,
+) -> None:
+    """contract §3.6: `[replies]` is optional; its durations read like the others."""
+    path = write(tmp_path, s1=SHOP).parent / "shops" / "s1.toml"
+    r = load_shop_file(path).replies
+    assert (r.deadline, r.warn_after, r.reassign_after, r.overdue_is_busy) == (
+        180_000, 100_000, 0, True,
+    )  # fmt: skip
+    table = '[replies]\ndeadline = "2m"\nwarn_after = 90\nreassign_after = "100s"\n'
+    path.write_text(SHOP.replace('id = "s1"', f'id = "s1"\n{table}overdue_is_busy = false'))
+    r = load_shop_file(path).replies
+    assert (r.deadline, r.warn_after, r.reassign_after, r.overdue_is_busy) == (
+        120_000, 90_000, 100_000, False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("deadline = 0", "replies.deadline: must be longer than 0s (got 0)"),
+        ("warn_after = 0", "replies.warn_after: must be longer than 0s (got 0)"),
+        ('deadline = "3 minutes"', "replies.deadline: '3 minutes' is not a duration: use "
+         "seconds as an integer or a string such as '90s', '10m', '72h', '1d' or '1h30m'"),
+        ("reassign_after = -1", "replies.reassign_after: a duration cannot be negative (got -1)"),
+        ('overdue_is_busy = "maybe"',
+         "replies.overdue_is_busy: must be true or false (got 'maybe')"),
+        ("deadlines = 60", "replies.deadlines: unknown key (not part of the configuration); "
+         "did you mean 'deadline'?"),
+    ],
+)  # fmt: skip
+def test_a_bad_replies_setting_is_refused_under_its_key(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    text = SHOP.replace('id = "s1"', f'id = "s1"\n[replies]\n{line}')
+    assert shop_problems(tmp_path, text) == [problem]
+
+
 @pytest.mark.parametrize(
     ("ms", "text"),
     [(0, "0s"), (250, "250ms"), (90_000, "1m30s"), (120_000, "2m"), (90_061_000, "1d1h1m1s")],

@@ -50,5 +50,9 @@ def test_a_setting_counts_in_the_version_only_once_set_to_other_than_its_default
     off = ShopConfig.model_validate(tomllib.loads(text + "[queue]\npriority_aging = 0\n"))
     aged = ShopConfig.model_validate(tomllib.loads(text + '[queue]\npriority_aging = "2m"\n'))
     assert plain.version == off.version != aged.version
+    table = '[replies]\ndeadline = "3m"\nwarn_after = 100\nreassign_after = 0\n'
+    replies = ShopConfig.model_validate(tomllib.loads(text + table + "overdue_is_busy = true\n"))
+    stricter = ShopConfig.model_validate(tomllib.loads(text + '[replies]\ndeadline = "2m"\n'))
+    assert plain.version == replies.version != stricter.version
     written = text.replace('id = "a"', 'id = "a"\nweight = 1.0\nlevel = 3')
     assert ShopConfig.model_validate(tomllib.loads(written)).version == plain.version

@@ -33,7 +33,17 @@ from daemon.core.snapshot import ShopDelta, apply_delta
 from tests.engine_checks import CHECKS
 from tests.engine_model import Driver
 from tests.engine_observer import Observer
-from tests.strategies import SHOP, BuyerSays, Case, Inquiry, Status, Step, ToDeadline, cases
+from tests.strategies import (
+    SHOP,
+    AgentSays,
+    BuyerSays,
+    Case,
+    Inquiry,
+    Status,
+    Step,
+    ToDeadline,
+    cases,
+)
 
 pytestmark = pytest.mark.slow  # several seconds; `pytest tests/core -m 'not slow'` leaves these out
 
@@ -76,6 +86,26 @@ BUSY_BEFORE_LOAD = Case(  # random steps rarely make a busy agent the lightest l
     ),
 )
 
+OVERDUE_IS_BUSY = Case(  # contract §3.4 and 3.6: an overdue buyer makes its agent busy
+    shop={
+        "id": SHOP,
+        "replies": {"deadline": 5},
+        "agents": [{"id": "a1", "weight": 2.0}, {"id": "a2"}],
+        "groups": [{"name": "g", "agents": ["a1", "a2"]}],
+    },
+    steps=(
+        Step(0, Status("a1", "online")),
+        Step(0, Status("a2", "online")),
+        Step(1000, Inquiry("b1")),  # a1 (tie, file order): load / weight 0.5
+        Step(1000, Inquiry("b2")),  # a2: load / weight 1.0
+        Step(1000, BuyerSays("b1")),  # a1 owes a reply, not busy (pending 1 <= 4)
+        Step(4000, Inquiry("b3")),  # a1: its buyer has waited 4s
+        Step(1000, Inquiry("b4")),  # a2: a1's buyer is overdue, a1 busy
+        Step(1000, AgentSays("b1", "a1")),  # a1 replies after 6s (late): not busy
+        Step(1000, Inquiry("b5")),  # a1 again: load / weight 2 / 2 below a2's 2 / 1
+    ),
+)
+
 REPEAT_ENTRY_FALLBACK = Case(  # found by Hypothesis: the fallback's session is in a1's group
     shop={
         "id": SHOP,
@@ -107,6 +137,7 @@ REPEAT_ENTRY_FALLBACK = Case(  # found by Hypothesis: the fallback's session is 
 
 @PROPERTY
 @example(BUSY_BEFORE_LOAD)
+@example(OVERDUE_IS_BUSY)
 @example(REPEAT_ENTRY_FALLBACK)
 @given(cases())
 def test_the_outputs_keep_every_invariant_of_the_contract(case: Case) -> None:

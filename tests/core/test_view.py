@@ -49,7 +49,8 @@ def test_a_shop_view_shows_agents_and_queues_in_serving_order() -> None:
     agents = {a["id"]: a for a in view["agents"]}
     assert agents["a1"] == {
         "id": "a1", "status": "online", "groups": ["g"], "open_sessions": 1, "cap": 1,
-        "pending_replies": 1, "busy": True, "suspended": False,
+        "pending_replies": 1, "oldest_owed_s": 12.0, "past_warn": 0, "overdue": 0,
+        "busy": True, "suspended": False,
     }  # fmt: skip
     assert (agents["a2"]["status"], agents["a2"]["suspended"], agents["a2"]["cap"]) == (
         "suspended", True, 3,

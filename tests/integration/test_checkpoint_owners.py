@@ -186,20 +186,20 @@ async def _rewrite(
 async def test_a_shop_a_newer_version_stored_in_a_format_this_one_does_not_read_is_refused(
     client: aioredis.Redis,
 ) -> None:
-    """During a rollback the older daemon takes a shop the newer one stored in shop format 4:
+    """During a rollback the older daemon takes a shop the newer one stored in shop format 5:
     it sets the shop aside, saying why, holds its records and writes nothing to its rows; the
     shop stays whole for a version that reads it."""
     a = _instance(client)
     await a.restore([0], 1)
     await _step(a, 0, [_online(1, "a1"), BuyerInquired("e2", SHOP, 1002, "b1")], 1002)
-    await _rewrite(client, a.store, "meta", "", format=4, writer=4, arms=["x"])
-    await _rewrite(client, a.store, "buyers", "b1", format=4, owed_since=1002)
+    await _rewrite(client, a.store, "meta", "", format=5, writer=5, arms=["x"])
+    await _rewrite(client, a.store, "buyers", "b1", format=5, owed_since=1002)
     before = await _stored(client, a.store)
 
     b = _instance(client)
     restored = await b.restore([0], 1)
     cause = restored.set_aside[SHOP]
-    assert "checkpoint format 4, which this Fenliu (format 3) does not read" in cause
+    assert "checkpoint format 5, which this Fenliu (format 4) does not read" in cause
     assert b.held.quarantined[SHOP].holds == {TOPIC: 2}
     batch = Batch()
     b.consumed(batch, SHOP, TOPIC, 0, 2)  # a later record of the shop: held, not lost
@@ -218,9 +218,9 @@ async def test_fields_a_newer_version_stored_survive_older_owners_as_the_shop_mo
     a = _instance(client)
     await a.restore([0], 1)
     await _step(a, 0, [_online(1, "a1"), BuyerInquired("e2", SHOP, 1002, "b1")], 1002)
-    await _rewrite(client, a.store, "meta", "", format=3, writer=4, arms=["x"])
-    await _rewrite(client, a.store, "agents", "a1", format=4, replies=[3, 1])
-    await _rewrite(client, a.store, "buyers", "b1", format=4, owed_since=1002)
+    await _rewrite(client, a.store, "meta", "", format=3, writer=5, arms=["x"])
+    await _rewrite(client, a.store, "agents", "a1", format=5, replies=[3, 1])
+    await _rewrite(client, a.store, "buyers", "b1", format=5, owed_since=1002)
 
     b = _instance(client)
     assert (await b.restore([0], 1)).set_aside == {}
@@ -234,8 +234,8 @@ async def test_fields_a_newer_version_stored_survive_older_owners_as_the_shop_mo
     meta = orjson.loads(stored["meta"])
     agent = orjson.loads(stored["agents"][b"a1"])
     buyer = orjson.loads(stored["buyers"][b"b1"])
-    assert (meta["format"], meta["writer"], meta["arms"]) == (3, 3, ["x"])
-    assert (agent["format"], agent["replies"], agent["status"]) == (3, [3, 1], "offline")
-    assert (buyer["format"], buyer["owed_since"]) == (3, 1002)
+    assert (meta["format"], meta["writer"], meta["arms"]) == (3, 4, ["x"])
+    assert (agent["format"], agent["replies"], agent["status"]) == (4, [3, 1], "offline")
+    assert (buyer["format"], buyer["owed_since"]) == (4, 1002)
     assert "session" not in buyer and buyer["last"][0] == "a1", "B's change is there too"
     assert c.engine.snapshot_shop(SHOP) == b.engine.snapshot_shop(SHOP)
