@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from daemon.core.replies import REASSIGN_REASONS, REPLY_BUCKETS_MS
 from daemon.service.http import LIMITED
 from daemon.service.logs import get_logger
 from topics.events import Assignment, OutputEvent, Rejected, RejectKind
@@ -329,6 +330,15 @@ _FAMILIES = (  # the families read per shop: name, type, help; in this order
     ("fenliu_agents", "gauge", "Agents by status"),
     ("fenliu_shop_open_sessions", "gauge", "Open sessions of the shop's agents"),
     ("fenliu_shop_pending", "gauge", "Sessions awaiting a reply from the shop's agents"),
+    ("fenliu_replies_last_hour", "gauge",
+     "Agents' replies in the group over the last hour (contract §3.6)"),
+    ("fenliu_replies_within_deadline_last_hour", "gauge",
+     "Of those, replies within the shop's [replies] deadline"),
+    ("fenliu_buyers_overdue", "gauge",
+     "Buyers of the group whose reply clock has run past the deadline, now"),
+    ("fenliu_reassignments_total", "counter",
+     "Buyers of the group moved to another agent, by reason"),
+    ("fenliu_reply_seconds", "histogram", "Reply times in the shop's sessions, all groups"),
     ("fenliu_agent_open_sessions", "gauge",
      "Open sessions (per agent: [http] per_agent_metrics)"),
     ("fenliu_agent_pending", "gauge", "Sessions awaiting the agent's reply (per agent)"),
@@ -465,5 +475,43 @@ def _shop_lines(
     pending = f'fenliu_shop_pending{{shop="{s}"}} {owed}.0\n'
     return (
         _assigned_lines(s, assigned), queue_len, oldest, max_wait, status, sessions, pending,
-        agent_sessions, agent_pending,
+        *_reply_lines(s, shop), agent_sessions, agent_pending,
     )  # fmt: skip
+
+
+def _reply_lines(s: str, shop: ShopEngine) -> tuple[str, str, str, str, str]:
+    """A shop's reply families (`_FAMILIES`): per group the last hour's replies and those
+    within the deadline, the buyers overdue now and the reassignments by reason; the
+    reply-time histogram per shop, its groups' buckets summed (per group in the API: a
+    histogram is 11 series, too many per group at thousands of shops)."""
+    now = shop.now
+    replies = within = overdue = moved = ""
+    buckets = [0] * (len(REPLY_BUCKETS_MS) + 1)
+    total_ms = 0
+    by_group = shop.sessions.overdue_by_group
+    for group in shop.config.groups:
+        figures = shop.routing.cands[group.name].replies
+        labels = f'{{group="{_esc(group.name)}",shop="{s}"}} '
+        count, kept = figures.last_hour(now)
+        replies += f"fenliu_replies_last_hour{labels}{count}.0\n"
+        within += f"fenliu_replies_within_deadline_last_hour{labels}{kept}.0\n"
+        overdue += f"fenliu_buyers_overdue{labels}{by_group.get(group.name, 0)}.0\n"
+        for reason in REASSIGN_REASONS:
+            n = figures.reassigned.get(reason, 0)
+            moved += (
+                f'fenliu_reassignments_total{{group="{_esc(group.name)}",reason="{reason}",'
+                f'shop="{s}"}} {n}.0\n'
+            )
+        for i, n in enumerate(figures.hist):
+            buckets[i] += n
+        total_ms += figures.hist_sum_ms
+    histogram, running = "", 0
+    bounds = [repr(ms / 1000) for ms in REPLY_BUCKETS_MS] + ["+Inf"]
+    for bound, n in zip(bounds, buckets, strict=True):
+        running += n
+        histogram += f'fenliu_reply_seconds_bucket{{le="{bound}",shop="{s}"}} {running}.0\n'
+    histogram += (
+        f'fenliu_reply_seconds_sum{{shop="{s}"}} {total_ms / 1000!r}\n'
+        f'fenliu_reply_seconds_count{{shop="{s}"}} {running}.0\n'
+    )
+    return replies, within, overdue, moved, histogram
