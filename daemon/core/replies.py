@@ -35,7 +35,15 @@ REASSIGN_REASONS = ("unanswered",)  # why a buyer is moved to another agent (con
 class ReplyFigures:
     """One group's reply figures; see the module docstring."""
 
-    __slots__ = ("hist", "hist_sum_ms", "reassigned", "ring_minute", "ring_replies", "ring_within")
+    __slots__ = (
+        "hist",
+        "hist_sum_ms",
+        "reassigned",
+        "ring_minute",
+        "ring_replies",
+        "ring_totals",
+        "ring_within",
+    )
 
     def __init__(self) -> None:
         self.hist = [0] * (len(REPLY_BUCKETS_MS) + 1)  # replies per bucket; the last: longer
@@ -45,6 +53,7 @@ class ReplyFigures:
         self.ring_minute = 0
         self.ring_replies = [0] * HOUR_MINUTES
         self.ring_within = [0] * HOUR_MINUTES
+        self.ring_totals = [0, 0]  # the ring's replies and within, summed (`last_hour`)
         self.reassigned: dict[str, int] = {}  # reason -> buyers moved for it
 
     def observe(self, reply_ms: int, within: bool, now: int) -> None:
@@ -54,6 +63,7 @@ class ReplyFigures:
         minute = now // MINUTE_MS
         newest = self.ring_minute
         if minute > newest:  # the slots of the minutes since the newest start again
+            self.ring_totals = list(self._since(minute))
             for m in range(max(newest + 1, minute - HOUR_MINUTES + 1), minute + 1):
                 self.ring_replies[m % HOUR_MINUTES] = 0
                 self.ring_within[m % HOUR_MINUTES] = 0
@@ -62,17 +72,34 @@ class ReplyFigures:
             return  # the shop's clock never goes back: not reached
         slot = minute % HOUR_MINUTES
         self.ring_replies[slot] += 1
+        self.ring_totals[0] += 1
         if within:
             self.ring_within[slot] += 1
+            self.ring_totals[1] += 1
 
     def last_hour(self, now: int) -> tuple[int, int]:
-        """Replies, and replies within the deadline, in the minute of `now` and the 59 before."""
+        """Replies, and replies within the deadline, in the minute of `now` and the 59 before:
+        the ring's totals less the minutes that left the hour since its newest (a read costs
+        the minutes since the last reply, at most an hour's, not the hour's 60)."""
         minute = now // MINUTE_MS
-        replies = within = 0
+        if minute < self.ring_minute:  # a read of the past: not reached (the clock only goes on)
+            replies = within = 0
+            for m in range(minute - HOUR_MINUTES + 1, minute + 1):
+                if m > self.ring_minute - HOUR_MINUTES:
+                    replies += self.ring_replies[m % HOUR_MINUTES]
+                    within += self.ring_within[m % HOUR_MINUTES]
+            return replies, within
+        return self._since(minute)
+
+    def _since(self, minute: int) -> tuple[int, int]:
+        """The ring's totals for the hour up to `minute` (at or after its newest)."""
         newest = self.ring_minute
-        for m in range(max(minute, newest) - HOUR_MINUTES + 1, min(minute, newest) + 1):
-            replies += self.ring_replies[m % HOUR_MINUTES]
-            within += self.ring_within[m % HOUR_MINUTES]
+        if minute - newest >= HOUR_MINUTES:
+            return 0, 0
+        replies, within = self.ring_totals
+        for m in range(newest - HOUR_MINUTES + 1, minute - HOUR_MINUTES + 1):  # gone by then
+            replies -= self.ring_replies[m % HOUR_MINUTES]
+            within -= self.ring_within[m % HOUR_MINUTES]
         return replies, within
 
     def cumulative(self) -> list[int]:
@@ -119,4 +146,5 @@ class ReplyFigures:
         for age, replies, within in data.get("ring", ()):
             slot = (newest - age) % HOUR_MINUTES
             self.ring_replies[slot], self.ring_within[slot] = replies, within
+        self.ring_totals = [sum(self.ring_replies), sum(self.ring_within)]
         self.reassigned = {str(k): int(v) for k, v in data.get("reassigned", {}).items()}

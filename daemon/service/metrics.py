@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from daemon.core.replies import REASSIGN_REASONS, REPLY_BUCKETS_MS
 from daemon.service.http import LIMITED
 from daemon.service.logs import get_logger
 from topics.events import Assignment, OutputEvent, Rejected, RejectKind
@@ -329,11 +330,19 @@ _FAMILIES = (  # the families read per shop: name, type, help; in this order
     ("fenliu_agents", "gauge", "Agents by status"),
     ("fenliu_shop_open_sessions", "gauge", "Open sessions of the shop's agents"),
     ("fenliu_shop_pending", "gauge", "Sessions awaiting a reply from the shop's agents"),
+    ("fenliu_replies_last_hour", "gauge",
+     "Agents' replies over the last hour (contract §3.6; per group with per_agent_metrics)"),
+    ("fenliu_replies_within_deadline_last_hour", "gauge",
+     "Of those, replies within the shop's [replies] deadline"),
+    ("fenliu_buyers_overdue", "gauge", "Buyers whose reply clock has run past the deadline"),
+    ("fenliu_reassignments_total", "counter", "Buyers moved to another agent, by reason"),
     ("fenliu_agent_open_sessions", "gauge",
      "Open sessions (per agent: [http] per_agent_metrics)"),
     ("fenliu_agent_pending", "gauge", "Sessions awaiting the agent's reply (per agent)"),
+    ("fenliu_reply_seconds", "histogram",
+     "Reply times in the shop's sessions, all groups ([http] per_agent_metrics)"),
 )  # fmt: skip
-_PER_AGENT = 2  # the last two families, only with per_agent
+_PER_AGENT = 3  # the last three families, only with per_agent
 
 
 class _State:
@@ -465,5 +474,59 @@ def _shop_lines(
     pending = f'fenliu_shop_pending{{shop="{s}"}} {owed}.0\n'
     return (
         _assigned_lines(s, assigned), queue_len, oldest, max_wait, status, sessions, pending,
-        agent_sessions, agent_pending,
+        *_reply_lines(s, shop, per_group=per_agent), agent_sessions, agent_pending,
+        _histogram_lines(s, shop) if per_agent else "",
     )  # fmt: skip
+
+
+def _reply_lines(s: str, shop: ShopEngine, *, per_group: bool) -> tuple[str, str, str, str]:
+    """A shop's reply families (`_FAMILIES`): the last hour's replies and those within the
+    deadline, the buyers overdue now, the reassignments by reason; summed over its groups
+    (4 series a shop), or per group with `per_agent_metrics`."""
+    now = shop.now
+    by_group = shop.sessions.overdue_by_group
+    rows: list[tuple[str, int, int, int, dict[str, int]]] = []
+    for group in shop.config.groups:
+        figures = shop.routing.cands[group.name].replies
+        count, kept = figures.last_hour(now)
+        rows.append((group.name, count, kept, by_group.get(group.name, 0), figures.reassigned))
+    if not per_group:
+        moved: dict[str, int] = {}
+        for row in rows:
+            for reason, n in row[4].items():
+                moved[reason] = moved.get(reason, 0) + n
+        rows = [("", sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows),
+                 moved)]  # fmt: skip
+    replies = within = overdue = reassigned = ""
+    for name, count, kept, late, moves in rows:
+        where = f'group="{_esc(name)}",shop="{s}"' if per_group else f'shop="{s}"'
+        replies += f"fenliu_replies_last_hour{{{where}}} {count}.0\n"
+        within += f"fenliu_replies_within_deadline_last_hour{{{where}}} {kept}.0\n"
+        overdue += f"fenliu_buyers_overdue{{{where}}} {late}.0\n"
+        for reason in REASSIGN_REASONS:
+            reassigned += (
+                f'fenliu_reassignments_total{{{where},reason="{reason}"}} '
+                f"{moves.get(reason, 0)}.0\n"
+            )
+    return replies, within, overdue, reassigned
+
+
+def _histogram_lines(s: str, shop: ShopEngine) -> str:
+    """The shop's reply-time histogram, its groups' buckets summed (per group in the API:
+    11 series a group would be too many at thousands of shops)."""
+    buckets = [0] * (len(REPLY_BUCKETS_MS) + 1)
+    total_ms = 0
+    for group in shop.config.groups:
+        figures = shop.routing.cands[group.name].replies
+        for i, n in enumerate(figures.hist):
+            buckets[i] += n
+        total_ms += figures.hist_sum_ms
+    lines, running = "", 0
+    bounds = [repr(ms / 1000) for ms in REPLY_BUCKETS_MS] + ["+Inf"]
+    for bound, n in zip(bounds, buckets, strict=True):
+        running += n
+        lines += f'fenliu_reply_seconds_bucket{{le="{bound}",shop="{s}"}} {running}.0\n'
+    return lines + (
+        f'fenliu_reply_seconds_sum{{shop="{s}"}} {total_ms / 1000!r}\n'
+        f'fenliu_reply_seconds_count{{shop="{s}"}} {running}.0\n'
+    )

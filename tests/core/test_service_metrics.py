@@ -14,7 +14,7 @@ from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
 from daemon.service import metrics as metrics_module
 from daemon.service.metrics import SNAPSHOT_EVERY_S, Metrics
-from topics.events import AgentStatus, AgentStatusChanged, BuyerInquired
+from topics.events import AgentStatus, AgentStatusChanged, BuyerInquired, MessageSent
 
 FULL = 'fenliu_gc_pause_seconds_count{generation="2"}'
 
@@ -174,8 +174,11 @@ def test_a_snapshot_of_many_shops_is_read_a_slice_per_call(
 
 
 def test_the_series_stay_few_per_shop_unless_per_agent_is_asked() -> None:
-    """3,000 shops of 3 agents: 8 series a shop by default (the queue's length and oldest
-    wait, max_wait, 3 statuses, sessions, pending); per agent adds 2 an agent."""
+    """3,000 shops of 3 agents in one group: 12 series a shop by default (the queue's
+    length and oldest wait, max_wait, 3 statuses, sessions, pending, and 4 for its replies:
+    last hour, within the deadline, overdue, reassignments); per agent adds 2 an agent and
+    the shop's reply-time histogram (9 buckets, sum, count), and the reply series per
+    group (here as many: one group)."""
     shops, agents = 3000, 3
     engine = _many(shops, agents)
     counts = {}
@@ -184,8 +187,8 @@ def test_the_series_stay_few_per_shop_unless_per_agent_is_asked() -> None:
         metrics.watch(lambda: engine, dict, dict, ready=lambda: True)
         counts[per_agent] = len(_samples(metrics))
     fixed = len(_samples(Metrics()))  # the service's own counters and histograms
-    assert counts[False] - fixed <= 8 * shops
-    assert counts[True] - counts[False] == 2 * agents * shops
+    assert counts[False] - fixed <= 12 * shops
+    assert counts[True] - counts[False] == (2 * agents + 11) * shops
 
 
 def test_a_snapshot_that_fails_keeps_the_last_one_and_never_raises(
@@ -225,3 +228,47 @@ def test_assignments_are_counted_per_shop_reason_and_mode_in_the_snapshot() -> N
     assert assigned == {series: 3.0}
     text = metrics.latest().decode()
     assert text.count("# TYPE fenliu_assignments_total counter") == 1
+
+
+def test_reply_figures_are_exported_per_shop_or_per_group_with_the_histogram() -> None:
+    """One reply within the deadline (40 s), one buyer left unanswered past it: the last
+    hour counts 1 reply, 1 within, 1 buyer overdue now, summed per shop by default; with
+    per_agent_metrics per group, and the shop's histogram has the 40 s reply."""
+    shop = _shop("s", {"enabled": True})
+    engine = Engine({"s": shop})
+    t = 1_000_000
+    engine.handle(AgentStatusChanged("e1", "s", t, "a1", AgentStatus.ONLINE), t)
+    for n in (1, 2):
+        engine.handle(BuyerInquired(f"i{n}", "s", t, f"b{n}"), t)
+        engine.handle(MessageSent(f"m{n}", "s", t, f"b{n}", "buyer"), t)
+    engine.handle(MessageSent("r1", "s", t + 40_000, "b1", "agent", agent_id="a1"), t + 40_000)
+    late = t + 181_000  # b2's clock has run past the 3-minute deadline
+    engine.on_timer(late)
+    shop_sums = Metrics()
+    shop_sums.watch(lambda: engine, dict, dict, ready=lambda: True)
+    summed = {
+        k: v
+        for k, v in _samples(shop_sums).items()
+        if "repl" in k or "overdue" in k or "reassign" in k
+    }
+    assert summed == {
+        'fenliu_replies_last_hour{shop="s"}': 1.0,
+        'fenliu_replies_within_deadline_last_hour{shop="s"}': 1.0,
+        'fenliu_buyers_overdue{shop="s"}': 1.0,
+        'fenliu_reassignments_total{shop="s",reason="unanswered"}': 0.0,
+    }
+    metrics = Metrics(per_agent=True)
+    metrics.watch(lambda: engine, dict, dict, ready=lambda: True)
+    samples = _samples(metrics)
+    group = '{group="g",shop="s"}'
+    assert samples[f"fenliu_replies_last_hour{group}"] == 1.0
+    assert samples[f"fenliu_replies_within_deadline_last_hour{group}"] == 1.0
+    assert samples[f"fenliu_buyers_overdue{group}"] == 1.0
+    assert samples['fenliu_reassignments_total{group="g",shop="s",reason="unanswered"}'] == 0.0
+    assert samples['fenliu_reply_seconds_bucket{le="30.0",shop="s"}'] == 0.0
+    assert samples['fenliu_reply_seconds_bucket{le="60.0",shop="s"}'] == 1.0
+    assert samples['fenliu_reply_seconds_bucket{le="+Inf",shop="s"}'] == 1.0
+    assert samples['fenliu_reply_seconds_sum{shop="s"}'] == 40.0
+    assert samples['fenliu_reply_seconds_count{shop="s"}'] == 1.0
+    text = metrics.latest().decode()
+    assert text.count("# TYPE fenliu_reply_seconds histogram") == 1
