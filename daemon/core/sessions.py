@@ -214,6 +214,8 @@ class Sessions:
         self._effects.session_closed(
             state.now, old.inquiry_id, buyer.id, old.agent_id, CloseReason.UNANSWERED
         )
+        state.agents[old.agent_id].taken_unanswered += 1
+        self._effects.agent_changed(old.agent_id)
         home = self._routing.cands.get(old.group) if old.group is not None else None
         if home is not None:
             home.replies.count_reassigned(CloseReason.UNANSWERED.value)

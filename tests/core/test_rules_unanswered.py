@@ -11,6 +11,7 @@ import orjson
 
 from daemon.core.consistency import consistency_problems
 from daemon.core.engine import Engine
+from daemon.core.explain import explain_shop
 from daemon.core.sessions import moved_id
 from daemon.core.view import reply_figures
 from tests.scenario import SHOP, Scenario, group, shop
@@ -65,6 +66,10 @@ def test_a_first_message_unanswered_for_reassign_after_moves_the_buyer() -> None
     assert sc.load("a1") == 0 and sc.load("a2") == 1
     (figures,) = reply_figures(sc.engine.shop(SHOP), sc.now)["groups"]
     assert figures["reassigned"] == {"unanswered": 1}
+    rows = {row["id"]: row for row in explain_shop(sc.engine.shop(SHOP), sc.now)["agents"]}
+    assert (rows["a1"]["taken_unanswered"], rows["a2"]["taken_unanswered"]) == (1, 0)
+    assert "1 buyer(s) moved away for a first message it did not answer" in rows["a1"]["why"]
+    assert "moved to it from agents who did not answer" in rows["a2"]["why"]
     assert consistency_problems(sc.engine.shop(SHOP)) == []
 
 
