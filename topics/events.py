@@ -42,6 +42,7 @@ class AssignReason(StrEnum):
     ROUTED = "routed"
     DEQUEUED = "dequeued"
     TRANSFER = "transfer"
+    UNANSWERED = "unanswered"
 
 
 class CloseReason(StrEnum):
@@ -50,6 +51,7 @@ class CloseReason(StrEnum):
     TIMEOUT = "timeout"
     AGENT_OFFLINE = "agent_offline"
     TRANSFERRED = "transferred"
+    UNANSWERED = "unanswered"
 
 
 class QueueStatus(StrEnum):

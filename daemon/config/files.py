@@ -299,11 +299,12 @@ def describe_shop(shop: ShopConfig) -> str:
     r, usual = shop.replies, RepliesConfig()
     deadline = f", reply deadline {format_duration_ms(r.deadline)}"
     deadline = deadline if r.deadline != usual.deadline else ""
-    unbuilt = "; reassign_after is read but not acted on yet (issue 26)" if r.reassign_after else ""
+    after = r.reassign_after
+    moves = f", unanswered first messages move after {format_duration_ms(after)}" if after else ""
     return (
         f"shop {shop.id}: {_count(len(shop.agents), 'agent')}, "
         f"{_count(len(shop.groups), 'group')} ({groups}), mode {shop.mode.value}, {queueing}"
-        f"{aging}{deadline}{unbuilt}"
+        f"{aging}{deadline}{moves}"
     )
 
 

@@ -114,7 +114,7 @@ class RepliesConfig(_Frozen):
 
     deadline: DurationMs = 180_000  # a later reply is late; a buyer waiting longer is overdue
     warn_after: DurationMs = 100_000  # from then on a waiting buyer is shown as waiting too long
-    reassign_after: DurationMs = 0  # 0: off (read and checked; not acted on yet: issue 26)
+    reassign_after: DurationMs = 0  # 0: off; else a first message unanswered this long moves
     overdue_is_busy: bool = True  # an agent with an overdue buyer is busy (contract §3.4)
 
     @field_validator("deadline", "warn_after")

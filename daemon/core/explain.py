@@ -19,7 +19,8 @@ Shape of the result (shares are fractions of the shop's sessions, not percentage
                  "by_rule": {rule: {"assignments", "share", "of_agent"}},
                  "by_group": {group: n}, "online_ms", "online_share", "online_vs_average",
                  "share_vs_online", "weight", "level", "cap", "caps", "groups",
-                 "busy_assignments", "busy_fraction", "sessions", "converted_sessions",
+                 "taken_unanswered", "busy_assignments", "busy_fraction", "sessions",
+                 "converted_sessions",
                  "orders", "observed_conversion", "external_conversion",
                  "conversion_priority", "routing_rate", "why"}]}
 
@@ -30,6 +31,9 @@ conversion-mode candidate it sits in; "" for the unmatched pool), "rate", "sourc
 sessions shrunk toward the group mean), "sessions" and "converted_sessions" (what the
 observed rate rests on), "group_mean" and "prior_strength" (the shrinkage: rate =
 (converted + strength × mean) / (sessions + strength))}.
+
+`taken_unanswered` counts the buyers moved away from the agent because it left their first
+message unanswered for `[replies] reassign_after` (contract §3.6); they show in the "why".
 
 A rule is the assignment's reason, with its mode when one was used: "routed/efficiency",
 "dequeued/conversion", "sticky", "repeat_entry", "transfer". An `active_session`
@@ -54,6 +58,7 @@ _RULE_WORDS = {
     "sticky": "{p} of its buyers came back to it (sticky)",
     "repeat_entry": "{p} returned within the repeat-entry window (repeat_entry)",
     "transfer": "{p} were transferred to it",
+    "unanswered": "{p} were moved to it from agents who did not answer (unanswered)",
 }
 
 
@@ -152,6 +157,7 @@ def _agent_row(
         "cap": conf.cap if conf else None,
         "caps": {c.key: c.caps.get(agent.id) for c in cands if c.key},  # not the pool's
         "groups": [g.name for g in shop.config.groups if agent.id in g.agents],
+        "taken_unanswered": agent.taken_unanswered,
         "busy_assignments": agent.assigned_while_busy,
         "busy_fraction": _ratio(agent.assigned_while_busy, n),
         "sessions": agent.sessions_total,
@@ -198,11 +204,15 @@ def why(row: dict[str, Any]) -> str:
     if vs_avg is not None and abs(vs_avg - 1) >= UNEVEN:
         parts.append(f"online {vs_avg:.1f}× the average")
     by_rule: dict[str, dict[str, Any]] = row["by_rule"]
-    for rule, words in _RULE_WORDS.items():
-        of_agent = by_rule.get(rule, {}).get("of_agent", 0.0)
+    for reason, words in _RULE_WORDS.items():  # a rule is its reason, with a mode or not
+        of_agent = sum(
+            part["of_agent"] for rule, part in by_rule.items() if rule.split("/")[0] == reason
+        )
         if of_agent >= NOTABLE:
             parts.append(words.format(p=_pct(of_agent)))
     parts.extend(_routing_words(row, by_rule))
+    if taken := row["taken_unanswered"]:
+        parts.append(f"{taken} buyer(s) moved away for a first message it did not answer")
     busy = row["busy_fraction"] or 0.0
     if busy >= NOTABLE / 2:
         parts.append(f"{_pct(busy)} given while busy")

@@ -87,6 +87,7 @@ class AgentState:
     offline_at: int = -1
     suspended_at: int = -1
     pause_ms: float = 0.0
+    taken_unanswered: int = 0  # buyers moved away from it for a first message it left unanswered
     kept: dict[str, Any] | None = None  # fields of its row a newer Fenliu wrote (snapshot.py)
 
     @property

@@ -174,7 +174,12 @@ class Queues:
     # --------------------------------------------------------------------------- serving
 
     def drain(self, cands: Iterable[Candidate]) -> None:
-        """Serve queued buyers while any of `cands` has both a buyer and an eligible agent."""
+        """Serve queued buyers while any of `cands` has both a buyer and an eligible agent;
+        first, move there the buyers due to move for an unanswered message (contract §3.6:
+        as soon as someone can take them, before the line)."""
+        if self._sessions.stranded:
+            cands = list(cands)
+            self._sessions.move_stranded(cands)
         waiting = [c for c in cands if c.line.items]
         while waiting:
             best = _oldest_servable_head(waiting)

@@ -9,7 +9,7 @@ candidate keeps, at a flat cost per reply and per read (no list of replies, no s
 - replies, and replies within the shop's `deadline`, over the last hour: a ring of
   per-minute counters (`HOUR_MINUTES` slots) advanced by the shop's clock when a reply comes,
   read as the current minute and the 59 before it;
-- reassignments by reason (`reassigned`; none yet: issue 26, `reassign_after`).
+- reassignments by reason (`reassigned`: `Sessions` counts the moves of `reassign_after`).
 
 All of it is learned state, checkpointed with the candidate (`candidate.runtime_of`), so a
 restart or a partition move goes on counting where it was. Buyers overdue now are not here:

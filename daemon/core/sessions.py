@@ -18,6 +18,16 @@ reply (`pending`) and those overdue (`overdue`), and `overdue_by_group` the over
 group: all counted as they change, never by a scan, and derived again after a restore or a
 reload (`recount`: clocks keep their start, the overdue flags follow the deadline in force).
 
+Moves (contract §3.6, `[replies] reassign_after`): a buyer whose first message of a session
+has gone unanswered that long (the UNANSWERED timer: `unanswered_at`, counted from the
+session's start when the question came with a move or a transfer) is moved to the agent its
+session's candidate picks with the silent one excluded: the old session closes
+`unanswered`, a new one opens `unanswered` (`moved_id`) with the question and its clock.
+With nobody to take it the buyer is `stranded` and moved, before the line, by the next
+`Queues.drain` of that candidate; a reply first stops it. The buyer's `last` contact stays
+what it was, so sticky and repeat entry cannot lead back to the silent agent, and a stranded
+session that closes is not remembered as a contact (nor credited for an order).
+
 Busyness (contract §3.4) is decided in one place, `is_busy`: pending above
 `busy_threshold`, or, with `[replies] overdue_is_busy`, any overdue buyer. `update_busy`
 keeps each agent's flag (`AgentState.busy`, which the ranks read) and re-ranks the agent
@@ -28,7 +38,9 @@ Freeing capacity does not serve the queues here: the caller drains them (`Queues
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
+from collections.abc import Iterable
 
 from daemon.core.candidate import Candidate
 from daemon.core.effects import Effects
@@ -43,7 +55,7 @@ from daemon.core.model import (
 )
 from daemon.core.routing import Routing
 from daemon.core.state import ShopState
-from daemon.core.timers import OVERDUE_TIMER, SESSION_TIMER
+from daemon.core.timers import OVERDUE_TIMER, SESSION_TIMER, UNANSWERED_TIMER
 from topics.events import (
     AgentStatus,
     AssignReason,
@@ -63,12 +75,14 @@ class Sessions:
         "_deadline",
         "_effects",
         "_overdue_busy",
+        "_reassign_after",
         "_routing",
         "_state",
         "_timeout",
         "keep_ms",
         "overdue_by_group",
         "recent_ends",
+        "stranded",
     )
 
     def __init__(self, state: ShopState, effects: Effects, routing: Routing) -> None:
@@ -82,6 +96,10 @@ class Sessions:
         self._deadline = 0
         self._overdue_busy = False
         self.overdue_by_group: dict[str, int] = {}  # group -> its buyers overdue now
+        # buyers due to move for an unanswered first message with nobody to take them yet,
+        # in the order they fell due (`move_stranded` moves them as soon as it can)
+        self.stranded: dict[str, None] = {}
+        self._reassign_after = 0
         self.configure()
 
     def configure(self) -> None:
@@ -93,6 +111,7 @@ class Sessions:
         self._timeout = c.queue.session_timeout
         self._deadline = c.replies.deadline
         self._overdue_busy = c.replies.overdue_is_busy
+        self._reassign_after = c.replies.reassign_after
         self.recount()
 
     # ---------------------------------------------------------------- busyness, clocks
@@ -132,6 +151,12 @@ class Sessions:
         self.overdue_by_group = by_group
         for agent in agents.values():
             agent.busy = self.is_busy(agent)
+        due = [
+            (at, buyer.id)
+            for buyer in state.buyers.values()
+            if (at := self.unanswered_at(buyer)) is not None and at <= state.now
+        ]
+        self.stranded = dict.fromkeys(buyer_id for _, buyer_id in sorted(due))
 
     def overdue_at(self, buyer: Buyer) -> int | None:
         """When the buyer becomes overdue if the agent does not reply, or None (no clock
@@ -140,6 +165,67 @@ class Sessions:
         if s is None or not s.buyer_waiting or s.overdue:
             return None
         return s.waiting_since + self._deadline
+
+    def unanswered_at(self, buyer: Buyer) -> int | None:
+        """When the buyer's first message of its session has gone unanswered for
+        `reassign_after` (counted from its session's start when it came moved with it), or
+        None: off, no clock, or the agent has written in the session."""
+        s = buyer.session
+        after = self._reassign_after
+        if not after or s is None or not s.buyer_waiting or s.answered:
+            return None
+        return max(s.waiting_since, s.started_at) + after
+
+    def unanswered(self, buyer: Buyer) -> list[str]:
+        """The buyer's first message reached `reassign_after` unanswered (the UNANSWERED
+        timer): move it, or keep it to move as soon as someone can take it. The agents it
+        left (whose candidates the caller drains)."""
+        self.stranded[buyer.id] = None
+        return self.move_stranded()
+
+    def move_stranded(self, cands: Iterable[Candidate] | None = None) -> list[str]:
+        """Move the buyers due to move (of `cands`, or all) that an agent of their session's
+        candidate, the silent one excluded, can take now (contract §3.6); the agents left."""
+        keys = None if cands is None else {c.key for c in cands}
+        state, left = self._state, []
+        for buyer_id in list(self.stranded):
+            buyer = state.buyers[buyer_id]
+            s = buyer.session
+            assert s is not None
+            if keys is not None and s.cand not in keys:
+                continue
+            cand = self._routing.candidate(s.cand)
+            if cand is None or (pick := cand.choose(exclude=s.agent_id)) is None:
+                continue
+            del self.stranded[buyer_id]
+            self._move(buyer, cand, *pick)
+            left.append(s.agent_id)
+        return left
+
+    def _move(self, buyer: Buyer, cand: Candidate, agent_id: str, mode: Mode) -> None:
+        """Hand the buyer from the agent who left its first message unanswered to
+        `agent_id`: the old session closes `unanswered`, the new one starts `unanswered`
+        with the question and its clock (its start kept); `last` stays what it was, so
+        sticky and repeat entry cannot lead back to the silent agent."""
+        state = self._state
+        old = buyer.session
+        assert old is not None
+        self._detach(buyer.id, old)
+        self._effects.session_closed(
+            state.now, old.inquiry_id, buyer.id, old.agent_id, CloseReason.UNANSWERED
+        )
+        state.agents[old.agent_id].taken_unanswered += 1
+        self._effects.agent_changed(old.agent_id)
+        home = self._routing.cands.get(old.group) if old.group is not None else None
+        if home is not None:
+            home.replies.count_reassigned(CloseReason.UNANSWERED.value)
+            self._effects.other_changed()
+        buyer.session = None
+        new = self.start(
+            buyer, moved_id(old.inquiry_id), cand, agent_id, AssignReason.UNANSWERED,
+            "transfer", mode,
+        )  # fmt: skip
+        self._take_question(buyer, old, new)
 
     def mark_overdue(self, buyer: Buyer) -> None:
         """The buyer's reply clock reached the deadline (the OVERDUE timer)."""
@@ -202,8 +288,11 @@ class Sessions:
         self._effects.buyer_changed(buyer.id)
         buyer.move("close")
         buyer.session = None
-        buyer.last = LastContact(s.agent_id, s.cand, now, s.converted)
-        self.recent_ends.append((now, buyer.id))
+        if buyer.id in self.stranded:  # its agent never answered: no way back to it, and
+            del self.stranded[buyer.id]  # no order credit (`last` stays what it was)
+        else:
+            buyer.last = LastContact(s.agent_id, s.cand, now, s.converted)
+            self.recent_ends.append((now, buyer.id))
         self._detach(buyer.id, s)
         self._effects.session_closed(now, s.inquiry_id, buyer.id, s.agent_id, reason)
 
@@ -275,6 +364,9 @@ class Sessions:
                 s.buyer_waiting = True
                 s.waiting_since = now = state.now
                 state.timers.arm(OVERDUE_TIMER, ev.buyer_id, now + self._deadline)
+                if self._reassign_after and not s.answered:
+                    at = max(now, s.started_at) + self._reassign_after
+                    state.timers.arm(UNANSWERED_TIMER, ev.buyer_id, at)
                 quiet_since = agent.quiet.pop(ev.buyer_id)
                 agent.pending += 1
                 for cand in routing.agent_cands.get(s.agent_id, ()):
@@ -293,6 +385,8 @@ class Sessions:
         quiet[ev.buyer_id] = now  # now the newest
         s.last_agent_at = now
         s.answered = True
+        if self.stranded:
+            self.stranded.pop(ev.buyer_id, None)  # a reply before the move stops it
         state.timers.arm(SESSION_TIMER, ev.buyer_id, now + self._timeout)
         for cand in routing.agent_cands.get(s.agent_id, ()):
             if cand.line.items:  # estimates in line may move
@@ -370,21 +464,31 @@ class Sessions:
         )
         buyer.session = None
         new = self.start(buyer, ev.id, cand, agent_id, AssignReason.TRANSFER, "transfer")
-        if old.buyer_waiting:  # the question and its clock move along, its start kept
-            target = state.agents[agent_id]
-            new.buyer_waiting = True
-            new.waiting_since = old.waiting_since
-            del target.quiet[buyer.id]
-            target.pending += 1
-            if old.overdue:
-                new.overdue = True
-                target.overdue += 1
-                self._count_overdue(new.group, 1)
-            else:
-                state.timers.arm(OVERDUE_TIMER, buyer.id, new.waiting_since + self._deadline)
-            target.busy = self.is_busy(target)
-            self._routing.agent_changed(target)
+        self.stranded.pop(buyer.id, None)
+        self._take_question(buyer, old, new)
         return old.agent_id
+
+    def _take_question(self, buyer: Buyer, old: Session, new: Session) -> None:
+        """A buyer's question, if it waits for a reply, moves from its old session to the
+        new one (a transfer, a move), with its clock: its start kept."""
+        if not old.buyer_waiting:
+            return
+        state = self._state
+        target = state.agents[new.agent_id]
+        new.buyer_waiting = True
+        new.waiting_since = old.waiting_since
+        del target.quiet[buyer.id]
+        target.pending += 1
+        if old.overdue:
+            new.overdue = True
+            target.overdue += 1
+            self._count_overdue(new.group, 1)
+        else:
+            state.timers.arm(OVERDUE_TIMER, buyer.id, new.waiting_since + self._deadline)
+        if (at := self.unanswered_at(buyer)) is not None:
+            state.timers.arm(UNANSWERED_TIMER, buyer.id, at)
+        target.busy = self.is_busy(target)
+        self._routing.agent_changed(target)
 
     def _transfer_target(self, ev: SessionTransferred) -> tuple[Candidate, str]:
         """Where a transfer goes, or EventRejected saying why it cannot."""
@@ -423,3 +527,14 @@ class Sessions:
         if current is not None and current.is_member(agent_id):
             return current, agent_id
         return cands[0], agent_id
+
+
+def moved_id(inquiry_id: str) -> str:
+    """The id of the session a move for an unanswered message opens (its outputs' ids
+    follow from it): the old one's with `~u1`, or its `~uN` counted up, so every move of a
+    buyer has its own; an id that would pass 128 characters is shortened with a hash."""
+    base, sep, count = inquiry_id.rpartition("~u")
+    moved = f"{base}~u{int(count) + 1}" if sep and count.isdigit() else f"{inquiry_id}~u1"
+    if len(moved) <= 128:
+        return moved
+    return f"{moved[:80]}~{hashlib.sha256(moved.encode()).hexdigest()[:32]}"

@@ -38,7 +38,13 @@ from daemon.core.routing import Routing
 from daemon.core.rules import Parts, inquire
 from daemon.core.sessions import Sessions
 from daemon.core.state import ShopState
-from daemon.core.timers import EXPIRY_TIMER, OVERDUE_TIMER, SESSION_TIMER, TICK_TIMER
+from daemon.core.timers import (
+    EXPIRY_TIMER,
+    OVERDUE_TIMER,
+    SESSION_TIMER,
+    TICK_TIMER,
+    UNANSWERED_TIMER,
+)
 from topics.events import (
     AgentStatsReported,
     AgentStatus,
@@ -170,6 +176,9 @@ class ShopEngine:
         overdue = sessions.overdue_at(buyer)
         if overdue is not None:
             timers.arm(OVERDUE_TIMER, buyer.id, overdue)
+        unanswered = sessions.unanswered_at(buyer)
+        if unanswered is not None and buyer.id not in sessions.stranded:
+            timers.arm(UNANSWERED_TIMER, buyer.id, unanswered)
         self.queues.arm_expiry(buyer)
 
     # --------------------------------------------------------------- views for callers
@@ -234,6 +243,8 @@ class ShopEngine:
             return None
         if kind == OVERDUE_TIMER:
             return self.sessions.overdue_at(buyer)
+        if kind == UNANSWERED_TIMER:
+            return self.sessions.unanswered_at(buyer)
         if kind == SESSION_TIMER:
             return self.sessions.timeout_deadline(buyer)
         return self.queues.expiry_deadline(buyer)
@@ -250,6 +261,9 @@ class ShopEngine:
             state.advance(deadline)
             if kind == OVERDUE_TIMER:
                 self.sessions.mark_overdue(state.buyers[key])
+            elif kind == UNANSWERED_TIMER:
+                for left in self.sessions.unanswered(state.buyers[key]):
+                    queues.drain(routing.of_agent(left))
             elif kind == TICK_TIMER:
                 cand = routing.candidate(key)
                 if cand is not None:

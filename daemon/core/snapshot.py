@@ -86,6 +86,7 @@ _AGENT_FIELDS = (
     "offline_at",
     "suspended_at",
     "pause_ms",
+    "taken_unanswered",
 )
 _PROFILE_FIELDS = ("arrivals", "departures")  # {time-of-week bin: weight}, kept as pairs
 _DICT_FIELDS = ("assigned_by_reason", "assigned_by_rule", "assigned_by_group")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
-OVERDUE_TIMER, SESSION_TIMER, EXPIRY_TIMER, TICK_TIMER = 0, 1, 2, 3
-"""The kinds of a shop's timers: a waiting buyer's reply clock reaching the deadline, a
+OVERDUE_TIMER, UNANSWERED_TIMER, SESSION_TIMER, EXPIRY_TIMER, TICK_TIMER = 0, 1, 2, 3, 4
+"""The kinds of a shop's timers: a waiting buyer's reply clock reaching the deadline, and
+its first message reaching `reassign_after` unanswered (keyed by buyer id), a
 session's timeout and a queued buyer's max_wait (keyed by buyer id), and a candidate's
 periodic `waiting` updates (keyed by candidate key). Timers due at the same time fire in
 this order: a buyer is overdue (and its agent busy) before anything else decided then."""

@@ -63,7 +63,7 @@ def test_a_shop_with_priority_aging_says_so(
 def test_a_shop_with_its_own_reply_deadline_or_reassign_after_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`reassign_after` is read and checked but not acted on yet (contract §3.6)."""
+    """A reply deadline of its own and `reassign_after` (contract §3.6) are named."""
     shutil.copytree(REPO / "config", tmp_path / "config")
     presale = tmp_path / "config" / "shops" / "presale.toml"
     text = presale.read_text(encoding="utf-8").replace('deadline = "3m"', 'deadline = "2m"')
@@ -71,7 +71,7 @@ def test_a_shop_with_its_own_reply_deadline_or_reassign_after_says_so(
     assert main(["check-config", str(tmp_path / "config" / "fenliu.toml")]) == 0
     out, _ = capsys.readouterr()
     assert out.splitlines()[1] == (
-        PRESALE_LINE + ", reply deadline 2m; reassign_after is read but not acted on yet (issue 26)"
+        PRESALE_LINE + ", reply deadline 2m, unanswered first messages move after 1m40s"
     )
 
 

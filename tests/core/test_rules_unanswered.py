@@ -1,0 +1,181 @@
+"""contract §3.6 `[replies] reassign_after`: a buyer whose first message of a session goes
+unanswered that long moves to another agent of the same candidate, the silent one excluded;
+with nobody to take it, it moves as soon as someone can; never dropped or queued again; a
+reply first stops it; sticky and repeat entry do not lead back to the silent agent."""
+
+from __future__ import annotations
+
+import copy
+
+import orjson
+
+from daemon.core.consistency import consistency_problems
+from daemon.core.engine import Engine
+from daemon.core.explain import explain_shop
+from daemon.core.sessions import moved_id
+from daemon.core.view import reply_figures
+from tests.scenario import SHOP, Scenario, group, shop
+from topics.events import Assignment, SessionClosed
+
+QUEUE = {"enabled": True, "default_cap": 1, "session_timeout": "30m"}
+
+
+def _shop(agents: list[str], **extra: object) -> Scenario:
+    config = shop(
+        agents,
+        groups=[group("g", agents)],
+        queue=QUEUE,
+        replies={"reassign_after": "100s"},
+        **extra,
+    )
+    return Scenario(config)
+
+
+def _moves(sc: Scenario) -> list[tuple[str, str, str]]:
+    """(kind, agent, inquiry id) of every output with reason `unanswered` (a close's id is
+    "end:" and its session's inquiry id)."""
+    out = []
+    for o in sc.outputs:
+        if isinstance(o, Assignment) and o.reason.value == "unanswered":
+            out.append(("assignment", o.agent_id, o.inquiry_id))
+        if isinstance(o, SessionClosed) and o.reason.value == "unanswered":
+            out.append(("closed", o.agent_id, o.id.removeprefix("end:")))
+    return out
+
+
+def _agent_of(sc: Scenario, buyer: str) -> str | None:
+    session = sc.engine.shop(SHOP).buyers[buyer].session
+    return session.agent_id if session else None
+
+
+def test_a_first_message_unanswered_for_reassign_after_moves_the_buyer() -> None:
+    sc = _shop(["a1", "a2"])
+    sc.at("0s").online("a1")
+    sc.inquiry("b1", id="i1")  # a1
+    sc.at("1s").online("a2")
+    sc.at("10s").says("b1")
+    sc.at("1m49s")
+    assert _moves(sc) == [], "99 s unanswered: not yet"
+    sc.at("1m50s")
+    assert _moves(sc) == [("closed", "a1", "i1"), ("assignment", "a2", "i1~u1")]
+    moved = sc.assignment("b1")
+    assert (moved.ts, moved.mode is not None) == (sc.now, True)
+    session = sc.engine.shop(SHOP).buyers["b1"].session
+    assert session is not None and session.buyer_waiting, "the question moved along"
+    assert session.waiting_since == sc.now - 100_000, "with its clock"
+    assert sc.load("a1") == 0 and sc.load("a2") == 1
+    (figures,) = reply_figures(sc.engine.shop(SHOP), sc.now)["groups"]
+    assert figures["reassigned"] == {"unanswered": 1}
+    rows = {row["id"]: row for row in explain_shop(sc.engine.shop(SHOP), sc.now)["agents"]}
+    assert (rows["a1"]["taken_unanswered"], rows["a2"]["taken_unanswered"]) == (1, 0)
+    assert "1 buyer(s) moved away for a first message it did not answer" in rows["a1"]["why"]
+    assert "moved to it from agents who did not answer" in rows["a2"]["why"]
+    assert consistency_problems(sc.engine.shop(SHOP)) == []
+
+
+def test_a_reply_before_reassign_after_stops_the_move() -> None:
+    sc = _shop(["a1", "a2"])
+    sc.at("0s").online("a1", "a2")
+    sc.inquiry("b1")
+    sc.at("10s").says("b1")
+    sc.at("1m").replies("b1", sc.assigned("b1")[0])
+    sc.at("1m10s").says("b1")  # not the first message any more: never moved for it
+    sc.at("30m")
+    assert _moves(sc) == []
+
+
+def test_off_by_default() -> None:
+    sc = Scenario(shop(["a1", "a2"], groups=[group("g", ["a1", "a2"])], queue=QUEUE))
+    sc.at("0s").online("a1", "a2")
+    sc.inquiry("b1")
+    sc.at("10s").says("b1")
+    sc.at("29m")
+    assert _moves(sc) == []
+
+
+def test_a_stranded_buyer_moves_first_when_capacity_frees_and_the_line_waits() -> None:
+    sc = _shop(["a1", "a2"], sticky_window=0)
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")  # a1
+    sc.at("10s").says("b1")
+    sc.at("2m")  # due at 1m50s: a2 offline, nobody to take b1
+    assert _moves(sc) == [] and "b1" in sc.engine.shop(SHOP).sessions.stranded
+    sc.inquiry("b2")  # a1 at cap: queued
+    assert sc.queue_status("b2") == "queued"
+    sc.at("3m").online("a2")  # a2's one slot goes to b1, before the line's b2 ...
+    assert _agent_of(sc, "b1") == "a2"
+    assert _agent_of(sc, "b2") == "a1", "... and a1's slot, freed by the move, to b2"
+    kinds = [(type(o).__name__, o.buyer_id) for o in sc.outputs if o.ts == sc.now]
+    assert kinds.index(("Assignment", "b1")) < kinds.index(("Assignment", "b2"))
+    assert consistency_problems(sc.engine.shop(SHOP)) == []
+
+
+def test_sticky_and_repeat_entry_do_not_lead_back_to_the_silent_agent() -> None:
+    sc = _shop(["a1", "a2"], sticky_window="72h")
+    sc.at("0s").online("a1", "a2")
+    sc.inquiry("b1")
+    silent = sc.assigned("b1")[0]
+    sc.at("10s").says("b1")
+    sc.at("2m")
+    new = _agent_of(sc, "b1")
+    assert new is not None and new != silent
+    sc.at("3m").replies("b1", new)
+    sc.at("40m")  # the session times out (30m)
+    sc.at("50m").inquiry("b1")
+    assert sc.assignments("b1")[-1].agent_id == new
+    assert sc.assignments("b1")[-1].reason.value in ("sticky", "repeat_entry")
+
+
+def test_a_stranded_session_that_closes_is_no_contact_of_the_silent_agent() -> None:
+    sc = _shop(["a1", "a2"], sticky_window="72h")
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")
+    sc.at("10s").says("b1")
+    sc.at("2m")  # stranded: nobody else online
+    sc.at("3m").status("offline", "a1")  # the session closes agent_offline
+    buyer = sc.engine.shop(SHOP).buyers.get("b1")
+    assert buyer is None or buyer.last is None
+    assert "b1" not in sc.engine.shop(SHOP).sessions.stranded
+
+
+def test_a_moved_buyer_whose_new_agent_stays_silent_moves_again_after_its_own_wait() -> None:
+    sc = _shop(["a1", "a2", "a3"])
+    sc.at("0s").online("a1", "a2", "a3")
+    sc.inquiry("b1", id="i1")
+    sc.at("10s").says("b1")
+    sc.at("1m50s")
+    first = _moves(sc)
+    assert len(first) == 2
+    sc.at("3m29s")
+    assert len(_moves(sc)) == 2, "the new agent gets its own 100 s from the move"
+    sc.at("3m30s")
+    moves = _moves(sc)
+    assert [m[2] for m in moves] == ["i1", "i1~u1", "i1~u1", "i1~u2"]
+    assert len({m[1] for m in moves if m[0] == "assignment"}) == 2
+
+
+def test_moves_survive_a_snapshot_and_restore() -> None:
+    """A buyer due to move with nobody to take it is stranded after a restore too, and moves
+    when an agent comes online, exactly as without the restore."""
+
+    def run(cut: bool) -> list[object]:
+        sc = _shop(["a1", "a2"])
+        sc.at("0s").online("a1")
+        sc.inquiry("b1")
+        sc.at("10s").says("b1")
+        sc.at("2m")
+        if cut:
+            data = orjson.loads(orjson.dumps(sc.engine.snapshot()))
+            sc.engine = Engine.restore({SHOP: sc.config}, copy.deepcopy(data))
+        sc.at("3m").online("a2")
+        return list(sc.outputs)
+
+    assert run(cut=True) == run(cut=False)
+
+
+def test_moved_ids_are_unique_and_bounded() -> None:
+    assert moved_id("i1") == "i1~u1"
+    assert moved_id("i1~u1") == "i1~u2"
+    assert moved_id("x~uy") == "x~uy~u1"
+    long = moved_id("x" * 128)
+    assert len(long) <= 128 and long != moved_id("x" * 127 + "y")
