@@ -80,7 +80,9 @@ def test_compiled_and_plain_python_cores_decide_the_same(compiled_copy: Path) ->
     # `reply`, candidate runtimes `replies`); with the bench shop's overdue_is_busy set to
     # false, its version kept as before and those stored fields left out, the digest is
     # still 29ba841a…81c6: nothing else decides differently
-    assert digests["python"] == "f83b1f082b288e25676c69217f5665eb551b7652765ecebbd1593ed5433f0fd8"
+    # re-pinned for issue 26 (reassign_after, off in the bench): agent rows carry
+    # `taken_unanswered`; without it the digest is still f83b1f08…0fd8
+    assert digests["python"] == "a79fcd7dd4c19cc45ec151df75ed0ed2e2b9b5b3e3eb5e65f0d56c1c6c8dc196"
 
 
 def test_every_compiled_module_imports_alone(compiled_copy: Path) -> None:
