@@ -24,6 +24,10 @@ a network needs, all set here in `Limits`:
 - at most `rate` requests a second are answered (`burst` at once), the probes in a bucket
   of their own: a request over the rate sleeps until its turn, and one whose turn is more
   than `queue_s` away is answered 429 (`Retry-After: 1`) and its connection closed;
+- at most `bytes_rate` bytes a second of answers are sent (`bytes_burst` at once), paced
+  the same way after the answer is ready (the probes' few bytes apart): what an answer
+  costs the loop grows with its size, so a larger /metrics (more shops, more series) lowers
+  the answers a second instead of raising the cost to routing;
 - `close()` stops listening, gives requests in flight `shutdown_s` to finish, then closes
   every connection: well inside the daemon's 1.5 s per-client budget at SIGTERM.
 
@@ -78,6 +82,8 @@ class Limits:
     write_s: float = 10.0  # an answer must be taken by the client within this
     rate: float = 100.0  # requests answered per second (probes and the rest, each)
     burst: int = 20  # requests answered at once after a quiet spell
+    bytes_rate: float = 64 * 2**20  # bytes of answers sent per second (but the probes')
+    bytes_burst: float = 16 * 2**20  # bytes of answers sent at once after a quiet spell
     queue_s: float = 1.0  # a request waits this long at most for its turn, else 429
 
 
@@ -143,10 +149,15 @@ def _body_guard(limits: Limits) -> Middleware:
 
 class Pace:
     """A token bucket in virtual time: `burst` requests at once, then one every 1/`rate`
-    s; a request whose turn is more than `queue_s` away is refused (None)."""
+    s; a request whose turn is more than `queue_s` away is refused (None). A request may
+    cost more than one (`turn(cost)`: bytes, say): its successor's turn is that much later."""
 
     def __init__(
-        self, rate: float, burst: int, queue_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: float,
+        queue_s: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._gap = 1 / rate
         self._span = (burst - 1) * self._gap  # a full bucket: `burst` turns at once
@@ -154,13 +165,13 @@ class Pace:
         self._clock = clock
         self._next = -math.inf  # the turn of the next request
 
-    def turn(self) -> float | None:
+    def turn(self, cost: float = 1.0) -> float | None:
         """How long this request waits for its turn (0: none), or None: refused."""
         now = self._clock()
         slot = max(self._next, now - self._span)
         if slot - now > self._queue_s:
             return None
-        self._next = slot + self._gap
+        self._next = slot + self._gap * cost
         return max(0.0, slot - now)
 
 
@@ -175,21 +186,39 @@ def _pacer(limits: Limits, on_limit: Callable[[str], None]) -> Middleware:
     without cost, or is answered 429 and its connection closed when the queue is full."""
     probes = Pace(limits.rate, limits.burst, limits.queue_s)
     others = Pace(limits.rate, limits.burst, limits.queue_s)
+    volume = Pace(limits.bytes_rate, limits.bytes_burst, limits.queue_s)
 
     @web.middleware
     async def pacer(request: web.Request, handler: Handler) -> web.StreamResponse:
-        wait = (probes if request.path in PROBES else others).turn()
+        probe = request.path in PROBES
+        wait = (probes if probe else others).turn()
         if wait is None:
-            on_limit("rate")
-            answer = json_error(429, f"over {limits.rate:g} requests a second: ask again later")
-            answer.headers["Retry-After"] = "1"
-            answer.force_close()
-            return answer
+            return _too_many(on_limit, f"over {limits.rate:g} requests a second")
         if wait > 0:
             await asyncio.sleep(wait)
-        return await handler(request)
+        answer = await handler(request)
+        body = getattr(answer, "body", None)
+        if probe or not isinstance(body, bytes):
+            return answer
+        wait = volume.turn(len(body))
+        if wait is None:
+            return _too_many(
+                on_limit, f"over {limits.bytes_rate / 2**20:g} MiB of answers a second"
+            )
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return answer
 
     return pacer
+
+
+def _too_many(on_limit: Callable[[str], None], what: str) -> web.Response:
+    """A 429 that closes its connection, for a request over a pace."""
+    on_limit("rate")
+    answer = json_error(429, f"{what}: ask again later")
+    answer.headers["Retry-After"] = "1"
+    answer.force_close()
+    return answer
 
 
 def _write_guard(limits: Limits, on_limit: Callable[[str], None]) -> Middleware:

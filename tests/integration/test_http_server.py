@@ -262,6 +262,38 @@ async def test_over_the_rate_is_429_and_closed_while_probes_still_answer() -> No
         await http.close()
 
 
+def test_a_costly_request_puts_the_next_turn_further_off() -> None:
+    now = [100.0]
+    pace = Pace(rate=1000, burst=1000, queue_s=0.25, clock=lambda: now[0])  # bytes, say
+    assert pace.turn(1000) == 0.0  # a full bucket's worth at once
+    assert pace.turn(100) == pytest.approx(0.001)  # then a byte a ms: this one's turn ...
+    assert pace.turn(1) == pytest.approx(0.101)  # ... puts the next 100 ms further off
+    assert pace.turn(200) == pytest.approx(0.102)
+    assert pace.turn(1) is None  # 0.302 s away: over queue_s, refused
+
+
+async def test_answers_over_the_byte_rate_are_429_while_probes_still_answer() -> None:
+    """Bytes are paced as well as requests: with room for about one /metrics answer a
+    second, three asked at once get one answer; the probes are not counted."""
+    service, limited = _service(), list[str]()
+    size = len(service.metrics.latest())
+    limits = Limits(bytes_rate=size, bytes_burst=1, queue_s=0.1)
+    http = HttpServer(routes(service), "127.0.0.1", 0, limits=limits, on_limit=limited.append)
+    await http.start()
+    close = b"Host: x\r\nConnection: close\r\n\r\n"
+    try:
+        answers = [await _exchange(http.port, b"GET /metrics HTTP/1.1\r\n" + close)
+                   for _ in range(3)]  # fmt: skip
+        assert [_status(a) for a in answers].count(200) == 1
+        refused = next(a for a in answers if _status(a) == 429)
+        assert b"MiB of answers a second" in refused and b"Retry-After: 1\r\n" in refused
+        assert limited == ["rate", "rate"]
+        for _ in range(5):
+            assert _status(await _exchange(http.port, b"GET /healthz HTTP/1.1\r\n" + close)) == 200
+    finally:
+        await http.close()
+
+
 async def test_metrics_answers_the_snapshot_without_building_one(server: HttpServer) -> None:
     """/metrics reads the latest snapshot: requests between two builds build nothing and
     get the same bytes (but for the two gauges read live, readiness and the age)."""
