@@ -165,6 +165,7 @@ class Session:
     waiting_since: int = 0
     answered: bool = False
     overdue: bool = False  # the clock passed the deadline (derived: Sessions.recount)
+    moved: bool = False  # opened by a move for an unanswered message: no second move (§3.6)
 
 
 @dataclass(slots=True)

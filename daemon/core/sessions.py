@@ -22,7 +22,8 @@ Moves (contract §3.6, `[replies] reassign_after`): a buyer whose first message 
 has gone unanswered that long (the UNANSWERED timer: `unanswered_at`, counted from the
 session's start when the question came with a move or a transfer) is moved to the agent its
 session's candidate picks with the silent one excluded: the old session closes
-`unanswered`, a new one opens `unanswered` (`moved_id`) with the question and its clock.
+`unanswered`, a new one opens `unanswered` (`moved_id`) with the question and its clock,
+once: a session opened by a move is never moved again (`Session.moved`).
 With nobody to take it the buyer is `stranded` and moved, before the line, by the next
 `Queues.drain` of that candidate; a reply first stops it. The buyer's `last` contact stays
 what it was, so sticky and repeat entry cannot lead back to the silent agent, and a stranded
@@ -172,7 +173,7 @@ class Sessions:
         None: off, no clock, or the agent has written in the session."""
         s = buyer.session
         after = self._reassign_after
-        if not after or s is None or not s.buyer_waiting or s.answered:
+        if not after or s is None or not s.buyer_waiting or s.answered or s.moved:
             return None
         return max(s.waiting_since, s.started_at) + after
 
@@ -225,6 +226,7 @@ class Sessions:
             buyer, moved_id(old.inquiry_id), cand, agent_id, AssignReason.UNANSWERED,
             "transfer", mode,
         )  # fmt: skip
+        new.moved = True  # once: a second silent agent keeps the buyer (it shows overdue)
         self._take_question(buyer, old, new)
 
     def mark_overdue(self, buyer: Buyer) -> None:
@@ -364,7 +366,7 @@ class Sessions:
                 s.buyer_waiting = True
                 s.waiting_since = now = state.now
                 state.timers.arm(OVERDUE_TIMER, ev.buyer_id, now + self._deadline)
-                if self._reassign_after and not s.answered:
+                if self._reassign_after and not s.answered and not s.moved:
                     at = max(now, s.started_at) + self._reassign_after
                     state.timers.arm(UNANSWERED_TIMER, ev.buyer_id, at)
                 quiet_since = agent.quiet.pop(ev.buyer_id)

@@ -37,7 +37,8 @@ snapshot in `dump_shop` form.
   `queued`, `last`): an older version reads those by position.
 
 What each format added: 3, the stamps (`format`, `writer`). 4, the reply clock of a buyer's
-session (contract §3.6) under the buyer row's `reply` key: `[started at, answered]` (when
+session (contract §3.6) under the buyer row's `reply` key: `[started at, answered, moved]`
+(moved: the session was opened by a move for an unanswered message; missing: false) (when
 the running clock started, 0 when none runs; whether the agent wrote in the session). It is
 read only from a row format 4 or later wrote: a row an older version wrote (none) or
 rewrote (a stale `reply` carried along) has its clock taken as started at the snapshot's
@@ -342,7 +343,7 @@ def _dump_buyer(buyer: Buyer) -> dict[str, Any]:
             s.inquiry_id, s.agent_id, s.cand, s.group, s.started_at, s.last_agent_at,
             s.buyer_waiting, s.converted,
         ]  # fmt: skip
-        row["reply"] = [s.waiting_since, s.answered]
+        row["reply"] = [s.waiting_since, s.answered, s.moved]
     if (q := buyer.queued) is not None:
         ctx = q.context
         row["queued"] = [
@@ -361,7 +362,8 @@ def _load_buyer(row: dict[str, Any], now: int) -> Buyer:
     if "session" in row:
         buyer.session = s = Session(*row["session"])
         if row.get("format", 2) >= REPLY_SINCE and "reply" in row:
-            s.waiting_since, s.answered = row["reply"]
+            s.waiting_since, s.answered, *moved = row["reply"]
+            s.moved = bool(moved and moved[0])
         else:  # written before reply clocks, or rewritten by a version without them
             s.waiting_since = now if s.buyer_waiting else 0
             s.answered = s.last_agent_at > s.started_at
