@@ -29,7 +29,8 @@ TOKEN = "console-test-token-7f3a"
 
 
 def queue_shop(shop_id: str) -> str:
-    """Two agents with a cap of one, queueing on, long sessions (nobody leaves the line)."""
+    """Two agents with a cap of one, queueing on, long sessions (nobody leaves the line); a
+    buyer owed a reply is shown waiting too long after 1 s."""
     return f"""
 id = "{shop_id}"
 sticky_window = 0
@@ -45,6 +46,8 @@ id = "a2"
 [[groups]]
 name = "g"
 agents = ["a1", "a2"]
+[replies]
+warn_after = "1s"
 """
 
 
@@ -67,8 +70,9 @@ async def test_the_console_shows_agents_and_queue_and_follows_new_buyers(
     daemon: DaemonProcess, broker: Broker, topics: TopicsConfig
 ) -> None:
     """Agents with load against cap and status, the line in order with priority, decisions
-    and the explanation; a buyer who joins later appears without a reload; a buyer id that
-    looks like markup is shown as text; no script or console error on the way."""
+    and the explanation; an agent's oldest owed reply, marked once past `warn_after`; a
+    buyer who joins later appears without a reload; a buyer id that looks like markup is
+    shown as text; no script or console error on the way."""
     from playwright.async_api import expect
 
     require_browser()
@@ -101,6 +105,12 @@ async def test_the_console_shows_agents_and_queue_and_follows_new_buyers(
         await expect(page.locator("#mode")).to_have_text("效率优先 efficiency")
         version = ShopConfig.model_validate(tomllib.loads(queue_shop("floor"))).version
         await expect(page.locator("#config")).to_contain_text(f"配置 config {version} · ")
+
+        await w.send(topics.messages, {"type": "message", "buyer_id": "b0", "from": "buyer"})
+        owed = page.locator('#agents tr[data-agent="a1"] td.owed-age')
+        await expect(owed).to_contain_text("1 等待过久 waiting too long", timeout=WAIT_MS)
+        await expect(owed).to_have_class("num owed-age warn")
+        await expect(page.locator('#agents tr[data-agent="a2"] td.owed-age')).to_have_text("—")
 
         hostile = '<img src=x onerror="window.pwned=1">'
         await w.inquiry("b3")
