@@ -208,26 +208,17 @@ class Sessions:
         `agent_id`: the old session closes `unanswered`, the new one starts `unanswered`
         with the question and its clock (its start kept); `last` stays what it was, so
         sticky and repeat entry cannot lead back to the silent agent."""
-        state = self._state
         old = buyer.session
         assert old is not None
-        self._detach(buyer.id, old)
-        self._effects.session_closed(
-            state.now, old.inquiry_id, buyer.id, old.agent_id, CloseReason.UNANSWERED
-        )
-        state.agents[old.agent_id].taken_unanswered += 1
+        reason = CloseReason.UNANSWERED
+        opening = AssignReason.UNANSWERED
+        self._hand_over(buyer, cand, agent_id, moved_id(old.inquiry_id), reason, opening, mode)
+        self._state.agents[old.agent_id].taken_unanswered += 1
         self._effects.agent_changed(old.agent_id)
         home = self._routing.cands.get(old.group) if old.group is not None else None
         if home is not None:
-            home.replies.count_reassigned(CloseReason.UNANSWERED.value)
+            home.replies.count_reassigned(reason.value)
             self._effects.other_changed()
-        buyer.session = None
-        new = self.start(
-            buyer, moved_id(old.inquiry_id), cand, agent_id, AssignReason.UNANSWERED,
-            "transfer", mode,
-        )  # fmt: skip
-        new.moved = True  # once: a second silent agent keeps the buyer (it shows overdue)
-        self._take_question(buyer, old, new)
 
     def mark_overdue(self, buyer: Buyer) -> None:
         """The buyer's reply clock reached the deadline (the OVERDUE timer)."""
@@ -456,19 +447,35 @@ class Sessions:
         agent it left, whose queues the caller serves. The buyer's pending question moves
         along."""
         cand, agent_id = self._transfer_target(ev)
-        state = self._state
-        buyer = state.buyers[ev.buyer_id]
+        buyer = self._state.buyers[ev.buyer_id]
+        closing, opening = CloseReason.TRANSFERRED, AssignReason.TRANSFER
+        return self._hand_over(buyer, cand, agent_id, ev.id, closing, opening).agent_id
+
+    def _hand_over(
+        self,
+        buyer: Buyer,
+        cand: Candidate,
+        agent_id: str,
+        inquiry_id: str,
+        closing: CloseReason,
+        opening: AssignReason,
+        mode: Mode | None = None,
+    ) -> Session:
+        """The one way a buyer in session changes agents (a transfer, a move): its session
+        closes with `closing`, a new one with `agent_id` opens with `opening` (a move's is
+        marked `moved`), the question and its clock moving along; the old session."""
         old = buyer.session
         assert old is not None
         self._detach(buyer.id, old)
         self._effects.session_closed(
-            state.now, old.inquiry_id, buyer.id, old.agent_id, CloseReason.TRANSFERRED
+            self._state.now, old.inquiry_id, buyer.id, old.agent_id, closing
         )
         buyer.session = None
-        new = self.start(buyer, ev.id, cand, agent_id, AssignReason.TRANSFER, "transfer")
         self.stranded.pop(buyer.id, None)
+        new = self.start(buyer, inquiry_id, cand, agent_id, opening, "transfer", mode)
+        new.moved = opening is AssignReason.UNANSWERED  # once: never moved again
         self._take_question(buyer, old, new)
-        return old.agent_id
+        return old
 
     def _take_question(self, buyer: Buyer, old: Session, new: Session) -> None:
         """A buyer's question, if it waits for a reply, moves from its old session to the

@@ -129,17 +129,21 @@ async def test_a_client_that_stalls_mid_body_gets_408_and_is_closed(server: Http
     assert _status(answer) == 408
 
 
-async def test_reload_is_refused_to_a_peer_that_is_not_loopback() -> None:
-    """The only non-loopback address a test can reach is one of this machine's own: bind
-    to all addresses and connect through the outward one, if the machine has one."""
-    import socket
-
+def _outward_ipv4() -> str:
+    """This machine's outward IPv4 address (a skip when it has none)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
-            outward = probe.getsockname()[0]
+            return str(probe.getsockname()[0])
         except OSError:
             pytest.skip("no outward IPv4 address on this machine")
+
+
+async def test_reload_is_refused_to_a_peer_that_is_not_loopback() -> None:
+    """The only non-loopback address a test can reach is one of this machine's own: bind
+    to all addresses and connect through the outward one, if the machine has one."""
+
+    outward = _outward_ipv4()
     if outward.startswith("127."):
         pytest.skip("no outward IPv4 address on this machine")
     http = HttpServer(routes(_service()), "0.0.0.0", 0, limits=LIMITS)
@@ -370,12 +374,7 @@ async def test_reload_over_the_control_socket_is_local_whatever_the_listen_addre
     """A daemon listening on one of this machine's non-loopback addresses refuses a reload
     over TCP even from this machine (403), but `fenliu reload` reaches it on its Unix
     socket (daemon.config.control_socket), which only its user can enter."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
-            outward = probe.getsockname()[0]
-        except OSError:
-            pytest.skip("no outward IPv4 address on this machine")
+    outward = _outward_ipv4()
     monkeypatch.setattr(control_plane, "load_config", lambda path: service.config)
     service = _service()
     path = control_socket(tmp_path / "fenliu.toml")
