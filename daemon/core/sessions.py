@@ -177,31 +177,33 @@ class Sessions:
             return None
         return max(s.waiting_since, s.started_at) + after
 
-    def unanswered(self, buyer: Buyer) -> list[str]:
+    def unanswered(self, buyer: Buyer) -> str | None:
         """The buyer's first message reached `reassign_after` unanswered (the UNANSWERED
-        timer): move it, or keep it to move as soon as someone can take it. The agents it
-        left (whose candidates the caller drains)."""
+        timer): move it, or keep it to move as soon as someone can take it. The agent it
+        left, if it moved (whose candidates the caller drains)."""
         self.stranded[buyer.id] = None
-        return self.move_stranded()
+        return self._try_move(buyer)
 
-    def move_stranded(self, cands: Iterable[Candidate] | None = None) -> list[str]:
-        """Move the buyers due to move (of `cands`, or all) that an agent of their session's
-        candidate, the silent one excluded, can take now (contract §3.6); the agents left."""
-        keys = None if cands is None else {c.key for c in cands}
-        state, left = self._state, []
+    def move_stranded(self, cands: Iterable[Candidate]) -> None:
+        """Move the buyers due to move in `cands` that an agent of their session's candidate,
+        the silent one excluded, can take now (contract §3.6)."""
+        keys = {c.key for c in cands}
+        buyers = self._state.buyers
         for buyer_id in list(self.stranded):
-            buyer = state.buyers[buyer_id]
-            s = buyer.session
-            assert s is not None
-            if keys is not None and s.cand not in keys:
-                continue
-            cand = self._routing.candidate(s.cand)
-            if cand is None or (pick := cand.choose(exclude=s.agent_id)) is None:
-                continue
-            del self.stranded[buyer_id]
-            self._move(buyer, cand, *pick)
-            left.append(s.agent_id)
-        return left
+            session = buyers[buyer_id].session
+            if session is not None and session.cand in keys:
+                self._try_move(buyers[buyer_id])
+
+    def _try_move(self, buyer: Buyer) -> str | None:
+        """Move a buyer due to move if someone can take it now; the agent it left."""
+        s = buyer.session
+        assert s is not None
+        cand = self._routing.candidate(s.cand)
+        if cand is None or (pick := cand.choose(exclude=s.agent_id)) is None:
+            return None
+        del self.stranded[buyer.id]
+        self._move(buyer, cand, *pick)
+        return s.agent_id
 
     def _move(self, buyer: Buyer, cand: Candidate, agent_id: str, mode: Mode) -> None:
         """Hand the buyer from the agent who left its first message unanswered to

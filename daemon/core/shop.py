@@ -262,7 +262,8 @@ class ShopEngine:
             if kind == OVERDUE_TIMER:
                 self.sessions.mark_overdue(state.buyers[key])
             elif kind == UNANSWERED_TIMER:
-                for left in self.sessions.unanswered(state.buyers[key]):
+                left = self.sessions.unanswered(state.buyers[key])
+                if left is not None:
                     queues.drain(routing.of_agent(left))
             elif kind == TICK_TIMER:
                 cand = routing.candidate(key)
