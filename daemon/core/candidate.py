@@ -3,8 +3,9 @@
 A candidate keeps its identity and configuration (members, caps, mode) and holds parts that
 each own their state and change it only through their own methods:
 
-- `index` (and `eff_index`): its eligible agents in the order its mode picks them
-  (`AgentIndex`, below), with `stride` the weighted round robin's passes (`Stride`);
+- `rankings`: its eligible agents in the order its mode picks them (`AgentIndex`, below),
+  one ranking per policy it serves (its own mode, an experiment arm's, contract §3.7), with
+  `stride` the weighted round robin's passes (`Stride`);
 - `line` (daemon/core/line.py): its queued buyers, and when their `waiting` updates are due;
 - `stats` (daemon/core/stats.py): what it learned (the conversion prior, the handle time,
   who stays in line and for how long);
@@ -37,8 +38,8 @@ The keys, by mode:
                M are re-read when either moves by more than PRIOR_DRIFT (M is re-estimated,
                O(members), each time the members' sessions reach a multiple of their number:
                O(1) amortised per session), and every eligible agent is then re-ranked.
-               A conversion candidate also keeps an `efficiency` index, used while it has
-               `conversion_min_agents` or fewer eligible agents.
+               A candidate with a conversion ranking also keeps an `efficiency` one,
+               used while it has `conversion_min_agents` or fewer eligible agents.
 - `conversion` in the policy lab's oracle (`Engine(oracle=...)`, never in the daemon):
                (busy, −true rate, load / weight, last assigned at, file order): the
                highest true rate among the agents the rules allow.
@@ -52,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.core.capacity import Capacity
-from daemon.core.config import AgentConfig, GroupConfig, ShopConfig
+from daemon.core.config import AgentConfig, GroupConfig, ShopConfig, parse_policy
 from daemon.core.line import Line
 from daemon.core.model import AgentState
 from daemon.core.replies import ReplyFigures
@@ -164,6 +165,24 @@ class Stride:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class Ranking:
+    """One way of picking in a candidate: a mode (with its strength for conversion) and
+    the index of eligible agents by that mode's key. A candidate keeps one for its own mode
+    and one for each other policy an experiment's arms use (contract §3.7), plus
+    `efficiency` wherever a conversion ranking may fall back to it."""
+
+    policy: str  # "efficiency", "conversion:high", ...: the mode, resolved
+    mode: Mode
+    strength: str
+    index: AgentIndex = field(default_factory=AgentIndex)
+
+
+def policy_key(mode: Mode, strength: str) -> str:
+    """How a ranking is named: the mode, and the strength for conversion."""
+    return f"conversion:{strength}" if mode is Mode.CONVERSION else mode.value
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Candidate:
     """One group, or the pool of groups with accept_unmatched. See the module docstring."""
 
@@ -179,15 +198,20 @@ class Candidate:
     agents: dict[str, AgentState]
     confs: dict[str, AgentConfig]
     min_conversion_agents: int
+    rankings: tuple[Ranking, ...]  # its own mode's first, then the others it keeps
+    policies: dict[str, Ranking]  # a policy as written (and each ranking's name) -> ranking
     oracle: dict[str, float] | None = None  # the lab's true rates (daemon/core/engine.py)
-    index: AgentIndex = field(default_factory=AgentIndex)  # by the mode's key
-    eff_index: AgentIndex = field(default_factory=AgentIndex)  # conversion: by efficiency's
-    stride: Stride = field(default_factory=Stride)
+    stride: Stride = field(default_factory=Stride)  # of its `weighted` ranking, if any
     line: Line = field(default_factory=Line)
     stats: Stats = field(default_factory=Stats)
     replies: ReplyFigures = field(default_factory=ReplyFigures)  # of its group (§3.6)
     capacity: Capacity = field(default_factory=Capacity)
     slots: SlotIndex = field(default_factory=SlotIndex)  # when slots free (estimate.py)
+
+    @property
+    def index(self) -> AgentIndex:
+        """Its eligible agents by its own mode's key."""
+        return self.rankings[0].index
 
     # ------------------------------------------------------------------ eligibility/index
 
@@ -214,39 +238,35 @@ class Candidate:
         self.slots.touch(agent_id)
         cap = caps[agent_id]
         self.capacity.agent_changed(agent, cap)
-        mode = self.mode
-        index = self.index
         if agent.status is not AgentStatus.ONLINE or (
             cap is not None and len(agent.sessions) >= cap
-        ):  # not eligible
-            index.drop(agent_id)  # its heap entries are stale now
-            if mode is Mode.CONVERSION:
-                self.eff_index.drop(agent_id)
+        ):  # not eligible: its heap entries are stale now
+            for ranking in self.rankings:
+                ranking.index.drop(agent_id)
             return
-        if mode is Mode.WEIGHTED and agent_id not in index.keys:
-            self.stride.enter(agent_id, self.confs[agent_id].weight)
-        index.put(agent_id, self._key(agent, mode))
-        if mode is Mode.CONVERSION:
-            self.eff_index.put(agent_id, self._key(agent, Mode.EFFICIENCY))
+        for ranking in self.rankings:
+            index = ranking.index
+            if ranking.mode is Mode.WEIGHTED and agent_id not in index.keys:
+                self.stride.enter(agent_id, self.confs[agent_id].weight)
+            index.put(agent_id, self._key(agent, ranking))
 
     def rerank_busy(self, agent: AgentState) -> None:
         """The agent's busy flag flipped (nothing else): only the keys that read it move."""
         agent_id = agent.id
-        mode = self.mode
-        index = self.index
-        if mode is Mode.AVERAGE or mode is Mode.WEIGHTED or agent_id not in index.keys:
-            return
-        index.put(agent_id, self._key(agent, mode))
-        if mode is Mode.CONVERSION:
-            self.eff_index.put(agent_id, self._key(agent, Mode.EFFICIENCY))
+        for ranking in self.rankings:
+            mode = ranking.mode
+            if mode is Mode.AVERAGE or mode is Mode.WEIGHTED or agent_id not in ranking.index.keys:
+                continue
+            ranking.index.put(agent_id, self._key(agent, ranking))
 
     def weight(self, agent_id: str) -> int:
         """The member's capacity here: its cap, or 1 where queueing does not apply."""
         cap = self.caps[agent_id]
         return 1 if cap is None else cap
 
-    def _key(self, agent: AgentState, mode: Mode) -> Key:
+    def _key(self, agent: AgentState, ranking: Ranking) -> Key:
         conf = self.confs[agent.id]
+        mode = ranking.mode
         tail = (agent.last_assigned_at, agent.ordinal, agent.id)
         if mode is Mode.AVERAGE:
             return (agent.shift_assignments, *tail)
@@ -257,14 +277,15 @@ class Candidate:
             return (busy, agent.load / conf.weight, *tail)
         if self.oracle is not None:
             return (busy, -self.oracle.get(agent.id, 0.0), agent.load / conf.weight, *tail)
-        return (busy, (agent.load + 1) / self.score(agent), *tail)
+        return (busy, (agent.load + 1) / self.score(agent, ranking.strength), *tail)
 
-    def score(self, agent: AgentState) -> float:
-        """Conversion-priority score: weight × level factor × relative rate ** strength."""
+    def score(self, agent: AgentState, strength: str | None = None) -> float:
+        """Conversion-priority score: weight × level factor × relative rate ** strength
+        (its own strength unless another is named)."""
         conf = self.confs[agent.id]
         prior = max(self.stats.prior_used, RATE_FLOOR)
         rate = max(self.rate(agent), RATE_FLOOR)
-        exponent = STRENGTH_EXPONENT[self.strength]
+        exponent = STRENGTH_EXPONENT[strength or self.strength]
         relative: float = (rate / prior) ** exponent
         return conf.weight * LEVEL_FACTOR[conf.level] * relative
 
@@ -311,7 +332,8 @@ class Candidate:
         than PRIOR_DRIFT (`Stats.move_prior`). The strength is re-estimated after a session
         start (`started`) each time the members' sessions reach a multiple of their number:
         O(1) amortised."""
-        if self.mode is not Mode.CONVERSION:
+        conversions = [r for r in self.rankings if r.mode is Mode.CONVERSION]
+        if not conversions:
             return
         stats = self.stats
         prior = stats.current_prior()
@@ -320,24 +342,31 @@ class Candidate:
             strength = self.current_strength()
         if not stats.move_prior(prior, strength):
             return
-        index = self.index
-        index.clear()
-        for agent_id in list(self.eff_index.keys):  # the eligible agents
-            index.put(agent_id, self._key(self.agents[agent_id], Mode.CONVERSION))
+        eligible = list(self.index.keys)
+        for ranking in conversions:
+            ranking.index.clear()
+            for agent_id in eligible:
+                ranking.index.put(agent_id, self._key(self.agents[agent_id], ranking))
 
     # --------------------------------------------------------------------------- choosing
 
-    def choose(self, exclude: str | None = None) -> tuple[str, Mode] | None:
-        """The agent this candidate's mode picks now (and the mode used), or None."""
-        index, mode = self.index, self.mode
-        if mode is Mode.CONVERSION and len(index.keys) <= self.min_conversion_agents:
-            index, mode = self.eff_index, Mode.EFFICIENCY
-        agent_id = index.first(exclude)
-        return None if agent_id is None else (agent_id, mode)
+    def choose(
+        self, exclude: str | None = None, policy: str | None = None
+    ) -> tuple[str, Mode] | None:
+        """The agent this candidate's mode picks now (and the mode used), or None; with
+        `policy` (an experiment arm's, contract §3.7), the agent that policy picks."""
+        ranking = self.rankings[0] if policy is None else self.policies[policy]
+        if (
+            ranking.mode is Mode.CONVERSION
+            and len(ranking.index.keys) <= self.min_conversion_agents
+        ):
+            ranking = self.policies[Mode.EFFICIENCY.value]
+        agent_id = ranking.index.first(exclude)
+        return None if agent_id is None else (agent_id, ranking.mode)
 
-    def chosen(self, agent_id: str) -> None:
-        """Advance the weighted round robin after `agent_id` got a buyer here."""
-        if self.mode is Mode.WEIGHTED:
+    def chosen(self, agent_id: str, mode: Mode) -> None:
+        """Advance the weighted round robin after `agent_id` got a buyer here by `mode`."""
+        if mode is Mode.WEIGHTED:
             self.stride.advance(agent_id, self.confs[agent_id].weight)
 
     def has_eligible(self) -> bool:
@@ -397,11 +426,14 @@ def _make(
                 cap = confs[agent_id].cap or group.cap or q.default_cap
                 caps[agent_id] = cap if queueing else None
                 member_groups[agent_id] = group.name
+    mode = single.mode if single and single.mode else shop.mode
+    strength = single.conversion_strength if single else "mid"
+    rankings, policies = _rankings(shop, mode, strength)
     return Candidate(
         key=single.name if single else POOL_KEY,
         group=single.name if single else None,
-        mode=(single.mode if single and single.mode else shop.mode),
-        strength=single.conversion_strength if single else "mid",
+        mode=mode,
+        strength=strength,
         queueing=any(cap is not None for cap in caps.values()),
         caps=caps,
         member_groups=member_groups,
@@ -410,5 +442,33 @@ def _make(
         agents=agents,
         confs=confs,
         min_conversion_agents=shop.conversion_min_agents,
+        rankings=rankings,
+        policies=policies,
         oracle=oracle,
     )
+
+
+def _rankings(
+    shop: ShopConfig, mode: Mode, strength: str
+) -> tuple[tuple[Ranking, ...], dict[str, Ranking]]:
+    """A candidate's rankings: its own mode's, each experiment arm's policy (a conversion
+    policy without a strength takes the candidate's), and `efficiency` where a conversion
+    ranking may fall back to it; and the policies, as written, that name each."""
+    wanted = [(mode, strength)]
+    written: list[tuple[str, Mode, str]] = []
+    if shop.experiment is not None:
+        for policy in shop.experiment.arms.values():
+            arm_mode, arm_strength = parse_policy(policy)
+            written.append((policy, arm_mode, arm_strength or strength))
+            wanted.append((arm_mode, arm_strength or strength))
+    if any(m is Mode.CONVERSION for m, _ in wanted):
+        wanted.append((Mode.EFFICIENCY, strength))
+    policies: dict[str, Ranking] = {}
+    for m, s in wanted:
+        name = policy_key(m, s)
+        if name not in policies:
+            policies[name] = Ranking(name, m, s)
+    rankings = tuple(policies.values())
+    for policy, m, s in written:
+        policies[policy] = policies[policy_key(m, s)]
+    return rankings, policies

@@ -94,8 +94,8 @@ class Routing:
                 sum(agents[a].sessions_total for a in cand.caps),
                 sum(agents[a].converted_sessions for a in cand.caps),
             )
-            cand.index.clear()
-            cand.eff_index.clear()
+            for ranking in cand.rankings:
+                ranking.index.clear()
         for agent in agents.values():
             for cand in self.of_agent(agent.id):
                 cand.refresh(agent)

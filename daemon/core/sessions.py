@@ -267,7 +267,7 @@ class Sessions:
             c.stats.started()
             c.rerank_if_prior_drifted(started=True)
         if mode is not None:
-            cand.chosen(agent_id)
+            cand.chosen(agent_id, mode)
         self._routing.agent_changed(agent)
         state.timers.arm(SESSION_TIMER, buyer.id, now + self._timeout)
         self._effects.assignment(
