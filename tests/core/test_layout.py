@@ -67,7 +67,7 @@ def test_only_the_cli_is_loose_in_daemon() -> None:
 
 PARTS = (
     "Candidate", "AgentIndex", "Stride", "Line", "Stats", "ReplyFigures", "Capacity", "SlotIndex",
-    "Ends",
+    "Ends", "WaitHistogram",
 )  # fmt: skip
 """The classes of daemon/core that own their state and change it only in their own methods
 (a candidate and the parts it holds; the slot index). A new part is listed here."""
