@@ -250,11 +250,12 @@ def _key_problem(key: bytes | None, shop_id: str) -> str:
 def encode(event: OutputEvent | InputEvent) -> bytes:
     """The record value of `event`: a JSON object in its wire form (contract §1.2, 1.3).
 
-    Output events keep `group` and `mode` (null when None); `queue_update` leaves out
-    `position`/`estimated_wait_s` when None and `rejected` leaves out `raw_encoding` when
-    it is "utf-8" (and `reason` when None, and the size and hash fields of `raw` and of the
-    key unless they were cut). Input events leave out every None field and an
-    empty context, so that `decode(encode(e), ...) == e`.
+    Output events keep `group` and `mode` (null when None); `assignment` and
+    `queue_update` leave out `experiment`/`arm` when None (a buyer in no grey test), and
+    `queue_update` leaves out `position`/`estimated_wait_s` when None; `rejected` leaves
+    out `raw_encoding` when it is "utf-8" (and `reason` when None, and the size and hash
+    fields of `raw` and of the key unless they were cut). Input events leave out every None
+    field and an empty context, so that `decode(encode(e), ...) == e`.
     """
     return orjson.dumps(_wire(event))
 
@@ -262,9 +263,9 @@ def encode(event: OutputEvent | InputEvent) -> bytes:
 def _wire(event: OutputEvent | InputEvent) -> Obj:
     match event:
         case Assignment() | SessionClosed():
-            return _output_wire(event)
+            return _output_wire(event, drop_none=_EXPERIMENT)
         case QueueUpdate():
-            return _output_wire(event, drop_none=("position", "estimated_wait_s"))
+            return _output_wire(event, drop_none=("position", "estimated_wait_s", *_EXPERIMENT))
         case Rejected():
             return _output_wire(event, drop=_rejected_omits(event), drop_none=("reason",))
         case BuyerInquired():
@@ -275,6 +276,7 @@ def _wire(event: OutputEvent | InputEvent) -> Obj:
             return _input_wire(event, _INPUT_TYPES[type(event)])
 
 
+_EXPERIMENT: Final = ("experiment", "arm")  # only a buyer in a grey test has them
 _RAW_CUT: Final = ("raw_truncated", "raw_size", "raw_sha256")
 _KEY_CUT: Final = ("key_truncated", "key_size", "key_sha256")
 

@@ -188,6 +188,8 @@ class Assignment:
     mode: Mode | None
     waited_ms: int
     config: str = ""  # the version of the shop's configuration that decided (contract §1.3)
+    experiment: str | None = None  # the grey test the buyer is in, and its arm (§3.7)
+    arm: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +219,8 @@ class QueueUpdate:
     position: int | None = None
     estimated_wait_s: int | None = None
     config: str = ""  # the version of the shop's configuration that decided (contract §1.3)
+    experiment: str | None = None  # the grey test the buyer is in, and its arm (§3.7)
+    arm: str | None = None
 
 
 RejectKind = Literal["invalid", "unknown_shop", "refused", "misrouted"]

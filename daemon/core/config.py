@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from daemon.core.grey_stats import parse_guardrails
 from topics.events import Mode
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -156,8 +157,60 @@ class GroupConfig(_Frozen):
     match: MatchConfig = MatchConfig()
 
 
+_POLICY = re.compile(r"(average|weighted|efficiency|conversion)(?::(low|mid|high))?")
+MAX_ARMS = 8
+
+
+def parse_policy(text: str) -> tuple[Mode, Strength | None]:
+    """An experiment arm's policy (contract §3.7): a mode as in a group's `mode`, with
+    `:low|mid|high` for conversion (without it, each group's own strength)."""
+    match = _POLICY.fullmatch(text)
+    if match is None or (match.group(2) and match.group(1) != "conversion"):
+        raise ValueError(
+            f"{text!r} is not a policy: use average, weighted, efficiency, conversion, "
+            "or conversion:low, conversion:mid, conversion:high"
+        )
+    strength: Strength | None = match.group(2)  # type: ignore[assignment]
+    return Mode(match.group(1)), strength
+
+
+class ExperimentConfig(_Frozen):
+    """`[experiment]`: a grey test (灰度测试, contract §3.7), arms by a hash of the buyer."""
+
+    name: Name
+    arms: dict[Name, str]  # arm -> policy
+    split: dict[Name, int]  # arm -> percent of buyers
+    guardrails: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("arms")
+    @classmethod
+    def _policies(cls, arms: dict[str, str]) -> dict[str, str]:
+        if "control" not in arms:
+            raise ValueError("needs an arm named 'control': the others are compared with it")
+        if len(arms) < 2 or len(arms) > MAX_ARMS:
+            raise ValueError(f"needs 'control' and 1 to {MAX_ARMS - 1} other arms")
+        for policy in arms.values():
+            parse_policy(policy)
+        return arms
+
+    @field_validator("split")
+    @classmethod
+    def _percent(cls, split: dict[str, int]) -> dict[str, int]:
+        if any(share < 1 or share > 100 for share in split.values()):
+            raise ValueError("every arm's share is a whole percent from 1 to 100")
+        if sum(split.values()) != 100:
+            raise ValueError(f"the shares add up to {sum(split.values())}, not 100")
+        return split
+
+    @field_validator("guardrails")
+    @classmethod
+    def _limits(cls, guardrails: dict[str, str]) -> dict[str, str]:
+        parse_guardrails(guardrails)
+        return guardrails
+
+
 class ShopConfig(_Frozen):
-    """One shop file: agents, groups, modes, queueing and reply clocks."""
+    """One shop file: agents, groups, modes, queueing, reply clocks and a grey test."""
 
     id: Name
     mode: Mode = Mode.EFFICIENCY
@@ -169,6 +222,7 @@ class ShopConfig(_Frozen):
     replies: RepliesConfig = RepliesConfig()
     agents: tuple[AgentConfig, ...] = Field(min_length=1)
     groups: tuple[GroupConfig, ...] = Field(min_length=1)
+    experiment: ExperimentConfig | None = None
 
     @model_validator(mode="after")
     def _references_hold(self, info: ValidationInfo) -> ShopConfig:
@@ -225,6 +279,14 @@ def shop_reference_problems(shop: ShopConfig) -> list[tuple[str, str]]:
             problems.append((f"queue.groups[{j}]", f"no group is named {name!r}"))
     problems.extend(_scope_problems(shop.queue))
     problems.extend(_overflow_cycles(shop))
+    if shop.experiment is not None and set(shop.experiment.split) != set(shop.experiment.arms):
+        problems.append(
+            (
+                "experiment.split",
+                f"names arms {sorted(shop.experiment.split)}; the arms are "
+                f"{sorted(shop.experiment.arms)}: give every arm a share, and only arms",
+            )
+        )
     return problems
 
 

@@ -9,6 +9,7 @@ front hands the outputs to its caller with `take` after each event or timer.
 
 from __future__ import annotations
 
+from daemon.core.experiment import Experiments
 from daemon.core.model import Changes
 from topics.events import (
     Assignment,
@@ -26,11 +27,12 @@ from topics.events import (
 class Effects:
     """Outputs decided since the last `take`, and change marks when the shop is tracked."""
 
-    __slots__ = ("changes", "config", "out", "shop_id")
+    __slots__ = ("changes", "config", "experiments", "out", "shop_id")
 
-    def __init__(self, shop_id: str, config: str, *, track: bool) -> None:
+    def __init__(self, shop_id: str, config: str, experiments: Experiments, *, track: bool) -> None:
         self.shop_id = shop_id
         self.config = config  # the shop file's version, carried by every output
+        self.experiments = experiments  # the shop's (state.py): outputs carry the arm
         self.out: list[OutputEvent] = []
         # What changed since the last checkpoint; None when nobody checkpoints (simulator).
         self.changes: Changes | None = Changes() if track else None
@@ -98,6 +100,7 @@ class Effects:
         waited_ms: int = 0,
     ) -> None:
         """Emit the `assignment` answering `inquiry_id` (or a transfer's event id)."""
+        exp = self.experiments.running
         self.out.append(
             Assignment(
                 id=f"asg:{inquiry_id}",
@@ -111,6 +114,8 @@ class Effects:
                 mode=mode,
                 waited_ms=waited_ms,
                 config=self.config,
+                experiment=None if exp is None else exp.name,
+                arm=None if exp is None else exp.arm_of(buyer_id),
             )
         )
 
@@ -142,6 +147,7 @@ class Effects:
         estimate: int | None,
     ) -> None:
         """Emit the `n`-th `queue_update` of the queued inquiry `inquiry_id`."""
+        exp = self.experiments.running
         self.out.append(
             QueueUpdate(
                 id=f"q:{inquiry_id}:{n}",
@@ -154,5 +160,7 @@ class Effects:
                 position=position,
                 estimated_wait_s=estimate,
                 config=self.config,
+                experiment=None if exp is None else exp.name,
+                arm=None if exp is None else exp.arm_of(buyer_id),
             )
         )

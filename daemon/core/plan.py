@@ -176,9 +176,10 @@ def changes(old: ShopConfig, new: ShopConfig) -> tuple[str, ...]:
     a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
     lines: list[str] = []
     for key in a.keys() | b.keys():
-        if key in ("agents", "groups"):
+        if key in ("agents", "groups", "experiment"):
             continue
         _settings(key, a.get(key), b.get(key), lines)
+    _experiment(a.get("experiment"), b.get("experiment"), lines)
     _rows("agent", "id", a["agents"], b["agents"], lines)
     _rows("group", "name", a["groups"], b["groups"], lines)
     lines.sort()
@@ -199,6 +200,24 @@ def _settings(path: str, a: Any, b: Any, lines: list[str]) -> None:
         lines.append(f"{path}: {' '.join(moves)}" if moves else f"{path}: order changed")
     else:
         lines.append(f"{path}: {_text(a)} -> {_text(b)}")
+
+
+def _experiment(a: dict[str, Any] | None, b: dict[str, Any] | None, lines: list[str]) -> None:
+    """A grey test started, ended, started again or given other guardrails (contract
+    §3.7: an experiment is its name, arms and split; a guardrail may change as it runs)."""
+    if a == b:
+        return
+    if a is not None and b is not None and all(a[k] == b[k] for k in ("name", "arms", "split")):
+        _settings(f"experiment {a['name']} guardrails", a["guardrails"], b["guardrails"], lines)
+        return
+    if a is not None:
+        again = b is not None and a["name"] == b["name"]
+        tail = ", its figures start afresh" if again else ""
+        lines.append(f"experiment {a['name']} ends (its figures stay in the report){tail}")
+    if b is not None:
+        arms = ", ".join(f"{arm}={policy} {b['split'][arm]}%" for arm, policy in b["arms"].items())
+        rails = ", ".join(f"{k} {v}" for k, v in b["guardrails"].items()) or "none"
+        lines.append(f"experiment {b['name']} starts: {arms}; guardrails {rails}")
 
 
 def _rows(kind: str, key: str, a: list[Any], b: list[Any], lines: list[str]) -> None:

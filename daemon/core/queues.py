@@ -66,6 +66,9 @@ class Queues:
         state.buyers[buyer.id] = buyer
         cand.line.add(entry.item(buyer.id, state.config.queue.priority_aging))
         self.publish(buyer.id, entry, cand, QueueStatus.QUEUED)
+        if (exp := state.experiments.running) is not None:
+            exp.came(buyer.id, now)
+            self._effects.other_changed()
         self.arm_expiry(buyer)
         self._routing.line_changed(cand)
 
@@ -185,9 +188,9 @@ class Queues:
             best = _oldest_servable_head(waiting)
             if best is None:
                 return
-            pick = best.choose()
-            assert pick is not None
             buyer = self._state.buyers[best.line.items[0].buyer_id]
+            pick = best.choose(policy=self._state.experiments.policy_of(buyer.id))
+            assert pick is not None
             entry, _ = self.unqueue(buyer, None)
             self.publish(buyer.id, entry, best, QueueStatus.DEQUEUED)
             agent_id, mode = pick

@@ -78,7 +78,8 @@ def repeat_entry(p: Parts, buyer: Buyer, ev: BuyerInquired) -> bool:
     # the fallback is the previous agent's own group, even after a session in the pool
     group = p.routing.cands.get(cand.member_groups[last.agent_id]) if member else None
     fallback = group or cand
-    if (pick := fallback.choose()) is not None:
+    policy = p.state.experiments.policy_of(buyer.id)
+    if (pick := fallback.choose(policy=policy)) is not None:
         p.sessions.start(buyer, ev.id, fallback, pick[0], reason, "route")
     else:
         p.queues.enqueue(buyer, ev, fallback)
@@ -107,7 +108,7 @@ def route(p: Parts, buyer: Buyer, ev: BuyerInquired) -> bool:
             f"no group of shop {p.state.config.id!r} matches this inquiry's context and no "
             "group has accept_unmatched = true"
         )
-    pick = cand.choose()
+    pick = cand.choose(policy=p.state.experiments.policy_of(buyer.id))
     if pick is None:
         p.queues.enqueue(buyer, ev, cand)
     else:

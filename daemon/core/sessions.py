@@ -67,6 +67,12 @@ from topics.events import (
     SessionTransferred,
 )
 
+# the reasons a session opens for an inquiry (a transfer or a move continues one): what an
+# experiment counts as a session of its arm (contract §3.7)
+OPENING = frozenset(
+    (AssignReason.ROUTED, AssignReason.STICKY, AssignReason.REPEAT_ENTRY, AssignReason.DEQUEUED)
+)
+
 
 class Sessions:
     """Open sessions and recently ended ones; see the module docstring."""
@@ -199,7 +205,8 @@ class Sessions:
         s = buyer.session
         assert s is not None
         cand = self._routing.candidate(s.cand)
-        if cand is None or (pick := cand.choose(exclude=s.agent_id)) is None:
+        policy = self._state.experiments.policy_of(buyer.id)
+        if cand is None or (pick := cand.choose(s.agent_id, policy)) is None:
             return None
         del self.stranded[buyer.id]
         self._move(buyer, cand, *pick)
@@ -273,6 +280,11 @@ class Sessions:
         self._effects.assignment(
             now, inquiry_id, buyer.id, agent_id, group, reason, mode, waited_ms
         )
+        if reason in OPENING and (exp := state.experiments.running) is not None:
+            if reason is not AssignReason.DEQUEUED:  # a queued buyer came when it queued
+                exp.came(buyer.id, now)
+            exp.opened(buyer.id, waited_ms, now)
+            self._effects.other_changed()
         return session
 
     def close(self, buyer: Buyer, reason: CloseReason) -> None:
@@ -398,9 +410,11 @@ class Sessions:
             home = routing.cands.get(group) if group is not None else None
             if home is not None:  # None: its group left the shop file since
                 home.replies.observe(waited, waited <= self._deadline, now)
-                changes = self._effects.changes  # inline other_changed: the hot path
-                if changes is not None:
-                    changes.other = True
+            if (exp := state.experiments.running) is not None:
+                exp.replied(ev.buyer_id, waited <= self._deadline, now)
+            changes = self._effects.changes  # inline other_changed: the hot path
+            if changes is not None:
+                changes.other = True
             if s.overdue:
                 self._answered_overdue(s, agent)
             if agent.pending == threshold:
@@ -422,12 +436,14 @@ class Sessions:
             return
         if buyer.session is not None:
             agent_id, already = buyer.session.agent_id, buyer.session.converted
+            since = buyer.session.started_at
             buyer.session.converted = True
         elif (
             buyer.last is not None
             and state.now - buyer.last.ended_at < state.config.conversion_window
         ):
             agent_id, already = buyer.last.agent_id, buyer.last.converted
+            since = buyer.last.ended_at
             buyer.last.converted = True
         else:
             return  # no session to credit (contract §1.2 order)
@@ -435,6 +451,10 @@ class Sessions:
         self._effects.agent_changed(agent_id)
         agent.orders += 1
         agent.order_amount += ev.amount or 0.0
+        exp = state.experiments.running
+        if exp is not None and since >= exp.started_at:  # a session the experiment counted
+            exp.ordered(ev.buyer_id, ev.amount or 0.0, first=not already)
+            self._effects.other_changed()
         if not already:
             agent.converted_sessions += 1
             for cand in self._routing.of_agent(agent_id):
@@ -515,7 +535,7 @@ class Sessions:
             raise EventRejected(
                 f"to_group {ev.to_group!r} is not a group of shop {self._state.config.id!r}"
             )
-        pick = cand.choose(exclude=s.agent_id)
+        pick = cand.choose(s.agent_id, self._state.experiments.policy_of(ev.buyer_id))
         if pick is None:
             raise EventRejected(f"no agent of group {ev.to_group!r} can take the transfer now")
         return cand, pick[0]

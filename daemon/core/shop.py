@@ -75,7 +75,7 @@ class ShopEngine:
         oracle: Mapping[str, float] | None = None,
     ) -> None:
         self.state = state = ShopState.fresh(config)
-        self.effects = effects = Effects(config.id, config.version, track=track)
+        self.effects = effects = Effects(config.id, config.version, state.experiments, track=track)
         self.seen = RecentIds(dedup_capacity)
         self.routing = routing = Routing(state, effects, oracle)
         self.sessions = sessions = Sessions(state, effects, routing)
@@ -146,6 +146,7 @@ class ShopEngine:
         ]
         state.config, state.config_at = config, now
         self.effects.configured(config.version)
+        state.experiments.configure(config.experiment, now, config.sticky_window)
         reconcile_agents(state.agents, config)
         self.rebuild(learned)
         for buyer_id, entry in queued:

@@ -45,7 +45,12 @@ rewrote (a stale `reply` carried along) has its clock taken as started at the sn
 `now` if the buyer waits, and `answered` as `last_agent_at > started_at` (the agent wrote
 after the assignment's greeting). Also since 4, each candidate's runtime in the meta part
 has its group's reply figures under `replies` (daemon/core/replies.py); an older version
-drops them when it writes the meta part, and they count afresh from none.
+drops them when it writes the meta part, and they count afresh from none. Later in 4, the
+meta part's `experiments` (daemon/core/experiment.py: the running grey test's figures and
+stopped arms, the finished ones the report reads), present only in a shop that ran one: an
+older version, which knows no experiments, carries it along stale, and a newer one then
+continues from those counts (the buyers the older one routed are not counted, and were not
+routed by their arms either).
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ READS = range(2, FORMAT + 1)  # the shop formats it loads
 META_FIELDS = ("format", "shop_id", "now", "seq", "candidates")
 ROW_PARTS = ("agents", "buyers")  # the parts of a snapshot kept as one row per id
 _NOT_META = frozenset((*ROW_PARTS, "seen"))
-_KNOWN_META = frozenset((*META_FIELDS, "writer", *_NOT_META))
+_KNOWN_META = frozenset((*META_FIELDS, "writer", "experiments", *_NOT_META))
 
 _AGENT_FIELDS = (
     "shift_assignments",
@@ -126,7 +131,16 @@ def dump_meta(shop: ShopEngine) -> dict[str, Any]:
         "now": shop.now,
         "seq": shop.seq,
         "candidates": {c.key: runtime_of(c) for c in shop.all_candidates()},
+        **_experiments(shop),
     }
+
+
+def _experiments(shop: ShopEngine) -> dict[str, Any]:
+    """The meta part's `experiments`, for a shop that ran a grey test (module docstring)."""
+    experiments = shop.state.experiments
+    if experiments.running is None and not experiments.finished:
+        return {}
+    return {"experiments": experiments.learned()}
 
 
 def dump_shop(shop: ShopEngine) -> dict[str, Any]:
@@ -277,6 +291,9 @@ def load_shop(
         if buyer.last is not None:
             ends.append((buyer.last.ended_at, buyer.id))
     _index_sessions(shop)
+    experiments = shop.state.experiments
+    experiments.restore(data.get("experiments", {}))
+    experiments.configure(config.experiment, shop.now, config.sticky_window)
     shop.rebuild(data["candidates"])
     for buyer in shop.buyers.values():
         entry = buyer.queued

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.core.config import ShopConfig
+from daemon.core.experiment import Experiments
 from daemon.core.model import AgentState, Buyer
 from daemon.core.timers import TimerHeap
 
@@ -25,6 +26,7 @@ class ShopState:
     timers: TimerHeap = field(default_factory=TimerHeap)
     now: int = 0
     config_at: int | None = None  # when a reload put `config` in force; None: since built
+    experiments: Experiments = field(default_factory=Experiments)  # its grey tests (§3.7)
     # what a newer Fenliu stored in the shop's meta part (snapshot.py): the shop format it
     # asked of readers, and the fields this version does not know, written back as they were
     stored_format: int = 0
@@ -32,8 +34,11 @@ class ShopState:
 
     @classmethod
     def fresh(cls, config: ShopConfig) -> ShopState:
-        """A shop with its configured agents, all offline, and no buyers."""
-        return cls(config, {a.id: AgentState(a.id, i) for i, a in enumerate(config.agents)})
+        """A shop with its configured agents, all offline, and no buyers (and the
+        experiment its file runs, started at time 0: the first event's clock)."""
+        state = cls(config, {a.id: AgentState(a.id, i) for i, a in enumerate(config.agents)})
+        state.experiments.configure(config.experiment, 0, config.sticky_window)
+        return state
 
     def advance(self, now: int) -> None:
         """Move the clock to `now` unless it is already later."""
