@@ -31,10 +31,15 @@ from typing import Any
 
 from daemon.core.config import ExperimentConfig
 from daemon.core.grey_stats import (
+    ALPHA,
+    WAIT_QUANTILE,
     Breach,
     WaitHistogram,
     parse_guardrails,
+    proportion_interval,
+    quantile_interval,
     replies_guardrail,
+    uplift,
     wait_guardrail,
 )
 
@@ -274,6 +279,80 @@ class Experiment:
         guardrails may have changed)."""
         self.config = config
         self._limits = parse_guardrails(config.guardrails)
+
+
+METHOD = (
+    "always-valid 95% intervals (mixture SPRT confidence sequences, Johari et al. 2022; "
+    "quantiles after Howard and Ramdas 2022): valid however often they are read"
+)
+
+
+def report(exp: Experiment) -> dict[str, Any]:
+    """What a person reads of an experiment, as plain data (the API, the console, the
+    metrics, `fenliu experiment report` and the lab all show this): per arm its counts,
+    conversion (converted sessions / sessions) with its interval, the uplift over control
+    in points with its interval (and relative, as a point estimate), p95 wait and the share
+    of replies within the deadline with theirs, and whether a guardrail stopped it."""
+    control = exp.figures[CONTROL]
+    arms = []
+    for arm, f in exp.figures.items():
+        low, high = proportion_interval(f.converted, f.sessions)
+        wait_low, wait_high = quantile_interval(f.waits, WAIT_QUANTILE)
+        reply_low, reply_high = proportion_interval(f.in_time, f.replies)
+        stop = exp.stopped.get(arm)
+        row: dict[str, Any] = {
+            "arm": arm,
+            "policy": exp.config.arms[arm],
+            "split": exp.config.split[arm],
+            "buyers": f.buyers,
+            "sessions": f.sessions,
+            "converted": f.converted,
+            "orders": f.orders,
+            "amount": round(f.amount, 2),
+            "conversion": _share(f.converted, f.sessions, low, high),
+            "uplift": None,
+            "p95_wait_s": {
+                "value": _seconds(f.waits.quantile_ms(WAIT_QUANTILE)),
+                "low": _seconds(wait_low),
+                "high": _seconds(wait_high),  # None: not bounded yet
+            },
+            "replies": f.replies,
+            "replies_within_deadline": _share(f.in_time, f.replies, reply_low, reply_high),
+            "stopped": None
+            if stop is None
+            else {"at": stop.at, "guardrail": stop.guardrail, "why": stop.why},
+        }
+        if arm != CONTROL:
+            up = uplift(f.converted, f.sessions, control.converted, control.sessions)
+            row["uplift"] = {
+                "points": None if up.points is None else round(up.points, 5),
+                "low": round(up.low, 5),
+                "high": round(up.high, 5),
+                "relative": None if up.relative is None else round(up.relative, 4),
+            }
+        arms.append(row)
+    return {
+        "name": exp.name,
+        "started_at": exp.started_at,
+        "ended_at": exp.ended_at,
+        "guardrails": dict(exp.config.guardrails),
+        "confidence": 1.0 - ALPHA,
+        "method": METHOD,
+        "arms": arms,
+    }
+
+
+def _share(k: int, n: int, low: float, high: float) -> dict[str, Any]:
+    return {
+        "value": None if n == 0 else round(k / n, 5),
+        "low": round(low, 5),
+        "high": round(high, 5),
+    }
+
+
+def _seconds(ms: float | None) -> float | None:
+    """Seconds to a tenth; None for no value or an unbounded end."""
+    return None if ms is None or ms == float("inf") else round(ms / 1000.0, 1)
 
 
 @dataclass(slots=True)

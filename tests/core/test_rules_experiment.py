@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from daemon.core.engine import Engine
-from daemon.core.experiment import Experiment, arm_bucket
+from daemon.core.experiment import Experiment, arm_bucket, report
 from daemon.core.plan import dry_run
 from daemon.core.snapshot import dump_shop, load_shop
 from tests.scenario import SHOP, Scenario, shop
@@ -230,3 +230,25 @@ def test_conversion_arm_without_a_strength_takes_each_groups_own() -> None:
     cand = Engine({SHOP: config}).shop(SHOP).routing.cands["g"]
     assert [r.policy for r in cand.rankings] == ["efficiency", "conversion:high"]
     assert cand.policies["conversion"] is cand.policies["conversion:high"]
+
+
+def test_the_report_gives_each_arm_its_figures_intervals_and_uplift() -> None:
+    sc = Scenario(_shop())
+    sc.at("0s").online(*AGENTS)
+    cs, ts = _buyers("control", 40), _buyers("treatment", 40)
+    for i, b in enumerate(cs + ts):
+        sc.at(1000 + i).inquiry(b)
+    for b in cs[:4] + ts[:12]:
+        sc.order(b, 1.0)
+    exp = sc.engine.shop(SHOP).state.experiments.running
+    assert exp is not None
+    rows = {row["arm"]: row for row in report(exp)["arms"]}
+    control, treatment = rows["control"], rows["treatment"]
+    assert (control["sessions"], control["converted"]) == (40, 4)
+    assert control["conversion"]["value"] == 0.1
+    assert control["conversion"]["low"] < 0.1 < control["conversion"]["high"]
+    assert control["uplift"] is None
+    up = treatment["uplift"]
+    assert up["points"] == pytest.approx(0.2) and up["relative"] == pytest.approx(2.0)
+    assert up["low"] < 0.2 < up["high"]
+    assert treatment["p95_wait_s"]["value"] == 0.0 and treatment["stopped"] is None
