@@ -252,3 +252,38 @@ def test_the_report_gives_each_arm_its_figures_intervals_and_uplift() -> None:
     assert up["points"] == pytest.approx(0.2) and up["relative"] == pytest.approx(2.0)
     assert up["low"] < 0.2 < up["high"]
     assert treatment["p95_wait_s"]["value"] == 0.0 and treatment["stopped"] is None
+
+
+def test_a_weighted_arm_keeps_its_own_round_robin_beside_controls_mode() -> None:
+    agents = [{"id": "a1", "weight": 1.0}, {"id": "a2", "weight": 3.0}]
+    arms = {"control": "efficiency", "treatment": "weighted"}
+    config = shop(agents, experiment=_experiment(arms=arms))
+    sc = Scenario(config)
+    sc.at("0s").online("a1", "a2")
+    treated = _buyers("treatment", 40)
+    for i, b in enumerate(treated):
+        sc.at(1000 + i).inquiry(b)
+    got = [sc.assignment(b).agent_id for b in treated]
+    assert (got.count("a1"), got.count("a2")) == (10, 30)  # 1:3 by weight, whatever the loads
+    assert {sc.assignment(b).mode.value for b in treated} == {"weighted"}  # type: ignore[union-attr]
+    # the round robin's passes are checkpointed: a restored shop goes on alike
+    data = dump_shop(sc.engine.shop(SHOP))
+    assert dump_shop(load_shop(config, data, dedup_capacity=1000)) == data
+
+
+def test_a_conversion_arm_in_an_efficiency_group_favours_the_agent_who_sells() -> None:
+    agents = [f"a{i}" for i in range(8)]
+    arms = {"control": "efficiency", "treatment": "conversion:high"}
+    sc = Scenario(shop(agents, experiment=_experiment(arms=arms)))
+    sc.at("0s").online(*agents)
+    sc.stats("a3", 0.6)
+    for a in agents:
+        if a != "a3":
+            sc.stats(a, 0.1)
+    control, treated = _buyers("control", 16), _buyers("treatment", 16)
+    for i, b in enumerate(control + treated):
+        sc.at(1000 + i).inquiry(b)
+    star = [sc.assignment(b).agent_id for b in treated].count("a3")
+    plain = [sc.assignment(b).agent_id for b in control].count("a3")
+    assert star > plain
+    assert {sc.assignment(b).mode.value for b in treated} == {"conversion"}  # type: ignore[union-attr]
