@@ -296,7 +296,8 @@ def report(exp: Experiment) -> dict[str, Any]:
     control = exp.figures[CONTROL]
     arms = []
     for arm, f in exp.figures.items():
-        low, high = proportion_interval(f.converted, f.sessions)
+        converted = min(f.converted, f.sessions)  # equal unless a count was lost to a restart
+        low, high = proportion_interval(converted, f.sessions)
         wait_low, wait_high = quantile_interval(f.waits, WAIT_QUANTILE)
         reply_low, reply_high = proportion_interval(f.in_time, f.replies)
         stop = exp.stopped.get(arm)
@@ -306,10 +307,10 @@ def report(exp: Experiment) -> dict[str, Any]:
             "split": exp.config.split[arm],
             "buyers": f.buyers,
             "sessions": f.sessions,
-            "converted": f.converted,
+            "converted": converted,
             "orders": f.orders,
             "amount": round(f.amount, 2),
-            "conversion": _share(f.converted, f.sessions, low, high),
+            "conversion": _share(converted, f.sessions, low, high),
             "uplift": None,
             "p95_wait_s": {
                 "value": _seconds(f.waits.quantile_ms(WAIT_QUANTILE)),
@@ -323,7 +324,9 @@ def report(exp: Experiment) -> dict[str, Any]:
             else {"at": stop.at, "guardrail": stop.guardrail, "why": stop.why},
         }
         if arm != CONTROL:
-            up = uplift(f.converted, f.sessions, control.converted, control.sessions)
+            up = uplift(
+                converted, f.sessions, min(control.converted, control.sessions), control.sessions
+            )
             row["uplift"] = {
                 "points": None if up.points is None else round(up.points, 5),
                 "low": round(up.low, 5),

@@ -166,6 +166,9 @@ class Session:
     answered: bool = False
     overdue: bool = False  # the clock passed the deadline (derived: Sessions.recount)
     moved: bool = False  # opened by a move for an unanswered message: no second move (§3.6)
+    # when the inquiry that began this chat opened its first session (a transfer or a move
+    # keeps it): a grey test counts an order only for a chat it counted (§3.7)
+    opened_at: int = 0
 
 
 @dataclass(slots=True)
@@ -217,6 +220,7 @@ class LastContact:
     cand: str
     ended_at: int
     converted: bool
+    opened_at: int = -1  # Session.opened_at; -1: not known (a row written before it was kept)
 
 
 @dataclass(slots=True)

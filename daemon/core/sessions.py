@@ -266,6 +266,7 @@ class Sessions:
         buyer.move(trigger)
         group = cand.member_groups.get(agent_id, cand.group)
         buyer.session = session = Session(inquiry_id, agent_id, cand.key, group, now, now)
+        session.opened_at = now
         state.buyers[buyer.id] = buyer
         agent.sessions[buyer.id] = None
         agent.quiet[buyer.id] = now
@@ -298,7 +299,7 @@ class Sessions:
         if buyer.id in self.stranded:  # its agent never answered: no way back to it, and
             del self.stranded[buyer.id]  # no order credit (`last` stays what it was)
         else:
-            buyer.last = LastContact(s.agent_id, s.cand, now, s.converted)
+            buyer.last = LastContact(s.agent_id, s.cand, now, s.converted, s.opened_at)
             self.recent_ends.append((now, buyer.id))
         self._detach(buyer.id, s)
         self._effects.session_closed(now, s.inquiry_id, buyer.id, s.agent_id, reason)
@@ -436,14 +437,14 @@ class Sessions:
             return
         if buyer.session is not None:
             agent_id, already = buyer.session.agent_id, buyer.session.converted
-            since = buyer.session.started_at
+            since = buyer.session.opened_at
             buyer.session.converted = True
         elif (
             buyer.last is not None
             and state.now - buyer.last.ended_at < state.config.conversion_window
         ):
             agent_id, already = buyer.last.agent_id, buyer.last.converted
-            since = buyer.last.ended_at
+            since = buyer.last.opened_at
             buyer.last.converted = True
         else:
             return  # no session to credit (contract §1.2 order)
@@ -452,7 +453,7 @@ class Sessions:
         agent.orders += 1
         agent.order_amount += ev.amount or 0.0
         exp = state.experiments.running
-        if exp is not None and since >= exp.started_at:  # a session the experiment counted
+        if exp is not None and since >= exp.started_at:  # a chat the experiment counted
             exp.ordered(ev.buyer_id, ev.amount or 0.0, first=not already)
             self._effects.other_changed()
         if not already:
@@ -496,6 +497,7 @@ class Sessions:
         self.stranded.pop(buyer.id, None)
         new = self.start(buyer, inquiry_id, cand, agent_id, opening, "transfer", mode)
         new.moved = opening is AssignReason.UNANSWERED  # once: never moved again
+        new.opened_at = old.opened_at
         self._take_question(buyer, old, new)
         return old
 

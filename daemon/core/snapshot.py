@@ -38,8 +38,12 @@ snapshot in `dump_shop` form.
 
 What each format added: 3, the stamps (`format`, `writer`). 4, the reply clock of a buyer's
 session (contract §3.6) under the buyer row's `reply` key: `[started at, answered, moved]`
-(moved: the session was opened by a move for an unanswered message; missing: false) (when
-the running clock started, 0 when none runs; whether the agent wrote in the session). It is
+(when the running clock started, 0 when none runs; whether the agent wrote in the session;
+moved: the session was opened by a move for an unanswered message, missing: false; later in
+4, a fourth item: when the chat's first session opened, `Session.opened_at`, missing: the
+session's start; and the key `last_opened`, `[ended_at, opened_at]` of the last contact,
+used only when its end is the stored `last`'s, else not known: a grey test counts an order
+only for a chat it counted, §3.7). It is
 read only from a row format 4 or later wrote: a row an older version wrote (none) or
 rewrote (a stale `reply` carried along) has its clock taken as started at the snapshot's
 `now` if the buyer waits, and `answered` as `last_agent_at > started_at` (the agent wrote
@@ -99,7 +103,9 @@ _DICT_FIELDS = ("assigned_by_reason", "assigned_by_rule", "assigned_by_group")
 _AGENT_KEYS = frozenset(
     ("format", "id", "ordinal", "status", "sessions", *_AGENT_FIELDS, *_PROFILE_FIELDS)
 )
-_BUYER_KEYS = frozenset(("format", "id", "phase", "session", "queued", "last", "reply"))
+_BUYER_KEYS = frozenset(
+    ("format", "id", "phase", "session", "queued", "last", "reply", "last_opened")
+)
 REPLY_SINCE = 4  # the format whose buyer rows carry the reply clock
 
 
@@ -360,7 +366,7 @@ def _dump_buyer(buyer: Buyer) -> dict[str, Any]:
             s.inquiry_id, s.agent_id, s.cand, s.group, s.started_at, s.last_agent_at,
             s.buyer_waiting, s.converted,
         ]  # fmt: skip
-        row["reply"] = [s.waiting_since, s.answered, s.moved]
+        row["reply"] = [s.waiting_since, s.answered, s.moved, s.opened_at]
     if (q := buyer.queued) is not None:
         ctx = q.context
         row["queued"] = [
@@ -370,6 +376,8 @@ def _dump_buyer(buyer: Buyer) -> dict[str, Any]:
         ]  # fmt: skip
     if (last := buyer.last) is not None:
         row["last"] = [last.agent_id, last.cand, last.ended_at, last.converted]
+        if last.opened_at >= 0:
+            row["last_opened"] = [last.ended_at, last.opened_at]
     return _stamped(row, buyer.kept)
 
 
@@ -378,9 +386,12 @@ def _load_buyer(row: dict[str, Any], now: int) -> Buyer:
     buyer.kept = _unknown(row, _BUYER_KEYS)
     if "session" in row:
         buyer.session = s = Session(*row["session"])
+        s.opened_at = s.started_at
         if row.get("format", 2) >= REPLY_SINCE and "reply" in row:
-            s.waiting_since, s.answered, *moved = row["reply"]
-            s.moved = bool(moved and moved[0])
+            s.waiting_since, s.answered, *more = row["reply"]
+            s.moved = bool(more and more[0])
+            if len(more) > 1:
+                s.opened_at = int(more[1])
         else:  # written before reply clocks, or rewritten by a version without them
             s.waiting_since = now if s.buyer_waiting else 0
             s.answered = s.last_agent_at > s.started_at
@@ -391,7 +402,10 @@ def _load_buyer(row: dict[str, Any], now: int) -> Buyer:
         eta = q[10] if len(q) > 10 else 0  # rows written before the ETA was kept
         buyer.queued = QueueEntry(q[0], q[1], q[2], q[3], q[4], q[5], ctx, q[7], q[8], q[9], eta)
     if "last" in row:
-        buyer.last = LastContact(*row["last"])
+        buyer.last = last = LastContact(*row["last"][:4])
+        opened = row.get("last_opened")  # of this very end, or stale: not known
+        if isinstance(opened, list) and len(opened) == 2 and opened[0] == last.ended_at:
+            last.opened_at = int(opened[1])
     return buyer
 
 

@@ -104,6 +104,26 @@ def test_orders_waits_and_replies_are_counted_in_the_buyers_arm() -> None:
     assert (t.replies, t.in_time, c.replies, c.in_time) == (1, 0, 1, 1)
 
 
+def test_an_order_for_a_session_the_experiment_did_not_count_is_not_counted_after_its_end() -> None:
+    """A session opened before the experiment started is not one of its sessions, and an
+    order credited to it (contract §1.2) is not counted, during the session or after its end
+    alike; otherwise an arm can have more conversions than sessions, and `report` raises."""
+    sc = Scenario(shop(AGENTS))
+    sc.at("0s").online(*AGENTS)
+    during, after = _buyers("treatment", 2)
+    sc.at("1s").inquiry(during)
+    sc.inquiry(after)
+    sc.at("2m").reload(_shop())  # the experiment starts during both sessions
+    sc.order(during, 5.0)  # during its session: not counted
+    sc.at("3m").status("offline", *AGENTS)  # the sessions end (agent_offline)
+    sc.at("4m").order(after, 5.0)  # within conversion_window: credited to its session
+    exp = sc.engine.shop(SHOP).state.experiments.running
+    assert exp is not None
+    t = exp.figures["treatment"]
+    assert (t.sessions, t.converted, t.orders) == (0, 0, 0)
+    report(exp)  # proportion_interval(converted, sessions) refuses 1 success out of 0
+
+
 def test_a_guardrail_stops_an_arm_that_is_worse_with_confidence_and_counting_goes_on() -> None:
     rails = {"replies_within_deadline": "-3pp"}
     sc = Scenario(_shop(experiment=_experiment(guardrails=rails)))

@@ -92,8 +92,8 @@ def test_a_session_a_version_before_reply_clocks_stored_has_its_clock_start_now(
     sc.at("25s").replies("b2", "a2")
     sc.at("30s").says("b2")
     data = _snapshot(sc)
-    assert data["buyers"]["b1"]["reply"] == [T0 + 10_000, False, False]
-    assert data["buyers"]["b2"]["reply"] == [T0 + 30_000, True, False]
+    assert data["buyers"]["b1"]["reply"] == [T0 + 10_000, False, False, T0]
+    assert data["buyers"]["b2"]["reply"] == [T0 + 30_000, True, False, T0]
     assert _restored(data).snapshot_shop(SHOP) == data
     older = copy.deepcopy(data)
     for row in older["buyers"].values():
