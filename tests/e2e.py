@@ -99,6 +99,16 @@ def write_config(
     )  # fmt: skip
 
 
+async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Wait until `predicate()` holds, looking every 0.2 s; after `timeout` seconds, an
+    AssertionError saying what did not happen."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} within {timeout:g}s")
+        await asyncio.sleep(0.2)
+
+
 def fleet_of_two(folder: Path, **config: Any) -> list[DaemonProcess]:
     """Two instances of one fleet, not started: each with a fenliu.toml of its own in
     `folder`/x and `folder`/y, written by `write_config(**config)` (same group, shops,

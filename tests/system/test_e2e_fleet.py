@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import tomllib
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics
-from tests.e2e import TWO_AGENTS_SHOP, DaemonProcess, Wire, fleet_of_two, write_config
+from tests.e2e import TWO_AGENTS_SHOP, DaemonProcess, Wire, fleet_of_two, until, write_config
 from topics.events import BuyerInquired
 
 pytestmark = pytest.mark.e2e
@@ -42,14 +41,6 @@ SHOP = TWO_AGENTS_SHOP
 
 def _config(shop: str) -> ShopConfig:
     return ShopConfig.model_validate(tomllib.loads(SHOP.format(id=shop)))
-
-
-async def _until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {timeout:g}s")
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.timeout(90)
@@ -71,7 +62,7 @@ async def test_a_paused_instance_wakes_fenced_and_publishes_nothing(
 
             a.signal(signal.SIGSTOP)  # A keeps believing it owns the shop
             b.start(ready="/healthz")  # past A's session timeout the group gives B the shop
-            await _until(lambda: b.get("/readyz")[0] == 200, 30, "B ready")
+            await until(lambda: b.get("/readyz")[0] == 200, 30, "B ready")
             await w.status("a1", "offline")  # B closes b1's session ...
             await w.status("a2", "online")
             await w.inquiry("b1")  # ... and gives b1 to a2
@@ -172,7 +163,7 @@ async def test_a_shop_whose_engine_fails_is_quarantined_and_resumed_after_a_relo
     service = Service(load_config(path), install_signals=False)
     running = asyncio.create_task(service.run())
     try:
-        await _until(lambda: service.ready, 30, "ready")
+        await until(lambda: service.ready, 30, "ready")
         async with (
             Wire(broker.bootstrap, topics, "bad") as bad,
             Wire(broker.bootstrap, topics, "good") as good,
@@ -193,7 +184,7 @@ async def test_a_shop_whose_engine_fails_is_quarantined_and_resumed_after_a_relo
             handlers[BuyerInquired] = broken
             await bad.inquiry("b2")
             await bad.inquiry("b3")
-            await _until(lambda: "bad" in service.checkpoint.held.quarantined, 15, "quarantined")
+            await until(lambda: "bad" in service.checkpoint.held.quarantined, 15, "quarantined")
             metrics = service.metrics.render().decode()
             assert 'fenliu_shop_quarantined{shop="bad"} 1.0' in metrics
             await good.status("a1", "online")
@@ -283,7 +274,7 @@ async def test_each_instance_serves_the_api_of_its_own_shops_and_names_the_other
             found = owners()
             return set(found) == {first, second} and found[first] is not found[second]
 
-        await _until(split, 60, "the two shops served by the two instances")
+        await until(split, 60, "the two shops served by the two instances")
         found = owners()
         for shop, home in ((first, 0), (second, 1)):
             other = next(d for d in daemons if d is not found[shop])

@@ -11,7 +11,6 @@ home, where they are routed; a second replay changes nothing (their ids are dupl
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics
-from tests.e2e import REPO, Wire, fleet_of_two
+from tests.e2e import REPO, Wire, fleet_of_two, until
 
 pytestmark = pytest.mark.e2e
 
@@ -78,14 +77,6 @@ def _replay(config: Path) -> str:
     return done.stdout
 
 
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {timeout:g}s")
-        await asyncio.sleep(0.2)
-
-
 def _assigned(w: Wire) -> Counter[str]:
     """Distinct assignments per buyer (an output id seen twice is one delivery repeated)."""
     ids = {(e["id"], e["buyer_id"]) for e in w.seen if e["type"] == "assignment"}
@@ -121,7 +112,7 @@ async def test_librdkafka_defaults_are_dead_lettered_murmur2_routes_and_replay_r
                 counts.append(len(orjson.loads(body)["shops"]) if status == 200 else 0)
             return counts
 
-        await _until(lambda: sorted(owned()) == [4, 4], 30, "the shops split over both")
+        await until(lambda: sorted(owned()) == [4, 4], 30, "the shops split over both")
         inputs: list[dict[str, Any]] = []
         async with Wire(broker.bootstrap, topics, SHOPS[0], also=tuple(SHOPS)) as w:
             for shop in SHOPS:  # aiokafka: murmur2, the contract's partitioner

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 import tomllib
@@ -44,7 +43,7 @@ from daemon.tools.topics_admin import create_topics
 from tests.chaos import read_outputs
 from tests.chaos_check import check
 from tests.conftest import unique_topics
-from tests.e2e import TWO_AGENTS_SHOP, DaemonProcess, Wire, fleet_of_two
+from tests.e2e import TWO_AGENTS_SHOP, DaemonProcess, Wire, fleet_of_two, until
 from topics.codec import MAX_RECORD_BYTES
 from topics.excerpt import MAX_KEY_BYTES, MAX_RAW_BYTES
 
@@ -71,14 +70,6 @@ def _poison(shop: str) -> list[tuple[str, bytes, bytes]]:
         ("100 KB key", b"k" * 100_000, b'{"type":"inquiry","id":"k","shop_id":"k","ts":1}'),
         ("not UTF-8", shop.encode(), b"\xff\xfe\x00\x80" * 12_500),
     ]
-
-
-async def _until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {timeout:g}s")
-        await asyncio.sleep(0.2)
 
 
 def _sample(metrics: str, name: str) -> float:
@@ -141,7 +132,7 @@ async def test_poison_on_every_input_topic_never_stops_a_fleet_of_two(
     big = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_request_size=8 << 20)
     expected: dict[str, str] = {}  # dead-letter id -> what the record was
     try:
-        await _until(lambda: _ready(x, y), 60, "both instances ready")
+        await until(lambda: _ready(x, y), 60, "both instances ready")
         for w in wires:
             await w.__aenter__()
             await w.status("a1", "online")
@@ -160,7 +151,7 @@ async def test_poison_on_every_input_topic_never_stops_a_fleet_of_two(
                 x.kill()  # a crash in the middle of the poison
                 await wires[0].inquiry("s0-while-x-is-down")
                 x.start(ready="/healthz")
-        await _until(lambda: _ready(x, y), 60, "both instances ready after the kill")
+        await until(lambda: _ready(x, y), 60, "both instances ready after the kill")
         assert len(set(expected.values())) == 6, "every kind of poison on the wire"
         for w in wires:
             await w.inquiry(f"{w.shop}-last")
@@ -258,7 +249,7 @@ async def test_a_poisoned_outbox_in_redis_does_not_stop_a_restore(
     x.start()
     y.start(ready="/healthz")
     try:
-        await _until(lambda: _ready(x, y), 60, "both instances ready")
+        await until(lambda: _ready(x, y), 60, "both instances ready")
         assert sorted(set(_refused_ids(daemons))) == sorted(poisoned)
         prefix = topics.inquiries.split(".")[0]
         with redis.Redis.from_url(redis_url) as client:
@@ -272,7 +263,7 @@ async def test_a_poisoned_outbox_in_redis_does_not_stop_a_restore(
             refused_before = len(_refused_ids(daemons))
             x.kill()
             x.start(ready="/healthz")
-            await _until(lambda: _ready(x, y), 60, "both ready after the kill")
+            await until(lambda: _ready(x, y), 60, "both ready after the kill")
             await good.inquiry("g2")
             await good.assignment("g2", timeout=30)
             assert len(_refused_ids(daemons)) == refused_before, "nothing inherited"

@@ -27,7 +27,7 @@ from daemon.dev.stack import Broker
 from daemon.service.run import Service
 from daemon.tools.topics_admin import create_topics
 from tests.conftest import unique_topics
-from tests.e2e import Wire, write_config
+from tests.e2e import Wire, until, write_config
 from topics.codec import encode
 from topics.events import Assignment, AssignReason
 
@@ -47,14 +47,6 @@ name = "g"
 agents = ["a1"]
 """
 LONG_BUYER = "b" * 128  # the longest buyer id the contract allows
-
-
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {timeout:g}s")
-        await asyncio.sleep(0.2)
 
 
 def _assignment_bytes(shop: str, buyer: str) -> int:
@@ -100,7 +92,7 @@ async def test_an_output_too_large_to_send_sets_only_its_shop_aside(
     assert _assignment_bytes("big", LONG_BUYER) > limit + 60
     running = asyncio.create_task(service.run())
     try:
-        await _until(lambda: service.ready, 30, "ready")
+        await until(lambda: service.ready, 30, "ready")
         async with (
             Wire(broker.bootstrap, topics, "big") as big,
             Wire(broker.bootstrap, topics, "good") as good,
@@ -109,7 +101,7 @@ async def test_an_output_too_large_to_send_sets_only_its_shop_aside(
             await good.inquiry("g1")
             await good.assignment("g1")
             await big.inquiry(LONG_BUYER)
-            await _until(lambda: "big" in service.checkpoint.held.quarantined, 15, "quarantined")
+            await until(lambda: "big" in service.checkpoint.held.quarantined, 15, "quarantined")
             assert "over the" in service.checkpoint.held.quarantined["big"].cause
             await good.send(topics.inquiries, b"x" * 2000)  # its dead letter is too large
             await good.inquiry("g2")
@@ -119,7 +111,7 @@ async def test_an_output_too_large_to_send_sets_only_its_shop_aside(
             assert "good" not in service.checkpoint.held.set_aside
             await big.settle(1.0)
             assert not [e for e in big.seen if e["type"] == "assignment"]
-            await _until(lambda: service.ready, 10, "ready again")  # the other shop keeps it
+            await until(lambda: service.ready, 10, "ready again")  # the other shop keeps it
     finally:
         service.request_stop()
         assert await running == 0
@@ -167,7 +159,7 @@ async def test_outputs_kafka_refuses_for_good_set_only_their_shop_aside_and_leav
     service = Service(load_config(path), install_signals=False)
     running = asyncio.create_task(service.run())
     try:
-        await _until(lambda: service.ready, 30, "ready")
+        await until(lambda: service.ready, 30, "ready")
         async with (
             Wire(broker.bootstrap, topics, "big") as big,
             Wire(broker.bootstrap, topics, "acl") as acl,
@@ -179,7 +171,7 @@ async def test_outputs_kafka_refuses_for_good_set_only_their_shop_aside_and_leav
             await good.inquiry("g1")
             await good.assignment("g1")
             quarantined = service.checkpoint.held.quarantined
-            await _until(lambda: {"big", "acl"} <= set(quarantined), 15, "both set aside")
+            await until(lambda: {"big", "acl"} <= set(quarantined), 15, "both set aside")
             assert "MessageSizeTooLargeError" in service.checkpoint.held.quarantined["big"].cause
             assert (
                 "TopicAuthorizationFailedError" in service.checkpoint.held.quarantined["acl"].cause
@@ -187,8 +179,8 @@ async def test_outputs_kafka_refuses_for_good_set_only_their_shop_aside_and_leav
             assert _metric(service, "assignment", "refused") == 2
             await good.inquiry("g2")
             await good.assignment("g2")
-            await _until(lambda: service.ready, 10, "ready")
-            await _until(
+            await until(lambda: service.ready, 10, "ready")
+            await until(
                 lambda: _outbox_lengths(redis_url, topics, ["big", "acl"]) == [0, 0], 10,
                 "the refused outputs gone from the outboxes",
             )  # fmt: skip
@@ -200,7 +192,7 @@ async def test_outputs_kafka_refuses_for_good_set_only_their_shop_aside_and_leav
     again = Service(load_config(path), install_signals=False)
     running = asyncio.create_task(again.run())
     try:
-        await _until(lambda: again.ready, 30, "ready again")
+        await until(lambda: again.ready, 30, "ready again")
         assert not again.checkpoint.held.set_aside
         assert _metric(again, "assignment", "refused") == 0
         async with Wire(broker.bootstrap, topics, "acl") as acl:
