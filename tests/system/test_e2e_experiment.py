@@ -27,8 +27,8 @@ import redis
 
 from daemon.config import TopicsConfig, load_config
 from daemon.core.config import ShopConfig
-from daemon.core.experiment import Experiment
-from daemon.core.grey_stats import WaitHistogram
+from daemon.core.experiment import CHECK_EVERY, Experiment
+from daemon.core.grey_stats import MIN_COUNT, WaitHistogram
 from daemon.dev.stack import Broker
 from daemon.service.kafka import home_partition
 from daemon.tools.topics_admin import create_topics
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.e2e
 
 POLICY = {"control": "efficiency", "treatment": "average"}
 OPENING = ("routed", "sticky", "repeat_entry", "dequeued")  # a session the arm counts
-N = 30  # replies per arm the guardrail test gives (grey_stats.MIN_COUNT)
+N = MIN_COUNT  # replies per arm in the guardrail test: the fewest a guardrail decides on
 
 
 def grey_shop(
@@ -225,7 +225,9 @@ async def test_a_guardrail_stops_an_arm_whose_buyers_then_get_controls_policy_an
         await asyncio.to_thread(api_get, daemon, "/api/shops/guard", owed(N, N))
         for buyer in ts[:N]:
             await say(w, buyer, given[buyer]["agent_id"])  # past the deadline
-        # every reply applied; the guardrails were looked at with the last (the 4N-th count)
+        # every reply applied; the guardrails are looked at every CHECK_EVERY counts (sessions
+        # opened and replies), so with the last reply here, the 4N-th
+        assert 4 * N % CHECK_EVERY == 0
         await asyncio.to_thread(api_get, daemon, "/api/shops/guard", owed(0, 0))
         await w.inquiry(ts[N])
         await w.inquiry(cs[N])
