@@ -408,18 +408,16 @@ class _Runner:
                 self.answer(chat, agent)
 
     def answer(self, chat: Chat, agent: Agent) -> None:
-        """`agent` will answer the buyer's message at its pace."""
-        factors = chat.visit.reply_factor
-        # a chat moved after its last round can still owe a reply (seen with buyers bounced
-        # between slow agents by reassign_after; the cause is not found yet): its last pace
-        reply = agent.reply_ms(factors[min(chat.round, len(factors) - 1)])
-        self.at(self.now + reply, self.agent_replies, (chat, agent))
+        """`agent` will answer the buyer's message at its pace, in the session open now."""
+        reply = agent.reply_ms(chat.visit.reply_factor[chat.round])
+        self.at(self.now + reply, self.agent_replies, (chat, agent, chat.session_id))
 
-    def agent_replies(self, turn: tuple[Chat, Agent]) -> None:
+    def agent_replies(self, turn: tuple[Chat, Agent, str]) -> None:
         """The agent answers; the buyer writes again after a think time, or is done (or
-        left while waiting)."""
-        chat, agent = turn
-        if not chat.open or chat.agent is not agent:  # closed, or moved to another agent
+        left while waiting). A reply meant for a session that has since closed or moved
+        is never sent, even if the chat came back to that agent by another session."""
+        chat, agent, session_id = turn
+        if not chat.open or chat.agent is not agent or chat.session_id != session_id:
             return
         chat.sent += 1
         record = chat.record

@@ -320,6 +320,84 @@ def test_a_buyer_moved_to_another_agent_is_answered_there(big: ShopConfig, rever
         assert forward.to_json() == trace.to_json()
 
 
+class BackAndForth:
+    """The engine, with the test moving every buyer away from its agent a second after its
+    first message in session (a transfer to its group) and back to that agent a second
+    later: the agent's reply from before the moves must not be sent as well."""
+
+    def __init__(self, shops: Any) -> None:
+        self.engine = Engine(shops)
+        self.fresh: dict[str, tuple[str, str, str | None]] = {}  # not written yet
+        self.due: list[tuple[int, str, str, str, str | None]] = []  # (at, buyer, shop, ...)
+        self.senders: dict[str, list[str]] = {}  # buyer -> who wrote, in order
+        self.back = 0  # buyers moved back to their first agent
+        self.n = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def handle(self, event: InputEvent, now: int) -> list[OutputEvent]:
+        out = self.engine.handle(event, now)
+        if isinstance(event, MessageSent):
+            self.senders.setdefault(event.buyer_id, []).append(event.sender)
+            if event.sender == "buyer" and event.buyer_id in self.fresh:
+                shop_id, agent_id, group = self.fresh.pop(event.buyer_id)
+                self.due.append((now + S, event.buyer_id, shop_id, "away", group))
+                self.due.append((now + 2 * S, event.buyer_id, shop_id, "back", agent_id))
+        return self.watch(out)
+
+    def watch(self, out: list[OutputEvent]) -> list[OutputEvent]:
+        for o in out:
+            if isinstance(o, Assignment) and o.reason not in (
+                AssignReason.ACTIVE_SESSION,
+                AssignReason.TRANSFER,
+            ):
+                self.fresh[o.buyer_id] = (o.shop_id, o.agent_id, o.group)
+        return out
+
+    def next_deadline(self) -> int | None:
+        engine = self.engine.next_deadline()
+        return min([at for at, *_ in self.due] + ([] if engine is None else [engine]), default=None)
+
+    def on_timer(self, now: int) -> list[OutputEvent]:
+        out = self.watch(self.engine.on_timer(now))
+        due = sorted(d for d in self.due if d[0] <= now)
+        self.due = [d for d in self.due if d[0] > now]
+        for _, buyer, shop_id, step, target in due:
+            self.n += 1
+            event = (
+                SessionTransferred(f"tr{self.n}", shop_id, now, buyer, to_group=target)
+                if step == "away"
+                else SessionTransferred(f"tr{self.n}", shop_id, now, buyer, to_agent=target)
+            )
+            try:
+                out += self.watch(self.engine.handle(event, now))
+            except EventRejected:  # nobody free, or the buyer's session ended: it stays
+                continue
+            self.back += step == "back"
+        return out
+
+
+def test_a_chat_moved_back_to_its_agent_gets_one_reply_per_message(big: ShopConfig) -> None:
+    """A reply the agent was about to send belongs to its session: when the chat comes back
+    to the agent by another session, the agent answers once (the lab's bug: both replies
+    came, the chat ran past its rounds and the lab indexed past its reply paces)."""
+    engines: list[BackAndForth] = []
+
+    def make(shops: Any) -> Engine:
+        engines.append(BackAndForth(shops))
+        return engines[-1]  # type: ignore[return-value]
+
+    trace = run(big, make_engine=make).trace
+    engine = engines[0]
+    assert engine.back > 50
+    for senders in engine.senders.values():
+        assert "agent agent" not in " ".join(senders)  # every agent message answers one
+    moved = [r for r in trace.inquiries if len(r.moves) == 2]
+    assert len(moved) == engine.back
+    assert all(r.replies_ms and r.replies_ms[0] >= 2 * S for r in moved)
+
+
 # ------------------------------------------------------------------------- the command
 
 
