@@ -19,7 +19,9 @@ its first message never answered (`daemon.lab.world`); a buyer who waits past it
 for a reply leaves (writes no more, orders nothing). A new assignment of a buyer who is in
 a session, to another agent, is a move (`unanswered` when the core reassigns a buyer nobody
 answered, or a transfer), whichever of it and the old session's close comes first: the
-chat goes on with the new agent, who answers an owed message at its own pace.
+chat goes on with the new agent, who answers an owed message at its own pace, with a draw
+of its own (`daemon.lab.world.moved_reply_factor`). A reply the old agent was about to send
+belongs to the old session and is never sent.
 
 By default the shop knows its agents' conversion from 30 days of history, sent as
 `agent_stats` at the start and every midnight (`daemon.lab.history`; `history="none"`:
@@ -62,6 +64,7 @@ from daemon.lab.world import (
     buyer_kinds,
     effective_caps,
     ignores_first,
+    moved_reply_factor,
     new_agents,
     new_buyer,
     order_chance,
@@ -407,9 +410,12 @@ class _Runner:
             else:
                 self.answer(chat, agent)
 
-    def answer(self, chat: Chat, agent: Agent) -> None:
-        """`agent` will answer the buyer's message at its pace, in the session open now."""
-        reply = agent.reply_ms(chat.visit.reply_factor[chat.round])
+    def answer(self, chat: Chat, agent: Agent, factor: float | None = None) -> None:
+        """`agent` will answer the buyer's message at its pace, in the session open now:
+        the visit's draw for the round, or `factor` (a moved buyer's question)."""
+        if factor is None:
+            factor = chat.visit.reply_factor[chat.round]
+        reply = agent.reply_ms(factor)
         self.at(self.now + reply, self.agent_replies, (chat, agent, chat.session_id))
 
     def agent_replies(self, turn: tuple[Chat, Agent, str]) -> None:
@@ -517,8 +523,8 @@ class _Runner:
         agent.load += 1
         chat.agent, chat.session_id = agent, out.inquiry_id
         self.chats[out.inquiry_id] = chat
-        if chat.owed_since is not None:
-            self.answer(chat, agent)
+        if chat.owed_since is not None:  # a reply of its own (daemon.lab.world)
+            self.answer(chat, agent, moved_reply_factor(self.seed, out.inquiry_id))
 
     def closed(self, out: SessionClosed) -> None:
         """A session ended: maybe an order, maybe a return, or writing again; or it moves

@@ -30,7 +30,11 @@ Behaviour (times in seconds unless said):
   buyers. The buyer wrote last, so the session stays open (contract §3.2) and holds the
   agent's slot until the agent goes offline, unless the buyer is moved to another agent
   (any new assignment of a buyer in session: `unanswered`, a transfer), who answers at its
-  own pace.
+  own pace: its median × a lognormal factor of its own for the question (from (seed,
+  "moved", the new session's id), so every policy that moves the buyer draws the same) ×
+  its load. The visit's factor for the round was the first agent's reply, and a buyer
+  moves for not being answered precisely when that draw ran long: the new agent taking it
+  over would carry the first agent's slowness to another person (docs/lab.md, "Replies").
 - Waiting for a reply (`reply_survival`): a buyer waits REPLY_GRACE_S for each reply without
   a thought of leaving, then leaves at a constant rate, 1 / REPLY_PATIENCE_S, while it
   still waits: its patience beyond the grace is Exp(mean REPLY_PATIENCE_S), one draw per
@@ -277,6 +281,12 @@ def ignores_first(seed: int, inquiry_id: str, share: float) -> bool:
     """Whether the first message of this inquiry's session goes unanswered (module
     docstring); never draws when `share` is 0."""
     return share > 0 and random.Random(f"{seed}:ignored:{inquiry_id}").random() < share
+
+
+def moved_reply_factor(seed: int, session_id: str) -> float:
+    """The factor of the reply to a question a buyer brought along when it moved to another
+    agent (module docstring): lognormal, median 1, as every reply's."""
+    return random.Random(f"{seed}:moved:{session_id}").lognormvariate(0.0, REPLY_SIGMA)
 
 
 def reply_patience_ms(seed: int, inquiry_id: str) -> float:

@@ -19,12 +19,16 @@ from daemon.core.engine import Engine, EventRejected
 from daemon.lab.measures import measure
 from daemon.lab.policy import parse_policy
 from daemon.lab.runner import SimRun, simulate
+from daemon.lab.scenarios import find_scenario
 from daemon.lab.trace import AgentRecord, InquiryRecord, Trace
 from daemon.lab.world import (
     INTENT_MEAN,
     REPLY_GRACE_S,
     REPLY_PATIENCE_S,
+    REPLY_SIGMA,
     ignores_first,
+    moved_reply_factor,
+    new_agents,
     order_chance,
     reply_survival,
 )
@@ -396,6 +400,41 @@ def test_a_chat_moved_back_to_its_agent_gets_one_reply_per_message(big: ShopConf
     moved = [r for r in trace.inquiries if len(r.moves) == 2]
     assert len(moved) == engine.back
     assert all(r.replies_ms and r.replies_ms[0] >= 2 * S for r in moved)
+
+
+def test_a_moved_question_is_answered_with_a_draw_of_its_own() -> None:
+    """The agent a buyer moves to answers the question at its own pace: a lognormal factor
+    (median 1) of its own, the same for the same move under every policy, not the visit's
+    draw for the round (the first agent's, long when the buyer moved for no reply)."""
+    draws = [moved_reply_factor(1, f"b{k:06d}.0~u1") for k in range(2001)]
+    assert moved_reply_factor(1, "b000007.0~u1") == draws[7]  # seeded: every policy alike
+    assert moved_reply_factor(2, "b000007.0~u1") != draws[7]
+    assert moved_reply_factor(1, "b000007.0~u2") != draws[7]  # each move its own
+    logs = sorted(math.log(d) for d in draws)
+    assert abs(logs[1000]) < 0.06  # median 1
+    spread = (logs[1682] - logs[318]) / 2  # ±1 sigma
+    assert spread == pytest.approx(REPLY_SIGMA, rel=0.1)
+
+
+def test_a_buyer_the_core_moves_is_answered_at_the_new_agents_pace(big: ShopConfig) -> None:
+    """With `[replies] reassign_after` the core moves buyers left unanswered; the new agent
+    answers after its median × the move's own factor × its load (1 + 0.1 per open session
+    beyond the first): a buyer moved on time has waited `reassign_after` before that."""
+    after = 60 * S
+    shop = big.model_copy(
+        update={"replies": big.replies.model_copy(update={"reassign_after": after})}
+    )
+    sim = run(shop, ignored_first=0.2)
+    medians = {a.id: a.reply_median_ms for a in new_agents(sim.config, find_scenario("steady"), 5)}
+    moved = [r for r in sim.trace.inquiries if r.moves and r.replies_ms]
+    assert len(moved) > 20 and all(r.moves[0][3] == "unanswered" for r in moved)
+    at_pace = 0
+    for r in moved:
+        agent_id = r.moves[0][2]
+        pace = medians[agent_id] * moved_reply_factor(5, f"{r.inquiry_id}~u1")
+        load = (r.replies_ms[0] - after) / pace  # on time: 1.0, 1.1, 1.2, ...
+        at_pace += 1.0 <= load < 2.0 and abs(load * 10 - round(load * 10)) < 0.01
+    assert at_pace > 0.6 * len(moved)  # the others waited longer for someone to take them
 
 
 # ------------------------------------------------------------------------- the command
