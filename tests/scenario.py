@@ -72,9 +72,9 @@ def ms(t: str | int) -> int:
 class Scenario:
     """Drives an Engine for one shop in virtual time and records what it decided."""
 
-    def __init__(self, config: ShopConfig) -> None:
+    def __init__(self, config: ShopConfig, *, track: bool = False) -> None:
         self.config = config
-        self.engine = Engine({SHOP: config})
+        self.engine = Engine({SHOP: config}, track=track)  # track: for take_deltas
         self.now = T0
         self.outputs: list[OutputEvent] = []
         self.rejections: list[str] = []

@@ -12,7 +12,9 @@ engine steps, never while the engine runs (daemon.service.views builds them in t
                      "queues": [{"group", "buyers": [{"buyer_id", "inquiry_id", "position",
                                                       "priority", "waited_s",
                                                       "estimated_wait_s"}]}],
-                     "replies": reply_figures(...)}
+                     "replies": reply_figures(...),
+                     "experiment": report(running) or null}
+    experiments_view -> {"id", "at", "running": report or null, "finished": [report, ...]}
     reply_figures -> {"deadline_s", "warn_after_s",
                       "groups": [{"group", "replies_last_hour", "within_deadline_last_hour",
                                   "share_within_deadline", "overdue", "reassigned",
@@ -36,6 +38,12 @@ the shop file: replies in the minute of `now` and the 59 before and those within
 deadline, their share (null without replies), buyers overdue now, buyers moved to another
 agent by reason, and the distribution of all reply times as Prometheus reads a histogram:
 bucket bounds in seconds (`le`, the last +Inf as null), cumulative counts, sum in seconds.
+
+`experiment` is the shop's running grey test (contract §3.7) as `daemon.core.experiment.report`
+gives it (per arm its counts, conversion and uplift over control with always-valid intervals,
+p95 wait, replies within the deadline, and the guardrail's stop), null when none runs;
+`experiments_view` adds the finished ones still kept (at least `sticky_window` after they
+ended, oldest first), for `GET /api/shops/{id}/experiment` and `fenliu experiment report`.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.core.candidate import Candidate
+from daemon.core.experiment import Experiments, report
 from daemon.core.model import AgentState
 from daemon.core.replies import REASSIGN_REASONS, REPLY_BUCKETS_MS
 from daemon.core.shop import ShopEngine
@@ -65,6 +74,7 @@ def shop_summary(shop: ShopEngine, now: int) -> dict[str, Any]:
 
 def shop_view(shop: ShopEngine, now: int) -> dict[str, Any]:
     """The agents and queues of one shop (module docstring)."""
+    running = shop.state.experiments.running
     return {
         "id": shop.config.id,
         "mode": shop.config.mode.value,
@@ -73,6 +83,18 @@ def shop_view(shop: ShopEngine, now: int) -> dict[str, Any]:
         "agents": [_agent(shop, agent, now) for agent in shop.agents.values()],
         "queues": [_queue(shop, cand, now) for cand in shop.all_candidates()],
         "replies": reply_figures(shop, now),
+        "experiment": None if running is None else report(running),
+    }
+
+
+def experiments_view(shop_id: str, experiments: Experiments, now: int) -> dict[str, Any]:
+    """A shop's grey tests, the running one and the finished ones kept (module docstring)."""
+    running = experiments.running
+    return {
+        "id": shop_id,
+        "at": now,
+        "running": None if running is None else report(running),
+        "finished": [report(exp) for exp in experiments.finished],
     }
 
 

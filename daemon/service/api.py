@@ -2,6 +2,8 @@
 
     GET /api/shops                 {"shops": [summary, ...]} of the shops served here, by id
     GET /api/shops/{id}            agents, queues and the last decisions of one shop
+    GET /api/shops/{id}/experiment its grey tests (contract §3.7): the running one's report
+                                   and the finished ones', as `fenliu experiment report`
     GET /api/shops/{id}/explain    what `fenliu explain --shop ID` prints, as JSON
     GET /shops/{id}/explain        308 to the address above (the path before the API)
     GET /                          the console (daemon/console/index.html)
@@ -24,7 +26,6 @@ that holds the token, so a reload of the console works). /metrics, /healthz, /re
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -110,7 +111,7 @@ def api_routes(service: Viewed) -> list[web.RouteDef]:
     """The routes of the JSON API, the old explain path and the console."""
     views = service.views
 
-    def shop_answer(kind: str, pick: Callable[[View], dict[str, dict[str, Any]]]) -> Handler:
+    def shop_answer(kind: str) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
             shop_id = request.match_info["id"]
             view = await views.get((kind, shop_id))
@@ -118,7 +119,7 @@ def api_routes(service: Viewed) -> list[web.RouteDef]:
             if refused is not None:
                 return refused
             assert view is not None
-            data = pick(view).get(shop_id)
+            data = view.part(kind).get(shop_id)
             if data is None:
                 return json_error(503, "no view of this shop yet: ask again in a second")
             return web.json_response(data, dumps=_dumps)
@@ -141,8 +142,9 @@ def api_routes(service: Viewed) -> list[web.RouteDef]:
 
     return [
         web.get("/api/shops", shops),
-        web.get("/api/shops/{id}", shop_answer("shop", lambda v: v.shops)),
-        web.get("/api/shops/{id}/explain", shop_answer("explain", lambda v: v.explains)),
+        web.get("/api/shops/{id}", shop_answer("shop")),
+        web.get("/api/shops/{id}/explain", shop_answer("explain")),
+        web.get("/api/shops/{id}/experiment", shop_answer("experiment")),
         web.get("/shops/{id}/explain", old_explain),
         web.get("/", console),
     ]

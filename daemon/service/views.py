@@ -1,14 +1,15 @@
 """What the JSON API reads: snapshot views built by the loop, and each shop's last decisions.
 
 The engine is the loop's alone: an HTTP handler never walks it. Instead a handler says what
-it wants (`Views.get`: the list of shops, one shop, or one shop's explanation) and renders
+it wants (`Views.get`: the list of shops, one shop, one shop's explanation or its grey
+tests) and renders
 the latest `View`, plain data the loop built between batches (`Views.due` / `Views.build`,
 synchronous: no batch runs meanwhile). The loop builds only what was asked for in the last
 `WANTED_S`, at most once every `BUILD_EVERY_S`: an idle console costs nothing, a busy one
 one build a second. No call is long, whatever is asked (contract §6): the list of shops is
 read `STEP_BUDGET_S` at a time over several calls (the loop does not sleep meanwhile:
-`building`), and a view holds at most `MAX_PARTS` shops and explanations, the most
-recently asked. A handler whose answer is not in the latest view, or whose view is older
+`building`), and a view holds at most `MAX_PARTS` shops, explanations and grey tests, the
+most recently asked. A handler whose answer is not in the latest view, or whose view is older
 than `STALE_S`, waits for the next build (at most `WAIT_S`; the loop wakes at least once a
 second).
 
@@ -31,7 +32,7 @@ from typing import Any
 from daemon.core.engine import Engine
 from daemon.core.explain import explain_shop
 from daemon.core.model import rule_key
-from daemon.core.view import shop_summary, shop_view
+from daemon.core.view import experiments_view, shop_summary, shop_view
 from daemon.service.holdings import Holdings
 from topics.events import Assignment, OutputEvent, QueueUpdate, SessionClosed
 
@@ -40,11 +41,12 @@ WANTED_S = 10.0  # a view part asked for within this long is built
 BUILD_EVERY_S = 1.0
 STALE_S = 2.0
 WAIT_S = 3.0
-MAX_PARTS = 16  # shop views and explanations built per view, the most recently asked first
+MAX_PARTS = 16  # shop views, explanations, grey tests built per view, the most recent first
 STEP_BUDGET_S = 0.002  # the list of shops is read about this long per loop call
 STEP_SHOPS = 50  # shops summarized between two looks at the clock
 
-LIST = ("list", "")  # what `Views.get` is asked: LIST, ("shop", id) or ("explain", id)
+LIST = ("list", "")  # what `Views.get` is asked: LIST, or (kind, id) for a kind of PARTS
+PARTS = ("shop", "explain", "experiment")
 Ask = tuple[str, str]
 
 
@@ -126,6 +128,7 @@ class View:
     summaries: list[dict[str, Any]] | None = None  # /api/shops, when asked
     shops: dict[str, dict[str, Any]] = field(default_factory=dict)  # /api/shops/{id}
     explains: dict[str, dict[str, Any]] = field(default_factory=dict)
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)  # .../experiment
 
     def has(self, ask: Ask) -> bool:
         """Whether this view answers `ask` (or shows it cannot: a shop not served here)."""
@@ -134,7 +137,13 @@ class View:
             return self.summaries is not None
         if shop_id not in self.owned:
             return True
-        return shop_id in (self.shops if kind == "shop" else self.explains)
+        return shop_id in self.part(kind)
+
+    def part(self, kind: str) -> dict[str, dict[str, Any]]:
+        """The shops' answers of one kind of PARTS, by shop id."""
+        if kind == "shop":
+            return self.shops
+        return self.explains if kind == "explain" else self.experiments
 
 
 class Views:
@@ -199,6 +208,7 @@ class Views:
             summaries, self._todo, self._rows = self._rows, None, []
         shops: dict[str, dict[str, Any]] = {}
         explains: dict[str, dict[str, Any]] = {}
+        experiments: dict[str, dict[str, Any]] = {}
         parts = [a for a in self._asked if a[0] != "list" and a[1] in owned]
         parts.sort(key=self._asked.__getitem__, reverse=True)
         for kind, shop_id in parts[:MAX_PARTS]:
@@ -211,12 +221,14 @@ class Views:
                     "config_loaded_at": self._started_ms if loaded is None else loaded,
                     "decisions": decisions.rows(shop_id),
                 }
-            else:
+            elif kind == "explain":
                 explains[shop_id] = {
                     **explain_shop(shop, at),
                     "partition": partition_of.get(shop_id),
                 }
-        view = View(now_ms, self._clock(), owned, aside, summaries, shops, explains)
+            else:
+                experiments[shop_id] = experiments_view(shop_id, shop.state.experiments, at)
+        view = View(now_ms, self._clock(), owned, aside, summaries, shops, explains, experiments)
         self.latest = view
         waiting, self._waiting = self._waiting, []
         for future in waiting:

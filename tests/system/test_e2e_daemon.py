@@ -17,12 +17,12 @@ from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator
 
 from daemon.config import TopicsConfig
 from daemon.core.config import ShopConfig
 from daemon.dev.stack import Broker
 from daemon.tools.topics_admin import create_topics
+from tests.api_schemas import api_schema
 from tests.conftest import unique_topics
 from tests.core.test_shop_watch import configmap
 from tests.e2e import DaemonProcess, Wire, run_fenliu, write_config
@@ -282,15 +282,6 @@ def test_metrics_and_readiness_are_served(daemon: DaemonProcess) -> None:
     ):  # fmt: skip
         assert name in body, name
     assert daemon.get("/-/reload", method="GET")[0] == 405
-
-
-API_SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "api"
-
-
-def api_schema(name: str) -> Draft202012Validator:
-    schema = orjson.loads((API_SCHEMAS / f"{name}.schema.json").read_bytes())
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
 
 
 def api_get(daemon: DaemonProcess, path: str, until: Callable[[int, Any], bool]) -> Any:
