@@ -20,6 +20,13 @@ at 3,000 shops) unless `[http] per_agent_metrics` asks for the per-agent series 
 an agent: ~2.5 times as many). Per shop, because the dashboard and the alerts look at shops
 and queues, and an agent's load is in the JSON API and the console.
 
+A shop running a grey test (contract §3.7) adds, per arm of it, the figures of
+`daemon.core.experiment.report` (`_EXPERIMENT_FAMILIES`, labels shop, experiment, arm: 12
+series an arm, 9 for control, at most 8 arms): counts, conversion and uplift with their
+always-valid intervals, p95 wait, replies within the deadline, and whether a guardrail
+stopped the arm. The round notes the reports of those shops as it reads them; the others
+cost it one attribute read, and have no series.
+
 Counters whose labels take a few known values start at 0 for each of them (rejects, reloads,
 checkpoints): a series that appears only with its first failure gives `increase()` nothing
 to compare, and the alert rules in deploy/prometheus would miss that first failure.
@@ -31,10 +38,11 @@ import gc
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from daemon.core.experiment import report
 from daemon.core.replies import REASSIGN_REASONS, REPLY_BUCKETS_MS
 from daemon.service.http import LIMITED
 from daemon.service.logs import get_logger
@@ -344,6 +352,33 @@ _FAMILIES = (  # the families read per shop: name, type, help; in this order
 )  # fmt: skip
 _PER_AGENT = 3  # the last three families, only with per_agent
 
+_EXPERIMENT_FAMILIES = (  # per arm of a running grey test: name, type, help; in this order
+    ("fenliu_experiment_buyers_total", "counter",
+     "Inquiries of the arm's buyers that got a session or a place in line (contract §3.7)"),
+    ("fenliu_experiment_sessions_total", "counter", "Sessions the arm's buyers opened"),
+    ("fenliu_experiment_converted_sessions_total", "counter",
+     "Of those, the sessions an order was credited to"),
+    ("fenliu_experiment_conversion", "gauge",
+     "Converted sessions / sessions of the arm (no sample before its first session)"),
+    ("fenliu_experiment_conversion_low", "gauge",
+     "Lower bound of the conversion's always-valid 95% interval"),
+    ("fenliu_experiment_conversion_high", "gauge",
+     "Upper bound of the conversion's always-valid 95% interval"),
+    ("fenliu_experiment_uplift", "gauge",
+     "The arm's conversion less control's (0.02: +2 points; arms but control)"),
+    ("fenliu_experiment_uplift_low", "gauge",
+     "Lower bound of the uplift's always-valid 95% interval"),
+    ("fenliu_experiment_uplift_high", "gauge",
+     "Upper bound of the uplift's always-valid 95% interval"),
+    ("fenliu_experiment_p95_wait_seconds", "gauge",
+     "95th percentile of the time the arm's sessions waited in line (0: served at once)"),
+    ("fenliu_experiment_replies_within_deadline", "gauge",
+     "Share of the agents' replies to the arm's buyers within the [replies] deadline"),
+    ("fenliu_experiment_arm_stopped", "gauge",
+     "1 once a guardrail stopped the arm (its buyers get control's policy; see the log's "
+     "experiment_arm_stopped), else 0"),
+)  # fmt: skip
+
 
 class _State:
     """What a snapshot reads of the engine and the service. The shops are read a slice at
@@ -365,17 +400,19 @@ class _State:
         self._assigned = assigned
         self._todo: list[str] = []  # shops the round has still to visit, last first
         self._lines: list[tuple[str, ...]] = []  # per shop visited: its lines per family
+        self._tests: list[tuple[str, dict[str, Any]]] = []  # (shop, report) of running tests
 
     def begin(self) -> None:
         """Start a round over the engine's shops."""
         self._todo = list(reversed(self._engine().shops))
         self._lines = []
+        self._tests = []
 
     def step(self, budget_s: float, *, per_agent: bool) -> bool:
         """Visit shops for about `budget_s` (at least one); whether the round is done."""
         engine = self._engine()
         until = time.perf_counter() + budget_s
-        todo, lines, assigned = self._todo, self._lines, self._assigned
+        todo, lines, assigned, tests = self._todo, self._lines, self._assigned, self._tests
         while todo:
             for _ in range(min(len(todo), STEP_SHOPS)):
                 shop_id = todo.pop()
@@ -383,6 +420,9 @@ class _State:
                 if shop is not None:  # else: removed by a reload since the round began
                     counts = assigned.get(shop_id)
                     lines.append(_shop_lines(shop_id, shop, engine, counts, per_agent=per_agent))
+                    running = shop.state.experiments.running
+                    if running is not None:
+                        tests.append((shop_id, report(running)))
             if time.perf_counter() >= until:
                 break
         return not todo
@@ -396,7 +436,8 @@ class _State:
             for i, (name, kind, text) in enumerate(_FAMILIES[:count])
         ]
         self._lines = []
-        return "".join(parts) + self._service_state()
+        tests, self._tests = self._tests, []
+        return "".join(parts) + _experiment_text(tests) + self._service_state()
 
     def render(self, *, per_agent: bool) -> str:
         """Everything now, in one go."""
@@ -530,3 +571,32 @@ def _histogram_lines(s: str, shop: ShopEngine) -> str:
         f'fenliu_reply_seconds_sum{{shop="{s}"}} {total_ms / 1000!r}\n'
         f'fenliu_reply_seconds_count{{shop="{s}"}} {running}.0\n'
     )
+
+
+def _experiment_text(tests: list[tuple[str, dict[str, Any]]]) -> str:
+    """The `_EXPERIMENT_FAMILIES` of the running grey tests, from their reports (a value
+    the report has as null, such as a conversion before any session, has no sample)."""
+    samples: list[list[str]] = [[] for _ in _EXPERIMENT_FAMILIES]
+    for shop_id, rep in tests:
+        where = f'experiment="{_esc(rep["name"])}",shop="{_esc(shop_id)}"}} '
+        for row in rep["arms"]:
+            labels = f'{{arm="{_esc(row["arm"])}",{where}'
+            for i, value in enumerate(_arm_values(row)):
+                if value is not None:
+                    samples[i].append(f"{_EXPERIMENT_FAMILIES[i][0]}{labels}{float(value)!r}")
+    return "".join(
+        _family(name, kind, text, lines)
+        for (name, kind, text), lines in zip(_EXPERIMENT_FAMILIES, samples, strict=True)
+    )
+
+
+def _arm_values(row: dict[str, Any]) -> tuple[float | None, ...]:
+    """One arm's row of a report as the values of `_EXPERIMENT_FAMILIES`, in order."""
+    conversion, up = row["conversion"], row["uplift"] or {}
+    return (
+        row["buyers"], row["sessions"], row["converted"],
+        conversion["value"], conversion["low"], conversion["high"],
+        up.get("points"), up.get("low"), up.get("high"),
+        row["p95_wait_s"]["value"], row["replies_within_deadline"]["value"],
+        0 if row["stopped"] is None else 1,
+    )  # fmt: skip

@@ -14,6 +14,8 @@ from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
 from daemon.service import metrics as metrics_module
 from daemon.service.metrics import SNAPSHOT_EVERY_S, Metrics
+from tests.grey_shop import grey_scenario
+from tests.scenario import SHOP
 from topics.events import AgentStatus, AgentStatusChanged, BuyerInquired, MessageSent
 
 FULL = 'fenliu_gc_pause_seconds_count{generation="2"}'
@@ -272,3 +274,39 @@ def test_reply_figures_are_exported_per_shop_or_per_group_with_the_histogram() -
     assert samples['fenliu_reply_seconds_count{shop="s"}'] == 1.0
     text = metrics.latest().decode()
     assert text.count("# TYPE fenliu_reply_seconds histogram") == 1
+
+
+def test_a_running_grey_test_is_exported_per_arm_and_other_shops_have_no_series() -> None:
+    """contract §3.7: per arm of the running experiment, labelled shop, experiment, arm: the
+    counts, conversion and (arms but control) uplift with their intervals, p95 wait, replies
+    within the deadline, and 1 for an arm a guardrail stopped; a finished experiment and a
+    shop that runs none export nothing (only the families' HELP and TYPE lines)."""
+    sc = grey_scenario()
+    engine = sc.engine
+    engine.reconfigure({SHOP: sc.config, "plain": _shop("plain", {})}, sc.now)
+    metrics = Metrics()
+    metrics.watch(lambda: engine, dict, dict, ready=lambda: True)
+    tests = {k: v for k, v in _samples(metrics).items() if k.startswith("fenliu_experiment_")}
+    assert all('shop="shop"' in k and 'experiment="t1"' in k for k in tests), tests
+    control = '{arm="control",experiment="t1",shop="shop"}'
+    treatment = '{arm="treatment",experiment="t1",shop="shop"}'
+    assert tests[f"fenliu_experiment_buyers_total{treatment}"] == 60.0
+    assert tests[f"fenliu_experiment_sessions_total{treatment}"] == 60.0
+    assert tests[f"fenliu_experiment_converted_sessions_total{control}"] == 6.0
+    assert tests[f"fenliu_experiment_conversion{control}"] == 0.1
+    assert tests[f"fenliu_experiment_conversion_low{control}"] < 0.1
+    assert tests[f"fenliu_experiment_conversion_high{control}"] > 0.1
+    assert tests[f"fenliu_experiment_uplift{treatment}"] == -0.05
+    assert tests[f"fenliu_experiment_uplift_low{treatment}"] < -0.05
+    assert tests[f"fenliu_experiment_uplift_high{treatment}"] > -0.05
+    assert f"fenliu_experiment_uplift{control}" not in tests
+    assert tests[f"fenliu_experiment_p95_wait_seconds{control}"] == 0.0
+    assert tests[f"fenliu_experiment_replies_within_deadline{control}"] == 1.0
+    assert tests[f"fenliu_experiment_replies_within_deadline{treatment}"] == 0.0
+    assert tests[f"fenliu_experiment_arm_stopped{control}"] == 0.0
+    assert tests[f"fenliu_experiment_arm_stopped{treatment}"] == 1.0
+    assert len(tests) == 12 + 9  # treatment's 12, control's 9 (no uplift)
+    text = metrics.latest().decode()
+    assert text.count("# TYPE fenliu_experiment_arm_stopped gauge") == 1
+    engine.reconfigure({SHOP: _shop(SHOP, {}), "plain": _shop("plain", {})}, sc.now)  # t1 ends
+    assert not [k for k in _samples(metrics) if k.startswith("fenliu_experiment_")]
