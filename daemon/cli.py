@@ -2,8 +2,8 @@
 
 Each subcommand lives in the module that owns its subject; this file only parses arguments
 and dispatches, importing the subject module lazily so `fenliu check-config` starts fast.
-The runtime install serves `run`, `check-config`, `reload`, `explain`, `topics create` and
-`dead-letter replay`;
+The runtime install serves `run`, `check-config`, `reload`, `explain`, `topics create`,
+`dead-letter replay` and `experiment report`;
 `dev` and `demo` need the `dev` extra and `simulate` the `lab` extra: without it they say
 which `pip install 'fenliu[...]'` brings it and exit 2.
 """
@@ -297,6 +297,30 @@ def _add_dead_letter(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     replay.set_defaults(func=_dead_letter_replay)
 
 
+def _experiment_report(args: argparse.Namespace) -> int:
+    from daemon.tools.experiment import report_command
+
+    return report_command(Path(args.config), args.shop, as_json=args.json)
+
+
+def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    experiment = sub.add_parser("experiment", help="a shop's grey tests (contract §3.7)")
+    actions = experiment.add_subparsers(dest="experiment_command", required=True, metavar="ACTION")
+    report = actions.add_parser(
+        "report",
+        help="the figures per arm of a shop's running and finished grey tests, from Redis",
+        description="Read the shop's checkpoint from the Redis of fenliu.toml (the daemon need "
+        "not run) and print its running experiment and the finished ones still kept: per arm "
+        "its policy, buyers, sessions, conversion and uplift over control with always-valid "
+        "95% intervals, p95 wait, replies within the deadline, and whether a guardrail "
+        "stopped it.",
+    )
+    report.add_argument("--config", required=True, help="path to fenliu.toml")
+    report.add_argument("--shop", required=True, metavar="ID", help="the shop's id")
+    report.add_argument("--json", action="store_true", help="print the figures as JSON")
+    report.set_defaults(func=_experiment_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every `fenliu` subcommand."""
     parser = argparse.ArgumentParser(
@@ -335,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_topics(sub)
     _add_dead_letter(sub)
+    _add_experiment(sub)
     _add_simulate(sub)
     _add_explain(sub)
 

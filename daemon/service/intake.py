@@ -8,7 +8,8 @@ it. A record that does not decode, one found on another partition than its shop'
 (misrouted) and one the engine refuses become dead letters; a record of a shop set aside is
 held, to be read again when the shop is readmitted. Every output goes to the outbox of its
 shop, or of its input partition, and to the shop's last decisions (daemon.service.views).
-A shop whose engine fails is quarantined; the others go on.
+A shop whose engine fails is quarantined; the others go on. Once a batch is checkpointed,
+`log_stops` logs the experiment arms a guardrail stopped in it (record_log.ArmStops).
 
 Every output is sized before it enters an outbox: its key and value together must fit
 `max_output_bytes` (daemon.service.clients.MAX_OUTPUT_BYTES, the producer's request limit
@@ -35,7 +36,7 @@ from daemon.service.checkpoint_types import Batch
 from daemon.service.clients import MAX_OUTPUT_BYTES
 from daemon.service.kafka import Decoded, TopicMap, ordered_batch
 from daemon.service.metrics import Metrics, RejectReason
-from daemon.service.record_log import Rejections, dead_letter, log_decision
+from daemon.service.record_log import ArmStops, Rejections, dead_letter, log_decision
 from daemon.service.restore import RELEASE_HINT
 from daemon.service.store import OutboxRecord
 from daemon.service.views import Decisions
@@ -73,6 +74,7 @@ class Intake:
         self.rejected = 0
         self._misrouted_logged: set[tuple[str, str, int]] = set()
         self._rejections = Rejections(log)  # `event_rejected`: once per pattern per 10 s
+        self._stops = ArmStops(log)  # `experiment_arm_stopped`
 
     def apply(self, work: Batch, batch: Polled, now: int) -> None:
         """Feed the records of `batch` (owned partitions only) to the engine."""
@@ -112,6 +114,17 @@ class Intake:
                 continue
             for event in outputs:
                 self.add_output(work, event, None)
+
+    def log_stops(self) -> None:
+        """Log the experiment arms a guardrail stopped since the last call (after the
+        checkpoint that holds them), in the shops served here (owned, not set aside)."""
+        held = self._checkpoint.held
+
+        def served(shop_id: str) -> bool:
+            owned = held.holding(shop_id)
+            return owned is not None and shop_id not in owned.set_aside
+
+        self._stops.log_new(self._engine, served)
 
     def add_output(self, work: Batch, event: OutputEvent, part: int | None) -> None:
         """Put an output in the outbox of its shop, or of its input partition `part`, if it

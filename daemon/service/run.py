@@ -354,6 +354,7 @@ class Service:
             self.ownership.wait(saved.waiting)
         if saved.lost or saved.waiting:
             self.decisions.keep_only(self.checkpoint.held.partition_of)
+        self.intake.log_stops()  # the guardrails' stops this checkpoint holds
         await self.deliveries.send(producer, saved.sends)
 
     async def _readmit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:

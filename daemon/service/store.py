@@ -272,6 +272,19 @@ class Store:
 
     # ------------------------------------------------------------------------- reading
 
+    async def read_meta(self, shop_id: str) -> dict[str, Any] | None:
+        """A shop's stored meta part (daemon.core.snapshot: its clock, what its candidates
+        learned, its grey tests), read without claiming the shop, so the owner goes on
+        undisturbed (`fenliu experiment report`); None when no state was ever written."""
+        try:
+            raw = await self.client.hget(self.key(shop_id, "meta"), "state")
+        except (RedisError, OSError) as exc:
+            raise StoreError.of("checkpoint not read", exc) from exc
+        if raw is None:
+            return None
+        meta: dict[str, Any] = orjson.loads(raw)
+        return meta
+
     async def ping(self) -> None:
         """StoreError unless Redis answers."""
         try:
