@@ -36,3 +36,14 @@ def test_the_token_is_kept_for_the_tab_and_taken_out_of_the_address() -> None:
     assert 'url.searchParams.delete("token")' in PAGE and "history.replaceState" in PAGE
     assert "Authorization = `Bearer ${token}`" in PAGE
     assert '<meta name="referrer" content="no-referrer">' in PAGE
+
+
+def test_the_grey_test_panel_reads_the_shop_view_and_shows_only_while_one_runs() -> None:
+    """contract §3.7: the panel draws `experiment` of /api/shops/{id} (no other call), is
+    hidden while it is null, and marks an arm a guardrail stopped with the reason (in a real
+    browser: tests/system/test_experiment_looks.py)."""
+    assert '<section class="card" id="experiment-card" hidden>' in PAGE
+    assert "state.view ? state.view.experiment : null" in PAGE
+    assert '$("experiment-card").hidden = !exp;' in PAGE
+    assert '"已被护栏停止 stopped by guardrail"' in PAGE and "stop.why" in PAGE
+    assert "/experiment" not in PAGE
