@@ -27,6 +27,10 @@ id = "a1"
 [[groups]]
 name = "g"
 agents = ["a1"]
+[experiment]  # the grey-test series (FenliuExperimentArmStopped) exist only while one runs
+name = "ops-test"
+arms = { control = "efficiency", treatment = "average" }
+split = { control = 50, treatment = 50 }
 """,
 }
 
