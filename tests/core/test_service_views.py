@@ -1,5 +1,5 @@
 """The views the JSON API and the console read (daemon/service/views.py) are bounded: a
-view holds at most MAX_PARTS shops and explanations whatever is asked, and the list of
+view holds at most MAX_PARTS shops, explanations and grey tests whatever is asked, and the list of
 thousands of shops is read a slice per loop call, the previous view served meanwhile."""
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import pytest
 
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
+from daemon.core.view import experiments_view
 from daemon.service import views as views_module
 from daemon.service.views import LIST, MAX_PARTS, Decisions, Views
+from tests.grey_shop import grey_scenario
+from tests.scenario import SHOP
 
 
 def _engine(count: int) -> Engine:
@@ -69,3 +72,19 @@ async def test_the_list_of_many_shops_is_read_a_slice_per_call(
     view = await asked
     assert view is not None and view.summaries is not None
     assert [s["id"] for s in view.summaries] == sorted(engine.shops)
+
+
+async def test_a_shops_grey_tests_are_a_part_of_the_view_like_its_explanation() -> None:
+    """`GET /api/shops/{id}/experiment` reads ("experiment", id): built only when asked,
+    and counted among MAX_PARTS with the shops and explanations."""
+    sc = grey_scenario()
+    views = Views()
+    asked = asyncio.create_task(views.get(("experiment", SHOP)))
+    await asyncio.sleep(0)
+    assert views.due()
+    views.build(sc.engine, _checkpoint(sc.engine), Decisions(), sc.now)
+    view = await asked
+    assert view is not None and view.has(("experiment", SHOP))
+    assert view.shops == {} and view.explains == {}
+    tests = view.part("experiment")[SHOP]
+    assert tests == experiments_view(SHOP, sc.engine.shop(SHOP).state.experiments, sc.now)
