@@ -437,7 +437,7 @@ class _State:
         ]
         self._lines = []
         tests, self._tests = self._tests, []
-        return "".join(parts) + _experiment_text(tests) + self._service_state()
+        return "".join((*parts, _experiment_text(tests), self._service_state()))
 
     def render(self, *, per_agent: bool) -> str:
         """Everything now, in one go."""
