@@ -86,6 +86,12 @@ def _share(text: str) -> float:
     return value
 
 
+def _days(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days from 1")
+    return int(text)
+
+
 def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dev = sub.add_parser(
         "dev",
@@ -134,7 +140,8 @@ def _simulate(args: argparse.Namespace) -> int:
         json_out=Path(args.json) if args.json else None,
         report=Path(args.report) if args.report else None,
         explain=args.explain, scale=args.scale, history=args.history,
-        ignored_first=args.ignored_first,
+        ignored_first=args.ignored_first, days=args.days, experiment=args.experiment,
+        split=args.split, guardrails=args.guardrails,
     )  # fmt: skip
 
 
@@ -182,6 +189,33 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="SHARE",
         help="share of sessions whose first message the agent never answers (away without "
         "changing status), from 0 to 1, e.g. 0.05 (default 0)",
+    )
+    simulate.add_argument(
+        "--days",
+        type=_days,
+        default=1,
+        metavar="N",
+        help="play a one-day scenario N days in a row (default 1)",
+    )
+    simulate.add_argument(
+        "--experiment",
+        metavar="ARM=POLICY,...",
+        help="run a grey test instead of --mode: the arms and their policies, e.g. "
+        "control=efficiency,treatment=conversion:high (needs 'control'; the lab-only "
+        "one-slow-agent hands its arm's buyers to the slowest agent online); a shop file's "
+        "[experiment] runs without it when no --mode is given",
+    )
+    simulate.add_argument(
+        "--split",
+        metavar="ARM=PERCENT,...",
+        help="percent of buyers per arm, e.g. control=50,treatment=50 (default: the shop "
+        "file's, else even)",
+    )
+    simulate.add_argument(
+        "--guardrails",
+        metavar="NAME=LIMIT,...|none",
+        help="e.g. p95_wait=+20%%,replies_within_deadline=-3pp, or none (default: the shop "
+        "file's [experiment] guardrails, else none)",
     )
     simulate.set_defaults(func=_simulate)
 

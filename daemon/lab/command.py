@@ -2,7 +2,10 @@
 
     fenliu simulate --shop config/shops/big.toml --scenario double11 \\
         --mode efficiency --mode conversion:high --json out.json --report out/ [--explain] \\
-        [--history 30d|none] [--ignored-first 0.05]
+        [--history 30d|none] [--ignored-first 0.05] [--days N]
+    fenliu simulate --shop config/shops/presale.toml --scenario steady --days 7 \\
+        --experiment control=efficiency,treatment=conversion:high [--split control=50,...] \\
+        [--guardrails p95_wait=+20%,replies_within_deadline=-3pp|none]
 
 Every policy runs on the same buyers and agents (common random numbers, `daemon.lab.world`),
 so the table compares routing alone. The JSON holds every figure (`measures`) and the
@@ -16,6 +19,15 @@ shares rest on). `--history 30d` (the default) first feeds the engine the shop's
 Redis would hold it (`daemon.lab.history`); `none` starts from nothing. `--ignored-first
 SHARE` is the share of sessions whose first message the agent never answers (an agent away
 without changing its status, `daemon.lab.world`; default 0); the table then says so.
+`--days N` plays a one-day scenario N days in a row.
+
+A grey test (contract §3.7, `daemon.lab.grey`) runs instead of the policies when
+`--experiment` names its arms, or when the shop file has an `[experiment]` and no `--mode`
+is given: one run, the shop's buyers split between the arms by the routing core, with no
+references. After the usual table it prints the experiment's figures per arm, as
+`daemon.core.experiment.report` gives them, beside the true conversion and uplift the world
+knows; the JSON has them under `experiment` (with the looks every simulated hour). With
+`--mode`, the shop file's `[experiment]` is left out: each policy then routes all buyers.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +47,12 @@ from rich.table import Table
 from daemon.config import ConfigError, load_shop_file
 from daemon.core.config import ShopConfig
 from daemon.core.explain import explain_shop, render_table
+from daemon.lab.grey import LabExperiment, lab_experiment
 from daemon.lab.measures import add_oracle_shares, estimate_points, measure
 from daemon.lab.policy import AS_CONFIGURED, ORACLE, Policy, parse_policy
 from daemon.lab.report import HEADLINE, headline_rows, write_report
 from daemon.lab.runner import simulate
-from daemon.lab.scenarios import SCENARIOS
+from daemon.lab.scenarios import TZ, consecutive, find_scenario
 from daemon.lab.trace import PolicyResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -57,6 +71,10 @@ def simulate_command(
     scale: float = 1.0,
     history: str = "30d",
     ignored_first: float = 0.0,
+    days: int = 1,
+    experiment: str | None = None,
+    split: str | None = None,
+    guardrails: str | None = None,
 ) -> int:
     """The command; its exit code. Problems are reported as sentences on stderr."""
     err = Console(stderr=True)
@@ -66,10 +84,9 @@ def simulate_command(
         for problem in exc.problems:
             err.print(f"[red]{problem}[/red]")
         return EXIT_USAGE
-    if scenario not in SCENARIOS:
-        err.print(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
-        return EXIT_USAGE
     try:
+        consecutive(find_scenario(scenario), days)
+        grey = _grey_test(shop, modes, experiment, split, guardrails)
         policies = [parse_policy(m) for m in modes] or [parse_policy(AS_CONFIGURED)]
         for policy in policies:
             policy.apply(shop)
@@ -82,15 +99,22 @@ def simulate_command(
     references = [
         parse_policy(name) for name in REFERENCES if name not in {p.name for p in policies}
     ]
+    if grey is not None:  # one run, the arms side by side; no references
+        policies, references = [Policy(f"grey test {grey.name}")], []
+    elif shop.experiment is not None:
+        shop = shop.model_copy(update={"experiment": None})
+        err.print("the shop file's [experiment] is left out: each --mode routes every buyer")
     started = time.perf_counter()
-    world = World(scale, history, ignored_first)
+    world = World(scale, history, ignored_first, days, grey)
     results, extra = _run_all(shop, scenario, policies, references, seed, world, err)
     seconds = time.perf_counter() - started
     out = Console()
-    title = f"shop {shop.id} · {scenario} · seed {seed} · {seconds:.1f} s"
+    days_text = f" × {days} days" if days > 1 else ""
+    title = f"shop {shop.id} · {scenario}{days_text} · seed {seed} · {seconds:.1f} s"
     if ignored_first:
         title += f" · {ignored_first:.0%} of first messages ignored"
     out.print(_table(title, results, list(extra)))
+    _print_grey(out, results)
     if explain:
         for name, result in results.items():
             out.print(f"\n== policy {name}")
@@ -106,6 +130,34 @@ def simulate_command(
     return EXIT_OK
 
 
+def _grey_test(
+    shop: ShopConfig,
+    modes: list[str],
+    experiment: str | None,
+    split: str | None,
+    guardrails: str | None,
+) -> LabExperiment | None:
+    """The grey test to run instead of the policies (module docstring), or None;
+    ValueError saying what is wrong with the arguments."""
+    if modes and experiment is not None:
+        raise ValueError("--experiment runs its arms in one simulated shop: leave out --mode")
+    if modes:  # the file's [experiment] is left out: --split and --guardrails alone are wrong
+        lab_experiment(shop.model_copy(update={"experiment": None}), None, split, guardrails)
+        return None
+    return lab_experiment(shop, experiment, split, guardrails)
+
+
+def _print_grey(out: Console, results: dict[str, PolicyResult]) -> None:
+    """A grey test's table, and why each stopped arm was stopped."""
+    for result in results.values():
+        if result.grey is None:
+            continue
+        out.print(_grey_table(result.grey))
+        for row in result.grey["arms"]:
+            if row["stopped"] is not None:
+                out.print(f"{row['arm']} stopped: {row['stopped']['why']}")
+
+
 @dataclass(frozen=True, slots=True)
 class World:
     """What every run of the command shares besides the shop, scenario and seed."""
@@ -113,6 +165,8 @@ class World:
     scale: float
     history: str
     ignored_first: float
+    days: int = 1
+    experiment: LabExperiment | None = None  # a grey test (daemon.lab.grey)
 
 
 def _run_all(
@@ -144,7 +198,8 @@ def _run_all(
 
             run = simulate(
                 shop, scenario, seed=seed, policy=policy, scale=world.scale, progress=advance,
-                history=world.history, ignored_first=world.ignored_first,
+                history=world.history, ignored_first=world.ignored_first, days=world.days,
+                experiment=world.experiment,
             )  # fmt: skip
             bar.update(task, completed=1.0)
             trace = run.trace
@@ -153,6 +208,7 @@ def _run_all(
                 measures=measure(trace),
                 explain=explain_shop(run.engine.shop(shop.id), trace.end),
                 estimates=estimate_points(trace),
+                grey=None if run.grey is None else run.grey.summary(),
             )
     add_oracle_shares(
         {name: r.measures for name, r in (results | extra).items()},
@@ -194,6 +250,7 @@ def _document(
         "seed": seed,
         "history": world.history,
         "ignored_first": world.ignored_first,
+        "days": world.days,
         "headline_keys": [key for key, _, _ in HEADLINE],
         "policies": {
             name: {
@@ -211,4 +268,74 @@ def _document(
             }
             for name, r in references.items()
         },
+        "experiment": next((r.grey for r in results.values() if r.grey is not None), None),
     }
+
+
+def _grey_table(grey: dict[str, Any]) -> Table:
+    """A grey test's figures (`daemon.core.experiment.report`) beside the world's truth:
+    measures down, arms across."""
+    arms = grey["arms"]
+    rails = ", ".join(f"{k} {v}" for k, v in grey["guardrails"].items()) or "none"
+    table = Table(
+        title=f"grey test {grey['name']} · guardrails: {rails}",
+        caption=f"{grey['method']}. true: the world's order chance per session, its mean per "
+        "arm (docs/lab.md, grey tests); due: the orders due by the end only",
+    )
+    table.add_column("arm")
+    for row in arms:
+        table.add_column(row["arm"], justify="right")
+    rows: list[tuple[str, Any]] = [
+        ("policy", lambda r: r["lab_policy"]),
+        ("split", lambda r: f"{r['split']}%"),
+        ("buyers", lambda r: f"{r['buyers']:,}"),
+        ("sessions", lambda r: f"{r['sessions']:,}"),
+        ("conversion [95%]", lambda r: _share(r["conversion"])),
+        ("uplift, points [95%]", lambda r: _points(r["uplift"])),
+        ("true conversion (due)", lambda r: _true(r["true"], r["true_due"], "{:.1%}")),
+        ("true uplift, points (due)", _true_points),
+        ("p95 wait, s [95%]", lambda r: _wait(r["p95_wait_s"])),
+        ("replies within deadline [95%]", lambda r: _share(r["replies_within_deadline"])),
+        ("stopped", lambda r: _stopped(r["stopped"])),
+    ]
+    for label, cell in rows:
+        table.add_row(label, *(cell(r) for r in arms))
+    return table
+
+
+def _share(f: dict[str, Any]) -> str:
+    if f["value"] is None:
+        return "–"
+    return f"{f['value']:.1%} [{f['low'] * 100:.1f}, {f['high'] * 100:.1f}]"
+
+
+def _points(f: dict[str, Any] | None) -> str:
+    if f is None or f["points"] is None:
+        return "–"
+    return f"{f['points'] * 100:+.1f} [{f['low'] * 100:+.1f}, {f['high'] * 100:+.1f}]"
+
+
+def _true(value: float | None, due: float | None, fmt: str) -> str:
+    if value is None or due is None:
+        return "–"
+    return f"{fmt.format(value)} ({fmt.format(due)})"
+
+
+def _true_points(r: dict[str, Any]) -> str:
+    if r["true_uplift"] is None or r["true_uplift_due"] is None:
+        return "–"
+    return f"{r['true_uplift'] * 100:+.1f} ({r['true_uplift_due'] * 100:+.1f})"
+
+
+def _wait(f: dict[str, Any]) -> str:
+    if f["value"] is None:
+        return "–"
+    high = "∞" if f["high"] is None else f"{f['high']:.0f}"
+    return f"{f['value']:.0f} [{f['low']:.0f}, {high}]"
+
+
+def _stopped(stop: dict[str, Any] | None) -> str:
+    if stop is None:
+        return "–"
+    at = datetime.fromtimestamp(stop["at"] / 1000, TZ)
+    return f"{at:%m-%d %H:%M} ({stop['guardrail']})"

@@ -45,6 +45,9 @@ from typing import Any
 
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine, EventRejected
+from daemon.core.sessions import OPENING
+from daemon.core.shop import ShopEngine
+from daemon.lab.grey import GreyWatch, LabExperiment, slowest_online
 from daemon.lab.history import (
     HISTORIES,
     stats_figures,
@@ -53,7 +56,14 @@ from daemon.lab.history import (
     status_history,
 )
 from daemon.lab.policy import AS_CONFIGURED, ModeChoice, Policy, parse_policy
-from daemon.lab.scenarios import MINUTE_MS, Scenario, consecutive, daily_volume, find_scenario
+from daemon.lab.scenarios import (
+    HOUR_MS,
+    MINUTE_MS,
+    Scenario,
+    consecutive,
+    daily_volume,
+    find_scenario,
+)
 from daemon.lab.trace import AgentRecord, InquiryRecord, QueueSample, Trace
 from daemon.lab.world import (
     EXPECTED_CHAT_S,
@@ -87,6 +97,7 @@ from topics.events import (
     QueueStatus,
     QueueUpdate,
     SessionClosed,
+    SessionTransferred,
 )
 
 __all__ = ["AS_CONFIGURED", "ModeChoice", "Policy", "SimRun", "parse_policy", "simulate"]
@@ -113,6 +124,7 @@ class SimRun:
     trace: Trace
     engine: Engine
     config: ShopConfig  # the shop with the policy's modes
+    grey: GreyWatch | None = None  # the grey test the shop ran, if any (daemon.lab.grey)
 
 
 @dataclass(slots=True)
@@ -146,6 +158,7 @@ def simulate(
     history: str = "30d",
     leavers: frozenset[str] | None = None,
     ignored_first: float = 0.0,
+    experiment: LabExperiment | None = None,
 ) -> SimRun:
     """Simulate `scenario` for `shop` under `policy` (see the module docstring).
 
@@ -162,6 +175,8 @@ def simulate(
     the same seed: the world does not read estimates, so the run is otherwise the same),
     which the estimates then count exactly (`Queues.leavers`). `ignored_first` is the
     share of sessions whose first message the agent never answers (`daemon.lab.world`).
+    `experiment` runs a grey test in the shop (`daemon.lab.grey`; a shop file's own
+    `[experiment]` runs without it); `SimRun.grey` then holds what the lab saw of it.
     Raises ValueError for an unknown scenario or history, a policy naming an unknown group,
     `days` > 1 of a scenario that is not one day long, the oracle with a `make_engine` of
     its own, or `ignored_first` outside [0, 1].
@@ -176,19 +191,25 @@ def simulate(
     if days != 1:
         plan = consecutive(plan, days)
     config = policy.apply(shop)
+    if experiment is not None:
+        config = experiment.apply(config)
+    elif config.experiment is not None:
+        experiment = LabExperiment.of(config.experiment)
     if policy.oracle:
         if make_engine is not Engine:
             raise ValueError("the oracle policy runs only on the plain Engine")
         rates = {a.id: a.true_conversion for a in new_agents(config, plan, seed)}
         make_engine = partial(Engine, oracle={config.id: rates})
     runner = _Runner(config, plan, seed, policy.name, scale, progress, make_engine, ignored_first)
+    if experiment is not None:
+        runner.watch(experiment)
     if history == "30d":
         runner.past(status_history(config, plan, seed))
         runner.stats_history()
     if leavers is not None:
         runner.engine.shop(config.id).queues.leavers = leavers
     runner.run()
-    return SimRun(runner.trace, runner.engine, config)
+    return SimRun(runner.trace, runner.engine, config, runner.grey)
 
 
 class _Runner:
@@ -236,6 +257,21 @@ class _Runner:
         self.heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
         self.seq = itertools.count()
         self.status_ids = itertools.count()
+        self.grey: GreyWatch | None = None
+
+    def watch(self, experiment: LabExperiment) -> None:
+        """Follow the grey test the shop runs (daemon.lab.grey)."""
+
+        def shop() -> ShopEngine:
+            return self.engine.shop(self.shop_id)  # a restore replaces it
+
+        paces = {a.id: a.reply_median_ms for a in self.agents.values() if a.groups}
+
+        self.grey = GreyWatch(
+            experiment,
+            lambda: shop().state.experiments.running,
+            lambda: slowest_online(paces, shop().state.agents),
+        )
 
     # ------------------------------------------------------------------------ the loop
 
@@ -286,6 +322,10 @@ class _Runner:
                 self.progress((when - self.start) / (end - self.start))
         for chat in self.sessions.values():  # still in session at the end
             self.owed(chat, end)
+        if self.grey is not None:
+            self.grey.look(end)
+            for chat in self.sessions.values():
+                self.grey.still_open(chat.record.inquiry_id, self.chance(chat))
         if self.progress is not None:
             self.progress(1.0)
 
@@ -313,6 +353,8 @@ class _Runner:
         """Record the queue length; come back in five minutes."""
         self.trace.queue.append(QueueSample(self.now, len(self.queued)))
         self.at(self.now + SAMPLE_EVERY_MS, self.sample)
+        if self.grey is not None and (self.now - self.start) % HOUR_MS == 0 and self.now < self.end:
+            self.grey.look(self.now)
 
     # -------------------------------------------------------------------------- agents
 
@@ -510,6 +552,25 @@ class _Runner:
         chat.agent, chat.open, chat.session_id = agent, True, out.inquiry_id
         self.sessions[out.buyer_id] = chat
         self.at(out.ts + chat.visit.think_ms[chat.round], self.buyer_writes, chat)
+        grey = self.grey
+        if grey is not None and out.reason in OPENING:
+            grey.opened(record.inquiry_id, out.buyer_id)
+            if grey.hands_over(out.buyer_id):
+                self.at(out.ts, self.hand_over, chat)
+
+    def hand_over(self, chat: Chat) -> None:
+        """A `one-slow-agent` arm (daemon.lab.grey): the front end hands the buyer's new
+        session to the one slow agent, unless the core stopped the arm meanwhile."""
+        grey = self.grey
+        record = chat.record
+        if grey is None or not chat.open or chat.agent is None:
+            return
+        if not grey.hands_over(record.buyer_id):
+            return
+        sink = grey.sink(chat.agent.id)
+        if sink is not None:
+            event_id = f"one:{record.inquiry_id}"
+            self.send(SessionTransferred(event_id, self.shop_id, self.now, record.buyer_id, sink))
 
     def moved(self, chat: Chat, out: Assignment) -> None:
         """The buyer in session moves to another agent, who answers what is owed."""
@@ -543,16 +604,31 @@ class _Runner:
         self.sessions.pop(record.buyer_id, None)
         self.owed(chat, out.ts)
         visit = chat.visit
+        grey = self.grey
         if record.gave_up_at is None:  # a buyer who left writes no more and orders nothing
             if out.reason is CloseReason.AGENT_OFFLINE and chat.round < visit.rounds:
                 self.at(out.ts + visit.reinquire_ms, self.write_again, chat)
+                if grey is not None:  # this session orders nothing; the next one may
+                    grey.closed(record.inquiry_id, 0.0, None)
                 return
             agent = self.agents[out.agent_id]
-            if visit.order_u < order_chance(agent.true_conversion, chat.buyer.intent):
-                order_at = out.ts + min(visit.order_after_ms, self.order_window())
+            chance = order_chance(agent.true_conversion, chat.buyer.intent)
+            order_at = out.ts + min(visit.order_after_ms, self.order_window())
+            if visit.order_u < chance:
                 self.at(order_at, self.order, chat)
+            if grey is not None:
+                grey.closed(record.inquiry_id, chance, order_at if order_at <= self.end else None)
+        elif grey is not None:
+            grey.closed(record.inquiry_id, 0.0, None)
         if visit.return_after_ms is not None:
             self.at(out.ts + visit.return_after_ms, self.come_back, chat.buyer)
+
+    def chance(self, chat: Chat) -> float:
+        """The true chance that a chat still open ends in an order, as things stand."""
+        record = chat.record
+        if record.gave_up_at is not None or record.agent_id is None:
+            return 0.0
+        return order_chance(self.agents[record.agent_id].true_conversion, chat.buyer.intent)
 
     def order_window(self) -> int:
         """Latest delay after a session at which an order is still credited to it."""

@@ -130,3 +130,4 @@ class PolicyResult:
     measures: dict[str, Any]
     explain: dict[str, Any]
     estimates: Sequence[tuple[float, float, float, float]]  # real, fenliu, asterisk, rocket (s)
+    grey: dict[str, Any] | None = None  # a grey test's figures and truth (daemon.lab.grey)
