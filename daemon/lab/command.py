@@ -103,7 +103,9 @@ def simulate_command(
         policies, references = [Policy(f"grey test {grey.name}")], []
     elif shop.experiment is not None:
         shop = shop.model_copy(update={"experiment": None})
-        err.print("the shop file's [experiment] is left out: each --mode routes every buyer")
+        err.print(
+            "the shop file's [experiment] is left out: each --mode routes every buyer", markup=False
+        )
     started = time.perf_counter()
     world = World(scale, history, ignored_first, days, grey)
     results, extra = _run_all(shop, scenario, policies, references, seed, world, err)
