@@ -48,6 +48,17 @@ oracle and its frontier against fairness.
    minutes ≥ 98%, p95 queue wait no worse than +10% and presale conversion no worse than
    off. A Fenliu whose shops have no `[replies]` yet (the routing core brings it, item 1)
    gets the rows with it off only. `--only replies` runs this section alone.
+8. Grey tests in the lab (issue 27, item 5; `daemon/lab/grey.py`): presale.toml, `steady`,
+   seeds 1-20, split 50/50, guardrails p95_wait +20% and replies_within_deadline -3pp, on
+   two worker processes. (a) Coverage: over a week, how many runs' last uplift interval
+   covers the true uplift the world knows (of every order, and of the orders due by the
+   end), and how many covered it at every hourly look (target: at least 90% at the stated
+   95%), for conversion:high against efficiency and for two efficiency arms. (b) Detection:
+   the days until the uplift interval of conversion:high excludes 0, beside the true uplift
+   side by side and a rollout's (each policy alone on all buyers). (c) A harmful arm: the
+   lab-only `one-slow-agent`, and the plain `average`, one day: stopped or not, when, by
+   which guardrail. (d) False stops: two efficiency arms over the week (promise: at most
+   2 × alpha = 0.10). `--only grey` runs this section alone.
 
 Prints its figures; asserts nothing.
 """
@@ -55,14 +66,18 @@ Prints its figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -70,6 +85,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from daemon.config import load_shop_file
 from daemon.core import candidate
 from daemon.core.config import ShopConfig
+from daemon.lab.grey import ONE_AGENT, LabExperiment
 from daemon.lab.measures import (
     ESTIMATORS,
     HOUR_MS,
@@ -83,6 +99,7 @@ from daemon.lab.measures import (
 )
 from daemon.lab.policy import parse_policy
 from daemon.lab.runner import simulate
+from daemon.lab.scenarios import TZ
 from daemon.lab.trace import Trace
 
 BIG = Path(__file__).resolve().parents[1] / "config" / "shops" / "big.toml"
@@ -777,6 +794,226 @@ def replies_section(seeds: range) -> None:
         say("  reassign_after 60 s / 100 s: not run, this Fenliu's shops have no [replies] yet")
 
 
+# ------------------------------------------------------------------- grey tests
+
+GREY_SEEDS = 20
+GREY_DAYS = 7  # a week-long test: 20 seeds of it take a few minutes on two cores
+GREY_RAILS = {"p95_wait": "+20%", "replies_within_deadline": "-3pp"}
+GREY_SPLIT = {"control": 50, "treatment": 50}
+CONV_HIGH = {"control": "efficiency", "treatment": "conversion:high"}
+SAME = {"control": "efficiency", "treatment": "efficiency"}
+HIGH_ALONE = {"control": "conversion:high", "treatment": "conversion:high"}
+PLAIN_HARM = {"control": "efficiency", "treatment": "average"}
+LAB_HARM = {"control": "efficiency", "treatment": ONE_AGENT}
+
+
+def grey_job(job: tuple[dict[str, str], int, int]) -> dict[str, Any]:
+    """One grey test on presale.toml (`steady` for `days` days, both guardrails): the
+    core's report with the lab's truth and hourly looks (`GreyWatch.summary`)."""
+    arms, days, seed = job
+    spec = LabExperiment("lab", arms, GREY_SPLIT, GREY_RAILS)
+    policy = parse_policy("as-configured")
+    run = simulate(
+        load_shop_file(PRESALE), "steady", seed=seed, policy=policy, days=days, experiment=spec
+    )
+    assert run.grey is not None
+    return run.grey.summary()
+
+
+def pooled_truth(grey: dict[str, Any]) -> float:
+    """The true conversion over both arms of a grey test: with one policy in both, what
+    that policy gives on all buyers (a rollout), by the same truth as the arms'."""
+    arms = grey["arms"]
+    return sum(a["true"] * a["lab_sessions"] for a in arms) / sum(a["lab_sessions"] for a in arms)
+
+
+def _pool_map(fn: Any, jobs: list[Any]) -> list[Any]:
+    """`fn` over `jobs` on two worker processes (the machine has two cores), in order."""
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(fn, jobs))
+
+
+def _covers(u: dict[str, Any], truth: float | None) -> bool:
+    return truth is not None and u["low"] <= truth <= u["high"]
+
+
+def _hours(grey: dict[str, Any], at: int) -> float:
+    return (at - grey["looks"][0]["at"]) / HOUR_MS
+
+
+def _days_span(values: list[float]) -> str:
+    if not values:
+        return "–"
+    ordered = sorted(values)
+    return f"{median(ordered):.2f} ({ordered[0]:.2f}–{ordered[-1]:.2f})"
+
+
+def coverage_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Section 8 (a): per run, whether the last interval covers the true uplift (of every
+    order, and of the orders due by the end), and whether every hourly look covered the
+    true uplift of the orders due by then."""
+    final_all = final_due = path = 0
+    widths, estimates, truths = [], [], []
+    for grey in runs:
+        arm = grey["arms"][1]
+        up = arm["uplift"]
+        final_all += _covers(up, arm["true_uplift"])
+        final_due += _covers(up, arm["true_uplift_due"])
+        path += all(
+            _covers(look["uplift"]["treatment"], look["uplift"]["treatment"]["true_due"])
+            for look in grey["looks"]
+            if look["uplift"]["treatment"]["true_due"] is not None
+        )
+        widths.append(up["high"] - up["low"])
+        estimates.append(up["points"])
+        truths.append(arm["true_uplift"])
+    return {
+        "final_all": final_all,
+        "final_due": final_due,
+        "path": path,
+        "width": _mean(widths),
+        "estimate": _mean(estimates),
+        "truth": _mean(truths),
+        "stops": sum(1 for g in runs if any(a["stopped"] for a in g["arms"])),
+    }
+
+
+def coverage_line(name: str, runs: list[dict[str, Any]]) -> None:
+    c = coverage_rows(runs)
+    n = len(runs)
+    say(
+        f"| {name} | {n} | {c['final_all']}/{n} ({c['final_all'] / n:.0%}) "
+        f"| {c['final_due']}/{n} ({c['final_due'] / n:.0%}) "
+        f"| {c['path']}/{n} ({c['path'] / n:.0%}) | {c['truth'] * 100:+.2f} "
+        f"| {c['estimate'] * 100:+.2f} | ±{c['width'] * 50:.2f} | {c['stops']} |"
+    )
+
+
+def detection(runs: list[dict[str, Any]]) -> tuple[list[float], int, int]:
+    """Section 8 (b): per run, the first look (in days) at which the uplift interval
+    excludes 0 above it; runs where it never did; runs where it excluded 0 below it."""
+    found, wrong = [], 0
+    for grey in runs:
+        first = next(
+            (look for look in grey["looks"] if look["uplift"]["treatment"]["low"] > 0), None
+        )
+        if first is not None:
+            found.append(_hours(grey, first["at"]) / 24)
+        wrong += any(look["uplift"]["treatment"]["high"] < 0 for look in grey["looks"])
+    return found, len(runs) - len(found), wrong
+
+
+def stop_rows(name: str, runs: list[dict[str, Any]]) -> None:
+    """Section 8 (c), (d): how many runs had an arm stopped, when (hours since the test's
+    first buyer, and the clock time) and by which guardrail."""
+    hours, clocks, fired = [], [], Counter[str]()
+    for grey in runs:
+        stop = grey["arms"][1]["stopped"]
+        if stop is None:
+            continue
+        hours.append((stop["at"] - grey["started_at"]) / HOUR_MS)
+        clocks.append(f"{datetime.fromtimestamp(stop['at'] / 1000, TZ):%H:%M}")
+        fired[stop["guardrail"]] += 1
+    control = _mean([g["arms"][0]["replies_within_deadline"]["value"] for g in runs])
+    arm = _mean([g["arms"][1]["replies_within_deadline"]["value"] for g in runs])
+    n = len(runs)
+    span = (
+        f"{median(hours):.1f} h ({min(hours):.1f}–{max(hours):.1f}); "
+        f"clock {min(clocks)}–{max(clocks)}"
+        if hours
+        else "–"
+    )
+    say(
+        f"| {name} | {n} | {len(hours)}/{n} ({len(hours) / n:.0%}) | {span} "
+        f"| {', '.join(f'{k} {v}' for k, v in fired.items()) or '–'} "
+        f"| {control:.2%} / {arm:.2%} |"
+    )
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"nproc {os.cpu_count()}, {model}"
+
+
+def grey_section(seed: int) -> None:
+    """Section 8."""
+    seeds = range(seed, seed + GREY_SEEDS)
+    rails = ", ".join(f"{k} {v}" for k, v in GREY_RAILS.items())
+    say(
+        f"\n## grey tests in the lab: presale.toml, steady, seeds {seeds.start}-"
+        f"{seeds.stop - 1}, split 50/50, guardrails {rails}; {_machine()}"
+    )
+    started = time.perf_counter()
+    conv = _pool_map(grey_job, [(CONV_HIGH, GREY_DAYS, s) for s in seeds])
+    say(f"  ({GREY_SEEDS} × {GREY_DAYS} days of conversion:high against efficiency: "
+        f"{time.perf_counter() - started:.0f} s)")  # fmt: skip
+    started = time.perf_counter()
+    same = _pool_map(grey_job, [(SAME, GREY_DAYS, s) for s in seeds])
+    say(f"  ({GREY_SEEDS} × {GREY_DAYS} days of two efficiency arms: "
+        f"{time.perf_counter() - started:.0f} s)")  # fmt: skip
+    started = time.perf_counter()
+    harm = _pool_map(grey_job, [(LAB_HARM, 1, s) for s in seeds])
+    plain = _pool_map(grey_job, [(PLAIN_HARM, 1, s) for s in seeds])
+    day = _pool_map(grey_job, [(CONV_HIGH, 1, s) for s in seeds])
+    alone = {
+        policy: [pooled_truth(g) for g in _pool_map(grey_job, [(arms, 1, s) for s in seeds])]
+        for policy, arms in (("efficiency", SAME), ("conversion:high", HIGH_ALONE))
+    }
+    say(f"  (one day each of {ONE_AGENT}, average, the arms side by side and each alone: "
+        f"{time.perf_counter() - started:.0f} s)")  # fmt: skip
+
+    say(f"\n### (a) coverage of the true uplift, {GREY_DAYS} days")
+    say(
+        "| arms | runs | final interval covers true uplift | covers true uplift due by the end "
+        "| every hourly look covers | true uplift, pp (mean) | estimate, pp (mean) "
+        "| final half-width, pp (mean) | runs with an arm stopped |"
+    )
+    say("|---|---|---|---|---|---|---|---|---|")
+    coverage_line("efficiency / conversion:high", conv)
+    coverage_line("efficiency / efficiency", same)
+
+    found, never, wrong = detection(conv)
+    say(f"\n### (b) detection: conversion:high over efficiency, {GREY_DAYS} days")
+    say(
+        f"- days until the uplift interval excludes 0: median (range) {_days_span(found)}; "
+        f"not within {GREY_DAYS} days: {never}/{len(conv)}; below 0 at any look: {wrong}"
+    )
+    say(
+        f"- true uplift side by side, {GREY_DAYS} days (mean over seeds): "
+        f"{_mean([g['arms'][1]['true_uplift'] for g in conv]) * 100:+.2f} pp"
+    )
+    side = [(g["arms"][0]["true"], g["arms"][1]["true"]) for g in day]
+    say(
+        "- one day, true conversion (mean over seeds): side by side efficiency "
+        f"{_mean([c for c, _ in side]):.2%}, conversion:high {_mean([t for _, t in side]):.2%}, "
+        f"uplift {_mean([t - c for c, t in side]) * 100:+.2f} pp; each alone on all buyers "
+        f"(both arms one policy) {_mean(alone['efficiency']):.2%} and "
+        f"{_mean(alone['conversion:high']):.2%}, uplift "
+        f"{(_mean(alone['conversion:high']) - _mean(alone['efficiency'])) * 100:+.2f} pp"
+    )
+
+    say("\n### (c) a harmful arm, one day; (d) false stops, two efficiency arms")
+    say(
+        "| treatment | runs | stopped | when (median, range) | guardrail "
+        "| replies within deadline, control / treatment (day) |"
+    )
+    say("|---|---|---|---|---|---|")
+    stop_rows(f"{ONE_AGENT} (lab only), 1 day", harm)
+    stop_rows("average (a plain mode), 1 day", plain)
+    stop_rows(f"efficiency (identical arms), {GREY_DAYS} days", same)
+    say(
+        "  promise for identical arms: at most alpha per guardrail and arm, "
+        "2 × 0.05 = 0.10 here (one arm compared)"
+    )
+
+
 def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}" if value < 10 else f"{value:.0f}"
 
@@ -797,6 +1034,10 @@ def main(seed: int, only: str | None = None) -> None:
         replies_section(range(seed, seed + 3))
         say(f"\ndone in {time.perf_counter() - started:.0f}s")
         return
+    if only == "grey":
+        grey_section(seed)
+        say(f"\ndone in {time.perf_counter() - started:.0f}s")
+        return
     shop = load_shop_file(BIG)
     for scenario in ("steady", "double11"):
         policy_table(shop, scenario, seed)
@@ -806,6 +1047,7 @@ def main(seed: int, only: str | None = None) -> None:
     oracle_section(range(seed, seed + 3))
     frontier_section(range(seed, seed + 3))
     replies_section(range(seed, seed + 3))
+    grey_section(seed)
     say(f"\ndone in {time.perf_counter() - started:.0f}s")
 
 
@@ -813,7 +1055,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--only", choices=("oracle", "frontier", "replies"), help="run section 5, 6 or 7 alone"
+        "--only",
+        choices=("oracle", "frontier", "replies", "grey"),
+        help="run section 5, 6, 7 or 8 alone",
     )
     args = parser.parse_args()
     main(args.seed, args.only)
