@@ -58,7 +58,8 @@ oracle and its frontier against fairness.
    side by side and a rollout's (each policy alone on all buyers). (c) A harmful arm: the
    lab-only `one-slow-agent`, and the plain `average`, one day: stopped or not, when, by
    which guardrail. (d) False stops: two efficiency arms over the week (promise: at most
-   2 × alpha = 0.10). `--only grey` runs this section alone.
+   2 × alpha = 0.10), with the guardrails above and again at +0% and -0pp, where identical
+   arms are on the edge and the promise is sharp. `--only grey` runs this section alone.
 
 Prints its figures; asserts nothing.
 """
@@ -799,6 +800,7 @@ def replies_section(seeds: range) -> None:
 GREY_SEEDS = 20
 GREY_DAYS = 7  # a week-long test: 20 seeds of it take a few minutes on two cores
 GREY_RAILS = {"p95_wait": "+20%", "replies_within_deadline": "-3pp"}
+ZERO_RAILS = {"p95_wait": "+0%", "replies_within_deadline": "-0pp"}  # (d) at the edge
 GREY_SPLIT = {"control": 50, "treatment": 50}
 CONV_HIGH = {"control": "efficiency", "treatment": "conversion:high"}
 SAME = {"control": "efficiency", "treatment": "efficiency"}
@@ -807,17 +809,21 @@ PLAIN_HARM = {"control": "efficiency", "treatment": "average"}
 LAB_HARM = {"control": "efficiency", "treatment": ONE_AGENT}
 
 
-def grey_job(job: tuple[dict[str, str], int, int]) -> dict[str, Any]:
-    """One grey test on presale.toml (`steady` for `days` days, both guardrails): the
-    core's report with the lab's truth and hourly looks (`GreyWatch.summary`)."""
-    arms, days, seed = job
-    spec = LabExperiment("lab", arms, GREY_SPLIT, GREY_RAILS)
+GreyJob = tuple[dict[str, str], int, int, dict[str, str]]  # arms, days, seed, guardrails
+
+
+def grey_job(job: GreyJob) -> dict[str, Any]:
+    """One grey test on presale.toml (`steady` for `days` days): the core's report with the
+    lab's truth and hourly looks (`GreyWatch.summary`), and the CPU time it took."""
+    arms, days, seed, rails = job
+    started = time.process_time()
+    spec = LabExperiment("lab", arms, GREY_SPLIT, rails)
     policy = parse_policy("as-configured")
     run = simulate(
         load_shop_file(PRESALE), "steady", seed=seed, policy=policy, days=days, experiment=spec
     )
     assert run.grey is not None
-    return run.grey.summary()
+    return {**run.grey.summary(), "cpu_s": time.process_time() - started}
 
 
 def pooled_truth(grey: dict[str, Any]) -> float:
@@ -831,6 +837,15 @@ def _pool_map(fn: Any, jobs: list[Any]) -> list[Any]:
     """`fn` over `jobs` on two worker processes (the machine has two cores), in order."""
     with ProcessPoolExecutor(max_workers=2) as pool:
         return list(pool.map(fn, jobs))
+
+
+def _grey_runs(what: str, jobs: list[GreyJob]) -> list[dict[str, Any]]:
+    """`grey_job` over `jobs`, saying how long they took (wall and the workers' CPU)."""
+    started = time.perf_counter()
+    runs = _pool_map(grey_job, jobs)
+    cpu = sum(r["cpu_s"] for r in runs)
+    say(f"  ({what}: {time.perf_counter() - started:.0f} s, {cpu:.0f} CPU-s)")
+    return runs
 
 
 def _covers(u: dict[str, Any], truth: float | None) -> bool:
@@ -853,17 +868,19 @@ def coverage_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
     order, and of the orders due by the end), and whether every hourly look covered the
     true uplift of the orders due by then."""
     final_all = final_due = path = 0
-    widths, estimates, truths = [], [], []
+    widths, estimates, truths, closest = [], [], [], []
     for grey in runs:
         arm = grey["arms"][1]
         up = arm["uplift"]
         final_all += _covers(up, arm["true_uplift"])
         final_due += _covers(up, arm["true_uplift_due"])
-        path += all(
-            _covers(look["uplift"]["treatment"], look["uplift"]["treatment"]["true_due"])
+        looks = [
+            look["uplift"]["treatment"]
             for look in grey["looks"]
             if look["uplift"]["treatment"]["true_due"] is not None
-        )
+        ]
+        path += all(_covers(u, u["true_due"]) for u in looks)
+        closest.append(max(_reach(u) for u in looks))
         widths.append(up["high"] - up["low"])
         estimates.append(up["points"])
         truths.append(arm["true_uplift"])
@@ -875,7 +892,19 @@ def coverage_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "estimate": _mean(estimates),
         "truth": _mean(truths),
         "stops": sum(1 for g in runs if any(a["stopped"] for a in g["arms"])),
+        "closest": sorted(closest),
     }
+
+
+def _reach(u: dict[str, Any]) -> float:
+    """How far the true uplift due by a look lies from the estimate, in the interval's
+    half-widths on its side (above 1: outside); 0 before the interval is more than the
+    full range (MIN_COUNT)."""
+    if u["points"] is None or u["high"] - u["low"] >= 2.0:
+        return 0.0
+    gap = u["true_due"] - u["points"]
+    side = u["high"] - u["points"] if gap > 0 else u["points"] - u["low"]
+    return abs(gap) / side if side > 0 else 0.0
 
 
 def coverage_line(name: str, runs: list[dict[str, Any]]) -> None:
@@ -885,7 +914,8 @@ def coverage_line(name: str, runs: list[dict[str, Any]]) -> None:
         f"| {name} | {n} | {c['final_all']}/{n} ({c['final_all'] / n:.0%}) "
         f"| {c['final_due']}/{n} ({c['final_due'] / n:.0%}) "
         f"| {c['path']}/{n} ({c['path'] / n:.0%}) | {c['truth'] * 100:+.2f} "
-        f"| {c['estimate'] * 100:+.2f} | ±{c['width'] * 50:.2f} | {c['stops']} |"
+        f"| {c['estimate'] * 100:+.2f} | ±{c['width'] * 50:.2f} "
+        f"| {median(c['closest']):.2f} ({c['closest'][-1]:.2f}) | {c['stops']} |"
     )
 
 
@@ -950,32 +980,33 @@ def grey_section(seed: int) -> None:
         f"\n## grey tests in the lab: presale.toml, steady, seeds {seeds.start}-"
         f"{seeds.stop - 1}, split 50/50, guardrails {rails}; {_machine()}"
     )
-    started = time.perf_counter()
-    conv = _pool_map(grey_job, [(CONV_HIGH, GREY_DAYS, s) for s in seeds])
-    say(f"  ({GREY_SEEDS} × {GREY_DAYS} days of conversion:high against efficiency: "
-        f"{time.perf_counter() - started:.0f} s)")  # fmt: skip
-    started = time.perf_counter()
-    same = _pool_map(grey_job, [(SAME, GREY_DAYS, s) for s in seeds])
-    say(f"  ({GREY_SEEDS} × {GREY_DAYS} days of two efficiency arms: "
-        f"{time.perf_counter() - started:.0f} s)")  # fmt: skip
-    started = time.perf_counter()
-    harm = _pool_map(grey_job, [(LAB_HARM, 1, s) for s in seeds])
-    plain = _pool_map(grey_job, [(PLAIN_HARM, 1, s) for s in seeds])
-    day = _pool_map(grey_job, [(CONV_HIGH, 1, s) for s in seeds])
+    week, rails = f"{GREY_SEEDS} × {GREY_DAYS} days", GREY_RAILS
+    conv = _grey_runs(f"{week} of conversion:high against efficiency",
+                      [(CONV_HIGH, GREY_DAYS, s, rails) for s in seeds])  # fmt: skip
+    same = _grey_runs(f"{week} of two efficiency arms",
+                      [(SAME, GREY_DAYS, s, rails) for s in seeds])  # fmt: skip
+    edge = _grey_runs(f"{week} of two efficiency arms, guardrails at +0% and -0pp",
+                      [(SAME, GREY_DAYS, s, ZERO_RAILS) for s in seeds])  # fmt: skip
+    harm = _grey_runs(f"{GREY_SEEDS} days of {ONE_AGENT}",
+                      [(LAB_HARM, 1, s, rails) for s in seeds])  # fmt: skip
+    plain = _grey_runs(f"{GREY_SEEDS} days of average",
+                       [(PLAIN_HARM, 1, s, rails) for s in seeds])  # fmt: skip
+    day = _grey_runs(f"{GREY_SEEDS} days of conversion:high against efficiency",
+                     [(CONV_HIGH, 1, s, rails) for s in seeds])  # fmt: skip
     alone = {
-        policy: [pooled_truth(g) for g in _pool_map(grey_job, [(arms, 1, s) for s in seeds])]
+        policy: [pooled_truth(g) for g in _grey_runs(f"{GREY_SEEDS} days of {policy} alone",
+                                                     [(arms, 1, s, {}) for s in seeds])]
         for policy, arms in (("efficiency", SAME), ("conversion:high", HIGH_ALONE))
-    }
-    say(f"  (one day each of {ONE_AGENT}, average, the arms side by side and each alone: "
-        f"{time.perf_counter() - started:.0f} s)")  # fmt: skip
+    }  # fmt: skip
 
     say(f"\n### (a) coverage of the true uplift, {GREY_DAYS} days")
     say(
         "| arms | runs | final interval covers true uplift | covers true uplift due by the end "
         "| every hourly look covers | true uplift, pp (mean) | estimate, pp (mean) "
-        "| final half-width, pp (mean) | runs with an arm stopped |"
+        "| final half-width, pp (mean) | closest approach, median (max) "
+        "| runs with an arm stopped |"
     )
-    say("|---|---|---|---|---|---|---|---|---|")
+    say("|---|---|---|---|---|---|---|---|---|---|")
     coverage_line("efficiency / conversion:high", conv)
     coverage_line("efficiency / efficiency", same)
 
@@ -1008,9 +1039,11 @@ def grey_section(seed: int) -> None:
     stop_rows(f"{ONE_AGENT} (lab only), 1 day", harm)
     stop_rows("average (a plain mode), 1 day", plain)
     stop_rows(f"efficiency (identical arms), {GREY_DAYS} days", same)
+    stop_rows(f"efficiency (identical arms), {GREY_DAYS} days, guardrails +0% / -0pp", edge)
     say(
         "  promise for identical arms: at most alpha per guardrail and arm, "
-        "2 × 0.05 = 0.10 here (one arm compared)"
+        "2 × 0.05 = 0.10 here (one arm compared); sharp only with the guardrails at +0% and "
+        "-0pp, where identical arms sit on the guardrail's edge"
     )
 
 

@@ -9,6 +9,7 @@
     runner.py     the event loop around `daemon.core.engine.Engine`
     measures.py   conversion, waits, replies, abandonment, fairness, wait-estimate errors,
                   oracle share
+    grey.py       grey tests in the lab: an experiment's figures beside the world's truth
     report.py     the policy table and the HTML page of `--report`
     plots.py      its PNG plots (matplotlib: the `lab` extra, imported only for `--report`)
     command.py    `fenliu simulate`
