@@ -27,6 +27,11 @@ By default the shop knows its agents' conversion from 30 days of history, sent a
 `agent_stats` at the start and every midnight (`daemon.lab.history`; `history="none"`:
 nothing).
 
+A shop with an `[experiment]` (or `experiment=`) runs a grey test in the core; the runner
+tells `daemon.lab.grey.GreyWatch` each counted session's true chance of an order and reads
+the report every simulated hour, and for a lab-only `one-slow-agent` arm hands the arm's new
+sessions over by `transfer`. Without an experiment nothing of this runs.
+
 `days` plays a one-day scenario that many days in a row on the same engine
 (`daemon.lab.scenarios.consecutive`), and `make_engine` builds the engine the runner drives
 (bench/week.py passes a tracking engine that checkpoints to Redis as the daemon does).
