@@ -86,7 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from daemon.config import load_shop_file
 from daemon.core import candidate
 from daemon.core.config import ShopConfig
-from daemon.lab.grey import ONE_AGENT, LabExperiment
+from daemon.lab.grey import ONE_SLOW_AGENT, LabExperiment
 from daemon.lab.measures import (
     ESTIMATORS,
     HOUR_MS,
@@ -806,7 +806,7 @@ CONV_HIGH = {"control": "efficiency", "treatment": "conversion:high"}
 SAME = {"control": "efficiency", "treatment": "efficiency"}
 HIGH_ALONE = {"control": "conversion:high", "treatment": "conversion:high"}
 PLAIN_HARM = {"control": "efficiency", "treatment": "average"}
-LAB_HARM = {"control": "efficiency", "treatment": ONE_AGENT}
+LAB_HARM = {"control": "efficiency", "treatment": ONE_SLOW_AGENT}
 
 
 GreyJob = tuple[dict[str, str], int, int, dict[str, str]]  # arms, days, seed, guardrails
@@ -987,7 +987,7 @@ def grey_section(seed: int) -> None:
                       [(SAME, GREY_DAYS, s, rails) for s in seeds])  # fmt: skip
     edge = _grey_runs(f"{week} of two efficiency arms, guardrails at +0% and -0pp",
                       [(SAME, GREY_DAYS, s, ZERO_RAILS) for s in seeds])  # fmt: skip
-    harm = _grey_runs(f"{GREY_SEEDS} days of {ONE_AGENT}",
+    harm = _grey_runs(f"{GREY_SEEDS} days of {ONE_SLOW_AGENT}",
                       [(LAB_HARM, 1, s, rails) for s in seeds])  # fmt: skip
     plain = _grey_runs(f"{GREY_SEEDS} days of average",
                        [(PLAIN_HARM, 1, s, rails) for s in seeds])  # fmt: skip
@@ -1036,7 +1036,7 @@ def grey_section(seed: int) -> None:
         "| replies within deadline, control / treatment (day) |"
     )
     say("|---|---|---|---|---|---|")
-    stop_rows(f"{ONE_AGENT} (lab only), 1 day", harm)
+    stop_rows(f"{ONE_SLOW_AGENT} (lab only), 1 day", harm)
     stop_rows("average (a plain mode), 1 day", plain)
     stop_rows(f"efficiency (identical arms), {GREY_DAYS} days", same)
     stop_rows(f"efficiency (identical arms), {GREY_DAYS} days, guardrails +0% / -0pp", edge)

@@ -50,8 +50,8 @@ from daemon.core.model import AgentState
 from topics.events import AgentStatus
 
 LAB_NAME = "lab"  # the experiment's name when the shop file has none (it seeds the arms)
-ONE_AGENT = "one-slow-agent"  # the lab-only harmful policy (module docstring)
-LAB_POLICIES = {ONE_AGENT: "efficiency"}  # lab-only policy -> the core policy it routes by
+ONE_SLOW_AGENT = "one-slow-agent"  # the lab-only harmful policy (module docstring)
+LAB_POLICIES = {ONE_SLOW_AGENT: "efficiency"}  # lab-only policy -> the core policy it routes by
 NO_GUARDRAILS = "none"
 
 
@@ -80,7 +80,7 @@ class LabExperiment:
     @property
     def one_agent(self) -> frozenset[str]:
         """The arms whose buyers the lab hands to one slow agent."""
-        return frozenset(arm for arm, p in self.arms.items() if p == ONE_AGENT)
+        return frozenset(arm for arm, p in self.arms.items() if p == ONE_SLOW_AGENT)
 
     @classmethod
     def of(cls, config: ExperimentConfig) -> LabExperiment:
@@ -113,7 +113,8 @@ def lab_experiment(
             try:
                 parse_policy(policy)
             except ValueError as exc:
-                raise ValueError(f"--experiment {arm}: {exc} (or {ONE_AGENT}, lab only)") from None
+                lab_only = f"(or {ONE_SLOW_AGENT}, lab only)"
+                raise ValueError(f"--experiment {arm}: {exc} {lab_only}") from None
     if split is not None:
         shares = _split(split, parsed)
     elif own is not None and set(own.split) == set(parsed):

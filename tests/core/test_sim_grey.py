@@ -12,7 +12,7 @@ import pytest
 from daemon.cli import main
 from daemon.config import ConfigError, load_shop_file
 from daemon.core.config import ShopConfig
-from daemon.lab.grey import ONE_AGENT, LabExperiment, lab_experiment
+from daemon.lab.grey import ONE_SLOW_AGENT, LabExperiment, lab_experiment
 from daemon.lab.policy import parse_policy
 from daemon.lab.runner import SimRun, simulate
 from daemon.lab.scenarios import HOUR_MS, find_scenario
@@ -108,7 +108,7 @@ def test_the_harmful_lab_arm_hands_its_buyers_to_one_slow_agent_until_a_guardrai
     """`one-slow-agent`: seed 1, one ordinary day at the shop's own load. The core knows only
     efficiency; the lab moves each new session of the arm to the slowest agent online, the
     replies guardrail stops the arm within the day, and no buyer is handed over after."""
-    spec = lab_experiment(presale, f"control=efficiency,treatment={ONE_AGENT}", None, None)
+    spec = lab_experiment(presale, f"control=efficiency,treatment={ONE_SLOW_AGENT}", None, None)
     assert spec is not None
     spec = LabExperiment(spec.name, spec.arms, spec.split, RAILS)
     run = grey_run(presale, spec, 1.0)
@@ -127,7 +127,7 @@ def test_the_harmful_lab_arm_hands_its_buyers_to_one_slow_agent_until_a_guardrai
                   if any(start <= at < end for start, end in a.online)]  # fmt: skip
         assert to == max(online, key=pace.__getitem__)
     summary = run.grey.summary()
-    assert summary["arms"][1]["lab_policy"] == ONE_AGENT
+    assert summary["arms"][1]["lab_policy"] == ONE_SLOW_AGENT
     assert summary["arms"][1]["policy"] == "efficiency"
 
 
@@ -136,12 +136,12 @@ def test_the_harmful_lab_arm_is_never_reachable_from_a_shop_file(tmp_path: Path)
     shop.write_text(
         PRESALE.read_text()
         + '\n[experiment]\nname = "harm"\n'
-        + f'arms = {{ control = "efficiency", treatment = "{ONE_AGENT}" }}\n'
+        + f'arms = {{ control = "efficiency", treatment = "{ONE_SLOW_AGENT}" }}\n'
         + "split = { control = 50, treatment = 50 }\n"
     )
     with pytest.raises(ConfigError) as refused:
         load_shop_file(shop)
-    assert any(ONE_AGENT in str(problem) for problem in refused.value.problems)
+    assert any(ONE_SLOW_AGENT in str(problem) for problem in refused.value.problems)
 
 
 def test_a_shop_files_own_experiment_runs_without_mode_and_is_left_out_with_mode(
