@@ -25,9 +25,11 @@ session's candidate picks with the silent one excluded: the old session closes
 `unanswered`, a new one opens `unanswered` (`moved_id`) with the question and its clock,
 once: a session opened by a move is never moved again (`Session.moved`).
 With nobody to take it the buyer is `stranded` and moved, before the line, by the next
-`Queues.drain` of that candidate; a reply first stops it. The buyer's `last` contact stays
-what it was, so sticky and repeat entry cannot lead back to the silent agent, and a stranded
-session that closes is not remembered as a contact (nor credited for an order).
+`Queues.drain` of that candidate; a reply first stops it. No way back (`_no_way_back`): the
+session the silent agent left unanswered is no contact (nor credited for an order), and an
+earlier contact with that agent is forgotten, so sticky and repeat entry, which read the
+buyer's `last` contact, cannot lead back to it; a stranded session that closes leaves the
+buyer its earlier contact with another agent, if any, else the buyer is forgotten at once.
 
 Busyness (contract §3.4) is decided in one place, `is_busy`: pending above
 `busy_threshold`, or, with `[replies] overdue_is_busy`, any overdue buyer. `update_busy`
@@ -215,13 +217,13 @@ class Sessions:
     def _move(self, buyer: Buyer, cand: Candidate, agent_id: str, mode: Mode) -> None:
         """Hand the buyer from the agent who left its first message unanswered to
         `agent_id`: the old session closes `unanswered`, the new one starts `unanswered`
-        with the question and its clock (its start kept); `last` stays what it was, so
-        sticky and repeat entry cannot lead back to the silent agent."""
+        with the question and its clock (its start kept); no way back (`_no_way_back`)."""
         old = buyer.session
         assert old is not None
         reason = CloseReason.UNANSWERED
         opening = AssignReason.UNANSWERED
         self._hand_over(buyer, cand, agent_id, moved_id(old.inquiry_id), reason, opening, mode)
+        self._no_way_back(buyer, old.agent_id)
         self._state.agents[old.agent_id].taken_unanswered += 1
         self._effects.agent_changed(old.agent_id)
         home = self._routing.cands.get(old.group) if old.group is not None else None
@@ -296,13 +298,23 @@ class Sessions:
         self._effects.buyer_changed(buyer.id)
         buyer.move("close")
         buyer.session = None
-        if buyer.id in self.stranded:  # its agent never answered: no way back to it, and
-            del self.stranded[buyer.id]  # no order credit (`last` stays what it was)
+        stranded = buyer.id in self.stranded
+        if stranded:  # its agent never answered: no contact, no order credit, no way back
+            del self.stranded[buyer.id]
+            self._no_way_back(buyer, s.agent_id)
         else:
             buyer.last = LastContact(s.agent_id, s.cand, now, s.converted, s.opened_at)
             self.recent_ends.append((now, buyer.id))
         self._detach(buyer.id, s)
         self._effects.session_closed(now, s.inquiry_id, buyer.id, s.agent_id, reason)
+        if stranded and buyer.last is None:  # nothing left to remember it for
+            del self._state.buyers[buyer.id]
+
+    def _no_way_back(self, buyer: Buyer, silent: str) -> None:
+        """Forget the buyer's last contact if it was with the agent who left its first
+        message unanswered: sticky and repeat entry read it (contract §3.6)."""
+        if buyer.last is not None and buyer.last.agent_id == silent:
+            buyer.last = None
 
     def close_all(self, agent: AgentState, reason: CloseReason) -> None:
         """End every session of the agent."""

@@ -127,15 +127,60 @@ def test_sticky_and_repeat_entry_do_not_lead_back_to_the_silent_agent() -> None:
 
 
 def test_a_stranded_session_that_closes_is_no_contact_of_the_silent_agent() -> None:
+    """Nor any contact at all: a buyer with no earlier one is forgotten at once, as one who
+    leaves a queue (docs/routing.md, Memory), not kept for ever."""
     sc = _shop(["a1", "a2"], sticky_window="72h")
     sc.at("0s").online("a1")
     sc.inquiry("b1")
     sc.at("10s").says("b1")
     sc.at("2m")  # stranded: nobody else online
     sc.at("3m").status("offline", "a1")  # the session closes agent_offline
-    buyer = sc.engine.shop(SHOP).buyers.get("b1")
-    assert buyer is None or buyer.last is None
+    assert "b1" not in sc.engine.shop(SHOP).buyers
     assert "b1" not in sc.engine.shop(SHOP).sessions.stranded
+
+
+def test_no_way_back_through_an_earlier_contact_with_the_agent_who_did_not_answer() -> None:
+    """A buyer's earlier, answered contact with a1 must not lead it back to a1 once a1 has
+    left its next first message unanswered: it used to stay the buyer's last contact when
+    that stranded session closed, and sticky (or repeat entry) went back to a1."""
+    sc = _shop(["a1", "a2"], sticky_window="72h")
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")  # a1
+    sc.at("10s").says("b1")
+    sc.at("20s").replies("b1", "a1")
+    sc.at("31m")  # timed out at 30m20s: the buyer's last contact is a1, who answered
+    sc.inquiry("b1")  # repeat entry: a1
+    sc.at("31m10s").says("b1")
+    sc.at("33m")  # due at 32m50s, nobody else online: stranded
+    sc.status("offline", "a1")  # the session closes
+    sc.at("34m").online("a1")
+    sc.inquiry("b1")
+    assert sc.assignment("b1").reason.value == "routed"
+
+
+def test_no_way_back_through_an_earlier_contact_after_a_move() -> None:
+    """The same after a move: the earlier contact with the agent moved away from is
+    forgotten, so a later session that ends stranded (no contact) does not bring it back."""
+    sc = _shop(["a1", "a2", "a3"], sticky_window="72h")
+    sc.at("0s").online("a1")
+    sc.inquiry("b1")  # a1
+    sc.at("10s").says("b1")
+    sc.at("20s").replies("b1", "a1")
+    sc.at("31m")  # timed out: the last contact is a1
+    sc.inquiry("b1")  # repeat entry: a1
+    sc.at("31m10s").says("b1")
+    sc.at("32m").online("a2")
+    sc.at("32m50s")
+    assert _agent_of(sc, "b1") == "a2", "moved away from a1"
+    sc.status("offline", "a1")
+    sc.at("33m").online("a3")
+    sc.transfer("b1", to_agent="a3")  # the question goes along, unanswered
+    sc.inquiry("b2")  # a2, now at its cap
+    sc.at("35m")  # due at 34m40s, nobody else can take b1: stranded with a3
+    sc.status("offline", "a3")
+    sc.at("36m").online("a1")
+    sc.inquiry("b1")
+    assert sc.assignment("b1").reason.value == "routed"
 
 
 def test_a_buyer_moves_once_and_stays_with_a_new_agent_who_is_silent_too() -> None:
