@@ -180,9 +180,8 @@ class Queues:
         """Serve queued buyers while any of `cands` has both a buyer and an eligible agent;
         first, move there the buyers due to move for an unanswered message (contract §3.6:
         as soon as someone can take them, before the line)."""
-        if self._sessions.stranded:
-            cands = list(cands)
-            self._sessions.move_stranded(cands)
+        if self._sessions.stranded:  # the lines of the candidates moves free a slot in too
+            cands = self._sessions.move_stranded(cands)
         waiting = [c for c in cands if c.line.items]
         while waiting:
             best = _oldest_servable_head(waiting)

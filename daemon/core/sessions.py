@@ -192,15 +192,31 @@ class Sessions:
         self.stranded[buyer.id] = None
         return self._try_move(buyer)
 
-    def move_stranded(self, cands: Iterable[Candidate]) -> None:
+    def move_stranded(self, cands: Iterable[Candidate]) -> list[Candidate]:
         """Move the buyers due to move in `cands` that an agent of their session's candidate,
-        the silent one excluded, can take now (contract §3.6)."""
+        the silent one excluded, can take now (contract §3.6: as soon as one can), until
+        none can: a move frees a slot of the agent it leaves, which may be the way out for a
+        buyer looked at before it, in `cands` or in another candidate of that agent.
+        `cands` with those candidates added: the caller serves their lines too."""
+        cands = list(cands)
         keys = {c.key for c in cands}
         buyers = self._state.buyers
-        for buyer_id in list(self.stranded):
-            session = buyers[buyer_id].session
-            if session is not None and session.cand in keys:
-                self._try_move(buyers[buyer_id])
+        moved = True
+        while moved:  # each move takes a buyer out of `stranded` for good: it ends
+            moved = False
+            for buyer_id in list(self.stranded):
+                session = buyers[buyer_id].session
+                if session is None or session.cand not in keys:
+                    continue
+                left = self._try_move(buyers[buyer_id])
+                if left is None:
+                    continue
+                moved = True
+                for cand in self._routing.of_agent(left):
+                    if cand.key not in keys:
+                        keys.add(cand.key)
+                        cands.append(cand)
+        return cands
 
     def _try_move(self, buyer: Buyer) -> str | None:
         """Move a buyer due to move if someone can take it now; the agent it left."""

@@ -225,3 +225,29 @@ def test_moved_ids_are_unique_and_bounded() -> None:
     assert moved_id("x~uy") == "x~uy~u1"
     long = moved_id("x" * 128)
     assert len(long) <= 128 and long != moved_id("x" * 127 + "y")
+
+
+def test_a_move_that_frees_a_slot_lets_a_buyer_stranded_before_it_move_at_once() -> None:
+    """A drain moved the stranded buyers in one pass, oldest due first: one whose only way
+    out was the slot a later one's move freed stayed stranded beside an eligible agent
+    until something else woke its candidate (here, 10 s later)."""
+    sc = Scenario(
+        shop(
+            ["a1", "a2"],
+            groups=[group("g", ["a1", "a2"])],
+            queue={"enabled": True, "default_cap": 2, "session_timeout": "1m"},
+            replies={"reassign_after": "30s"},
+            mode="average",
+        )
+    )
+    sc.at("0s").online("a1", "a2")
+    for buyer in ("x", "y", "b1", "b2"):
+        sc.inquiry(buyer)  # a1: x, b1; a2: y, b2
+    sc.at("1s").says("b2")
+    sc.at("2s").says("b1")
+    sc.at("10s").replies("x", "a1")  # x's session runs until 1m10s
+    sc.at("40s")
+    assert list(sc.engine.shop(SHOP).sessions.stranded) == ["b2", "b1"], "both agents full"
+    sc.at("1m")  # y times out: b1 moves to a2, which frees a slot of a1 for b2
+    assert (_agent_of(sc, "b1"), _agent_of(sc, "b2")) == ("a2", "a1")
+    assert sc.engine.shop(SHOP).sessions.stranded == {}
