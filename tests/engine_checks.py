@@ -13,7 +13,18 @@ from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
 from daemon.core.replies import HOUR_MINUTES, MINUTE_MS, REPLY_BUCKETS_MS
 from daemon.core.shop import ShopEngine
-from tests.engine_model import NO_MATCH, Ended, Entry, Expected, Key, Open, Rules, standing
+from tests.engine_model import (
+    NO_MATCH,
+    Ended,
+    Entry,
+    Expected,
+    Key,
+    Moving,
+    Open,
+    Rules,
+    Silent,
+    standing,
+)
 from tests.strategies import SHOP
 from topics.events import (
     AgentStatus,
@@ -25,12 +36,14 @@ from topics.events import (
     OutputEvent,
     QueueStatus,
     QueueUpdate,
+    SessionClosed,
     SessionTransferred,
 )
 
 CHECKS = frozenset({
-    "caps", "fates", "fields", "ids", "matching", "one_agent", "online", "order",
-    "precedence", "rejections", "replies", "selection", "stuck", "timing", "updates",
+    "caps", "fates", "fields", "ids", "matching", "memory", "moves", "one_agent", "online",
+    "order", "precedence", "rejections", "replies", "selection", "stranded", "stuck",
+    "timing", "updates", "way_back",
 })  # fmt: skip
 """Every check name `fail` reports under; a test selects its invariants among these."""
 
@@ -60,6 +73,7 @@ class Checks:
     shift: Counter[str]
     last_assigned: Counter[str]
     previous: dict[str, Ended]
+    silent: dict[str, Silent]
     queues: dict[Key, dict[str, Entry]]
     queued: dict[str, Entry]
     joined: dict[str, str]
@@ -87,7 +101,8 @@ class Checks:
         previous = self.previous.get(a.buyer_id)
         if a.reason is AssignReason.REPEAT_ENTRY and previous and previous.agent == a.agent_id:
             return
-        if isinstance(ev, SessionTransferred) and ev.to_agent is not None:
+        named = isinstance(ev, SessionTransferred) and ev.to_agent is not None
+        if a.reason is AssignReason.TRANSFER and named:  # not what the transfer frees
             return
         if self.load[a.agent_id] + 1 > cap:
             self.fail("caps", f"{a} takes {a.agent_id} to {self.load[a.agent_id] + 1} > cap {cap}")
@@ -126,16 +141,22 @@ class Checks:
         cap = self.rules.cap(agent, group)
         return self.status[agent] == "online" and (cap is None or self.load[agent] < cap)
 
-    def check_selection(self, a: Assignment, key: Key) -> None:
-        """contract §3 rule 5 for the modes whose choice the outputs determine."""
+    def check_selection(
+        self, a: Assignment, key: Key, eligible: list[str] | None = None, exclude: str = ""
+    ) -> None:
+        """contract §3 rule 5 for the modes whose choice the outputs determine: among the
+        `eligible` agents (default: those eligible now), `exclude` left out of the choice
+        but not of the count that decides the mode (a move, contract §3.6)."""
         if key == NO_MATCH:
             return
-        pool = [x for x, g in self.rules.members(key).items() if self.eligible(x, g)]
+        if eligible is None:
+            eligible = [x for x, g in self.rules.members(key).items() if self.eligible(x, g)]
+        pool = [x for x in eligible if x != exclude]
         mode = self.rules.mode(key)
-        if mode is Mode.CONVERSION and len(pool) <= self.config.conversion_min_agents:
+        if mode is Mode.CONVERSION and len(eligible) <= self.config.conversion_min_agents:
             mode = Mode.EFFICIENCY
         if a.mode is not mode:
-            self.fail("fields", f"{a} in {key!r} with {len(pool)} eligible: mode {mode}")
+            self.fail("fields", f"{a} in {key!r} with {len(eligible)} eligible: mode {mode}")
         if mode not in (Mode.AVERAGE, Mode.EFFICIENCY) or a.agent_id not in pool:
             return
 
@@ -159,6 +180,110 @@ class Checks:
         return replies.overdue_is_busy and any(
             s.agent == agent and s.overdue(at, replies.deadline) for s in self.sessions.values()
         )
+
+    # ------------------------------------------------------- moves (contract §3.6)
+
+    def check_move_due(self, s: Open, c: SessionClosed) -> None:
+        """A session closes `unanswered` only when its first buyer message has gone
+        unanswered `reassign_after` by then, and only once: never one opened by a move."""
+        if s.moved:
+            self.fail("moves", f"{c}: {s} was opened by a move (a buyer moves once)")
+        due = s.move_due(self.config.replies.reassign_after)
+        if due is None or c.ts < due:
+            self.fail("moves", f"{c}: {s} is not due to move (due at {due})")
+
+    def check_move(self, a: Assignment, moving: Moving) -> None:
+        """The move's assignment: to another agent (the candidate is `check_candidate`'s,
+        the cap `check_cap`'s), under the old inquiry id with `~u1` (docs/contract.md §1.3)."""
+        old = moving.session
+        if a.agent_id == old.agent:
+            self.fail("moves", f"{a}: moved back to the agent who did not answer")
+        if a.inquiry_id != f"{old.inquiry_id}~u1":
+            self.fail("ids", f"{a}: the move of {old.inquiry_id} is {old.inquiry_id}~u1")
+
+    def due_to_move(self, before: int) -> list[tuple[str, Open]]:
+        """The buyers whose session's first message became due to move before `before`."""
+        after = self.config.replies.reassign_after
+        return [
+            (b, s)
+            for b, s in self.sessions.items()
+            if (due := s.move_due(after)) is not None and due < before
+        ]
+
+    def movable_to(self, s: Open) -> list[str]:
+        """The agents a session due to move could move to now: eligible in its candidate,
+        the one who did not answer excluded."""
+        members = self.rules.members(s.key)
+        return [x for x, g in members.items() if x != s.agent and self.eligible(x, g)]
+
+    def check_stranded(self) -> None:
+        """After every step: a buyer due to move waits only while nobody in its candidate
+        but its silent agent is eligible (contract §3.6, "moved as soon as one is"). Sound
+        because every change that can make an agent eligible ends in a step, and timers
+        due by `now` have fired by its end. The engine's own record agrees: the buyers it
+        keeps to move (`Sessions.stranded`) are exactly those."""
+        due = self.due_to_move(self.now + 1)
+        for buyer, s in due:
+            if others := self.movable_to(s):
+                self.fail("stranded", f"{buyer} due to move stays with {s}: {others} eligible")
+        if self.engine is None:
+            return
+        shop = self.engine.shop(SHOP)
+        stranded = sorted(shop.sessions.stranded)
+        if stranded != sorted(b for b, _ in due):
+            self.fail("stranded", f"the engine keeps {stranded} to move; due: {due}")
+
+    def check_remembered(self) -> None:
+        """The engine remembers the buyers queued, in a session, or with a last contact
+        within the longest window that reads it, and no buyer without any of these
+        (docs/routing.md, Memory; a contact past the windows is forgotten lazily), and
+        each one's last contact (`Buyer.last`, which sticky and repeat entry read) is the
+        one the outputs give: never a session left unanswered, nor (contract §3.6) an
+        earlier one with the agent who left it so."""
+        if self.engine is None:
+            return
+        shop = self.engine.shop(SHOP)
+        keep = shop.sessions.keep_ms
+        recent = {  # the buyers' last contacts per the outputs, in the windows that read them
+            b: (e.agent, e.ended_at)
+            for b, e in self.previous.items()
+            if self.now - e.ended_at < keep
+        }
+        lasts = {
+            b: (last.agent_id, last.ended_at)
+            for b, buyer in shop.buyers.items()
+            if (last := buyer.last) is not None and self.now - last.ended_at < keep
+        }
+        if lasts != recent:
+            self.fail("way_back", f"the engine's last contacts {lasts}; the outputs say {recent}")
+        must = {*self.sessions, *self.queued, *recent}
+        may = must | set(self.previous)  # a contact past its windows goes at the next purge
+        if not must <= set(shop.buyers) <= may:
+            self.fail("memory", f"the engine remembers {sorted(shop.buyers)}: {must} to {may}")
+
+    def check_moves_first(self, a: Assignment, key: Key) -> None:
+        """A buyer due to move moves before the line of its candidate is served (contract
+        §3.6): no dequeue there to an agent it could have moved to. Only buyers due before
+        this instant: two timers of one millisecond fire one after the other."""
+        for buyer, s in self.due_to_move(a.ts):
+            if s.key == key and a.agent_id in self.movable_to(s):
+                self.fail("stranded", f"{a} while {buyer} due to move stays with {s}")
+
+    def check_no_way_back(self, a: Assignment) -> None:
+        """Sticky and repeat entry never lead a buyer back to the agent who left its first
+        message unanswered, for `sticky_window` (contract §3.6).
+
+        Not checked: repeat entry's fallback to another agent of the previous agent's group
+        (§3.5), which may be the silent one: the engine does not remember who that was
+        once the buyer's later session ended (a known gap, open for a decision: where
+        repeat entry goes when the silent agent is the only one free)."""
+        silent = self.silent.get(a.buyer_id)
+        window = self.config.sticky_window
+        last = self.previous.get(a.buyer_id)
+        if last is not None and last.agent != a.agent_id:
+            return  # repeat entry's fallback (above)
+        if silent and silent.agent == a.agent_id and a.ts - silent.at < window:
+            self.fail("way_back", f"{a}: {a.agent_id} left {a.buyer_id} unanswered at {silent.at}")
 
     def check_expiry(self, entry: Entry, u: QueueUpdate) -> None:
         max_wait = self.config.queue.max_wait

@@ -247,13 +247,25 @@ class Open:
     agent: str
     group: str | None
     key: Key  # the candidate the agent was chosen in
+    started_at: int
     last_agent_at: int  # assignment, or the latest agent message
     buyer_waiting: bool = False  # the buyer wrote last
     owed_since: int = 0  # while the buyer waits: when its reply clock started (§3.6)
+    answered: bool = False  # an agent has written in this session
+    moved: bool = False  # opened by a move for an unanswered first message (§3.6)
 
     def overdue(self, at: int, deadline: int) -> bool:
         """contract §3.6: the buyer's reply clock has run `deadline` by `at`."""
         return self.buyer_waiting and self.owed_since + deadline <= at
+
+    def move_due(self, reassign_after: int) -> int | None:
+        """contract §3.6: when the session's first buyer message will have gone unanswered
+        `reassign_after` (counted from the session's start when the question came along with
+        a transfer), or None: off, no question waits, an agent has written in the session,
+        or the session was opened by a move (a buyer moves once)."""
+        if not reassign_after or not self.buyer_waiting or self.answered or self.moved:
+            return None
+        return max(self.owed_since, self.started_at) + reassign_after
 
 
 @dataclass
@@ -263,6 +275,27 @@ class Ended:
     agent: str
     key: Key
     ended_at: int
+
+
+@dataclass
+class Moving:
+    """A session closed `unanswered`: its move's assignment must come next (contract §3.6).
+    `eligible`: the agents of its candidate eligible just before the close, the silent one
+    among them if it was (the mode is decided on those, the choice among the others)."""
+
+    buyer: str
+    session: Open
+    eligible: list[str]
+
+
+@dataclass
+class Silent:
+    """The agent who left a buyer's first message unanswered (moved away from, or stranded
+    with until the session closed), and when: sticky and repeat entry must not lead the buyer
+    back to it for `sticky_window` (contract §3.6)."""
+
+    agent: str
+    at: int
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """The observer of `tests/core/test_engine_properties.py`: the world as the outputs describe it.
 
 `Observer` rebuilds agent statuses, open sessions, loads and pending replies (with their
-reply clocks), queues, the fate of every inquiry and every reply time from the outputs, the
-input events and the shop file alone, and makes the checks of `tests/engine_checks.py` as
-the outputs stream past.
+reply clocks and when a first message is due to move), queues, the fate of every inquiry,
+every reply time and who left which buyer unanswered from the outputs, the input events and
+the shop file alone, and makes the checks of `tests/engine_checks.py` as the outputs stream
+past.
 """
 
 from __future__ import annotations
@@ -16,7 +17,18 @@ from dataclasses import dataclass, field, replace
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine
 from tests.engine_checks import Checks, known_checks
-from tests.engine_model import NO_MATCH, TERMINAL, Ended, Entry, Key, Open, Rules, StepResult
+from tests.engine_model import (
+    NO_MATCH,
+    TERMINAL,
+    Ended,
+    Entry,
+    Key,
+    Moving,
+    Open,
+    Rules,
+    Silent,
+    StepResult,
+)
 from tests.strategies import T0
 from topics.events import (
     AgentStatus,
@@ -59,6 +71,8 @@ class Observer(Checks):
     last_assigned: Counter[str] = field(default_factory=Counter)
     previous: dict[str, Ended] = field(default_factory=dict)  # buyer -> last ended session
     transferred: Open | None = None  # the session a transfer is moving
+    moving: Moving | None = None  # closed `unanswered`: its move's assignment comes next
+    silent: dict[str, Silent] = field(default_factory=dict)  # buyer -> who left it unanswered
     queues: dict[Key, dict[str, Entry]] = field(default_factory=dict)
     queued: dict[str, Entry] = field(default_factory=dict)  # buyer -> entry
     priority: dict[str, int] = field(default_factory=dict)  # inquiry id -> priority
@@ -92,10 +106,15 @@ class Observer(Checks):
         if ev is not None:
             self.on_event(ev, result)
         self.expect(self.awaiting is None, "a dequeued buyer got no assignment")
+        if self.moving is not None:
+            self.fail("moves", f"{self.moving} was closed unanswered and never moved")
+            self.moving = None
         self.check_on_time()
         self.check_not_stuck()
         self.check_agent_indexes()
         self.check_replies()
+        self.check_stranded()
+        self.check_remembered()
 
     def on_event(self, ev: InputEvent, result: StepResult) -> None:
         if result.rejected is not None:
@@ -133,7 +152,7 @@ class Observer(Checks):
             self.status[ev.agent_id] = ev.status.value
         if isinstance(ev, MessageSent) and (s := self.sessions.get(ev.buyer_id)):
             if ev.sender == "agent":
-                s.last_agent_at = self.now
+                s.last_agent_at, s.answered = self.now, True
                 if s.buyer_waiting and s.group is not None:  # a reply (contract §3.6)
                     reply = (self.now, self.now - s.owed_since)
                     self.replied.setdefault(s.group, []).append(reply)
@@ -177,6 +196,14 @@ class Observer(Checks):
                 isinstance(o, Assignment) and o.reason is AssignReason.DEQUEUED,
                 f"dequeued {self.awaiting} is not followed by its assignment",
             )
+        moving = self.moving
+        if moving is not None and not (
+            isinstance(o, Assignment)
+            and o.reason is AssignReason.UNANSWERED
+            and o.buyer_id == moving.buyer
+        ):  # contract §3.6: never dropped, never queued again for this
+            self.fail("moves", f"{moving} closed unanswered is not followed by its move: {o}")
+            self.moving = None
         if isinstance(o, Assignment):
             self.on_assignment(o, ev)
         elif isinstance(o, SessionClosed):
@@ -207,16 +234,16 @@ class Observer(Checks):
         if a.agent_id not in self.rules.groups[a.group].agents:
             self.fail("matching", f"{a}: {a.agent_id} is not listed in {a.group}")
         self.check_cap(a, ev)
-        key = self.session_key(a, ev, entry)
-        if a.reason in (AssignReason.ROUTED, AssignReason.DEQUEUED):
-            self.check_candidate(a, key, ev)
-            self.check_selection(a, key)
-        elif a.mode is not None:
-            self.fail("fields", f"{a} has a mode")
+        moving, self.moving = self.moving, None
+        if a.reason is AssignReason.UNANSWERED:  # a move stays in its session's candidate
+            key = moving.session.key if moving else NO_MATCH
+        else:
+            key = self.session_key(a, ev, entry)
+        self.check_decision(a, key, ev, moving)
         waited = a.ts - entry.queued_at if entry else 0
         if a.waited_ms != waited:
             self.fail("fields", f"{a} waited {waited} ms")
-        self.open_session(a, key)
+        self.open_session(a, key, moving)
 
     def session_key(self, a: Assignment, ev: InputEvent | None, entry: Entry | None) -> Key:
         """The candidate an assignment was decided in (docs/routing.md for transfers)."""
@@ -237,6 +264,24 @@ class Observer(Checks):
         if current != NO_MATCH and a.agent_id in self.rules.members(current):
             return current
         return next(g.name for g in self.config.groups if a.agent_id in g.agents)
+
+    def check_decision(
+        self, a: Assignment, key: Key, ev: InputEvent | None, moving: Moving | None
+    ) -> None:
+        """The checks of how an assignment was decided, by its reason."""
+        if a.reason is AssignReason.UNANSWERED and moving is not None:
+            self.check_move(a, moving)
+            self.check_candidate(a, key, ev)
+            self.check_selection(a, key, moving.eligible, exclude=moving.session.agent)
+        elif a.reason in (AssignReason.ROUTED, AssignReason.DEQUEUED):
+            self.check_candidate(a, key, ev)
+            self.check_selection(a, key)
+            if a.reason is AssignReason.DEQUEUED:
+                self.check_moves_first(a, key)
+        elif a.mode is not None:
+            self.fail("fields", f"{a} has a mode")
+        if a.reason in (AssignReason.STICKY, AssignReason.REPEAT_ENTRY):
+            self.check_no_way_back(a)
 
     def on_active_session(self, a: Assignment, ev: InputEvent | None) -> None:
         s = self.sessions.get(a.buyer_id)
@@ -264,6 +309,9 @@ class Observer(Checks):
                 isinstance(ev, SessionTransferred) and ev.id == a.inquiry_id,
                 f"{a} outside its transfer",
             )
+        elif a.reason is AssignReason.UNANSWERED:
+            if self.moving is None:
+                self.fail("moves", f"{a} without the buyer's session closed unanswered")
         else:
             self.expect(
                 isinstance(ev, BuyerInquired) and ev.id == a.inquiry_id,
@@ -271,14 +319,16 @@ class Observer(Checks):
             )
         return None
 
-    def open_session(self, a: Assignment, key: Key) -> None:
-        s = Open(a.inquiry_id, a.agent_id, a.group, key, last_agent_at=a.ts)
+    def open_session(self, a: Assignment, key: Key, moving: Moving | None) -> None:
+        s = Open(a.inquiry_id, a.agent_id, a.group, key, a.ts, last_agent_at=a.ts)
         self.sessions[a.buyer_id] = s
-        if a.reason is AssignReason.TRANSFER:
-            assert self.transferred is not None
-            self.set_waiting(s, self.transferred.buyer_waiting)
-            s.owed_since = self.transferred.owed_since  # the clock moves along, its start kept
-        else:
+        handed = self.transferred if a.reason is AssignReason.TRANSFER else None
+        if a.reason is AssignReason.UNANSWERED and moving is not None:
+            handed, s.moved = moving.session, True
+        if handed is not None:  # a transfer or a move: the question and its clock move along
+            self.set_waiting(s, handed.buyer_waiting)
+            s.owed_since = handed.owed_since  # its start kept
+        elif a.reason is not AssignReason.UNANSWERED:
             self.fate[a.inquiry_id] = "assigned"
         self.load[a.agent_id] += 1
         self.shift[a.agent_id] += 1
@@ -302,16 +352,30 @@ class Observer(Checks):
                 and ev.status is AgentStatus.OFFLINE,
                 f"{c} without the agent going offline",
             )
+        elif c.reason is CloseReason.UNANSWERED:
+            self.check_move_due(s, c)
+            eligible = [x for x, g in self.rules.members(s.key).items() if self.eligible(x, g)]
+            self.moving = Moving(c.buyer_id, replace(s), eligible)
         else:
             self.expect(
                 isinstance(ev, SessionTransferred) and ev.buyer_id == c.buyer_id,
                 f"{c} outside a transfer of the buyer",
             )
             self.transferred = replace(s)
+        due = s.move_due(self.config.replies.reassign_after)
+        stranded = c.reason is CloseReason.AGENT_OFFLINE and due is not None and due <= c.ts
         self.set_waiting(s, False)
         self.load[c.agent_id] -= 1
-        if c.reason is not CloseReason.TRANSFERRED:
+        if c.reason is CloseReason.UNANSWERED or stranded:
+            # contract §3.6: no way back to the agent who did not answer: its session is no
+            # contact, and an earlier contact with it is forgotten
+            self.silent[c.buyer_id] = Silent(c.agent_id, c.ts)
+            if (last := self.previous.get(c.buyer_id)) and last.agent == c.agent_id:
+                del self.previous[c.buyer_id]
+        elif c.reason is not CloseReason.TRANSFERRED:
             self.previous[c.buyer_id] = Ended(c.agent_id, s.key, c.ts)
+            if (silent := self.silent.get(c.buyer_id)) and silent.agent == c.agent_id:
+                del self.silent[c.buyer_id]  # an answered contact with it since
 
     def on_queue_update(self, u: QueueUpdate, ev: InputEvent | None) -> None:
         inquiry, buyer = u.inquiry_id, u.buyer_id

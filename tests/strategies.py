@@ -2,7 +2,8 @@
 
 `cases()` draws a `Case`: a small shop file (2–6 agents, 1–3 groups that share agents, match
 rules, tight caps, every mode, queueing on or off, reply deadlines from seconds to the
-default 3m, overdue agents busy or not) and a list of `Step`s. A step waits `dt`
+default 3m, overdue agents busy or not, mostly without `reassign_after` and otherwise with
+one shorter or longer than the deadline) and a list of `Step`s. A step waits `dt`
 milliseconds, then does one `Action`: an input event, a duplicate of an earlier event id, a
 plain timer wake-up, or a jump to the engine's next deadline. Event ids are handed out by
 the driver ("e1", "e2", ...), so a case is plain data that replays identically.
@@ -296,6 +297,8 @@ def _shop(head: bytes, agent_rows: list[bytes], group_rows: list[bytes]) -> dict
     }
     if warn := b.pick((None, 2, 60)):
         replies["warn_after"] = warn
+    if reassign := b.pick((None, None, None, None, 30, 100, "5m")):  # off most of the time
+        replies["reassign_after"] = reassign
     shop["replies"] = replies
     return shop
 
@@ -303,7 +306,7 @@ def _shop(head: bytes, agent_rows: list[bytes], group_rows: list[bytes]) -> dict
 def shops() -> st.SearchStrategy[dict[str, Any]]:
     """A small shop file that validates (see the module docstring)."""
     return st.builds(
-        _shop, st.binary(min_size=20, max_size=20), _chunks(3, 2, 6), _chunks(12, 1, 3)
+        _shop, st.binary(min_size=22, max_size=22), _chunks(3, 2, 6), _chunks(12, 1, 3)
     )
 
 

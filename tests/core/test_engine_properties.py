@@ -41,6 +41,7 @@ from tests.strategies import (
     Inquiry,
     Status,
     Step,
+    Tick,
     ToDeadline,
     cases,
 )
@@ -135,10 +136,55 @@ REPEAT_ENTRY_FALLBACK = Case(  # found by Hypothesis: the fallback's session is 
 )
 
 
+MOVE_BEFORE_LINE = Case(  # contract §3.6: random steps rarely strand a buyer beside a line
+    shop={
+        "id": SHOP,
+        "queue": {"enabled": True, "default_cap": 1},
+        "replies": {"reassign_after": 30},
+        "agents": [{"id": "a1"}, {"id": "a2"}],
+        "groups": [{"name": "g", "agents": ["a1", "a2"]}],
+    },
+    steps=(
+        Step(0, Status("a1", "online")),
+        Step(0, Inquiry("b1")),  # a1
+        Step(1000, BuyerSays("b1")),
+        Step(0, ToDeadline()),  # 30 s unanswered, a2 offline: stranded
+        Step(1000, Inquiry("b2")),  # a1 at cap: queued
+        Step(1000, Status("a2", "online")),  # b1 moves to a2 first, b2 gets a1's freed slot
+    ),
+)
+
+MOVES_FREE_SLOTS = Case(  # contract §3.6: a move frees the slot another stranded buyer needs
+    shop={
+        "id": SHOP,
+        "mode": "average",
+        "queue": {"enabled": True, "default_cap": 2, "session_timeout": 60},
+        "replies": {"reassign_after": 30},
+        "agents": [{"id": "a1"}, {"id": "a2"}],
+        "groups": [{"name": "g", "agents": ["a1", "a2"]}],
+    },
+    steps=(
+        Step(0, Status("a1", "online")),
+        Step(0, Status("a2", "online")),
+        Step(0, Inquiry("x")),  # a1
+        Step(0, Inquiry("y")),  # a2
+        Step(0, Inquiry("b1")),  # a1
+        Step(0, Inquiry("b2")),  # a2
+        Step(1000, BuyerSays("b2")),
+        Step(1000, BuyerSays("b1")),
+        Step(8000, AgentSays("x", "a1")),  # x's session outlasts y's
+        Step(30000, Tick()),  # b2 and b1 stranded: both agents at cap
+        Step(20000, Tick()),  # y times out: b1 moves to a2, then b2 to a1
+    ),
+)
+
+
 @PROPERTY
 @example(BUSY_BEFORE_LOAD)
 @example(OVERDUE_IS_BUSY)
 @example(REPEAT_ENTRY_FALLBACK)
+@example(MOVE_BEFORE_LINE)
+@example(MOVES_FREE_SLOTS)
 @given(cases())
 def test_the_outputs_keep_every_invariant_of_the_contract(case: Case) -> None:
     """One engine run per case, judged by every check of `tests/engine_checks.py` at once (a
@@ -170,8 +216,21 @@ def test_the_outputs_keep_every_invariant_of_the_contract(case: Case) -> None:
     - stuck: no buyer waits while an agent of its candidate is eligible.
     - timing: sessions time out and queued buyers expire at their deadlines.
     - updates: a changed queue position is published within `update_interval`.
-    - ids: output ids are never reused; and deterministic: a second run gives the same
-      outputs.
+    - ids: output ids are never reused, and a move's session is the old inquiry id with
+      `~u1`; and deterministic: a second run gives the same outputs.
+    - moves (`[replies] reassign_after`, contract §3.6): a session closes `unanswered` only
+      when its first buyer message has gone unanswered that long (no agent message in the
+      session), never one opened by a move, and the same step's next output moves the
+      buyer to another agent of the same candidate (the mode and the cap checked as for
+      a routed buyer, the silent agent left out): never dropped, never queued for it.
+    - stranded: a buyer due to move waits only while no other agent of its candidate is
+      eligible, and moves before that candidate's line is served; the engine keeps exactly
+      those buyers to move.
+    - way_back: sticky and repeat entry do not lead back to the agent who left the buyer
+      unanswered, for `sticky_window`; the engine's last contacts are the outputs' (never
+      the silent agent's, unless answered since).
+    - memory: the engine remembers the buyers queued, in a session or with a recent
+      contact, and none without any.
     """
     first = observe(case, *CHECKS).outputs
     assert observe(case).outputs == first
