@@ -24,8 +24,9 @@ The keys, by mode:
 - `average`    (shift assignments, last assigned at, file order)
 - `weighted`   (virtual pass, file order) — smooth weighted round robin in its O(log n)
                stride form: the chosen agent's pass advances by 1/weight, an agent that
-               becomes eligible again starts no earlier than the group's virtual time, so
-               shares follow weights without bursts.
+               becomes eligible again starts no earlier than the group's virtual time (the
+               least pass among the eligible agents at the last choice), so shares follow
+               weights without bursts.
 - `efficiency` (busy, load / weight, last assigned at, file order), busy being the agent's
                flag (contract §3.4, decided by `Sessions.is_busy`)
 - `conversion` (busy, (load + 1) / score, last assigned at, file order), where
@@ -137,7 +138,7 @@ class Stride:
 
     def __init__(self) -> None:
         self.passes: dict[str, float] = {}  # agent id -> its virtual pass
-        self.vtime = 0.0  # the pass of the agent chosen last
+        self.vtime = 0.0  # the least pass among the eligible agents at the last choice
 
     def enter(self, agent_id: str, weight: float) -> None:
         """The agent becomes eligible: it starts no earlier than the virtual time (half a
@@ -365,9 +366,18 @@ class Candidate:
         return None if agent_id is None else (agent_id, ranking.mode)
 
     def chosen(self, agent_id: str, mode: Mode) -> None:
-        """Advance the weighted round robin after `agent_id` got a buyer here by `mode`."""
+        """Advance the weighted round robin after `agent_id` got a buyer here by `mode`.
+        The virtual time is the least pass among the eligible agents: the chosen one's,
+        unless the choice passed over an agent with a lower pass (a move excludes the agent
+        the buyer leaves). A restore starts every eligible agent no earlier than the virtual
+        time: were it past an eligible agent's pass, a restart would change whose turn
+        comes."""
         if mode is Mode.WEIGHTED:
-            self.stride.advance(agent_id, self.confs[agent_id].weight)
+            stride = self.stride
+            stride.advance(agent_id, self.confs[agent_id].weight)
+            first = self.policies[Mode.WEIGHTED.value].index.first()  # still by its old pass
+            if first is not None and first != agent_id:
+                stride.vtime = min(stride.vtime, stride.passes[first])
 
     def has_eligible(self) -> bool:
         """Whether any agent could take a buyer here now."""
