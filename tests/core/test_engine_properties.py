@@ -173,8 +173,35 @@ MOVES_FREE_SLOTS = Case(  # contract §3.6: a move frees the slot another strand
         Step(1000, BuyerSays("b2")),
         Step(1000, BuyerSays("b1")),
         Step(8000, AgentSays("x", "a1")),  # x's session outlasts y's
+        Step(0, BuyerSays("x")),  # not x's first message: never moved for it
         Step(30000, Tick()),  # b2 and b1 stranded: both agents at cap
         Step(20000, Tick()),  # y times out: b1 moves to a2, then b2 to a1
+    ),
+)
+
+STRANDED_CLOSES = Case(  # contract §3.6: found while teaching this harness moves; random
+    shop={  # steps rarely close a stranded session of a buyer who had the agent before
+        "id": SHOP,
+        "sticky_window": "72h",
+        "queue": {"enabled": True, "default_cap": 2, "session_timeout": 60},
+        "replies": {"reassign_after": 30},
+        "agents": [{"id": "a1"}, {"id": "a2"}],
+        "groups": [{"name": "g", "agents": ["a1", "a2"]}],
+    },
+    steps=(
+        Step(0, Status("a1", "online")),
+        Step(0, Inquiry("b1")),  # a1
+        Step(1000, BuyerSays("b1")),
+        Step(1000, AgentSays("b1", "a1")),  # answered: a contact
+        Step(61000, Tick()),  # timed out
+        Step(0, Inquiry("b1")),  # repeat entry: a1
+        Step(0, Inquiry("b2")),  # a1
+        Step(1000, BuyerSays("b1")),
+        Step(0, BuyerSays("b2")),
+        Step(31000, Tick()),  # both unanswered 30 s, a2 offline: stranded
+        Step(0, Status("a1", "offline")),  # both close: b1's contact with a1 is forgotten too,
+        Step(0, Status("a1", "online")),  # and b2, left with none, at once
+        Step(0, Inquiry("b1")),  # routed, not back to a1 by repeat entry
     ),
 )
 
@@ -185,6 +212,7 @@ MOVES_FREE_SLOTS = Case(  # contract §3.6: a move frees the slot another strand
 @example(REPEAT_ENTRY_FALLBACK)
 @example(MOVE_BEFORE_LINE)
 @example(MOVES_FREE_SLOTS)
+@example(STRANDED_CLOSES)
 @given(cases())
 def test_the_outputs_keep_every_invariant_of_the_contract(case: Case) -> None:
     """One engine run per case, judged by every check of `tests/engine_checks.py` at once (a
