@@ -154,6 +154,11 @@ class Stride:
             self.vtime = passes[agent_id]
             passes[agent_id] += 1.0 / weight
 
+    def passed_over(self, agent_id: str) -> None:
+        """A choice passed over `agent_id`, the eligible agent with the least pass: the
+        virtual time goes no later than that pass (`Candidate.chosen`)."""
+        self.vtime = min(self.vtime, self.passes[agent_id])
+
     def learned(self) -> dict[str, object]:
         """The passes as plain data."""
         return {"passes": dict(self.passes), "vtime": self.vtime}
@@ -373,11 +378,10 @@ class Candidate:
         time: were it past an eligible agent's pass, a restart would change whose turn
         comes."""
         if mode is Mode.WEIGHTED:
-            stride = self.stride
-            stride.advance(agent_id, self.confs[agent_id].weight)
+            self.stride.advance(agent_id, self.confs[agent_id].weight)
             first = self.policies[Mode.WEIGHTED.value].index.first()  # still by its old pass
             if first is not None and first != agent_id:
-                stride.vtime = min(stride.vtime, stride.passes[first])
+                self.stride.passed_over(first)
 
     def has_eligible(self) -> bool:
         """Whether any agent could take a buyer here now."""
