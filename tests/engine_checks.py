@@ -7,6 +7,7 @@ contract predicts; the observer's bookkeeping lives in `tests/engine_observer.py
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from daemon.core.candidate import Candidate
 from daemon.core.config import ShopConfig
@@ -273,15 +274,10 @@ class Checks:
         """Sticky and repeat entry never lead a buyer back to the agent who left its first
         message unanswered, for `sticky_window` (contract §3.6).
 
-        Not checked: repeat entry's fallback to another agent of the previous agent's group
-        (§3.5), which may be the silent one: the engine does not remember who that was
-        once the buyer's later session ended (a known gap, open for a decision: where
-        repeat entry goes when the silent agent is the only one free)."""
+        Repeat entry's fallback to another agent of the previous agent's group (§3.5)
+        included: where the silent agent alone is free, repeat entry does not apply."""
         silent = self.silent.get(a.buyer_id)
         window = self.config.sticky_window
-        last = self.previous.get(a.buyer_id)
-        if last is not None and last.agent != a.agent_id:
-            return  # repeat entry's fallback (above)
         if silent and silent.agent == a.agent_id and a.ts - silent.at < window:
             self.fail("way_back", f"{a}: {a.agent_id} left {a.buyer_id} unanswered at {silent.at}")
 
@@ -373,8 +369,15 @@ class Checks:
             if queueing:
                 if group and self.status[last.agent] == "online":
                     return Expected(AssignReason.REPEAT_ENTRY, {last.agent}, last.key)
-                # contract §3.5: another agent of the previous agent's group
-                return self.route(group or last.key, AssignReason.REPEAT_ENTRY)
+                # contract §3.5: another agent of the previous agent's group, not the one
+                # who left the buyer unanswered (§3.6); if it alone is free, not repeat entry
+                fallback = self.route(group or last.key, AssignReason.REPEAT_ENTRY)
+                silent = self.silent.get(ev.buyer_id)
+                if silent is None or self.now - silent.at >= sticky_window:
+                    return fallback
+                others = fallback.agents - {silent.agent}
+                if others or silent.agent not in fallback.agents:
+                    return replace(fallback, agents=others) if others else fallback
         if last and last.key != NO_MATCH and sticky_window > 0 and since < sticky_window:
             group = self.rules.members(last.key).get(last.agent)
             if group and self.eligible(last.agent, group):

@@ -232,6 +232,10 @@ class Buyer:
     session: Session | None = None
     queued: QueueEntry | None = None
     last: LastContact | None = None
+    # the agent who left its first message unanswered, and when (contract §3.6): repeat
+    # entry's fallback does not lead back to it within sticky_window; an answered contact
+    # with that agent since clears it
+    silent: tuple[str, int] | None = None
     kept: dict[str, Any] | None = None  # fields of its row a newer Fenliu wrote (snapshot.py)
 
     def move(self, trigger: Trigger) -> None:

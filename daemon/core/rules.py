@@ -79,11 +79,23 @@ def repeat_entry(p: Parts, buyer: Buyer, ev: BuyerInquired) -> bool:
     group = p.routing.cands.get(cand.member_groups[last.agent_id]) if member else None
     fallback = group or cand
     policy = p.state.experiments.policy_of(buyer.id)
-    if (pick := fallback.choose(policy=policy)) is not None:
+    silent = _silent(p, buyer)
+    if (pick := fallback.choose(silent, policy)) is not None:
         p.sessions.start(buyer, ev.id, fallback, pick[0], reason, "route")
+    elif silent is not None and fallback.choose(None, policy) is not None:
+        return False  # only the agent who left it unanswered is free: not repeat entry
     else:
         p.queues.enqueue(buyer, ev, fallback)
     return True
+
+
+def _silent(p: Parts, buyer: Buyer) -> str | None:
+    """The agent who left the buyer's first message unanswered within sticky_window
+    (contract §3.6: repeat entry does not lead back to it), or None."""
+    silent = buyer.silent
+    if silent is None or p.state.now - silent[1] >= p.state.config.sticky_window:
+        return None
+    return silent[0]
 
 
 def sticky(p: Parts, buyer: Buyer, ev: BuyerInquired) -> bool:

@@ -321,6 +321,8 @@ class Sessions:
         else:
             buyer.last = LastContact(s.agent_id, s.cand, now, s.converted, s.opened_at)
             self.recent_ends.append((now, buyer.id))
+            if buyer.silent is not None and buyer.silent[0] == s.agent_id:
+                buyer.silent = None  # an answered contact with it since
         self._detach(buyer.id, s)
         self._effects.session_closed(now, s.inquiry_id, buyer.id, s.agent_id, reason)
         if stranded and buyer.last is None:  # nothing left to remember it for
@@ -328,9 +330,11 @@ class Sessions:
 
     def _no_way_back(self, buyer: Buyer, silent: str) -> None:
         """Forget the buyer's last contact if it was with the agent who left its first
-        message unanswered: sticky and repeat entry read it (contract §3.6)."""
+        message unanswered (sticky and repeat entry read it), and remember that agent for
+        repeat entry's fallback (contract §3.6)."""
         if buyer.last is not None and buyer.last.agent_id == silent:
             buyer.last = None
+        buyer.silent = (silent, self._state.now)
 
     def close_all(self, agent: AgentState, reason: CloseReason) -> None:
         """End every session of the agent."""

@@ -43,7 +43,8 @@ moved: the session was opened by a move for an unanswered message, missing: fals
 4, a fourth item: when the chat's first session opened, `Session.opened_at`, missing: the
 session's start; and the key `last_opened`, `[ended_at, opened_at]` of the last contact,
 used only when its end is the stored `last`'s, else not known: a grey test counts an order
-only for a chat it counted, §3.7). It is
+only for a chat it counted, §3.7; and the key `silent`, `[agent_id, at]`, the agent who
+left the buyer's first message unanswered, which repeat entry's fallback avoids, §3.6). It is
 read only from a row format 4 or later wrote: a row an older version wrote (none) or
 rewrote (a stale `reply` carried along) has its clock taken as started at the snapshot's
 `now` if the buyer waits, and `answered` as `last_agent_at > started_at` (the agent wrote
@@ -104,7 +105,7 @@ _AGENT_KEYS = frozenset(
     ("format", "id", "ordinal", "status", "sessions", *_AGENT_FIELDS, *_PROFILE_FIELDS)
 )
 _BUYER_KEYS = frozenset(
-    ("format", "id", "phase", "session", "queued", "last", "reply", "last_opened")
+    ("format", "id", "phase", "session", "queued", "last", "reply", "last_opened", "silent")
 )
 REPLY_SINCE = 4  # the format whose buyer rows carry the reply clock
 
@@ -378,6 +379,8 @@ def _dump_buyer(buyer: Buyer) -> dict[str, Any]:
         row["last"] = [last.agent_id, last.cand, last.ended_at, last.converted]
         if last.opened_at >= 0:
             row["last_opened"] = [last.ended_at, last.opened_at]
+    if buyer.silent is not None:
+        row["silent"] = list(buyer.silent)
     return _stamped(row, buyer.kept)
 
 
@@ -401,6 +404,8 @@ def _load_buyer(row: dict[str, Any], now: int) -> Buyer:
         ctx = InquiryContext(tuple(crowd), item_id, intent, status)
         eta = q[10] if len(q) > 10 else 0  # rows written before the ETA was kept
         buyer.queued = QueueEntry(q[0], q[1], q[2], q[3], q[4], q[5], ctx, q[7], q[8], q[9], eta)
+    if isinstance(silent := row.get("silent"), list) and len(silent) == 2:
+        buyer.silent = (str(silent[0]), int(silent[1]))
     if "last" in row:
         buyer.last = last = LastContact(*row["last"][:4])
         opened = row.get("last_opened")  # of this very end, or stale: not known

@@ -183,6 +183,27 @@ def test_no_way_back_through_an_earlier_contact_after_a_move() -> None:
     assert sc.assignment("b1").reason.value == "routed"
 
 
+def test_repeat_entrys_fallback_does_not_lead_back_to_the_agent_who_did_not_answer() -> None:
+    """After a move from a1 to a2, a2 answers and the session ends; with a2 offline, the
+    buyer's return within repeat_entry_window falls back to another agent of a2's group,
+    never to a1 (contract §3.6): a3 if it is free, and while a1 alone is free, repeat entry
+    does not apply and the buyer is routed (found by the engine harness)."""
+    for others, expected in ((["a3"], ("a3", "repeat_entry")), ([], ("a1", "routed"))):
+        sc = _shop(["a1", "a2", "a3"], sticky_window="72h")
+        sc.at("0s").online("a1", "a2")
+        sc.inquiry("b1")  # a1 (efficiency, file order)
+        sc.at("5s").says("b1")
+        sc.at("2m")
+        assert _agent_of(sc, "b1") == "a2", "moved away from a1 at 1m45s"
+        sc.replies("b1", "a2")
+        sc.at("33m")  # timed out at 32m: the last contact is a2
+        sc.status("offline", "a2")
+        if others:
+            sc.online(*others)
+        sc.at("34m").inquiry("b1")
+        assert (sc.assignment("b1").agent_id, sc.assignment("b1").reason.value) == expected
+
+
 def test_a_buyer_moves_once_and_stays_with_a_new_agent_who_is_silent_too() -> None:
     """One move per session: the new agent's silence keeps the buyer (overdue in time), so
     buyers never bounce between slow agents; a restore keeps that."""
