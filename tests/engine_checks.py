@@ -10,8 +10,9 @@ from collections import Counter
 from dataclasses import replace
 
 from daemon.core.candidate import Candidate
-from daemon.core.config import ShopConfig
+from daemon.core.config import ShopConfig, parse_policy
 from daemon.core.engine import Engine
+from daemon.core.experiment import CONTROL, Experiment
 from daemon.core.replies import HOUR_MINUTES, MINUTE_MS, REPLY_BUCKETS_MS
 from daemon.core.shop import ShopEngine
 from tests.engine_model import (
@@ -42,7 +43,7 @@ from topics.events import (
 )
 
 CHECKS = frozenset({
-    "caps", "fates", "fields", "ids", "matching", "memory", "moves", "one_agent", "online",
+    "arms", "caps", "fates", "fields", "ids", "matching", "memory", "moves", "one_agent", "online",
     "order", "precedence", "rejections", "replies", "selection", "stranded", "stuck",
     "timing", "updates", "way_back",
 })  # fmt: skip
@@ -78,6 +79,7 @@ class Checks:
     queues: dict[Key, dict[str, Entry]]
     queued: dict[str, Entry]
     joined: dict[str, str]
+    arm_counts: dict[str, Counter[str]]
     log: list[str]
 
     # -------------------------------------------------------------------- reporting
@@ -153,9 +155,13 @@ class Checks:
         if eligible is None:
             eligible = [x for x, g in self.rules.members(key).items() if self.eligible(x, g)]
         pool = [x for x in eligible if x != exclude]
-        mode = self.rules.mode(key)
-        if mode is Mode.CONVERSION and len(eligible) <= self.config.conversion_min_agents:
-            mode = Mode.EFFICIENCY
+        modes = {
+            Mode.EFFICIENCY
+            if m is Mode.CONVERSION and len(eligible) <= self.config.conversion_min_agents
+            else m
+            for m in self.modes_of(a, key)
+        }
+        mode = a.mode if a.mode in modes else modes.pop()
         if a.mode is not mode:
             self.fail("fields", f"{a} in {key!r} with {len(eligible)} eligible: mode {mode}")
         if mode not in (Mode.AVERAGE, Mode.EFFICIENCY) or a.agent_id not in pool:
@@ -171,6 +177,66 @@ class Checks:
         if rank(a.agent_id) != rank(best):
             ranks = {x: rank(x) for x in pool}
             self.fail("selection", f"{a} but {mode} ranks {ranks}")
+
+    def modes_of(self, a: Assignment, key: Key) -> set[Mode]:
+        """The mode that picks for the assignment's buyer (before conversion's fallback):
+        the candidate's, or in a grey test the buyer's arm's policy, control's once a
+        guardrail stopped the arm (contract §3.7). The engine's record of stops gives
+        their time; a stop in the same millisecond may come before or after the pick."""
+        exp = self.rules.experiment
+        if exp is None:
+            return {self.rules.mode(key)}
+        arm = exp.arm_of(a.buyer_id)
+        stop = None if self.engine is None else self.running().stopped.get(arm)
+        arms = {arm} if stop is None or a.ts < stop.at else {CONTROL}
+        if stop is not None and a.ts == stop.at:
+            arms.add(arm)
+        return {parse_policy(exp.config.arms[x])[0] for x in arms}
+
+    def running(self) -> Experiment:
+        """The engine's running grey test (the harness never reloads, so it never ends)."""
+        assert self.engine is not None
+        running = self.engine.shop(SHOP).state.experiments.running
+        self.expect(running is not None, "the shop file's grey test is not running")
+        assert running is not None
+        return running
+
+    def check_arm_fields(self, o: Assignment | QueueUpdate) -> None:
+        """Every assignment and queue update carries the grey test and the buyer's arm
+        while the shop runs one, and neither field without (contract §3.7)."""
+        exp = self.rules.experiment
+        expected = (None, None) if exp is None else (exp.name, exp.arm_of(o.buyer_id))
+        if (o.experiment, o.arm) != expected:
+            self.fail("arms", f"{o}: the grey test and arm are {expected}")
+
+    def check_arm_counts(self) -> None:
+        """Per arm, the engine counts what the outputs give (contract §3.7): `sessions` the
+        sessions opened for inquiries (a transfer or a move continues one), `buyers` those
+        opened at once and the first entries in a line (an overflow is the same entry), one
+        wait per session, `replies` and `in_time` the agents' replies and those within the
+        deadline by the messages' reply clocks, and no more sessions converted than counted."""
+        if self.engine is None or self.rules.experiment is None:
+            return
+        for arm, figures in self.running().figures.items():
+            counts = self.arm_counts.get(arm, Counter())
+            got = {
+                "buyers": figures.buyers,
+                "sessions": figures.sessions,
+                "waits": figures.waits.total,
+                "replies": figures.replies,
+                "in_time": figures.in_time,
+            }
+            expected = {
+                "buyers": counts["buyers"],
+                "sessions": counts["sessions"],
+                "waits": counts["sessions"],
+                "replies": counts["replies"],
+                "in_time": counts["in_time"],
+            }
+            if got != expected:
+                self.fail("arms", f"arm {arm} counts {got}; the outputs say {expected}")
+            if not figures.converted <= min(figures.sessions, figures.orders):
+                self.fail("arms", f"arm {arm}: {figures.converted} converted, {got}")
 
     def busy(self, agent: str, at: int) -> bool:
         """contract §3.4: pending above `busy_threshold`, or, with `[replies]

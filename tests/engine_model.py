@@ -16,6 +16,7 @@ import orjson
 
 from daemon.core.config import ShopConfig
 from daemon.core.engine import Engine, EventRejected
+from daemon.core.experiment import Experiment
 from tests.strategies import (
     BUYERS,
     IN_SESSION,
@@ -171,6 +172,12 @@ class Rules:
         for g in accepting:
             for agent in g.agents:
                 self.pool_members.setdefault(agent, g.name)
+        exp = config.experiment  # contract §3.7: its own instance, for the arms alone
+        self.experiment = None if exp is None else Experiment(exp, T0)
+
+    def arm(self, buyer: str) -> str | None:
+        """The buyer's arm in the shop's grey test, or None without one."""
+        return None if self.experiment is None else self.experiment.arm_of(buyer)
 
     def queueing(self, group: str) -> bool:
         q = self.config.queue
@@ -308,3 +315,6 @@ class Expected:
 
 
 TERMINAL = {"assigned", "left", "expired", "dequeued"}
+OPENING = {  # the assignments that open a session for an inquiry (contract §3.7)
+    AssignReason.ROUTED, AssignReason.DEQUEUED, AssignReason.STICKY, AssignReason.REPEAT_ENTRY,
+}  # fmt: skip

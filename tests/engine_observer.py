@@ -19,6 +19,7 @@ from daemon.core.engine import Engine
 from tests.engine_checks import Checks, known_checks
 from tests.engine_model import (
     NO_MATCH,
+    OPENING,
     TERMINAL,
     Ended,
     Entry,
@@ -86,6 +87,7 @@ class Observer(Checks):
     outputs: list[OutputEvent] = field(default_factory=list)
     awaiting: Entry | None = None  # dequeued, its assignment must come next
     arrivals: Iterator[int] = field(default_factory=itertools.count)
+    arm_counts: dict[str, Counter[str]] = field(default_factory=dict)  # contract §3.7
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -115,6 +117,7 @@ class Observer(Checks):
         self.check_replies()
         self.check_stranded()
         self.check_remembered()
+        self.check_arm_counts()
 
     def on_event(self, ev: InputEvent, result: StepResult) -> None:
         if result.rejected is not None:
@@ -156,12 +159,21 @@ class Observer(Checks):
                 if s.buyer_waiting and s.group is not None:  # a reply (contract §3.6)
                     reply = (self.now, self.now - s.owed_since)
                     self.replied.setdefault(s.group, []).append(reply)
+                if s.buyer_waiting:
+                    in_time = self.now - s.owed_since <= self.config.replies.deadline
+                    self.count_arm(ev.buyer_id, replies=1, in_time=int(in_time))
             self.set_waiting(s, ev.sender == "buyer")
         if not isinstance(ev, BuyerInquired):
             return None
         self.accepted.append(ev.id)
         self.priority[ev.id] = ev.priority
         return self.sessions.get(ev.buyer_id) or self.queued.get(ev.buyer_id)
+
+    def count_arm(self, buyer: str, **counts: int) -> None:
+        """Count for the buyer's arm (contract §3.7), if the shop runs a grey test."""
+        arm = self.rules.arm(buyer)
+        if arm is not None:
+            self.arm_counts.setdefault(arm, Counter()).update(counts)
 
     def set_waiting(self, s: Open, waiting: bool) -> None:
         self.pending[s.agent] += int(waiting) - int(s.buyer_waiting)
@@ -204,6 +216,8 @@ class Observer(Checks):
         ):  # contract §3.6: never dropped, never queued again for this
             self.fail("moves", f"{moving} closed unanswered is not followed by its move: {o}")
             self.moving = None
+        if isinstance(o, Assignment | QueueUpdate):
+            self.check_arm_fields(o)
         if isinstance(o, Assignment):
             self.on_assignment(o, ev)
         elif isinstance(o, SessionClosed):
@@ -243,6 +257,9 @@ class Observer(Checks):
         waited = a.ts - entry.queued_at if entry else 0
         if a.waited_ms != waited:
             self.fail("fields", f"{a} waited {waited} ms")
+        if a.reason in OPENING:  # contract §3.7: a session of the arm; from the line, the
+            came = int(a.reason is not AssignReason.DEQUEUED)  # buyer came when it queued
+            self.count_arm(a.buyer_id, sessions=1, buyers=came)
         self.open_session(a, key, moving)
 
     def session_key(self, a: Assignment, ev: InputEvent | None, entry: Entry | None) -> Key:
@@ -427,6 +444,7 @@ class Observer(Checks):
             priority, arrival = self.priority[u.inquiry_id], next(self.arrivals)
             aging = self.config.queue.priority_aging
             entry = Entry(u.inquiry_id, u.buyer_id, priority, arrival, u.group, u.ts, u.ts, aging)
+            self.count_arm(u.buyer_id, buyers=1)
         else:  # overflow: same entry, same arrival, next group
             self.expect(ev is None and entry.inquiry_id == u.inquiry_id, f"{u} after {entry}")
             self.check_expiry(entry, u)

@@ -3,10 +3,11 @@
 `cases()` draws a `Case`: a small shop file (2–6 agents, 1–3 groups that share agents, match
 rules, tight caps, every mode, queueing on or off, reply deadlines from seconds to the
 default 3m, overdue agents busy or not, mostly without `reassign_after` and otherwise with
-one shorter or longer than the deadline) and a list of `Step`s. A step waits `dt`
-milliseconds, then does one `Action`: an input event, a duplicate of an earlier event id, a
-plain timer wake-up, or a jump to the engine's next deadline. Event ids are handed out by
-the driver ("e1", "e2", ...), so a case is plain data that replays identically.
+one shorter or longer than the deadline, in 1 shop in 4 a grey test) and a list of `Step`s.
+A step waits `dt` milliseconds, then does one `Action`: an input event, a duplicate of an
+earlier event id, a plain timer wake-up, or a jump to the engine's next deadline. Event ids
+are handed out by the driver ("e1", "e2", ...), so a case is plain data that replays
+identically.
 
 Drawing dozens of nested strategies per step made generation 20 times slower than running
 the engine, so a shop and each step are decoded from a few random bytes instead: every
@@ -50,6 +51,7 @@ ITEMS = ("sku1", "sku2")
 INTENTS = ("presale", "aftersale", "chat")
 ORDER_STATUSES = ("none", "unpaid", "shipped")
 MODES = ("efficiency", "average", "weighted", "conversion")  # the default first
+POLICIES = (*MODES, "conversion:low", "conversion:mid", "conversion:high")  # contract §3.7
 
 T = TypeVar("T")
 
@@ -300,13 +302,34 @@ def _shop(head: bytes, agent_rows: list[bytes], group_rows: list[bytes]) -> dict
     if reassign := b.pick((None, None, None, None, 30, 100, "5m")):  # off most of the time
         replies["reassign_after"] = reassign
     shop["replies"] = replies
+    if b.pick((None, None, None, True)):  # a grey test in 1 shop in 4 (contract §3.7)
+        shop["experiment"] = _experiment(b)
     return shop
+
+
+def _experiment(b: _Bytes) -> dict[str, Any]:
+    """`[experiment]`: control and 1–2 other arms on policies drawn from the modes, a split
+    adding to 100, sometimes guardrails (which random steps rarely count enough to trip)."""
+    arms = ["control", *("treatment", "t2")[: b.pick((1, 1, 2))]]
+    control = b.pick((50, 90, 34, 10))
+    others = [(100 - control) // (len(arms) - 1)] * (len(arms) - 1)
+    others[0] += 100 - control - sum(others)
+    guardrails = b.pick((
+        {}, {}, {"p95_wait": "+20%"}, {"replies_within_deadline": "-3pp"},
+        {"p95_wait": "+0%", "replies_within_deadline": "-0pp"},
+    ))  # fmt: skip
+    return {
+        "name": b.pick(("grey", "conv-high-2026-12", "t1")),
+        "arms": {arm: b.pick(POLICIES) for arm in arms},
+        "split": dict(zip(arms, (control, *others), strict=True)),
+        "guardrails": guardrails,
+    }
 
 
 def shops() -> st.SearchStrategy[dict[str, Any]]:
     """A small shop file that validates (see the module docstring)."""
     return st.builds(
-        _shop, st.binary(min_size=22, max_size=22), _chunks(3, 2, 6), _chunks(12, 1, 3)
+        _shop, st.binary(min_size=30, max_size=30), _chunks(3, 2, 6), _chunks(12, 1, 3)
     )
 
 

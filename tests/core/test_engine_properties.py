@@ -205,6 +205,27 @@ STRANDED_CLOSES = Case(  # contract §3.6: found while teaching this harness mov
     ),
 )
 
+MOVE_IN_GREY_TEST = Case(  # contract §3.7: random steps rarely move a buyer in a grey test
+    shop={
+        "id": SHOP,
+        "replies": {"reassign_after": 30},
+        "experiment": {
+            "name": "grey",
+            "arms": {"control": "average", "treatment": "average"},  # not the shop's mode
+            "split": {"control": 50, "treatment": 50},
+        },
+        "agents": [{"id": "a1"}, {"id": "a2"}],
+        "groups": [{"name": "g", "agents": ["a1", "a2"]}],
+    },
+    steps=(
+        Step(0, Status("a1", "online")),
+        Step(0, Status("a2", "online")),
+        Step(0, Inquiry("b1")),  # a1, by average
+        Step(1000, BuyerSays("b1")),
+        Step(0, ToDeadline()),  # unanswered 30 s: moved to a2, by the arm's average
+    ),
+)
+
 
 @PROPERTY
 @example(BUSY_BEFORE_LOAD)
@@ -213,6 +234,7 @@ STRANDED_CLOSES = Case(  # contract §3.6: found while teaching this harness mov
 @example(MOVE_BEFORE_LINE)
 @example(MOVES_FREE_SLOTS)
 @example(STRANDED_CLOSES)
+@example(MOVE_IN_GREY_TEST)
 @given(cases())
 def test_the_outputs_keep_every_invariant_of_the_contract(case: Case) -> None:
     """One engine run per case, judged by every check of `tests/engine_checks.py` at once (a
@@ -259,6 +281,11 @@ def test_the_outputs_keep_every_invariant_of_the_contract(case: Case) -> None:
       the silent agent's, unless answered since).
     - memory: the engine remembers the buyers queued, in a session or with a recent
       contact, and none without any.
+    - arms (grey tests, contract §3.7): assignments and queue updates carry the experiment
+      and the buyer's arm (`Experiment.arm_of`) exactly while the shop runs one; a mode picks
+      by the arm's policy (control's after a guardrail stop; checked under fields and
+      selection); per arm the engine counts the outputs' buyers, sessions, waits and the
+      messages' replies and replies in time, and no more converted than sessions.
     """
     first = observe(case, *CHECKS).outputs
     assert observe(case).outputs == first
