@@ -81,18 +81,7 @@ def play(sc: Scenario, *, guardrail: bool = True) -> Scenario:
     sc.at("1m").reload(grey_config(t1))  # t0 ends, t1 starts
     arms = {arm: buyers_of(sc.config, arm, PER_ARM) for arm in ANSWERED_MS}
     chats = sorted((i, arm, b) for arm, buyers in arms.items() for i, b in enumerate(buyers))
-    events: list[tuple[int, int, str]] = []
-    for n, (_, arm, buyer) in enumerate(chats):
-        t = 120_000 + 1_000 * n
-        events += [(t, 0, buyer), (t + 1, 1, buyer), (t + ANSWERED_MS[arm], 2, buyer)]
-    for t, kind, buyer in sorted(events):
-        sc.at(t)
-        if kind == 0:
-            sc.inquiry(buyer)
-        elif kind == 1:
-            sc.says(buyer)
-        else:
-            sc.replies(buyer, sc.assignments(buyer)[-1].agent_id)
+    sc.chats([(buyer, ANSWERED_MS[arm]) for _, arm, buyer in chats], start=120_000)
     for buyer in arms["control"][:6] + arms["treatment"][:3]:
         sc.order(buyer, 20.0)
     return sc

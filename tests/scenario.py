@@ -163,6 +163,24 @@ class Scenario:
             MessageSent(**self._base(None, "m"), buyer_id=buyer, sender="agent", agent_id=agent)
         )
 
+    def chats(self, chats: list[tuple[str, int]], start: int = 1_000) -> int:
+        """Buyers come one a second from `start` (ms), each writes at once and its agent
+        answers after the buyer's delay (ms); the events in time order. The time of the
+        last one."""
+        events: list[tuple[int, int, str]] = []
+        for i, (buyer, delay) in enumerate(chats):
+            t = start + 1_000 * i
+            events += [(t, 0, buyer), (t + 1, 1, buyer), (t + delay, 2, buyer)]
+        for t, kind, buyer in sorted(events):
+            self.at(t)
+            if kind == 0:
+                self.inquiry(buyer)
+            elif kind == 1:
+                self.says(buyer)
+            else:
+                self.replies(buyer, self.assignments(buyer)[-1].agent_id)
+        return max(t for t, _, _ in events)
+
     def status(self, status: str, *agents: str) -> list[OutputEvent]:
         """Agents change reception state."""
         out: list[OutputEvent] = []

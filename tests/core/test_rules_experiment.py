@@ -130,7 +130,7 @@ def test_a_guardrail_stops_an_arm_that_is_worse_with_confidence_and_counting_goe
     sc.at("0s").online(*AGENTS)
     cs, ts = _buyers("control", 60), _buyers("treatment", 61)
     chats = [(b, 5_000) for b in cs] + [(b, 200_000) for b in ts[:60]]  # treatment answers late
-    t = _chat(sc, chats)
+    t = sc.chats(chats)
     exp = sc.engine.shop(SHOP).state.experiments.running
     assert exp is not None
     assert list(exp.stopped) == ["treatment"]
@@ -143,30 +143,12 @@ def test_a_guardrail_stops_an_arm_that_is_worse_with_confidence_and_counting_goe
     assert exp.figures["treatment"].buyers == 61  # still counted in its arm
 
 
-def _chat(sc: Scenario, chats: list[tuple[str, int]]) -> int:
-    """Each buyer comes a second after the one before, writes at once, and is answered
-    after its delay (ms); the events in time order. The time of the last event."""
-    events: list[tuple[int, int, str]] = []
-    for i, (buyer, delay) in enumerate(chats):
-        t = 1_000 * (i + 1)
-        events += [(t, 0, buyer), (t + 1, 1, buyer), (t + delay, 2, buyer)]
-    for t, kind, buyer in sorted(events):
-        sc.at(t)
-        if kind == 0:
-            sc.inquiry(buyer)
-        elif kind == 1:
-            sc.says(buyer)
-        else:
-            sc.replies(buyer, sc.assignments(buyer)[-1].agent_id)
-    return max(t for t, _, _ in events)
-
-
 def test_identical_arms_are_not_stopped() -> None:
     rails = {"replies_within_deadline": "-3pp", "p95_wait": "+20%"}
     same = {"control": "efficiency", "treatment": "efficiency"}
     sc = Scenario(_shop(experiment=_experiment(arms=same, guardrails=rails)))
     sc.at("0s").online(*AGENTS)
-    _chat(sc, [(f"b{i}", 200_000 if i % 5 == 0 else 5_000) for i in range(200)])
+    sc.chats([(f"b{i}", 200_000 if i % 5 == 0 else 5_000) for i in range(200)])
     exp = sc.engine.shop(SHOP).state.experiments.running
     assert exp is not None and exp.stopped == {}
     assert exp.figures["control"].replies + exp.figures["treatment"].replies == 200
