@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -70,7 +71,16 @@ def format_duration_ms(ms: int) -> str:
     return "".join(parts) or "0s"
 
 
+def _longer_than_zero(value: int) -> int:
+    if value <= 0:
+        raise ValueError("must be longer than 0s")
+    return value
+
+
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+# A duration that must be longer than 0s; a problem is reported under its own key, e.g.
+# `queue.session_timeout`, rather than under `queue`.
+PositiveMs = Annotated[DurationMs, AfterValidator(_longer_than_zero)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 Strength = Literal["low", "mid", "high"]
 
@@ -86,22 +96,15 @@ class QueueConfig(_Frozen):
     scope: Literal["shop", "groups"] = "shop"
     groups: tuple[Name, ...] = ()
     default_cap: int = Field(default=5, ge=1)
-    session_timeout: DurationMs = 600_000
+    session_timeout: PositiveMs = 600_000
     repeat_entry_window: DurationMs = 1_800_000
-    avg_handle_time: DurationMs = 300_000
+    avg_handle_time: PositiveMs = 300_000
     max_wait: DurationMs = 0
     update_interval: DurationMs = 10_000
     priority_aging: DurationMs = 0  # 0: off; else a buyer's priority + 1 per this long waited
 
-    # Field validators (not one model validator) so that a problem is reported under its
-    # own key, e.g. `queue.session_timeout`, rather than under `queue`.
-    @field_validator("session_timeout", "avg_handle_time")
-    @classmethod
-    def _longer_than_zero(cls, value: int) -> int:
-        if value <= 0:
-            raise ValueError("must be longer than 0s")
-        return value
-
+    # A field validator (not a model validator), so that a problem is reported under its
+    # own key, e.g. `queue.update_interval`, rather than under `queue`.
     @field_validator("update_interval")
     @classmethod
     def _at_least_one_second(cls, value: int) -> int:
@@ -113,17 +116,10 @@ class QueueConfig(_Frozen):
 class RepliesConfig(_Frozen):
     """`[replies]`: reply clocks (回复时效, contract §3.6)."""
 
-    deadline: DurationMs = 180_000  # a later reply is late; a buyer waiting longer is overdue
-    warn_after: DurationMs = 100_000  # from then on a waiting buyer is shown as waiting too long
+    deadline: PositiveMs = 180_000  # a later reply is late; a buyer waiting longer is overdue
+    warn_after: PositiveMs = 100_000  # from then on a waiting buyer is shown as waiting too long
     reassign_after: DurationMs = 0  # 0: off; else a first message unanswered this long moves
     overdue_is_busy: bool = True  # an agent with an overdue buyer is busy (contract §3.4)
-
-    @field_validator("deadline", "warn_after")
-    @classmethod
-    def _longer_than_zero(cls, value: int) -> int:
-        if value <= 0:
-            raise ValueError("must be longer than 0s")
-        return value
 
 
 class AgentConfig(_Frozen):
