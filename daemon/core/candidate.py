@@ -206,6 +206,7 @@ class Candidate:
     min_conversion_agents: int
     rankings: tuple[Ranking, ...]  # its own mode's first, then the others it keeps
     policies: dict[str, Ranking]  # a policy as written (and each ranking's name) -> ranking
+    conversions: tuple[Ranking, ...]  # its conversion rankings, which the prior re-ranks
     oracle: dict[str, float] | None = None  # the lab's true rates (daemon/core/engine.py)
     stride: Stride = field(default_factory=Stride)  # of its `weighted` ranking, if any
     line: Line = field(default_factory=Line)
@@ -338,7 +339,7 @@ class Candidate:
         than PRIOR_DRIFT (`Stats.move_prior`). The strength is re-estimated after a session
         start (`started`) each time the members' sessions reach a multiple of their number:
         O(1) amortised."""
-        conversions = [r for r in self.rankings if r.mode is Mode.CONVERSION]
+        conversions = self.conversions
         if not conversions:
             return
         stats = self.stats
@@ -457,6 +458,7 @@ def _make(
         confs=confs,
         min_conversion_agents=shop.conversion_min_agents,
         rankings=rankings,
+        conversions=tuple(r for r in rankings if r.mode is Mode.CONVERSION),
         policies=policies,
         oracle=oracle,
     )

@@ -111,9 +111,9 @@ class Experiment:
 
     __slots__ = (
         "_bounds",
+        "_last",
         "_limits",
         "config",
-        "counted",
         "ended_at",
         "figures",
         "name",
@@ -135,7 +135,7 @@ class Experiment:
             upto += config.split[arm] * (BUCKETS // 100)
             bounds.append((upto, arm))
         self._bounds = tuple(bounds)
-        self.counted = 0
+        self._last: tuple[str, str] | None = None  # the last buyer asked for, and its arm
         self._limits = parse_guardrails(config.guardrails)
 
     def same_test(self, config: ExperimentConfig) -> bool:
@@ -150,12 +150,15 @@ class Experiment:
     # ----------------------------------------------------------------------- arms
 
     def arm_of(self, buyer_id: str) -> str:
-        """The buyer's arm."""
+        """The buyer's arm. One decision asks it for the same buyer several times (its
+        policy, the output's arm, the counts): the last answer is kept for that."""
+        last = self._last
+        if last is not None and last[0] == buyer_id:
+            return last[1]
         bucket = arm_bucket(self.name, buyer_id)
-        for upto, arm in self._bounds:
-            if bucket < upto:
-                return arm
-        return self._bounds[-1][1]
+        arm = next((arm for upto, arm in self._bounds if bucket < upto), self._bounds[-1][1])
+        self._last = (buyer_id, arm)
+        return arm
 
     def policy_of(self, buyer_id: str) -> str:
         """The policy that picks the buyer's agents: its arm's, or control's once a
@@ -199,10 +202,12 @@ class Experiment:
     # ----------------------------------------------------------------------- guardrails
 
     def _look(self, now: int) -> None:
-        """Every CHECK_EVERY counts, ask the guardrails about each running arm (the
-        intervals stay valid however often they are read, so this is a matter of cost)."""
-        self.counted += 1
-        if self.counted % CHECK_EVERY or not self.config.guardrails:
+        """Every CHECK_EVERY counted waits and replies, ask the guardrails about each
+        running arm (the intervals stay valid however often they are read, so this is a
+        matter of cost)."""
+        if not self.config.guardrails:
+            return
+        if sum(f.sessions + f.replies for f in self.figures.values()) % CHECK_EVERY:
             return
         control = self.figures[CONTROL]
         for arm, figures in self.figures.items():
@@ -242,7 +247,6 @@ class Experiment:
             "guardrails": dict(self.config.guardrails),
             "started_at": self.started_at,
             "ended_at": self.ended_at,
-            "counted": self.counted,
             "figures": {arm: f.learned() for arm, f in self.figures.items()},
             "stopped": {
                 arm: {"at": s.at, "guardrail": s.guardrail, "why": s.why}
@@ -267,7 +271,6 @@ class Experiment:
         """Take the counts, the end and the stopped arms `learned` gave."""
         ended = data.get("ended_at")
         self.ended_at = None if ended is None else int(ended)
-        self.counted = int(data.get("counted", 0))
         for arm, figures in data.get("figures", {}).items():
             if arm in self.figures:
                 self.figures[arm] = ArmFigures.restored(figures)
@@ -356,6 +359,36 @@ def _share(k: int, n: int, low: float, high: float) -> dict[str, Any]:
 def _seconds(ms: float | None) -> float | None:
     """Seconds to a tenth; None for no value or an unbounded end."""
     return None if ms is None or ms == float("inf") else round(ms / 1000.0, 1)
+
+
+# ------------------------------------------------------------------ for a person
+# How the report's figures are written wherever a person reads them as text (`fenliu
+# experiment report`, `fenliu simulate`); the console writes them alike in its page.
+
+
+def share_text(share: dict[str, Any]) -> str:
+    """A share with its interval, in percent: '10.2% [8.1, 12.6]' ('—' before any count)."""
+    value = share["value"]
+    shown = "—" if value is None else f"{value * 100:.1f}%"
+    return f"{shown} [{share['low'] * 100:.1f}, {share['high'] * 100:.1f}]"
+
+
+def uplift_text(uplift: dict[str, Any] | None) -> str:
+    """The uplift over control in points with its interval, and relative ('—' for control)."""
+    if uplift is None:
+        return "—"
+    points = uplift["points"]
+    shown = "—" if points is None else f"{points * 100:+.1f}"
+    relative = uplift["relative"]
+    tail = "" if relative is None else f" ({relative * 100:+.0f}%)"
+    return f"{shown} [{uplift['low'] * 100:+.1f}, {uplift['high'] * 100:+.1f}]{tail}"
+
+
+def wait_text(wait: dict[str, Any]) -> str:
+    """A p95 wait with its interval in seconds; an upper end not bounded yet is '∞'."""
+    value, high = wait["value"], wait["high"]
+    shown = "—" if value is None else f"{value:g} s"
+    return f"{shown} [{wait['low']:g}, {'∞' if high is None else f'{high:g}'}]"
 
 
 @dataclass(slots=True)

@@ -46,6 +46,7 @@ from rich.table import Table
 
 from daemon.config import ConfigError, load_shop_file
 from daemon.core.config import ShopConfig
+from daemon.core.experiment import share_text, uplift_text, wait_text
 from daemon.core.explain import explain_shop, render_table
 from daemon.lab.grey import LabExperiment, lab_experiment
 from daemon.lab.measures import add_oracle_shares, estimate_points, measure
@@ -292,29 +293,17 @@ def _grey_table(grey: dict[str, Any]) -> Table:
         ("split", lambda r: f"{r['split']}%"),
         ("buyers", lambda r: f"{r['buyers']:,}"),
         ("sessions", lambda r: f"{r['sessions']:,}"),
-        ("conversion [95%]", lambda r: _share(r["conversion"])),
-        ("uplift, points [95%]", lambda r: _points(r["uplift"])),
+        ("conversion [95%]", lambda r: share_text(r["conversion"])),
+        ("uplift, points [95%]", lambda r: uplift_text(r["uplift"])),
         ("true conversion (due)", lambda r: _true(r["true"], r["true_due"], "{:.1%}")),
         ("true uplift, points (due)", _true_points),
-        ("p95 wait, s [95%]", lambda r: _wait(r["p95_wait_s"])),
-        ("replies within deadline [95%]", lambda r: _share(r["replies_within_deadline"])),
+        ("p95 wait [95%]", lambda r: wait_text(r["p95_wait_s"])),
+        ("replies within deadline [95%]", lambda r: share_text(r["replies_within_deadline"])),
         ("stopped", lambda r: _stopped(r["stopped"])),
     ]
     for label, cell in rows:
         table.add_row(label, *(cell(r) for r in arms))
     return table
-
-
-def _share(f: dict[str, Any]) -> str:
-    if f["value"] is None:
-        return "–"
-    return f"{f['value']:.1%} [{f['low'] * 100:.1f}, {f['high'] * 100:.1f}]"
-
-
-def _points(f: dict[str, Any] | None) -> str:
-    if f is None or f["points"] is None:
-        return "–"
-    return f"{f['points'] * 100:+.1f} [{f['low'] * 100:+.1f}, {f['high'] * 100:+.1f}]"
 
 
 def _true(value: float | None, due: float | None, fmt: str) -> str:
@@ -327,13 +316,6 @@ def _true_points(r: dict[str, Any]) -> str:
     if r["true_uplift"] is None or r["true_uplift_due"] is None:
         return "–"
     return f"{r['true_uplift'] * 100:+.1f} ({r['true_uplift_due'] * 100:+.1f})"
-
-
-def _wait(f: dict[str, Any]) -> str:
-    if f["value"] is None:
-        return "–"
-    high = "∞" if f["high"] is None else f"{f['high']:.0f}"
-    return f"{f['value']:.0f} [{f['low']:.0f}, {high}]"
 
 
 def _stopped(stop: dict[str, Any] | None) -> str:

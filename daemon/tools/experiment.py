@@ -32,7 +32,7 @@ import orjson
 
 from daemon.config import FenliuConfig, load_config_or_report
 from daemon.core.engine import DEFAULT_DEDUP_CAPACITY
-from daemon.core.experiment import CONTROL, Experiments
+from daemon.core.experiment import CONTROL, Experiments, share_text, uplift_text, wait_text
 from daemon.core.view import experiments_view
 from daemon.service.clients import make_redis
 from daemon.service.store import Store, StoreError
@@ -109,8 +109,8 @@ def _experiment(report: dict[str, Any], state: str) -> str:
         stop = arm["stopped"]
         rows.append([
             arm["arm"], arm["policy"], f"{arm['split']}%", f"{arm['buyers']:,}",
-            f"{arm['sessions']:,}", _share(arm["conversion"]), _uplift(arm["uplift"]),
-            _wait(arm["p95_wait_s"]), _share(arm["replies_within_deadline"]),
+            f"{arm['sessions']:,}", share_text(arm["conversion"]), uplift_text(arm["uplift"]),
+            wait_text(arm["p95_wait_s"]), share_text(arm["replies_within_deadline"]),
             ("running" if state == "running" else "ended") if stop is None else "stopped",
         ])  # fmt: skip
         if stop is not None:
@@ -139,31 +139,6 @@ def _table(rows: list[list[str]], left: set[int]) -> list[str]:
         ).rstrip()
         for row in rows
     ]  # fmt: skip
-
-
-def _share(share: dict[str, Any]) -> str:
-    """A share with its interval, in percent: '10.2% [8.1, 12.6]' ('—' before any count)."""
-    value = share["value"]
-    shown = "—" if value is None else f"{value * 100:.1f}%"
-    return f"{shown} [{share['low'] * 100:.1f}, {share['high'] * 100:.1f}]"
-
-
-def _uplift(uplift: dict[str, Any] | None) -> str:
-    """The uplift over control in points with its interval, and relative ('—' for control)."""
-    if uplift is None:
-        return "—"
-    points = uplift["points"]
-    shown = "—" if points is None else f"{points * 100:+.1f}"
-    relative = uplift["relative"]
-    tail = "" if relative is None else f" ({relative * 100:+.0f}%)"
-    return f"{shown} [{uplift['low'] * 100:+.1f}, {uplift['high'] * 100:+.1f}]{tail}"
-
-
-def _wait(wait: dict[str, Any]) -> str:
-    """A p95 wait with its interval in seconds; an upper end not bounded yet is '∞'."""
-    value, high = wait["value"], wait["high"]
-    shown = "—" if value is None else f"{value:g} s"
-    return f"{shown} [{wait['low']:g}, {'∞' if high is None else f'{high:g}'}]"
 
 
 def _time(ms: int) -> str:

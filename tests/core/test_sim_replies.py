@@ -232,11 +232,11 @@ AFTER_MS = 60 * S
 
 
 class Reassigning:
-    """The engine, with the test playing `reassign_after` = 60 s by `transfer` events (the
-    core's own reassignment is issue 26, item 1): a buyer whose first message in session has
-    waited a minute is handed to the group it was assigned in (its mode picks among the
-    other agents). `reverse` returns each move's outputs in the other order (assignment
-    before the old session's close)."""
+    """The engine, with the test moving buyers by `transfer` events after 60 s (not the
+    core's own `reassign_after`, so that the lab is checked to follow any move): a buyer
+    whose first message in session has waited a minute is handed to the group it was
+    assigned in (its mode picks among the other agents). `reverse` returns each move's
+    outputs in the other order (assignment before the old session's close)."""
 
     def __init__(self, shops: Any, *, reverse: bool) -> None:
         self.engine = Engine(shops)
